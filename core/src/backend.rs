@@ -1,0 +1,171 @@
+//! The kernels all time goes into, behind one small trait, and the one place that picks
+//! an implementation.
+//!
+//! - [`Portable`]: scalar Rust, every target (the reference the others are tested against);
+//! - `Avx2`: x86-64 AVX2 intrinsics, selected at run time (works without std);
+//! - `Neon`: aarch64 NEON intrinsics, always present on aarch64 (selected at compile time).
+//!
+//! All backends return identical words for identical inputs: every result is fully
+//! reduced into [0, q), and the transform is the canonical one of [`crate::ntt`].
+
+use core::fmt;
+
+use crate::ntt::NttTable;
+use crate::zq::{Modulus, ShoupConstant};
+use crate::Error;
+
+mod portable;
+mod vector;
+
+pub use portable::Portable;
+#[cfg(target_arch = "x86_64")]
+pub use vector::avx2::Avx2;
+#[cfg(target_arch = "aarch64")]
+pub use vector::neon::Neon;
+
+/// Transform and pointwise kernels over residues mod one prime.
+///
+/// Inputs are residues in [0, q) and so are outputs. Slices passed together must have equal
+/// lengths, and transform slices must have the table's length n; a mismatch is a bug in the
+/// caller and panics.
+pub trait Kernels {
+    /// Forward negacyclic NTT in place; output in bit-reversed evaluation order.
+    fn forward_ntt<S: AsRef<[u32]>>(&self, a: &mut [u32], table: &NttTable<S>);
+    /// Inverse of [`Kernels::forward_ntt`], in place.
+    fn inverse_ntt<S: AsRef<[u32]>>(&self, a: &mut [u32], table: &NttTable<S>);
+    /// a[i] = a[i] * b[i] mod q.
+    fn mul_assign(&self, a: &mut [u32], b: &[u32], modulus: &Modulus);
+    /// acc[i] = acc[i] + a[i] * b[i] mod q.
+    fn mul_acc(&self, acc: &mut [u32], a: &[u32], b: &[u32], modulus: &Modulus);
+    /// a[i] = a[i] * w mod q, for a constant w given with its Shoup quotient.
+    fn mul_scalar_assign(&self, a: &mut [u32], w: ShoupConstant, modulus: &Modulus);
+}
+
+/// Panics unless the slices of one kernel call agree (a caller bug, never untrusted data).
+#[inline(always)]
+pub(crate) fn check_lengths(a: usize, b: usize) {
+    assert_eq!(a, b, "kernel operands differ in length");
+}
+
+/// One of the backends this CPU can run; the single dispatch point.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// Scalar Rust.
+    Portable(Portable),
+    /// AVX2 intrinsics (the token proves the CPU supports them).
+    #[cfg(target_arch = "x86_64")]
+    Avx2(Avx2),
+    /// NEON intrinsics.
+    #[cfg(target_arch = "aarch64")]
+    Neon(Neon),
+}
+
+/// Names of every backend this build knows, available on this CPU or not.
+pub const BACKEND_NAMES: &[&str] = &[
+    "portable",
+    #[cfg(target_arch = "x86_64")]
+    "avx2",
+    #[cfg(target_arch = "aarch64")]
+    "neon",
+];
+
+impl Backend {
+    /// The fastest backend this CPU supports.
+    pub fn detect() -> Self {
+        #[cfg(target_arch = "x86_64")]
+        if let Some(avx2) = Avx2::new() {
+            return Backend::Avx2(avx2);
+        }
+        #[cfg(target_arch = "aarch64")]
+        return Backend::Neon(Neon::new());
+        #[allow(unreachable_code)]
+        Backend::Portable(Portable)
+    }
+
+    /// The backend called `name` ("portable", "avx2", "neon"), if this CPU runs it.
+    pub fn by_name(name: &str) -> Result<Self, Error> {
+        match name {
+            "portable" => return Ok(Backend::Portable(Portable)),
+            #[cfg(target_arch = "x86_64")]
+            "avx2" => return Avx2::new().map(Backend::Avx2).ok_or(Error::BackendUnavailable { backend: "avx2" }),
+            #[cfg(target_arch = "aarch64")]
+            "neon" => return Ok(Backend::Neon(Neon::new())),
+            _ => {}
+        }
+        let backend = ["avx2", "neon"].into_iter().find(|known| *known == name).unwrap_or("unknown");
+        Err(Error::BackendUnavailable { backend })
+    }
+
+    /// Every backend this CPU runs, portable first.
+    pub fn available() -> heapless::Vec<Backend, 4> {
+        BACKEND_NAMES.iter().filter_map(|name| Backend::by_name(name).ok()).collect()
+    }
+
+    /// The backend's name.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Backend::Portable(_) => "portable",
+            #[cfg(target_arch = "x86_64")]
+            Backend::Avx2(_) => "avx2",
+            #[cfg(target_arch = "aarch64")]
+            Backend::Neon(_) => "neon",
+        }
+    }
+}
+
+impl Default for Backend {
+    fn default() -> Self {
+        Self::detect()
+    }
+}
+
+impl fmt::Debug for Backend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl fmt::Display for Backend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Forwards a kernel call to whichever backend `self` holds.
+macro_rules! dispatch {
+    ($self:ident, $backend:ident => $call:expr) => {
+        match $self {
+            Backend::Portable($backend) => $call,
+            #[cfg(target_arch = "x86_64")]
+            Backend::Avx2($backend) => $call,
+            #[cfg(target_arch = "aarch64")]
+            Backend::Neon($backend) => $call,
+        }
+    };
+}
+
+impl Kernels for Backend {
+    #[inline]
+    fn forward_ntt<S: AsRef<[u32]>>(&self, a: &mut [u32], table: &NttTable<S>) {
+        dispatch!(self, b => b.forward_ntt(a, table))
+    }
+    #[inline]
+    fn inverse_ntt<S: AsRef<[u32]>>(&self, a: &mut [u32], table: &NttTable<S>) {
+        dispatch!(self, b => b.inverse_ntt(a, table))
+    }
+    #[inline]
+    fn mul_assign(&self, a: &mut [u32], b: &[u32], modulus: &Modulus) {
+        dispatch!(self, k => k.mul_assign(a, b, modulus))
+    }
+    #[inline]
+    fn mul_acc(&self, acc: &mut [u32], a: &[u32], b: &[u32], modulus: &Modulus) {
+        dispatch!(self, k => k.mul_acc(acc, a, b, modulus))
+    }
+    #[inline]
+    fn mul_scalar_assign(&self, a: &mut [u32], w: ShoupConstant, modulus: &Modulus) {
+        dispatch!(self, k => k.mul_scalar_assign(a, w, modulus))
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,89 @@
+//! Scalar backend: plain Rust on every target, Cortex-M included, and the reference every
+//! SIMD backend must match bit for bit.
+
+use super::{check_lengths, Kernels};
+use crate::ntt::NttTable;
+use crate::zq::{reduce_once, Modulus, ShoupConstant};
+
+/// The portable scalar backend.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Portable;
+
+impl Kernels for Portable {
+    fn forward_ntt<S: AsRef<[u32]>>(&self, a: &mut [u32], table: &NttTable<S>) {
+        check_lengths(a.len(), table.n());
+        let m = table.modulus();
+        let q = m.value();
+        let two_q = 2 * q;
+        let (values, quotients) = table.forward_twiddles();
+        let mut groups = 1;
+        let mut distance = a.len() / 2;
+        while distance >= 1 {
+            for (group, pair) in a.chunks_exact_mut(2 * distance).enumerate() {
+                let w = ShoupConstant { value: values[groups + group], quotient: quotients[groups + group] };
+                let (xs, ys) = pair.split_at_mut(distance);
+                for (x, y) in xs.iter_mut().zip(ys) {
+                    // Harvey: x, y in [0, 4q) -> x', y' in [0, 4q).
+                    let xr = reduce_once(*x, two_q);
+                    let t = m.mul_shoup_lazy(*y, w);
+                    *x = xr + t;
+                    *y = xr + two_q - t;
+                }
+            }
+            groups *= 2;
+            distance /= 2;
+        }
+        for x in a.iter_mut() {
+            *x = m.reduce_once(reduce_once(*x, two_q));
+        }
+    }
+
+    fn inverse_ntt<S: AsRef<[u32]>>(&self, a: &mut [u32], table: &NttTable<S>) {
+        check_lengths(a.len(), table.n());
+        let m = table.modulus();
+        let two_q = 2 * m.value();
+        let (values, quotients) = table.inverse_twiddles();
+        let n = a.len();
+        let mut groups = n / 2;
+        let mut distance = 1;
+        while groups > 1 {
+            for (group, pair) in a.chunks_exact_mut(2 * distance).enumerate() {
+                let w = ShoupConstant { value: values[groups + group], quotient: quotients[groups + group] };
+                let (xs, ys) = pair.split_at_mut(distance);
+                for (x, y) in xs.iter_mut().zip(ys) {
+                    // Gentleman-Sande: x, y in [0, 2q) -> x', y' in [0, 2q).
+                    let (u, v) = (*x, *y);
+                    *x = reduce_once(u + v, two_q);
+                    *y = m.mul_shoup_lazy(u + two_q - v, w);
+                }
+            }
+            groups /= 2;
+            distance *= 2;
+        }
+        // Last stage with the 1/n scaling folded in.
+        let (xs, ys) = a.split_at_mut(n / 2);
+        let (n_inv, n_inv_twiddle) = (table.n_inv(), table.n_inv_twiddle());
+        for (x, y) in xs.iter_mut().zip(ys) {
+            let (u, v) = (*x, *y);
+            *x = m.mul_shoup(u + v, n_inv);
+            *y = m.mul_shoup(u + two_q - v, n_inv_twiddle);
+        }
+    }
+
+    fn mul_assign(&self, a: &mut [u32], b: &[u32], modulus: &Modulus) {
+        check_lengths(a.len(), b.len());
+        a.iter_mut().zip(b).for_each(|(x, &y)| *x = modulus.mul(*x, y));
+    }
+
+    fn mul_acc(&self, acc: &mut [u32], a: &[u32], b: &[u32], modulus: &Modulus) {
+        check_lengths(acc.len(), a.len());
+        check_lengths(acc.len(), b.len());
+        for ((s, &x), &y) in acc.iter_mut().zip(a).zip(b) {
+            *s = modulus.add(*s, modulus.mul(x, y));
+        }
+    }
+
+    fn mul_scalar_assign(&self, a: &mut [u32], w: ShoupConstant, modulus: &Modulus) {
+        a.iter_mut().for_each(|x| *x = modulus.mul_shoup(*x, w));
+    }
+}

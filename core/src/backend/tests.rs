@@ -1,0 +1,212 @@
+//! Every backend against schoolbook and naive-evaluation references and bit-exact against
+//! the portable backend.
+
+use std::vec::Vec;
+
+use proptest::prelude::*;
+
+use super::*;
+use crate::ntt::bit_reverse;
+use crate::zq::prime::ntt_primes;
+
+fn xorshift(seed: u64) -> impl FnMut() -> u32 {
+    let mut state = seed | 1;
+    move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        (state >> 16) as u32
+    }
+}
+
+fn random_poly(n: usize, q: u32, seed: u64) -> Vec<u32> {
+    let mut next = xorshift(seed);
+    (0..n).map(|_| next() % q).collect()
+}
+
+/// Inputs that sit on the edges of every lazy range.
+fn edge_polys(n: usize, q: u32) -> Vec<Vec<u32>> {
+    std::vec![
+        std::vec![0; n],
+        std::vec![q - 1; n],
+        (0..n).map(|i| if i % 2 == 0 { q - 1 } else { 0 }).collect(),
+        (0..n).map(|i| [0, 1, q - 1, q / 2, q - 2][i % 5]).collect(),
+    ]
+}
+
+/// The moduli the tests cover: the largest and a mid-range 30-bit prime, and a small
+/// plaintext-sized prime.
+fn test_moduli(n: usize) -> Vec<Modulus> {
+    let mut primes: Vec<u32> = ntt_primes(30, n).take(1).collect();
+    primes.extend(ntt_primes(29, n).nth(5));
+    primes.extend(ntt_primes(18, n).next());
+    primes.into_iter().map(|q| Modulus::new(q).unwrap()).collect()
+}
+
+fn schoolbook_negacyclic(a: &[u32], b: &[u32], m: &Modulus) -> Vec<u32> {
+    let n = a.len();
+    let q = m.value() as u64;
+    let mut out = std::vec![0u64; n];
+    for i in 0..n {
+        for j in 0..n {
+            let p = a[i] as u64 * b[j] as u64 % q;
+            let k = (i + j) % n;
+            out[k] = if i + j < n { (out[k] + p) % q } else { (out[k] + q - p) % q };
+        }
+    }
+    out.into_iter().map(|x| x as u32).collect()
+}
+
+fn naive_forward(a: &[u32], m: &Modulus, psi: u32) -> Vec<u32> {
+    let n = a.len();
+    let bits = n.trailing_zeros();
+    (0..n)
+        .map(|i| {
+            let x = m.pow(psi, 2 * bit_reverse(i, bits) as u64 + 1);
+            // Horner evaluation of a at x.
+            a.iter().rev().fold(0, |acc, &c| m.add(m.mul(acc, x), c))
+        })
+        .collect()
+}
+
+#[test]
+fn every_backend_matches_naive_references() {
+    for backend in Backend::available() {
+        for n in [64, 128, 512] {
+            for m in test_moduli(n) {
+                let table = NttTable::new(m, n).unwrap();
+                let (a, b) = (random_poly(n, m.value(), 1), random_poly(n, m.value(), 2));
+                let mut fa = a.clone();
+                backend.forward_ntt(&mut fa, &table);
+                assert_eq!(fa, naive_forward(&a, &m, table.psi()), "{backend} forward n={n}");
+                let mut fb = b.clone();
+                backend.forward_ntt(&mut fb, &table);
+                backend.mul_assign(&mut fa, &fb, &m);
+                backend.inverse_ntt(&mut fa, &table);
+                assert_eq!(fa, schoolbook_negacyclic(&a, &b, &m), "{backend} product n={n}");
+            }
+        }
+    }
+}
+
+#[test]
+fn every_backend_is_bit_exact_with_portable_and_round_trips() {
+    let portable = Backend::Portable(Portable);
+    for backend in Backend::available() {
+        for n in [64, 1024, 4096, 8192, 32768] {
+            for m in test_moduli(n) {
+                let table = NttTable::new(m, n).unwrap();
+                let mut inputs = edge_polys(n, m.value());
+                inputs.push(random_poly(n, m.value(), n as u64));
+                for input in inputs {
+                    let (mut ours, mut reference) = (input.clone(), input.clone());
+                    backend.forward_ntt(&mut ours, &table);
+                    portable.forward_ntt(&mut reference, &table);
+                    assert_eq!(ours, reference, "{backend} forward n={n} q={}", m.value());
+                    assert!(ours.iter().all(|&x| x < m.value()));
+                    backend.inverse_ntt(&mut ours, &table);
+                    assert_eq!(ours, input, "{backend} inverse(forward) n={n}");
+                    // The inverse on its own, from arbitrary (not NTT-produced) input.
+                    let (mut ours, mut reference) = (input.clone(), input.clone());
+                    backend.inverse_ntt(&mut ours, &table);
+                    portable.inverse_ntt(&mut reference, &table);
+                    assert_eq!(ours, reference, "{backend} inverse n={n}");
+                }
+            }
+        }
+    }
+}
+
+/// Lengths that leave a scalar remainder after the 8-lane chunks.
+#[test]
+fn pointwise_kernels_match_scalar_on_edges_and_remainders() {
+    for backend in Backend::available() {
+        for m in test_moduli(64) {
+            let q = m.value();
+            for len in [0, 1, 7, 8, 9, 63, 64, 1000] {
+                for (sa, sb) in [(3u64, 4u64), (5, 6)] {
+                    let mut a = random_poly(len, q, sa);
+                    let mut b = random_poly(len, q, sb);
+                    let edges = [0, 1, q - 1, q - 2, q / 2];
+                    a.iter_mut().step_by(3).zip(edges.iter().cycle()).for_each(|(x, &e)| *x = e);
+                    b.iter_mut().step_by(2).zip(edges.iter().rev().cycle()).for_each(|(x, &e)| *x = e);
+                    let c = random_poly(len, q, sa + sb);
+                    let expect = |f: &dyn Fn(usize) -> u64| -> Vec<u32> { (0..len).map(|i| f(i) as u32).collect() };
+                    let q64 = q as u64;
+
+                    let mut product = a.clone();
+                    backend.mul_assign(&mut product, &b, &m);
+                    assert_eq!(product, expect(&|i| a[i] as u64 * b[i] as u64 % q64), "{backend} mul");
+
+                    let mut acc = c.clone();
+                    backend.mul_acc(&mut acc, &a, &b, &m);
+                    assert_eq!(acc, expect(&|i| (c[i] as u64 + a[i] as u64 * b[i] as u64) % q64), "{backend} mul_acc");
+
+                    for w in [0, 1, q - 1, b.first().copied().unwrap_or(5)] {
+                        let mut scaled = a.clone();
+                        backend.mul_scalar_assign(&mut scaled, m.shoup(w), &m);
+                        assert_eq!(scaled, expect(&|i| a[i] as u64 * w as u64 % q64), "{backend} mul_scalar");
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// CI names the backends it expects this machine to exercise; a missing one fails loudly
+/// instead of passing with fewer backends tested.
+#[test]
+fn expected_backends_are_exercised() {
+    let available = Backend::available();
+    std::eprintln!("backends exercised by these tests: {:?}", available);
+    if let Ok(expected) = std::env::var("CRYPTONETS_EXPECT_BACKENDS") {
+        for name in expected.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+            assert!(
+                available.iter().any(|b| b.name() == name),
+                "CI expects the {name} backend, but this machine cannot run it (available: {available:?})"
+            );
+        }
+    }
+}
+
+#[test]
+fn backend_selection() {
+    assert_eq!(Backend::by_name("portable").unwrap().name(), "portable");
+    assert!(matches!(Backend::by_name("nope"), Err(Error::BackendUnavailable { backend: "unknown" })));
+    assert_eq!(Backend::available()[0].name(), "portable");
+    assert!(Backend::available().contains(&Backend::detect()));
+    #[cfg(target_arch = "aarch64")]
+    assert_eq!(Backend::detect().name(), "neon");
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    #[test]
+    fn random_polynomials_agree_across_backends(
+        seed in any::<u64>(),
+        log_n in 6u32..=10,
+        index in 0usize..3,
+    ) {
+        let n = 1usize << log_n;
+        let m = test_moduli(n)[index];
+        let table = NttTable::new(m, n).unwrap();
+        let a = random_poly(n, m.value(), seed);
+        let b = random_poly(n, m.value(), seed ^ 0xabcdef);
+        let mut results = Vec::new();
+        for backend in Backend::available() {
+            let (mut fa, mut fb) = (a.clone(), b.clone());
+            backend.forward_ntt(&mut fa, &table);
+            backend.forward_ntt(&mut fb, &table);
+            backend.mul_assign(&mut fa, &fb, &m);
+            backend.inverse_ntt(&mut fa, &table);
+            results.push(fa);
+        }
+        if n <= 128 {
+            prop_assert_eq!(&results[0], &schoolbook_negacyclic(&a, &b, &m));
+        }
+        for r in &results[1..] {
+            prop_assert_eq!(r, &results[0]);
+        }
+    }
+}

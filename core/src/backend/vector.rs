@@ -1,0 +1,384 @@
+//! The NTT and pointwise kernels written once for any 8-lane vector of u32.
+//!
+//! Each SIMD backend provides [`Lanes8`]: a handful of lane-wise operations and an 8x8
+//! transpose. The algorithms below never touch intrinsics; they are monomorphised and
+//! inlined into each backend's `#[target_feature]` entry points.
+//!
+//! Stages whose butterfly distance is at least 8 pair whole vectors with one broadcast
+//! twiddle. The three with distances 4, 2 and 1 run on blocks of 64 coefficients
+//! transposed so that they too pair whole vectors, each lane with its own twiddle
+//! (see `fill_tail` in [`crate::ntt`]).
+
+use super::check_lengths;
+use crate::ntt::{NttTable, TAIL_BLOCK, TAIL_WORDS};
+use crate::zq::{Modulus, ShoupConstant};
+
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod avx2;
+#[cfg(target_arch = "aarch64")]
+pub(crate) mod neon;
+
+/// Eight u32 lanes. Arithmetic wraps modulo 2^32 in every lane.
+pub(crate) trait Lanes8: Copy {
+    fn load(src: &[u32; 8]) -> Self;
+    fn store(self, dst: &mut [u32; 8]);
+    fn splat(x: u32) -> Self;
+    fn add(self, other: Self) -> Self;
+    fn sub(self, other: Self) -> Self;
+    /// Unsigned minimum.
+    fn min(self, other: Self) -> Self;
+    /// Low 32 bits of the lane products.
+    fn mul_lo(self, other: Self) -> Self;
+    /// High 32 bits of the unsigned 64-bit lane products.
+    fn mul_hi(self, other: Self) -> Self;
+    /// Transposes the 8x8 matrix whose rows are the vectors.
+    fn transpose(rows: &mut [Self; 8]);
+}
+
+/// A modulus broadcast to all lanes, with the constants the kernels use.
+#[derive(Clone, Copy)]
+struct VectorModulus<V> {
+    q: V,
+    two_q: V,
+    q_inv: V,
+    montgomery_r: (V, V),
+}
+
+impl<V: Lanes8> VectorModulus<V> {
+    #[inline(always)]
+    fn new(m: &Modulus) -> Self {
+        let r = m.montgomery_r();
+        Self {
+            q: V::splat(m.value()),
+            two_q: V::splat(2 * m.value()),
+            q_inv: V::splat(m.q_inv()),
+            montgomery_r: (V::splat(r.value), V::splat(r.quotient)),
+        }
+    }
+
+    /// x - c if x >= c, else x, for x < 2c <= 2^32: the unsigned minimum of x and x - c
+    /// (when x < c, x - c wraps above x). Constant-time.
+    #[inline(always)]
+    fn reduce_below(x: V, c: V) -> V {
+        x.min(x.sub(c))
+    }
+
+    /// x * w mod q in [0, 2q) for any x (Shoup).
+    #[inline(always)]
+    fn mul_shoup_lazy(&self, x: V, w: V, w_quotient: V) -> V {
+        x.mul_lo(w).sub(x.mul_hi(w_quotient).mul_lo(self.q))
+    }
+
+    /// a * b mod q in [0, q), for a * b < q * 2^32: Montgomery, then Shoup by 2^32 mod q.
+    #[inline(always)]
+    fn mul(&self, a: V, b: V) -> V {
+        let low = a.mul_lo(b);
+        let high = a.mul_hi(b);
+        let m = low.mul_lo(self.q_inv);
+        // (a*b - m*q) / 2^32 is exact and lies in (-q, q); shifting by q gives (0, 2q).
+        let reduced = high.sub(m.mul_hi(self.q)).add(self.q);
+        let product = self.mul_shoup_lazy(reduced, self.montgomery_r.0, self.montgomery_r.1);
+        Self::reduce_below(product, self.q)
+    }
+
+    /// Cooley-Tukey butterfly on the lazy range [0, 4q).
+    #[inline(always)]
+    fn forward_butterfly(&self, x: &mut V, y: &mut V, w: V, w_quotient: V) {
+        let xr = Self::reduce_below(*x, self.two_q);
+        let t = self.mul_shoup_lazy(*y, w, w_quotient);
+        *x = xr.add(t);
+        *y = xr.add(self.two_q).sub(t);
+    }
+
+    /// Gentleman-Sande butterfly on the lazy range [0, 2q).
+    #[inline(always)]
+    fn inverse_butterfly(&self, x: &mut V, y: &mut V, w: V, w_quotient: V) {
+        let (u, v) = (*x, *y);
+        *x = Self::reduce_below(u.add(v), self.two_q);
+        *y = self.mul_shoup_lazy(u.add(self.two_q).sub(v), w, w_quotient);
+    }
+}
+
+/// Runs `butterfly` over every pair (x, y) of vectors `distance` words apart in group `i`.
+#[inline(always)]
+fn for_each_pair<V: Lanes8>(a: &mut [u32], distance: usize, mut butterfly: impl FnMut(usize, &mut V, &mut V)) {
+    for (group, pair) in a.chunks_exact_mut(2 * distance).enumerate() {
+        let (xs, ys) = pair.split_at_mut(distance);
+        let (xs, _) = xs.as_chunks_mut::<8>();
+        let (ys, _) = ys.as_chunks_mut::<8>();
+        for (xw, yw) in xs.iter_mut().zip(ys.iter_mut()) {
+            let (mut x, mut y) = (V::load(xw), V::load(yw));
+            butterfly(group, &mut x, &mut y);
+            x.store(xw);
+            y.store(yw);
+        }
+    }
+}
+
+/// Loads the 64-coefficient blocks of `a` transposed, hands them with their tail twiddles
+/// (as (value, quotient) vector pairs) to `stages`, and stores them back.
+#[inline(always)]
+fn for_each_tail_block<V: Lanes8>(a: &mut [u32], tail: &[u32], mut stages: impl FnMut(&mut [V; 8], &[(V, V); 7])) {
+    for (block, twiddles) in a.chunks_exact_mut(TAIL_BLOCK).zip(tail.chunks_exact(TAIL_WORDS)) {
+        let (words, _) = block.as_chunks_mut::<8>();
+        let mut rows: [V; 8] = core::array::from_fn(|r| V::load(&words[r]));
+        V::transpose(&mut rows);
+        let (tw, _) = twiddles.as_chunks::<8>();
+        let w: [(V, V); 7] = core::array::from_fn(|k| (V::load(&tw[2 * k]), V::load(&tw[2 * k + 1])));
+        stages(&mut rows, &w);
+        V::transpose(&mut rows);
+        for (r, row) in rows.iter().enumerate() {
+            row.store(&mut words[r]);
+        }
+    }
+}
+
+#[inline(always)]
+pub(crate) fn forward_ntt<V: Lanes8, S: AsRef<[u32]>>(a: &mut [u32], table: &NttTable<S>) {
+    check_lengths(a.len(), table.n());
+    let m = VectorModulus::<V>::new(table.modulus());
+    let (values, quotients) = table.forward_twiddles();
+    let mut groups = 1;
+    let mut distance = a.len() / 2;
+    while distance >= 8 {
+        let (w, wq) = (&values[groups..2 * groups], &quotients[groups..2 * groups]);
+        for_each_pair::<V>(a, distance, |g, x, y| {
+            m.forward_butterfly(x, y, V::splat(w[g]), V::splat(wq[g]))
+        });
+        groups *= 2;
+        distance /= 2;
+    }
+    // Tail twiddle vectors: [0] distance 4; [1], [2] distance 2; [3..7] distance 1.
+    for_each_tail_block::<V>(a, table.forward_tail(), |v, w| {
+        for c in 0..4 {
+            let [x, y] = v.get_disjoint_mut([c, c + 4]).expect("distinct");
+            m.forward_butterfly(x, y, w[0].0, w[0].1);
+        }
+        for (c, half) in [(0, 1), (1, 1), (4, 2), (5, 2)] {
+            let [x, y] = v.get_disjoint_mut([c, c + 2]).expect("distinct");
+            m.forward_butterfly(x, y, w[half].0, w[half].1);
+        }
+        for k in 0..4 {
+            let [x, y] = v.get_disjoint_mut([2 * k, 2 * k + 1]).expect("distinct");
+            m.forward_butterfly(x, y, w[3 + k].0, w[3 + k].1);
+        }
+        for x in v.iter_mut() {
+            *x = VectorModulus::reduce_below(VectorModulus::reduce_below(*x, m.two_q), m.q);
+        }
+    });
+}
+
+#[inline(always)]
+pub(crate) fn inverse_ntt<V: Lanes8, S: AsRef<[u32]>>(a: &mut [u32], table: &NttTable<S>) {
+    check_lengths(a.len(), table.n());
+    let m = VectorModulus::<V>::new(table.modulus());
+    for_each_tail_block::<V>(a, table.inverse_tail(), |v, w| {
+        for k in 0..4 {
+            let [x, y] = v.get_disjoint_mut([2 * k, 2 * k + 1]).expect("distinct");
+            m.inverse_butterfly(x, y, w[3 + k].0, w[3 + k].1);
+        }
+        for (c, half) in [(0, 1), (1, 1), (4, 2), (5, 2)] {
+            let [x, y] = v.get_disjoint_mut([c, c + 2]).expect("distinct");
+            m.inverse_butterfly(x, y, w[half].0, w[half].1);
+        }
+        for c in 0..4 {
+            let [x, y] = v.get_disjoint_mut([c, c + 4]).expect("distinct");
+            m.inverse_butterfly(x, y, w[0].0, w[0].1);
+        }
+    });
+    let (values, quotients) = table.inverse_twiddles();
+    let n = a.len();
+    let mut groups = n / 16;
+    let mut distance = 8;
+    while groups > 1 {
+        let (w, wq) = (&values[groups..2 * groups], &quotients[groups..2 * groups]);
+        for_each_pair::<V>(a, distance, |g, x, y| {
+            m.inverse_butterfly(x, y, V::splat(w[g]), V::splat(wq[g]))
+        });
+        groups /= 2;
+        distance *= 2;
+    }
+    let (n_inv, n_inv_twiddle) = (table.n_inv(), table.n_inv_twiddle());
+    let (s, sq) = (V::splat(n_inv.value), V::splat(n_inv.quotient));
+    let (d, dq) = (V::splat(n_inv_twiddle.value), V::splat(n_inv_twiddle.quotient));
+    for_each_pair::<V>(a, n / 2, |_, x, y| {
+        let (u, v) = (*x, *y);
+        *x = VectorModulus::reduce_below(m.mul_shoup_lazy(u.add(v), s, sq), m.q);
+        *y = VectorModulus::reduce_below(m.mul_shoup_lazy(u.add(m.two_q).sub(v), d, dq), m.q);
+    });
+}
+
+/// Applies `f` to every 8-word chunk of `a` with the matching chunks of `b` and `c`, then the
+/// scalar `tail` to the words that do not fill a vector.
+#[inline(always)]
+fn zip3<V: Lanes8>(
+    a: &mut [u32],
+    b: &[u32],
+    c: &[u32],
+    f: impl Fn(V, V, V) -> V,
+    tail: impl Fn(u32, u32, u32) -> u32,
+) {
+    let (a8, a_rest) = a.as_chunks_mut::<8>();
+    let (b8, b_rest) = b.as_chunks::<8>();
+    let (c8, c_rest) = c.as_chunks::<8>();
+    for ((x, y), z) in a8.iter_mut().zip(b8).zip(c8) {
+        f(V::load(x), V::load(y), V::load(z)).store(x);
+    }
+    for ((x, &y), &z) in a_rest.iter_mut().zip(b_rest).zip(c_rest) {
+        *x = tail(*x, y, z);
+    }
+}
+
+#[inline(always)]
+pub(crate) fn mul_assign<V: Lanes8>(a: &mut [u32], b: &[u32], modulus: &Modulus) {
+    check_lengths(a.len(), b.len());
+    let m = VectorModulus::<V>::new(modulus);
+    zip3::<V>(a, b, b, |x, y, _| m.mul(x, y), |x, y, _| modulus.mul(x, y));
+}
+
+#[inline(always)]
+pub(crate) fn mul_acc<V: Lanes8>(acc: &mut [u32], a: &[u32], b: &[u32], modulus: &Modulus) {
+    check_lengths(acc.len(), a.len());
+    check_lengths(acc.len(), b.len());
+    let m = VectorModulus::<V>::new(modulus);
+    zip3::<V>(
+        acc,
+        a,
+        b,
+        |s, x, y| VectorModulus::reduce_below(s.add(m.mul(x, y)), m.q),
+        |s, x, y| modulus.add(s, modulus.mul(x, y)),
+    );
+}
+
+#[inline(always)]
+pub(crate) fn mul_scalar_assign<V: Lanes8>(a: &mut [u32], w: ShoupConstant, modulus: &Modulus) {
+    let m = VectorModulus::<V>::new(modulus);
+    let (wv, wq) = (V::splat(w.value), V::splat(w.quotient));
+    let (a8, rest) = a.as_chunks_mut::<8>();
+    for x in a8 {
+        VectorModulus::reduce_below(m.mul_shoup_lazy(V::load(x), wv, wq), m.q).store(x);
+    }
+    rest.iter_mut().for_each(|x| *x = modulus.mul_shoup(*x, w));
+}
+
+/// Implements [`super::Kernels`] for a backend token: each method enters a
+/// `#[target_feature]` function that runs the generic kernel with the backend's lane type,
+/// so that the lane operations inline with the feature enabled.
+///
+/// Invoking it asserts that a value of `$token` exists only where `$feature` is present.
+macro_rules! kernels_via_entry_points {
+    ($token:ty, $lanes:ty, $feature:literal) => {
+        impl $crate::backend::Kernels for $token {
+            fn forward_ntt<S: AsRef<[u32]>>(&self, a: &mut [u32], table: &$crate::ntt::NttTable<S>) {
+                #[target_feature(enable = $feature)]
+                fn entry<S: AsRef<[u32]>>(a: &mut [u32], table: &$crate::ntt::NttTable<S>) {
+                    $crate::backend::vector::forward_ntt::<$lanes, S>(a, table)
+                }
+                // SAFETY: a token exists only where the feature is present.
+                #[allow(unused_unsafe)]
+                unsafe {
+                    entry(a, table)
+                }
+            }
+            fn inverse_ntt<S: AsRef<[u32]>>(&self, a: &mut [u32], table: &$crate::ntt::NttTable<S>) {
+                #[target_feature(enable = $feature)]
+                fn entry<S: AsRef<[u32]>>(a: &mut [u32], table: &$crate::ntt::NttTable<S>) {
+                    $crate::backend::vector::inverse_ntt::<$lanes, S>(a, table)
+                }
+                // SAFETY: a token exists only where the feature is present.
+                #[allow(unused_unsafe)]
+                unsafe {
+                    entry(a, table)
+                }
+            }
+            fn mul_assign(&self, a: &mut [u32], b: &[u32], modulus: &$crate::zq::Modulus) {
+                #[target_feature(enable = $feature)]
+                fn entry(a: &mut [u32], b: &[u32], modulus: &$crate::zq::Modulus) {
+                    $crate::backend::vector::mul_assign::<$lanes>(a, b, modulus)
+                }
+                // SAFETY: a token exists only where the feature is present.
+                #[allow(unused_unsafe)]
+                unsafe {
+                    entry(a, b, modulus)
+                }
+            }
+            fn mul_acc(&self, acc: &mut [u32], a: &[u32], b: &[u32], modulus: &$crate::zq::Modulus) {
+                #[target_feature(enable = $feature)]
+                fn entry(acc: &mut [u32], a: &[u32], b: &[u32], modulus: &$crate::zq::Modulus) {
+                    $crate::backend::vector::mul_acc::<$lanes>(acc, a, b, modulus)
+                }
+                // SAFETY: a token exists only where the feature is present.
+                #[allow(unused_unsafe)]
+                unsafe {
+                    entry(acc, a, b, modulus)
+                }
+            }
+            fn mul_scalar_assign(
+                &self,
+                a: &mut [u32],
+                w: $crate::zq::ShoupConstant,
+                modulus: &$crate::zq::Modulus,
+            ) {
+                #[target_feature(enable = $feature)]
+                fn entry(a: &mut [u32], w: $crate::zq::ShoupConstant, modulus: &$crate::zq::Modulus) {
+                    $crate::backend::vector::mul_scalar_assign::<$lanes>(a, w, modulus)
+                }
+                // SAFETY: a token exists only where the feature is present.
+                #[allow(unused_unsafe)]
+                unsafe {
+                    entry(a, w, modulus)
+                }
+            }
+        }
+    };
+}
+pub(crate) use kernels_via_entry_points;
+
+/// Lane-by-lane checks of a [`Lanes8`] implementation against the scalar definitions,
+/// called by each backend's tests inside its `#[target_feature]` context.
+#[cfg(test)]
+pub(crate) mod lane_tests {
+    use super::Lanes8;
+
+    const EDGES: [u32; 8] = [0, 1, 2, (1 << 30) - 1, 1 << 31, u32::MAX - 1, u32::MAX, 0x5555_5555];
+
+    fn lanes<V: Lanes8>(v: V) -> [u32; 8] {
+        let mut out = [0; 8];
+        v.store(&mut out);
+        out
+    }
+
+    #[inline(always)]
+    pub(crate) fn check_all<V: Lanes8>() {
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state as u32
+        };
+        for round in 0..2000 {
+            let (a, b): ([u32; 8], [u32; 8]) = match round {
+                0 => (EDGES, EDGES),
+                1 => (EDGES, [u32::MAX; 8]),
+                2 => (EDGES, core::array::from_fn(|i| EDGES[7 - i])),
+                _ => (core::array::from_fn(|_| next()), core::array::from_fn(|_| next())),
+            };
+            let (va, vb) = (V::load(&a), V::load(&b));
+            let lane = |f: fn(u32, u32) -> u32| -> [u32; 8] { core::array::from_fn(|i| f(a[i], b[i])) };
+            assert_eq!(lanes(va), a);
+            assert_eq!(lanes(va.add(vb)), lane(u32::wrapping_add));
+            assert_eq!(lanes(va.sub(vb)), lane(u32::wrapping_sub));
+            assert_eq!(lanes(va.min(vb)), lane(u32::min));
+            assert_eq!(lanes(va.mul_lo(vb)), lane(u32::wrapping_mul));
+            assert_eq!(lanes(va.mul_hi(vb)), lane(|x, y| ((x as u64 * y as u64) >> 32) as u32));
+            assert_eq!(lanes(V::splat(a[3])), [a[3]; 8]);
+        }
+        let matrix: [[u32; 8]; 8] = core::array::from_fn(|r| core::array::from_fn(|c| (r * 8 + c) as u32));
+        let mut rows = matrix.map(|row| V::load(&row));
+        V::transpose(&mut rows);
+        for (c, row) in rows.iter().enumerate() {
+            assert_eq!(lanes(*row), core::array::from_fn(|r| matrix[r][c]));
+        }
+    }
+}

@@ -1,0 +1,121 @@
+//! NEON backend: eight u32 lanes in two `uint32x4_t`.
+//!
+//! NEON is part of every aarch64 target this crate builds for, so the backend is chosen at
+//! compile time and [`Neon`] can always be constructed there.
+
+use core::arch::aarch64::*;
+
+use super::{kernels_via_entry_points, Lanes8};
+
+/// The NEON backend (always available on aarch64).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Neon(());
+
+impl Neon {
+    /// NEON is mandatory on aarch64.
+    pub fn new() -> Self {
+        Neon(())
+    }
+}
+
+kernels_via_entry_points!(Neon, NeonLanes, "neon");
+
+#[derive(Clone, Copy)]
+pub(crate) struct NeonLanes(uint32x4_t, uint32x4_t);
+
+/// Transposes a 4x4 block given as four rows.
+#[inline(always)]
+fn transpose4(x: [uint32x4_t; 4]) -> [uint32x4_t; 4] {
+    // Pairs of 32-bit elements first, then pairs of 64-bit halves.
+    let t0 = vtrn1q_u32(x[0], x[1]);
+    let t1 = vtrn2q_u32(x[0], x[1]);
+    let t2 = vtrn1q_u32(x[2], x[3]);
+    let t3 = vtrn2q_u32(x[2], x[3]);
+    let (t0, t1, t2, t3) =
+        (vreinterpretq_u64_u32(t0), vreinterpretq_u64_u32(t1), vreinterpretq_u64_u32(t2), vreinterpretq_u64_u32(t3));
+    [
+        vreinterpretq_u32_u64(vtrn1q_u64(t0, t2)),
+        vreinterpretq_u32_u64(vtrn1q_u64(t1, t3)),
+        vreinterpretq_u32_u64(vtrn2q_u64(t0, t2)),
+        vreinterpretq_u32_u64(vtrn2q_u64(t1, t3)),
+    ]
+}
+
+impl Lanes8 for NeonLanes {
+    #[inline(always)]
+    fn load(src: &[u32; 8]) -> Self {
+        // SAFETY: `src` is valid for reading 8 words; NEON loads need no alignment.
+        unsafe { Self(vld1q_u32(src.as_ptr()), vld1q_u32(src.as_ptr().add(4))) }
+    }
+
+    #[inline(always)]
+    fn store(self, dst: &mut [u32; 8]) {
+        // SAFETY: `dst` is valid for writing 8 words; NEON stores need no alignment.
+        unsafe {
+            vst1q_u32(dst.as_mut_ptr(), self.0);
+            vst1q_u32(dst.as_mut_ptr().add(4), self.1);
+        }
+    }
+
+    #[inline(always)]
+    fn splat(x: u32) -> Self {
+        Self(vdupq_n_u32(x), vdupq_n_u32(x))
+    }
+
+    #[inline(always)]
+    fn add(self, o: Self) -> Self {
+        Self(vaddq_u32(self.0, o.0), vaddq_u32(self.1, o.1))
+    }
+
+    #[inline(always)]
+    fn sub(self, o: Self) -> Self {
+        Self(vsubq_u32(self.0, o.0), vsubq_u32(self.1, o.1))
+    }
+
+    #[inline(always)]
+    fn min(self, o: Self) -> Self {
+        Self(vminq_u32(self.0, o.0), vminq_u32(self.1, o.1))
+    }
+
+    #[inline(always)]
+    fn mul_lo(self, o: Self) -> Self {
+        Self(vmulq_u32(self.0, o.0), vmulq_u32(self.1, o.1))
+    }
+
+    #[inline(always)]
+    fn mul_hi(self, o: Self) -> Self {
+        #[inline(always)]
+        fn high_words(a: uint32x4_t, b: uint32x4_t) -> uint32x4_t {
+            let low = vmull_u32(vget_low_u32(a), vget_low_u32(b));
+            let high = vmull_high_u32(a, b);
+            // The odd 32-bit elements of the 64-bit products are their high words.
+            vuzp2q_u32(vreinterpretq_u32_u64(low), vreinterpretq_u32_u64(high))
+        }
+        Self(high_words(self.0, o.0), high_words(self.1, o.1))
+    }
+
+    #[inline(always)]
+    fn transpose(rows: &mut [Self; 8]) {
+        // Quadrants: rows 0-3 / 4-7 by halves 0 (.0) / 1 (.1). The transpose swaps the
+        // off-diagonal quadrants and transposes each.
+        let top_left = transpose4([rows[0].0, rows[1].0, rows[2].0, rows[3].0]);
+        let top_right = transpose4([rows[0].1, rows[1].1, rows[2].1, rows[3].1]);
+        let bottom_left = transpose4([rows[4].0, rows[5].0, rows[6].0, rows[7].0]);
+        let bottom_right = transpose4([rows[4].1, rows[5].1, rows[6].1, rows[7].1]);
+        for i in 0..4 {
+            rows[i] = Self(top_left[i], bottom_left[i]);
+            rows[4 + i] = Self(top_right[i], bottom_right[i]);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::vector::lane_tests;
+
+    #[test]
+    fn lanes_match_scalar_definitions() {
+        lane_tests::check_all::<NeonLanes>();
+    }
+}

@@ -1,0 +1,70 @@
+use core::fmt;
+
+/// Every way the core refuses its input. Untrusted data never panics: it gets one of these.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Error {
+    /// A modulus is not an odd prime in the supported range.
+    InvalidModulus {
+        /// The rejected value.
+        value: u64,
+        /// Why it was rejected.
+        reason: &'static str,
+    },
+    /// The ring degree is not a power of two in the supported range.
+    InvalidDegree {
+        /// The rejected degree.
+        n: usize,
+    },
+    /// The modulus has no 2n-th root of unity (it is not 1 mod 2n).
+    NotNttFriendly {
+        /// The modulus.
+        modulus: u32,
+        /// The ring degree.
+        n: usize,
+    },
+    /// Not enough primes of the requested shape exist.
+    NotEnoughPrimes {
+        /// Requested bit size.
+        bits: u32,
+        /// Requested count.
+        count: usize,
+    },
+    /// A caller-provided buffer has the wrong length.
+    BufferLength {
+        /// Length required.
+        expected: usize,
+        /// Length given.
+        actual: usize,
+    },
+    /// The requested backend cannot run on this CPU.
+    BackendUnavailable {
+        /// Backend name.
+        backend: &'static str,
+    },
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::InvalidModulus { value, reason } => write!(f, "invalid modulus {value}: {reason}"),
+            Error::InvalidDegree { n } => {
+                write!(f, "invalid ring degree {n}: must be a power of two in 64..=32768")
+            }
+            Error::NotNttFriendly { modulus, n } => {
+                write!(f, "modulus {modulus} is not 1 mod 2n for n = {n}")
+            }
+            Error::NotEnoughPrimes { bits, count } => {
+                write!(f, "fewer than {count} NTT-friendly primes of {bits} bits")
+            }
+            Error::BufferLength { expected, actual } => {
+                write!(f, "buffer holds {actual} words, {expected} required")
+            }
+            Error::BackendUnavailable { backend } => {
+                write!(f, "the {backend} backend is not supported by this CPU")
+            }
+        }
+    }
+}
+
+impl core::error::Error for Error {}

@@ -1,0 +1,28 @@
+//! CryptoNets core: everything the data owner and the evaluating service share.
+//!
+//! Layering, bottom up:
+//! - [`zq`]: constant-time arithmetic modulo one NTT-friendly prime below 2^30;
+//! - [`ntt`]: the negacyclic number-theoretic transform tables for one prime;
+//! - [`backend`]: the kernels (NTT, pointwise products) behind one small trait,
+//!   with portable, AVX2 and NEON implementations and one dispatch point.
+//!
+//! The crate is `#![no_std]`. With the `alloc` feature tables can own their
+//! storage; without it every table is built in a caller-provided buffer.
+#![no_std]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+#![deny(missing_docs)]
+
+#[cfg(feature = "alloc")]
+extern crate alloc;
+#[cfg(feature = "std")]
+extern crate std;
+
+pub mod backend;
+mod error;
+pub mod ntt;
+pub mod zq;
+
+pub use backend::{Backend, Kernels};
+pub use error::Error;
+pub use ntt::NttTable;
+pub use zq::Modulus;
