@@ -10,9 +10,9 @@
 
 use core::fmt;
 
+use crate::Error;
 use crate::ntt::NttTable;
 use crate::zq::{Modulus, ShoupConstant};
-use crate::Error;
 
 mod portable;
 mod vector;
@@ -87,18 +87,28 @@ impl Backend {
         match name {
             "portable" => return Ok(Backend::Portable(Portable)),
             #[cfg(target_arch = "x86_64")]
-            "avx2" => return Avx2::new().map(Backend::Avx2).ok_or(Error::BackendUnavailable { backend: "avx2" }),
+            "avx2" => {
+                return Avx2::new()
+                    .map(Backend::Avx2)
+                    .ok_or(Error::BackendUnavailable { backend: "avx2" });
+            }
             #[cfg(target_arch = "aarch64")]
             "neon" => return Ok(Backend::Neon(Neon::new())),
             _ => {}
         }
-        let backend = ["avx2", "neon"].into_iter().find(|known| *known == name).unwrap_or("unknown");
+        let backend = ["avx2", "neon"]
+            .into_iter()
+            .find(|known| *known == name)
+            .unwrap_or("unknown");
         Err(Error::BackendUnavailable { backend })
     }
 
     /// Every backend this CPU runs, portable first.
     pub fn available() -> heapless::Vec<Backend, 4> {
-        BACKEND_NAMES.iter().filter_map(|name| Backend::by_name(name).ok()).collect()
+        BACKEND_NAMES
+            .iter()
+            .filter_map(|name| Backend::by_name(name).ok())
+            .collect()
     }
 
     /// The backend's name.

@@ -47,9 +47,14 @@ pub enum Error {
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Error::InvalidModulus { value, reason } => write!(f, "invalid modulus {value}: {reason}"),
+            Error::InvalidModulus { value, reason } => {
+                write!(f, "invalid modulus {value}: {reason}")
+            }
             Error::InvalidDegree { n } => {
-                write!(f, "invalid ring degree {n}: must be a power of two in 64..=32768")
+                write!(
+                    f,
+                    "invalid ring degree {n}: must be a power of two in 64..=32768"
+                )
             }
             Error::NotNttFriendly { modulus, n } => {
                 write!(f, "modulus {modulus} is not 1 mod 2n for n = {n}")

@@ -11,8 +11,8 @@
 //! butterflies on powers of psi^-1 ([0, 2q) between stages) with the scaling by
 //! n^-1 folded into its last stage. Both take and return residues in [0, q).
 
-use crate::zq::{Modulus, ShoupConstant};
 use crate::Error;
+use crate::zq::{Modulus, ShoupConstant};
 
 /// Smallest supported ring degree (eight 8-lane vectors: one transposed tail block).
 pub const MIN_DEGREE: usize = 64;
@@ -43,7 +43,11 @@ pub struct NttTable<S> {
 
 /// Reverses the low `bits` bits of i.
 pub(crate) const fn bit_reverse(i: usize, bits: u32) -> usize {
-    if bits == 0 { 0 } else { i.reverse_bits() >> (usize::BITS - bits) }
+    if bits == 0 {
+        0
+    } else {
+        i.reverse_bits() >> (usize::BITS - bits)
+    }
 }
 
 /// The smallest primitive 2n-th root of unity mod q. Public data: variable time.
@@ -197,9 +201,13 @@ fn fill_tail(powers: &[u32], tail: &mut [u32], n: usize) {
             for k in 0..per_row {
                 let index = |r: usize| m + (block * 8 + r) * per_row + k;
                 let w = words.next().expect("layout has room");
-                w.iter_mut().enumerate().for_each(|(r, x)| *x = values[index(r)]);
+                w.iter_mut()
+                    .enumerate()
+                    .for_each(|(r, x)| *x = values[index(r)]);
                 let wq = words.next().expect("layout has room");
-                wq.iter_mut().enumerate().for_each(|(r, x)| *x = quotients[index(r)]);
+                wq.iter_mut()
+                    .enumerate()
+                    .for_each(|(r, x)| *x = quotients[index(r)]);
             }
         }
     }
@@ -209,7 +217,11 @@ fn fill_tail(powers: &[u32], tail: &mut [u32], n: usize) {
 impl NttTable<alloc::vec::Vec<u32>> {
     /// Builds a table that owns its storage.
     pub fn new(modulus: Modulus, n: usize) -> Result<Self, Error> {
-        let len = if n.is_power_of_two() && n <= MAX_DEGREE { Self::storage_len(n) } else { 0 };
+        let len = if n.is_power_of_two() && n <= MAX_DEGREE {
+            Self::storage_len(n)
+        } else {
+            0
+        };
         Self::new_in(modulus, n, alloc::vec![0; len])
     }
 }
@@ -238,12 +250,21 @@ mod tests {
     fn rejects_bad_degrees_and_moduli() {
         let m = Modulus::new(ntt_primes(30, 1024).next().unwrap()).unwrap();
         for n in [0, 1, 32, 100, 65536] {
-            assert!(matches!(NttTable::new(m, n), Err(Error::InvalidDegree { .. })));
+            assert!(matches!(
+                NttTable::new(m, n),
+                Err(Error::InvalidDegree { .. })
+            ));
         }
         let not_friendly = Modulus::new(1_000_000_007).unwrap();
-        assert!(matches!(NttTable::new(not_friendly, 1024), Err(Error::NotNttFriendly { .. })));
+        assert!(matches!(
+            NttTable::new(not_friendly, 1024),
+            Err(Error::NotNttFriendly { .. })
+        ));
         let mut short = [0u32; 10];
-        assert!(matches!(NttTable::new_in(m, 64, &mut short[..]), Err(Error::BufferLength { .. })));
+        assert!(matches!(
+            NttTable::new_in(m, 64, &mut short[..]),
+            Err(Error::BufferLength { .. })
+        ));
     }
 
     #[test]

@@ -67,10 +67,16 @@ impl Modulus {
     /// Validates q (odd prime, 3 <= q < 2^30) and precomputes its constants.
     pub fn new(q: u32) -> Result<Self, Error> {
         if q >> MAX_MODULUS_BITS != 0 {
-            return Err(Error::InvalidModulus { value: q as u64, reason: "must be below 2^30" });
+            return Err(Error::InvalidModulus {
+                value: q as u64,
+                reason: "must be below 2^30",
+            });
         }
         if !prime::is_prime(q as u64) || q == 2 {
-            return Err(Error::InvalidModulus { value: q as u64, reason: "must be an odd prime" });
+            return Err(Error::InvalidModulus {
+                value: q as u64,
+                reason: "must be an odd prime",
+            });
         }
         Ok(Self::new_unchecked_prime(q))
     }
@@ -89,7 +95,16 @@ impl Modulus {
         let r2 = ((r as u64 * r as u64) % q as u64) as u32;
         let barrett = u64::MAX / q as u64; // q is not a power of two, so this is floor(2^64 / q)
         let r_quotient = (((r as u64) << 32) / q as u64) as u32;
-        Self { q, q_inv, r: ShoupConstant { value: r, quotient: r_quotient }, r2, barrett }
+        Self {
+            q,
+            q_inv,
+            r: ShoupConstant {
+                value: r,
+                quotient: r_quotient,
+            },
+            r2,
+            barrett,
+        }
     }
 
     /// The modulus q.
@@ -188,14 +203,18 @@ impl Modulus {
 
     /// The Shoup pair of w in [0, q).
     pub const fn shoup(&self, w: u32) -> ShoupConstant {
-        ShoupConstant { value: w, quotient: (((w as u64) << 32) / self.q as u64) as u32 }
+        ShoupConstant {
+            value: w,
+            quotient: (((w as u64) << 32) / self.q as u64) as u32,
+        }
     }
 
     /// x * w mod q in the lazy range [0, 2q), for any 32-bit x.
     #[inline(always)]
     pub const fn mul_shoup_lazy(&self, x: u32, w: ShoupConstant) -> u32 {
         let estimate = ((x as u64 * w.quotient as u64) >> 32) as u32;
-        x.wrapping_mul(w.value).wrapping_sub(estimate.wrapping_mul(self.q))
+        x.wrapping_mul(w.value)
+            .wrapping_sub(estimate.wrapping_mul(self.q))
     }
 
     /// x * w mod q in [0, q), for any 32-bit x.
@@ -255,7 +274,17 @@ mod tests {
 
     #[test]
     fn rejects_bad_moduli() {
-        for bad in [0, 1, 2, 4, 9, 1 << 30, (1 << 30) + 3, u32::MAX, 1_073_741_823] {
+        for bad in [
+            0,
+            1,
+            2,
+            4,
+            9,
+            1 << 30,
+            (1 << 30) + 3,
+            u32::MAX,
+            1_073_741_823,
+        ] {
             assert!(Modulus::new(bad).is_err(), "{bad} accepted");
         }
     }

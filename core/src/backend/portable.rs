@@ -1,9 +1,9 @@
 //! Scalar backend: plain Rust on every target, Cortex-M included, and the reference every
 //! SIMD backend must match bit for bit.
 
-use super::{check_lengths, Kernels};
+use super::{Kernels, check_lengths};
 use crate::ntt::NttTable;
-use crate::zq::{reduce_once, Modulus, ShoupConstant};
+use crate::zq::{Modulus, ShoupConstant, reduce_once};
 
 /// The portable scalar backend.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -20,7 +20,10 @@ impl Kernels for Portable {
         let mut distance = a.len() / 2;
         while distance >= 1 {
             for (group, pair) in a.chunks_exact_mut(2 * distance).enumerate() {
-                let w = ShoupConstant { value: values[groups + group], quotient: quotients[groups + group] };
+                let w = ShoupConstant {
+                    value: values[groups + group],
+                    quotient: quotients[groups + group],
+                };
                 let (xs, ys) = pair.split_at_mut(distance);
                 for (x, y) in xs.iter_mut().zip(ys) {
                     // Harvey: x, y in [0, 4q) -> x', y' in [0, 4q).
@@ -48,7 +51,10 @@ impl Kernels for Portable {
         let mut distance = 1;
         while groups > 1 {
             for (group, pair) in a.chunks_exact_mut(2 * distance).enumerate() {
-                let w = ShoupConstant { value: values[groups + group], quotient: quotients[groups + group] };
+                let w = ShoupConstant {
+                    value: values[groups + group],
+                    quotient: quotients[groups + group],
+                };
                 let (xs, ys) = pair.split_at_mut(distance);
                 for (x, y) in xs.iter_mut().zip(ys) {
                     // Gentleman-Sande: x, y in [0, 2q) -> x', y' in [0, 2q).
@@ -72,7 +78,9 @@ impl Kernels for Portable {
 
     fn mul_assign(&self, a: &mut [u32], b: &[u32], modulus: &Modulus) {
         check_lengths(a.len(), b.len());
-        a.iter_mut().zip(b).for_each(|(x, &y)| *x = modulus.mul(*x, y));
+        a.iter_mut()
+            .zip(b)
+            .for_each(|(x, &y)| *x = modulus.mul(*x, y));
     }
 
     fn mul_acc(&self, acc: &mut [u32], a: &[u32], b: &[u32], modulus: &Modulus) {

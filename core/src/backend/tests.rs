@@ -40,7 +40,10 @@ fn test_moduli(n: usize) -> Vec<Modulus> {
     let mut primes: Vec<u32> = ntt_primes(30, n).take(1).collect();
     primes.extend(ntt_primes(29, n).nth(5));
     primes.extend(ntt_primes(18, n).next());
-    primes.into_iter().map(|q| Modulus::new(q).unwrap()).collect()
+    primes
+        .into_iter()
+        .map(|q| Modulus::new(q).unwrap())
+        .collect()
 }
 
 fn schoolbook_negacyclic(a: &[u32], b: &[u32], m: &Modulus) -> Vec<u32> {
@@ -51,7 +54,11 @@ fn schoolbook_negacyclic(a: &[u32], b: &[u32], m: &Modulus) -> Vec<u32> {
         for j in 0..n {
             let p = a[i] as u64 * b[j] as u64 % q;
             let k = (i + j) % n;
-            out[k] = if i + j < n { (out[k] + p) % q } else { (out[k] + q - p) % q };
+            out[k] = if i + j < n {
+                (out[k] + p) % q
+            } else {
+                (out[k] + q - p) % q
+            };
         }
     }
     out.into_iter().map(|x| x as u32).collect()
@@ -78,12 +85,20 @@ fn every_backend_matches_naive_references() {
                 let (a, b) = (random_poly(n, m.value(), 1), random_poly(n, m.value(), 2));
                 let mut fa = a.clone();
                 backend.forward_ntt(&mut fa, &table);
-                assert_eq!(fa, naive_forward(&a, &m, table.psi()), "{backend} forward n={n}");
+                assert_eq!(
+                    fa,
+                    naive_forward(&a, &m, table.psi()),
+                    "{backend} forward n={n}"
+                );
                 let mut fb = b.clone();
                 backend.forward_ntt(&mut fb, &table);
                 backend.mul_assign(&mut fa, &fb, &m);
                 backend.inverse_ntt(&mut fa, &table);
-                assert_eq!(fa, schoolbook_negacyclic(&a, &b, &m), "{backend} product n={n}");
+                assert_eq!(
+                    fa,
+                    schoolbook_negacyclic(&a, &b, &m),
+                    "{backend} product n={n}"
+                );
             }
         }
     }
@@ -128,24 +143,44 @@ fn pointwise_kernels_match_scalar_on_edges_and_remainders() {
                     let mut a = random_poly(len, q, sa);
                     let mut b = random_poly(len, q, sb);
                     let edges = [0, 1, q - 1, q - 2, q / 2];
-                    a.iter_mut().step_by(3).zip(edges.iter().cycle()).for_each(|(x, &e)| *x = e);
-                    b.iter_mut().step_by(2).zip(edges.iter().rev().cycle()).for_each(|(x, &e)| *x = e);
+                    a.iter_mut()
+                        .step_by(3)
+                        .zip(edges.iter().cycle())
+                        .for_each(|(x, &e)| *x = e);
+                    b.iter_mut()
+                        .step_by(2)
+                        .zip(edges.iter().rev().cycle())
+                        .for_each(|(x, &e)| *x = e);
                     let c = random_poly(len, q, sa + sb);
-                    let expect = |f: &dyn Fn(usize) -> u64| -> Vec<u32> { (0..len).map(|i| f(i) as u32).collect() };
+                    let expect = |f: &dyn Fn(usize) -> u64| -> Vec<u32> {
+                        (0..len).map(|i| f(i) as u32).collect()
+                    };
                     let q64 = q as u64;
 
                     let mut product = a.clone();
                     backend.mul_assign(&mut product, &b, &m);
-                    assert_eq!(product, expect(&|i| a[i] as u64 * b[i] as u64 % q64), "{backend} mul");
+                    assert_eq!(
+                        product,
+                        expect(&|i| a[i] as u64 * b[i] as u64 % q64),
+                        "{backend} mul"
+                    );
 
                     let mut acc = c.clone();
                     backend.mul_acc(&mut acc, &a, &b, &m);
-                    assert_eq!(acc, expect(&|i| (c[i] as u64 + a[i] as u64 * b[i] as u64) % q64), "{backend} mul_acc");
+                    assert_eq!(
+                        acc,
+                        expect(&|i| (c[i] as u64 + a[i] as u64 * b[i] as u64) % q64),
+                        "{backend} mul_acc"
+                    );
 
                     for w in [0, 1, q - 1, b.first().copied().unwrap_or(5)] {
                         let mut scaled = a.clone();
                         backend.mul_scalar_assign(&mut scaled, m.shoup(w), &m);
-                        assert_eq!(scaled, expect(&|i| a[i] as u64 * w as u64 % q64), "{backend} mul_scalar");
+                        assert_eq!(
+                            scaled,
+                            expect(&|i| a[i] as u64 * w as u64 % q64),
+                            "{backend} mul_scalar"
+                        );
                     }
                 }
             }
@@ -172,7 +207,10 @@ fn expected_backends_are_exercised() {
 #[test]
 fn backend_selection() {
     assert_eq!(Backend::by_name("portable").unwrap().name(), "portable");
-    assert!(matches!(Backend::by_name("nope"), Err(Error::BackendUnavailable { backend: "unknown" })));
+    assert!(matches!(
+        Backend::by_name("nope"),
+        Err(Error::BackendUnavailable { backend: "unknown" })
+    ));
     assert_eq!(Backend::available()[0].name(), "portable");
     assert!(Backend::available().contains(&Backend::detect()));
     #[cfg(target_arch = "aarch64")]

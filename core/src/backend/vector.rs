@@ -101,7 +101,11 @@ impl<V: Lanes8> VectorModulus<V> {
 
 /// Runs `butterfly` over every pair (x, y) of vectors `distance` words apart in group `i`.
 #[inline(always)]
-fn for_each_pair<V: Lanes8>(a: &mut [u32], distance: usize, mut butterfly: impl FnMut(usize, &mut V, &mut V)) {
+fn for_each_pair<V: Lanes8>(
+    a: &mut [u32],
+    distance: usize,
+    mut butterfly: impl FnMut(usize, &mut V, &mut V),
+) {
     for (group, pair) in a.chunks_exact_mut(2 * distance).enumerate() {
         let (xs, ys) = pair.split_at_mut(distance);
         let (xs, _) = xs.as_chunks_mut::<8>();
@@ -118,13 +122,21 @@ fn for_each_pair<V: Lanes8>(a: &mut [u32], distance: usize, mut butterfly: impl 
 /// Loads the 64-coefficient blocks of `a` transposed, hands them with their tail twiddles
 /// (as (value, quotient) vector pairs) to `stages`, and stores them back.
 #[inline(always)]
-fn for_each_tail_block<V: Lanes8>(a: &mut [u32], tail: &[u32], mut stages: impl FnMut(&mut [V; 8], &[(V, V); 7])) {
-    for (block, twiddles) in a.chunks_exact_mut(TAIL_BLOCK).zip(tail.chunks_exact(TAIL_WORDS)) {
+fn for_each_tail_block<V: Lanes8>(
+    a: &mut [u32],
+    tail: &[u32],
+    mut stages: impl FnMut(&mut [V; 8], &[(V, V); 7]),
+) {
+    for (block, twiddles) in a
+        .chunks_exact_mut(TAIL_BLOCK)
+        .zip(tail.chunks_exact(TAIL_WORDS))
+    {
         let (words, _) = block.as_chunks_mut::<8>();
         let mut rows: [V; 8] = core::array::from_fn(|r| V::load(&words[r]));
         V::transpose(&mut rows);
         let (tw, _) = twiddles.as_chunks::<8>();
-        let w: [(V, V); 7] = core::array::from_fn(|k| (V::load(&tw[2 * k]), V::load(&tw[2 * k + 1])));
+        let w: [(V, V); 7] =
+            core::array::from_fn(|k| (V::load(&tw[2 * k]), V::load(&tw[2 * k + 1])));
         stages(&mut rows, &w);
         V::transpose(&mut rows);
         for (r, row) in rows.iter().enumerate() {
@@ -200,7 +212,10 @@ pub(crate) fn inverse_ntt<V: Lanes8, S: AsRef<[u32]>>(a: &mut [u32], table: &Ntt
     }
     let (n_inv, n_inv_twiddle) = (table.n_inv(), table.n_inv_twiddle());
     let (s, sq) = (V::splat(n_inv.value), V::splat(n_inv.quotient));
-    let (d, dq) = (V::splat(n_inv_twiddle.value), V::splat(n_inv_twiddle.quotient));
+    let (d, dq) = (
+        V::splat(n_inv_twiddle.value),
+        V::splat(n_inv_twiddle.quotient),
+    );
     for_each_pair::<V>(a, n / 2, |_, x, y| {
         let (u, v) = (*x, *y);
         *x = VectorModulus::reduce_below(m.mul_shoup_lazy(u.add(v), s, sq), m.q);
@@ -269,7 +284,11 @@ pub(crate) fn mul_scalar_assign<V: Lanes8>(a: &mut [u32], w: ShoupConstant, modu
 macro_rules! kernels_via_entry_points {
     ($token:ty, $lanes:ty, $feature:literal) => {
         impl $crate::backend::Kernels for $token {
-            fn forward_ntt<S: AsRef<[u32]>>(&self, a: &mut [u32], table: &$crate::ntt::NttTable<S>) {
+            fn forward_ntt<S: AsRef<[u32]>>(
+                &self,
+                a: &mut [u32],
+                table: &$crate::ntt::NttTable<S>,
+            ) {
                 #[target_feature(enable = $feature)]
                 fn entry<S: AsRef<[u32]>>(a: &mut [u32], table: &$crate::ntt::NttTable<S>) {
                     $crate::backend::vector::forward_ntt::<$lanes, S>(a, table)
@@ -280,7 +299,11 @@ macro_rules! kernels_via_entry_points {
                     entry(a, table)
                 }
             }
-            fn inverse_ntt<S: AsRef<[u32]>>(&self, a: &mut [u32], table: &$crate::ntt::NttTable<S>) {
+            fn inverse_ntt<S: AsRef<[u32]>>(
+                &self,
+                a: &mut [u32],
+                table: &$crate::ntt::NttTable<S>,
+            ) {
                 #[target_feature(enable = $feature)]
                 fn entry<S: AsRef<[u32]>>(a: &mut [u32], table: &$crate::ntt::NttTable<S>) {
                     $crate::backend::vector::inverse_ntt::<$lanes, S>(a, table)
@@ -302,7 +325,13 @@ macro_rules! kernels_via_entry_points {
                     entry(a, b, modulus)
                 }
             }
-            fn mul_acc(&self, acc: &mut [u32], a: &[u32], b: &[u32], modulus: &$crate::zq::Modulus) {
+            fn mul_acc(
+                &self,
+                acc: &mut [u32],
+                a: &[u32],
+                b: &[u32],
+                modulus: &$crate::zq::Modulus,
+            ) {
                 #[target_feature(enable = $feature)]
                 fn entry(acc: &mut [u32], a: &[u32], b: &[u32], modulus: &$crate::zq::Modulus) {
                     $crate::backend::vector::mul_acc::<$lanes>(acc, a, b, modulus)
@@ -320,7 +349,11 @@ macro_rules! kernels_via_entry_points {
                 modulus: &$crate::zq::Modulus,
             ) {
                 #[target_feature(enable = $feature)]
-                fn entry(a: &mut [u32], w: $crate::zq::ShoupConstant, modulus: &$crate::zq::Modulus) {
+                fn entry(
+                    a: &mut [u32],
+                    w: $crate::zq::ShoupConstant,
+                    modulus: &$crate::zq::Modulus,
+                ) {
                     $crate::backend::vector::mul_scalar_assign::<$lanes>(a, w, modulus)
                 }
                 // SAFETY: a token exists only where the feature is present.
@@ -340,7 +373,16 @@ pub(crate) use kernels_via_entry_points;
 pub(crate) mod lane_tests {
     use super::Lanes8;
 
-    const EDGES: [u32; 8] = [0, 1, 2, (1 << 30) - 1, 1 << 31, u32::MAX - 1, u32::MAX, 0x5555_5555];
+    const EDGES: [u32; 8] = [
+        0,
+        1,
+        2,
+        (1 << 30) - 1,
+        1 << 31,
+        u32::MAX - 1,
+        u32::MAX,
+        0x5555_5555,
+    ];
 
     fn lanes<V: Lanes8>(v: V) -> [u32; 8] {
         let mut out = [0; 8];
@@ -362,19 +404,27 @@ pub(crate) mod lane_tests {
                 0 => (EDGES, EDGES),
                 1 => (EDGES, [u32::MAX; 8]),
                 2 => (EDGES, core::array::from_fn(|i| EDGES[7 - i])),
-                _ => (core::array::from_fn(|_| next()), core::array::from_fn(|_| next())),
+                _ => (
+                    core::array::from_fn(|_| next()),
+                    core::array::from_fn(|_| next()),
+                ),
             };
             let (va, vb) = (V::load(&a), V::load(&b));
-            let lane = |f: fn(u32, u32) -> u32| -> [u32; 8] { core::array::from_fn(|i| f(a[i], b[i])) };
+            let lane =
+                |f: fn(u32, u32) -> u32| -> [u32; 8] { core::array::from_fn(|i| f(a[i], b[i])) };
             assert_eq!(lanes(va), a);
             assert_eq!(lanes(va.add(vb)), lane(u32::wrapping_add));
             assert_eq!(lanes(va.sub(vb)), lane(u32::wrapping_sub));
             assert_eq!(lanes(va.min(vb)), lane(u32::min));
             assert_eq!(lanes(va.mul_lo(vb)), lane(u32::wrapping_mul));
-            assert_eq!(lanes(va.mul_hi(vb)), lane(|x, y| ((x as u64 * y as u64) >> 32) as u32));
+            assert_eq!(
+                lanes(va.mul_hi(vb)),
+                lane(|x, y| ((x as u64 * y as u64) >> 32) as u32)
+            );
             assert_eq!(lanes(V::splat(a[3])), [a[3]; 8]);
         }
-        let matrix: [[u32; 8]; 8] = core::array::from_fn(|r| core::array::from_fn(|c| (r * 8 + c) as u32));
+        let matrix: [[u32; 8]; 8] =
+            core::array::from_fn(|r| core::array::from_fn(|c| (r * 8 + c) as u32));
         let mut rows = matrix.map(|row| V::load(&row));
         V::transpose(&mut rows);
         for (c, row) in rows.iter().enumerate() {

@@ -66,10 +66,18 @@ pub const fn is_ntt_friendly(q: u64, n: usize) -> bool {
 /// The order is fixed, so a parameter set is reproducible from (bits, n, index).
 pub fn ntt_primes(bits: u32, n: usize) -> impl Iterator<Item = u32> {
     let step = 2 * n as u64;
-    let top = if (2..=32).contains(&bits) { 1u64 << bits } else { 0 };
+    let top = if (2..=32).contains(&bits) {
+        1u64 << bits
+    } else {
+        0
+    };
     let bottom = top >> 1;
     // Largest candidate below 2^bits that is 1 mod 2n.
-    let first = if top > step { (top - 1) / step * step + 1 } else { 0 };
+    let first = if top > step {
+        (top - 1) / step * step + 1
+    } else {
+        0
+    };
     let mut candidate = first;
     core::iter::from_fn(move || {
         while candidate > bottom && step > 0 {

@@ -7,7 +7,7 @@
 
 use core::arch::x86_64::*;
 
-use super::{kernels_via_entry_points, Lanes8};
+use super::{Lanes8, kernels_via_entry_points};
 
 cpufeatures::new!(cpuid_avx2, "avx2");
 
@@ -78,9 +78,14 @@ impl Lanes8 for Avx2Lanes {
             // _mm256_mul_epu32 multiplies the even lanes into 64-bit products; shifting both
             // operands right by 32 bits brings the odd lanes there.
             let even = _mm256_mul_epu32(self.0, other.0);
-            let odd = _mm256_mul_epu32(_mm256_srli_epi64::<32>(self.0), _mm256_srli_epi64::<32>(other.0));
-            // High words: even products' move down, odd products' are already in odd lanes.
-            Self(_mm256_blend_epi32::<0b1010_1010>(_mm256_srli_epi64::<32>(even), odd))
+            let odd = _mm256_mul_epu32(
+                _mm256_srli_epi64::<32>(self.0),
+                _mm256_srli_epi64::<32>(other.0),
+            );
+            // High words: even products' are copied down by a shuffle (port 5, which the
+            // multiplies and shifts do not use); odd products' are already in odd lanes.
+            let even_high = _mm256_shuffle_epi32::<0b11_11_01_01>(even);
+            Self(_mm256_blend_epi32::<0b1010_1010>(even_high, odd))
         }
     }
 

@@ -5,7 +5,7 @@
 
 use core::arch::aarch64::*;
 
-use super::{kernels_via_entry_points, Lanes8};
+use super::{Lanes8, kernels_via_entry_points};
 
 /// The NEON backend (always available on aarch64).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -26,19 +26,26 @@ pub(crate) struct NeonLanes(uint32x4_t, uint32x4_t);
 /// Transposes a 4x4 block given as four rows.
 #[inline(always)]
 fn transpose4(x: [uint32x4_t; 4]) -> [uint32x4_t; 4] {
-    // Pairs of 32-bit elements first, then pairs of 64-bit halves.
-    let t0 = vtrn1q_u32(x[0], x[1]);
-    let t1 = vtrn2q_u32(x[0], x[1]);
-    let t2 = vtrn1q_u32(x[2], x[3]);
-    let t3 = vtrn2q_u32(x[2], x[3]);
-    let (t0, t1, t2, t3) =
-        (vreinterpretq_u64_u32(t0), vreinterpretq_u64_u32(t1), vreinterpretq_u64_u32(t2), vreinterpretq_u64_u32(t3));
-    [
-        vreinterpretq_u32_u64(vtrn1q_u64(t0, t2)),
-        vreinterpretq_u32_u64(vtrn1q_u64(t1, t3)),
-        vreinterpretq_u32_u64(vtrn2q_u64(t0, t2)),
-        vreinterpretq_u32_u64(vtrn2q_u64(t1, t3)),
-    ]
+    // SAFETY: NEON is present on every aarch64 target (module documentation).
+    unsafe {
+        // Pairs of 32-bit elements first, then pairs of 64-bit halves.
+        let t0 = vtrn1q_u32(x[0], x[1]);
+        let t1 = vtrn2q_u32(x[0], x[1]);
+        let t2 = vtrn1q_u32(x[2], x[3]);
+        let t3 = vtrn2q_u32(x[2], x[3]);
+        let (t0, t1, t2, t3) = (
+            vreinterpretq_u64_u32(t0),
+            vreinterpretq_u64_u32(t1),
+            vreinterpretq_u64_u32(t2),
+            vreinterpretq_u64_u32(t3),
+        );
+        [
+            vreinterpretq_u32_u64(vtrn1q_u64(t0, t2)),
+            vreinterpretq_u32_u64(vtrn1q_u64(t1, t3)),
+            vreinterpretq_u32_u64(vtrn2q_u64(t0, t2)),
+            vreinterpretq_u32_u64(vtrn2q_u64(t1, t3)),
+        ]
+    }
 }
 
 impl Lanes8 for NeonLanes {
@@ -59,37 +66,45 @@ impl Lanes8 for NeonLanes {
 
     #[inline(always)]
     fn splat(x: u32) -> Self {
-        Self(vdupq_n_u32(x), vdupq_n_u32(x))
+        // SAFETY: NEON is present on every aarch64 target.
+        unsafe { Self(vdupq_n_u32(x), vdupq_n_u32(x)) }
     }
 
     #[inline(always)]
     fn add(self, o: Self) -> Self {
-        Self(vaddq_u32(self.0, o.0), vaddq_u32(self.1, o.1))
+        // SAFETY: NEON is present on every aarch64 target.
+        unsafe { Self(vaddq_u32(self.0, o.0), vaddq_u32(self.1, o.1)) }
     }
 
     #[inline(always)]
     fn sub(self, o: Self) -> Self {
-        Self(vsubq_u32(self.0, o.0), vsubq_u32(self.1, o.1))
+        // SAFETY: NEON is present on every aarch64 target.
+        unsafe { Self(vsubq_u32(self.0, o.0), vsubq_u32(self.1, o.1)) }
     }
 
     #[inline(always)]
     fn min(self, o: Self) -> Self {
-        Self(vminq_u32(self.0, o.0), vminq_u32(self.1, o.1))
+        // SAFETY: NEON is present on every aarch64 target.
+        unsafe { Self(vminq_u32(self.0, o.0), vminq_u32(self.1, o.1)) }
     }
 
     #[inline(always)]
     fn mul_lo(self, o: Self) -> Self {
-        Self(vmulq_u32(self.0, o.0), vmulq_u32(self.1, o.1))
+        // SAFETY: NEON is present on every aarch64 target.
+        unsafe { Self(vmulq_u32(self.0, o.0), vmulq_u32(self.1, o.1)) }
     }
 
     #[inline(always)]
     fn mul_hi(self, o: Self) -> Self {
         #[inline(always)]
         fn high_words(a: uint32x4_t, b: uint32x4_t) -> uint32x4_t {
-            let low = vmull_u32(vget_low_u32(a), vget_low_u32(b));
-            let high = vmull_high_u32(a, b);
-            // The odd 32-bit elements of the 64-bit products are their high words.
-            vuzp2q_u32(vreinterpretq_u32_u64(low), vreinterpretq_u32_u64(high))
+            // SAFETY: NEON is present on every aarch64 target.
+            unsafe {
+                let low = vmull_u32(vget_low_u32(a), vget_low_u32(b));
+                let high = vmull_high_u32(a, b);
+                // The odd 32-bit elements of the 64-bit products are their high words.
+                vuzp2q_u32(vreinterpretq_u32_u64(low), vreinterpretq_u32_u64(high))
+            }
         }
         Self(high_words(self.0, o.0), high_words(self.1, o.1))
     }

@@ -1,0 +1,53 @@
+//! `cryptonets info`.
+
+use cryptonets_core::Backend;
+
+/// CPU features that matter to the kernels, with whether this CPU has them.
+fn cpu_features() -> Vec<(&'static str, bool)> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        vec![
+            ("sse4.1", std::arch::is_x86_feature_detected!("sse4.1")),
+            ("avx2", std::arch::is_x86_feature_detected!("avx2")),
+            ("bmi2", std::arch::is_x86_feature_detected!("bmi2")),
+            ("avx512f", std::arch::is_x86_feature_detected!("avx512f")),
+            (
+                "avx512ifma",
+                std::arch::is_x86_feature_detected!("avx512ifma"),
+            ),
+        ]
+    }
+    #[cfg(target_arch = "aarch64")]
+    {
+        vec![
+            ("neon", std::arch::is_aarch64_feature_detected!("neon")),
+            ("sve", std::arch::is_aarch64_feature_detected!("sve")),
+        ]
+    }
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+    {
+        Vec::new()
+    }
+}
+
+pub(crate) fn run(backend: Option<&str>) -> Result<(), String> {
+    let in_use = match backend {
+        Some(name) => Backend::by_name(name).map_err(|e| e.to_string())?,
+        None => Backend::detect(),
+    };
+    println!("cryptonets {}", env!("CARGO_PKG_VERSION"));
+    println!("architecture: {}", std::env::consts::ARCH);
+    let features: Vec<String> = cpu_features()
+        .into_iter()
+        .map(|(name, present)| format!("{name}{}", if present { "+" } else { "-" }))
+        .collect();
+    println!("cpu features: {}", features.join(" "));
+    let available: Vec<&str> = Backend::available().iter().map(|b| b.name()).collect();
+    println!("backends available: {}", available.join(", "));
+    println!("backend in use: {in_use}");
+    println!(
+        "threads: {}",
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    );
+    Ok(())
+}
