@@ -15,6 +15,7 @@ use crate::ntt::NttTable;
 use crate::zq::{Modulus, ShoupConstant};
 
 mod portable;
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 mod vector;
 
 pub use portable::Portable;

@@ -53,7 +53,7 @@ impl fmt::Display for Error {
             Error::InvalidDegree { n } => {
                 write!(
                     f,
-                    "invalid ring degree {n}: must be a power of two in 64..=32768"
+                    "invalid ring degree {n}: must be a power of two in 128..=32768"
                 )
             }
             Error::NotNttFriendly { modulus, n } => {

@@ -14,8 +14,9 @@
 use crate::Error;
 use crate::zq::{Modulus, ShoupConstant};
 
-/// Smallest supported ring degree (eight 8-lane vectors: one transposed tail block).
-pub const MIN_DEGREE: usize = 64;
+/// Smallest supported ring degree: two 64-coefficient blocks, so that the last inverse stage
+/// (which carries the 1/n scaling) always lies outside a block.
+pub const MIN_DEGREE: usize = 128;
 /// Largest supported ring degree.
 pub const MAX_DEGREE: usize = 32768;
 
@@ -23,7 +24,9 @@ pub const MAX_DEGREE: usize = 32768;
 /// three stages (distances 4, 2, 1) pair whole vectors instead of lanes.
 pub(crate) const TAIL_BLOCK: usize = 64;
 /// Words of tail twiddles per block: (8 + 2 * 8 + 4 * 8) twiddles, each with its Shoup quotient.
-pub(crate) const TAIL_WORDS: usize = 112;
+/// Only targets with a vector backend store them (a Cortex-M has no use for 7n/2 words).
+pub(crate) const TAIL_WORDS: usize = if HAS_VECTOR_BACKEND { 112 } else { 0 };
+const HAS_VECTOR_BACKEND: bool = cfg!(any(target_arch = "x86_64", target_arch = "aarch64"));
 
 /// Twiddle factors and constants of the negacyclic NTT of degree n modulo one prime.
 ///
@@ -128,12 +131,14 @@ impl<S: AsRef<[u32]>> NttTable<S> {
     }
 
     /// Per-lane twiddles of the last three forward stages, [`TAIL_WORDS`] per block.
+    #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
     #[inline(always)]
     pub(crate) fn forward_tail(&self) -> &[u32] {
         self.section(4)
     }
 
     /// Per-lane twiddles of the first three inverse stages, [`TAIL_WORDS`] per block.
+    #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
     #[inline(always)]
     pub(crate) fn inverse_tail(&self) -> &[u32] {
         self.section(5)
@@ -170,9 +175,11 @@ impl<S: AsRef<[u32]> + AsMut<[u32]>> NttTable<S> {
                 power = modulus.mul(power, root);
             }
         }
-        let (forward_tail, inverse_tail) = tails.split_at_mut(tails.len() / 2);
-        fill_tail(forward, forward_tail, n);
-        fill_tail(inverse, inverse_tail, n);
+        if HAS_VECTOR_BACKEND {
+            let (forward_tail, inverse_tail) = tails.split_at_mut(tails.len() / 2);
+            fill_tail(forward, forward_tail, n);
+            fill_tail(inverse, inverse_tail, n);
+        }
 
         let n_inv = modulus.inv(n as u32 % modulus.value());
         let n_inv_twiddle = modulus.mul(n_inv, inverse[1]);
@@ -233,12 +240,12 @@ mod tests {
 
     #[test]
     fn roots_are_smallest_and_primitive() {
-        for n in [64, 1024, 8192] {
+        for n in [128, 1024, 8192] {
             let q = ntt_primes(30, n).next().unwrap();
             let m = Modulus::new(q).unwrap();
             let psi = smallest_primitive_root(&m, n).unwrap();
             assert_eq!(m.pow(psi, n as u64), q - 1);
-            if n == 64 {
+            if n == 128 {
                 for x in 2..psi {
                     assert_ne!(m.pow(x, n as u64), q - 1, "{x} is a smaller root");
                 }
@@ -249,7 +256,7 @@ mod tests {
     #[test]
     fn rejects_bad_degrees_and_moduli() {
         let m = Modulus::new(ntt_primes(30, 1024).next().unwrap()).unwrap();
-        for n in [0, 1, 32, 100, 65536] {
+        for n in [0, 1, 32, 64, 100, 65536] {
             assert!(matches!(
                 NttTable::new(m, n),
                 Err(Error::InvalidDegree { .. })
@@ -262,18 +269,17 @@ mod tests {
         ));
         let mut short = [0u32; 10];
         assert!(matches!(
-            NttTable::new_in(m, 64, &mut short[..]),
+            NttTable::new_in(m, 128, &mut short[..]),
             Err(Error::BufferLength { .. })
         ));
     }
 
     #[test]
     fn builds_in_caller_storage() {
-        let m = Modulus::new(ntt_primes(30, 64).next().unwrap()).unwrap();
-        let mut buffer = [0u32; NttTable::<&mut [u32]>::storage_len(64)];
-        let table = NttTable::new_in(m, 64, &mut buffer[..]).unwrap();
-        let owned = NttTable::new(m, 64).unwrap();
-        assert_eq!(table.forward_tail(), owned.forward_tail());
-        assert_eq!(table.inverse_twiddles(), owned.inverse_twiddles());
+        let m = Modulus::new(ntt_primes(30, 128).next().unwrap()).unwrap();
+        let mut buffer = [0u32; NttTable::<&mut [u32]>::storage_len(128)];
+        let table = NttTable::new_in(m, 128, &mut buffer[..]).unwrap();
+        let owned = NttTable::new(m, 128).unwrap();
+        assert_eq!(table.storage.as_ref(), owned.storage.as_slice());
     }
 }

@@ -79,7 +79,7 @@ fn naive_forward(a: &[u32], m: &Modulus, psi: u32) -> Vec<u32> {
 #[test]
 fn every_backend_matches_naive_references() {
     for backend in Backend::available() {
-        for n in [64, 128, 512] {
+        for n in [128, 256, 512] {
             for m in test_moduli(n) {
                 let table = NttTable::new(m, n).unwrap();
                 let (a, b) = (random_poly(n, m.value(), 1), random_poly(n, m.value(), 2));
@@ -108,7 +108,7 @@ fn every_backend_matches_naive_references() {
 fn every_backend_is_bit_exact_with_portable_and_round_trips() {
     let portable = Backend::Portable(Portable);
     for backend in Backend::available() {
-        for n in [64, 1024, 4096, 8192, 32768] {
+        for n in [128, 256, 1024, 4096, 8192, 32768] {
             for m in test_moduli(n) {
                 let table = NttTable::new(m, n).unwrap();
                 let mut inputs = edge_polys(n, m.value());
@@ -136,7 +136,7 @@ fn every_backend_is_bit_exact_with_portable_and_round_trips() {
 #[test]
 fn pointwise_kernels_match_scalar_on_edges_and_remainders() {
     for backend in Backend::available() {
-        for m in test_moduli(64) {
+        for m in test_moduli(128) {
             let q = m.value();
             for len in [0, 1, 7, 8, 9, 63, 64, 1000] {
                 for (sa, sb) in [(3u64, 4u64), (5, 6)] {
@@ -223,7 +223,7 @@ proptest! {
     #[test]
     fn random_polynomials_agree_across_backends(
         seed in any::<u64>(),
-        log_n in 6u32..=10,
+        log_n in 7u32..=10,
         index in 0usize..3,
     ) {
         let n = 1usize << log_n;

@@ -119,40 +119,126 @@ fn for_each_pair<V: Lanes8>(
     }
 }
 
-/// Loads the 64-coefficient blocks of `a` transposed, hands them with their tail twiddles
-/// (as (value, quotient) vector pairs) to `stages`, and stores them back.
+/// Runs `stages` on every 64-coefficient block of `a` held as eight 8-lane rows, with the
+/// block's index and its tail twiddles, and stores it back.
 #[inline(always)]
-fn for_each_tail_block<V: Lanes8>(
+fn for_each_block<V: Lanes8>(
     a: &mut [u32],
     tail: &[u32],
-    mut stages: impl FnMut(&mut [V; 8], &[(V, V); 7]),
+    mut stages: impl FnMut(usize, &mut [V; 8], TailTwiddles<'_>),
 ) {
-    for (block, twiddles) in a
+    for (index, (block, twiddles)) in a
         .chunks_exact_mut(TAIL_BLOCK)
         .zip(tail.chunks_exact(TAIL_WORDS))
+        .enumerate()
     {
         let (words, _) = block.as_chunks_mut::<8>();
         let mut rows: [V; 8] = core::array::from_fn(|r| V::load(&words[r]));
-        V::transpose(&mut rows);
         let (tw, _) = twiddles.as_chunks::<8>();
-        let w: [(V, V); 7] =
-            core::array::from_fn(|k| (V::load(&tw[2 * k]), V::load(&tw[2 * k + 1])));
-        stages(&mut rows, &w);
-        V::transpose(&mut rows);
+        stages(index, &mut rows, TailTwiddles(tw));
         for (r, row) in rows.iter().enumerate() {
             row.store(&mut words[r]);
         }
     }
 }
 
+/// Seven (twiddle, quotient) vector pairs for three radix-2 stages on eight vectors, in the
+/// order [`radix8_forward`] and [`radix8_inverse`] use them. Loaded where used, not before:
+/// eight data vectors and fourteen twiddle vectors would not fit sixteen AVX2 registers.
+trait Twiddles<V> {
+    fn get(&self, k: usize) -> (V, V);
+}
+
+/// A block's tail twiddles, one value per lane (see `fill_tail` in [`crate::ntt`]).
+#[derive(Clone, Copy)]
+struct TailTwiddles<'a>(&'a [[u32; 8]]);
+
+impl<V: Lanes8> Twiddles<V> for TailTwiddles<'_> {
+    #[inline(always)]
+    fn get(&self, k: usize) -> (V, V) {
+        (V::load(&self.0[2 * k]), V::load(&self.0[2 * k + 1]))
+    }
+}
+
+/// Block `block`'s twiddles for its three row stages (distances of 32, 16 and 8
+/// coefficients, i.e. 4, 2 and 1 rows), broadcast.
+#[derive(Clone, Copy)]
+struct RowTwiddles<'a> {
+    values: &'a [u32],
+    quotients: &'a [u32],
+    n: usize,
+    block: usize,
+}
+
+impl<V: Lanes8> Twiddles<V> for RowTwiddles<'_> {
+    #[inline(always)]
+    fn get(&self, k: usize) -> (V, V) {
+        let (n, b) = (self.n, self.block);
+        let index = match k {
+            0 => n / 64 + b,
+            1 | 2 => n / 32 + 2 * b + (k - 1),
+            _ => n / 16 + 4 * b + (k - 3),
+        };
+        (
+            V::splat(self.values[index]),
+            V::splat(self.quotients[index]),
+        )
+    }
+}
+
+/// Three forward stages on eight vectors: pairs 4 apart with w[0], 2 apart with w[1] (first
+/// half) and w[2], 1 apart with w[3..7].
+#[inline(always)]
+fn radix8_forward<V: Lanes8>(m: &VectorModulus<V>, v: &mut [V; 8], w: impl Twiddles<V>) {
+    for c in 0..4 {
+        let [x, y] = v.get_disjoint_mut([c, c + 4]).expect("distinct");
+        let (t, tq) = w.get(0);
+        m.forward_butterfly(x, y, t, tq);
+    }
+    for (c, k) in [(0, 1), (1, 1), (4, 2), (5, 2)] {
+        let [x, y] = v.get_disjoint_mut([c, c + 2]).expect("distinct");
+        let (t, tq) = w.get(k);
+        m.forward_butterfly(x, y, t, tq);
+    }
+    for k in 0..4 {
+        let [x, y] = v.get_disjoint_mut([2 * k, 2 * k + 1]).expect("distinct");
+        let (t, tq) = w.get(3 + k);
+        m.forward_butterfly(x, y, t, tq);
+    }
+}
+
+/// The three stages of [`radix8_forward`] undone, in reverse order.
+#[inline(always)]
+fn radix8_inverse<V: Lanes8>(m: &VectorModulus<V>, v: &mut [V; 8], w: impl Twiddles<V>) {
+    for k in 0..4 {
+        let [x, y] = v.get_disjoint_mut([2 * k, 2 * k + 1]).expect("distinct");
+        let (t, tq) = w.get(3 + k);
+        m.inverse_butterfly(x, y, t, tq);
+    }
+    for (c, k) in [(0, 1), (1, 1), (4, 2), (5, 2)] {
+        let [x, y] = v.get_disjoint_mut([c, c + 2]).expect("distinct");
+        let (t, tq) = w.get(k);
+        m.inverse_butterfly(x, y, t, tq);
+    }
+    for c in 0..4 {
+        let [x, y] = v.get_disjoint_mut([c, c + 4]).expect("distinct");
+        let (t, tq) = w.get(0);
+        m.inverse_butterfly(x, y, t, tq);
+    }
+}
+
+/// Forward NTT: stages with distance >= 64 pass over memory with broadcast twiddles; each
+/// 64-coefficient block then runs the last six stages in registers, three on its rows and,
+/// after a transpose, three on its columns.
 #[inline(always)]
 pub(crate) fn forward_ntt<V: Lanes8, S: AsRef<[u32]>>(a: &mut [u32], table: &NttTable<S>) {
     check_lengths(a.len(), table.n());
+    let n = a.len();
     let m = VectorModulus::<V>::new(table.modulus());
     let (values, quotients) = table.forward_twiddles();
     let mut groups = 1;
-    let mut distance = a.len() / 2;
-    while distance >= 8 {
+    let mut distance = n / 2;
+    while distance >= 64 {
         let (w, wq) = (&values[groups..2 * groups], &quotients[groups..2 * groups]);
         for_each_pair::<V>(a, distance, |g, x, y| {
             m.forward_butterfly(x, y, V::splat(w[g]), V::splat(wq[g]))
@@ -160,48 +246,51 @@ pub(crate) fn forward_ntt<V: Lanes8, S: AsRef<[u32]>>(a: &mut [u32], table: &Ntt
         groups *= 2;
         distance /= 2;
     }
-    // Tail twiddle vectors: [0] distance 4; [1], [2] distance 2; [3..7] distance 1.
-    for_each_tail_block::<V>(a, table.forward_tail(), |v, w| {
-        for c in 0..4 {
-            let [x, y] = v.get_disjoint_mut([c, c + 4]).expect("distinct");
-            m.forward_butterfly(x, y, w[0].0, w[0].1);
-        }
-        for (c, half) in [(0, 1), (1, 1), (4, 2), (5, 2)] {
-            let [x, y] = v.get_disjoint_mut([c, c + 2]).expect("distinct");
-            m.forward_butterfly(x, y, w[half].0, w[half].1);
-        }
-        for k in 0..4 {
-            let [x, y] = v.get_disjoint_mut([2 * k, 2 * k + 1]).expect("distinct");
-            m.forward_butterfly(x, y, w[3 + k].0, w[3 + k].1);
-        }
+    for_each_block::<V>(a, table.forward_tail(), |b, v, tail| {
+        radix8_forward(
+            &m,
+            v,
+            RowTwiddles {
+                values,
+                quotients,
+                n,
+                block: b,
+            },
+        );
+        V::transpose(v);
+        radix8_forward(&m, v, tail);
         for x in v.iter_mut() {
             *x = VectorModulus::reduce_below(VectorModulus::reduce_below(*x, m.two_q), m.q);
         }
+        V::transpose(v);
     });
 }
 
+/// Inverse NTT: the six stages with distance <= 32 per block in registers (columns first),
+/// then the wider stages over memory, the last one scaled by 1/n.
 #[inline(always)]
 pub(crate) fn inverse_ntt<V: Lanes8, S: AsRef<[u32]>>(a: &mut [u32], table: &NttTable<S>) {
     check_lengths(a.len(), table.n());
-    let m = VectorModulus::<V>::new(table.modulus());
-    for_each_tail_block::<V>(a, table.inverse_tail(), |v, w| {
-        for k in 0..4 {
-            let [x, y] = v.get_disjoint_mut([2 * k, 2 * k + 1]).expect("distinct");
-            m.inverse_butterfly(x, y, w[3 + k].0, w[3 + k].1);
-        }
-        for (c, half) in [(0, 1), (1, 1), (4, 2), (5, 2)] {
-            let [x, y] = v.get_disjoint_mut([c, c + 2]).expect("distinct");
-            m.inverse_butterfly(x, y, w[half].0, w[half].1);
-        }
-        for c in 0..4 {
-            let [x, y] = v.get_disjoint_mut([c, c + 4]).expect("distinct");
-            m.inverse_butterfly(x, y, w[0].0, w[0].1);
-        }
-    });
-    let (values, quotients) = table.inverse_twiddles();
     let n = a.len();
-    let mut groups = n / 16;
-    let mut distance = 8;
+    let m = VectorModulus::<V>::new(table.modulus());
+    let (values, quotients) = table.inverse_twiddles();
+    for_each_block::<V>(a, table.inverse_tail(), |b, v, tail| {
+        V::transpose(v);
+        radix8_inverse(&m, v, tail);
+        V::transpose(v);
+        radix8_inverse(
+            &m,
+            v,
+            RowTwiddles {
+                values,
+                quotients,
+                n,
+                block: b,
+            },
+        );
+    });
+    let mut groups = n / 128;
+    let mut distance = 64;
     while groups > 1 {
         let (w, wq) = (&values[groups..2 * groups], &quotients[groups..2 * groups]);
         for_each_pair::<V>(a, distance, |g, x, y| {

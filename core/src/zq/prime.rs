@@ -116,7 +116,7 @@ mod tests {
 
     #[test]
     fn generated_primes_are_ntt_friendly_and_descending() {
-        for n in [64usize, 4096, 8192, 32768] {
+        for n in [128usize, 4096, 8192, 32768] {
             let primes: std::vec::Vec<u32> = ntt_primes(30, n).take(8).collect();
             assert_eq!(primes.len(), 8);
             for w in primes.windows(2) {
