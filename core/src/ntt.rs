@@ -57,7 +57,7 @@ pub(crate) const fn bit_reverse(i: usize, bits: u32) -> usize {
 pub fn smallest_primitive_root(modulus: &Modulus, n: usize) -> Result<u32, Error> {
     let q = modulus.value();
     let order = 2 * n as u64;
-    if !n.is_power_of_two() || (q as u64 - 1) % order != 0 {
+    if !n.is_power_of_two() || !(q as u64 - 1).is_multiple_of(order) {
         return Err(Error::NotNttFriendly { modulus: q, n });
     }
     let cofactor = (q as u64 - 1) / order;
@@ -280,6 +280,6 @@ mod tests {
         let mut buffer = [0u32; NttTable::<&mut [u32]>::storage_len(128)];
         let table = NttTable::new_in(m, 128, &mut buffer[..]).unwrap();
         let owned = NttTable::new(m, 128).unwrap();
-        assert_eq!(table.storage.as_ref(), owned.storage.as_slice());
+        assert_eq!(&*table.storage, owned.storage.as_slice());
     }
 }

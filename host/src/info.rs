@@ -31,10 +31,7 @@ fn cpu_features() -> Vec<(&'static str, bool)> {
 }
 
 pub(crate) fn run(backend: Option<&str>) -> Result<(), String> {
-    let in_use = match backend {
-        Some(name) => Backend::by_name(name).map_err(|e| e.to_string())?,
-        None => Backend::detect(),
-    };
+    let in_use = crate::selected_backend(backend)?;
     println!("cryptonets {}", env!("CARGO_PKG_VERSION"));
     println!("architecture: {}", std::env::consts::ARCH);
     let features: Vec<String> = cpu_features()

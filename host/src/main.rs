@@ -3,6 +3,8 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use cryptonets_core::Backend;
+use cryptonets_core::backend::BACKEND_NAMES;
 
 mod bench;
 mod info;
@@ -42,19 +44,25 @@ fn main() -> ExitCode {
     }
 }
 
-/// The backends a command should use: the one named by `--backend`, or all this CPU runs.
-pub(crate) fn selected_backends(
-    name: Option<&str>,
-) -> Result<Vec<cryptonets_core::Backend>, String> {
+/// The backend named by `--backend`, or the fastest this CPU runs.
+pub(crate) fn selected_backend(name: Option<&str>) -> Result<Backend, String> {
     match name {
-        Some(name) => cryptonets_core::Backend::by_name(name)
-            .map(|b| vec![b])
-            .map_err(|e| {
-                format!(
-                    "{e} (available: {:?})",
-                    cryptonets_core::Backend::available()
-                )
-            }),
-        None => Ok(cryptonets_core::Backend::available().into_iter().collect()),
+        None => Ok(Backend::detect()),
+        Some(name) if !BACKEND_NAMES.contains(&name) => Err(format!(
+            "unknown backend '{name}' (this build knows: {})",
+            BACKEND_NAMES.join(", ")
+        )),
+        Some(name) => Backend::by_name(name).map_err(|e| {
+            let available: Vec<&str> = Backend::available().iter().map(|b| b.name()).collect();
+            format!("{e} (available here: {})", available.join(", "))
+        }),
+    }
+}
+
+/// The backends a measurement should cover: the one named by `--backend`, or all this CPU runs.
+pub(crate) fn selected_backends(name: Option<&str>) -> Result<Vec<Backend>, String> {
+    match name {
+        Some(_) => selected_backend(name).map(|b| vec![b]),
+        None => Ok(Backend::available().into_iter().collect()),
     }
 }

@@ -50,9 +50,9 @@ fn schoolbook_negacyclic(a: &[u32], b: &[u32], m: &Modulus) -> Vec<u32> {
     let n = a.len();
     let q = m.value() as u64;
     let mut out = std::vec![0u64; n];
-    for i in 0..n {
-        for j in 0..n {
-            let p = a[i] as u64 * b[j] as u64 % q;
+    for (i, &x) in a.iter().enumerate() {
+        for (j, &y) in b.iter().enumerate() {
+            let p = x as u64 * y as u64 % q;
             let k = (i + j) % n;
             out[k] = if i + j < n {
                 (out[k] + p) % q

@@ -29,7 +29,7 @@ pub const fn is_prime(n: u64) -> bool {
     let mut i = 0;
     while i < WITNESSES.len() {
         let p = WITNESSES[i];
-        if n % p == 0 {
+        if n.is_multiple_of(p) {
             return n == p;
         }
         i += 1;

@@ -1,0 +1,93 @@
+//! The `cryptonets` binary as a user runs it.
+
+use std::process::{Command, Output};
+
+fn cryptonets(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_cryptonets"))
+        .args(args)
+        .output()
+        .expect("run cryptonets")
+}
+
+#[test]
+fn info_names_version_features_and_backend() {
+    let out = cryptonets(&["info"]);
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains(env!("CARGO_PKG_VERSION")), "{text}");
+    assert!(text.contains("cpu features:"), "{text}");
+    let detected = cryptonets_core::Backend::detect().name();
+    assert!(
+        text.contains(&format!("backend in use: {detected}")),
+        "{text}"
+    );
+
+    let forced = cryptonets(&["info", "--backend", "portable"]);
+    assert!(
+        String::from_utf8(forced.stdout)
+            .unwrap()
+            .contains("backend in use: portable")
+    );
+}
+
+#[test]
+fn bench_ntt_json_has_one_line_per_backend_with_medians() {
+    let out = cryptonets(&[
+        "bench",
+        "ntt",
+        "--json",
+        "--samples",
+        "3",
+        "--n",
+        "1024,8192",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<serde_json::Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
+        .collect();
+    let backends = cryptonets_core::Backend::available();
+    assert_eq!(lines.len(), 2 * backends.len());
+    for backend in &backends {
+        let line = lines
+            .iter()
+            .find(|l| l["backend"] == backend.name() && l["n"] == 8192)
+            .unwrap_or_else(|| panic!("no n = 8192 line for {backend}"));
+        assert_eq!(line["prime_bits"], 30);
+        for key in ["forward_ns", "inverse_ns"] {
+            let ns = line[key].as_f64().unwrap();
+            assert!(ns > 0.0 && ns.is_finite(), "{key} = {ns}");
+        }
+    }
+}
+
+#[test]
+fn unknown_or_unavailable_backend_is_a_clear_error() {
+    let out = cryptonets(&["bench", "ntt", "--backend", "quantum"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        err.starts_with("cryptonets: error: unknown backend 'quantum'"),
+        "{err}"
+    );
+    assert!(err.contains("portable"), "{err}");
+
+    // A backend this build knows but this CPU cannot run.
+    let foreign = if cfg!(target_arch = "aarch64") {
+        "avx2"
+    } else {
+        "neon"
+    };
+    let out = cryptonets(&["info", "--backend", foreign]);
+    assert!(!out.status.success());
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        err.starts_with("cryptonets: error:") && err.contains(foreign),
+        "{err}"
+    );
+}

@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# The whole test suite, exactly as CI runs it. On a fresh Debian 12 machine it first installs
+# what it needs (Debian's rustc-web with the aarch64 std, the aarch64 cross linker, qemu-user,
+# the core library sources for Cortex-M builds), then:
+#   1. fmt and clippy (warnings are errors), for x86_64 and for aarch64;
+#   2. the workspace tests on x86_64 (portable and AVX2 backends must both run);
+#   3. the core and integration tests for aarch64 under qemu-user (portable and NEON);
+#   4. every criterion bench once (`-- --test`) on x86_64 and on aarch64 under qemu;
+#   5. the no_std core for thumbv7em-none-eabihf (Cortex-M4F), with and without `alloc`;
+#   6. the known-answer vectors against their independent generator.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+[ -f "$HOME/.cargo/env" ] && . "$HOME/.cargo/env"
+step() { printf '\n==> %s\n' "$*"; }
+sudo_if_needed() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
+
+debian_rust_ready() {
+    [ -x /usr/bin/rustc ] && /usr/bin/rustc --version | grep -qE '^rustc 1\.(8[89]|9[0-9])' &&
+        [ -d /usr/lib/rustlib/aarch64-unknown-linux-gnu ] && [ -d /usr/lib/rustlib/src ] &&
+        [ -x /usr/bin/clippy-driver ] && command -v aarch64-linux-gnu-gcc >/dev/null &&
+        command -v qemu-aarch64 >/dev/null
+}
+
+if ! debian_rust_ready; then
+    step "installing cross toolchains (apt)"
+    export DEBIAN_FRONTEND=noninteractive
+    sudo_if_needed dpkg --add-architecture arm64
+    sudo_if_needed apt-get update -q
+    sudo_if_needed apt-get install -y -q --no-install-recommends \
+        rustc-web libstd-rust-web-dev:arm64 rust-web-src rust-web-clippy \
+        gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user
+fi
+command -v python3 >/dev/null || { sudo_if_needed apt-get install -y -q python3; }
+
+# Debian's rustc ships the aarch64 and Cortex-M standard libraries the rustup toolchain lacks;
+# it builds in its own target directory so the two compilers never share artifacts.
+debian() { RUSTC=/usr/bin/rustc RUSTDOC=/usr/bin/rustdoc CARGO_TARGET_DIR=target/debian "$@"; }
+
+step "format and lints"
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets -- -D warnings
+debian /usr/bin/cargo-clippy clippy --target aarch64-unknown-linux-gnu \
+    -p cryptonets-core -p cryptonets-tests --all-targets -- -D warnings
+
+step "x86_64 tests (portable + avx2)"
+CRYPTONETS_EXPECT_BACKENDS=portable,avx2 cargo test --workspace
+
+step "aarch64 tests under qemu-user (portable + neon)"
+CRYPTONETS_EXPECT_BACKENDS=portable,neon debian cargo test --target aarch64-unknown-linux-gnu \
+    -p cryptonets-core -p cryptonets-tests
+
+step "benches build and run once (x86_64, aarch64 under qemu)"
+cargo bench -p cryptonets-benches -- --test
+debian cargo bench --target aarch64-unknown-linux-gnu -p cryptonets-benches -- --test
+
+step "no_std core for Cortex-M4F (thumbv7em-none-eabihf)"
+for features in "" "--features alloc"; do
+    # shellcheck disable=SC2086
+    debian env RUSTC_BOOTSTRAP=1 cargo build -Zbuild-std=core,alloc --target thumbv7em-none-eabihf \
+        -p cryptonets-core --no-default-features $features
+done
+
+step "known-answer vectors match their independent generator"
+python3 vectors/generate_ntt.py --check
+
+step "all checks passed"
