@@ -27,7 +27,7 @@ if ! debian_rust_ready; then
     export DEBIAN_FRONTEND=noninteractive
     sudo_if_needed dpkg --add-architecture arm64
     sudo_if_needed apt-get update -q
-    sudo_if_needed apt-get install -y -q --no-install-recommends \
+    sudo_if_needed apt-get install -y -q \
         rustc-web libstd-rust-web-dev:arm64 rust-web-src rust-web-clippy \
         gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user
 fi
