@@ -37,6 +37,16 @@ pub enum Error {
         /// Length given.
         actual: usize,
     },
+    /// A parameter set is inconsistent or outside what is supported or secure.
+    InvalidParameters {
+        /// Why it was rejected.
+        reason: &'static str,
+    },
+    /// Operands that cannot be combined (levels, sizes or lengths differ).
+    Incompatible {
+        /// What differs.
+        reason: &'static str,
+    },
     /// The requested backend cannot run on this CPU.
     BackendUnavailable {
         /// Backend name.
@@ -65,6 +75,8 @@ impl fmt::Display for Error {
             Error::BufferLength { expected, actual } => {
                 write!(f, "buffer holds {actual} words, {expected} required")
             }
+            Error::InvalidParameters { reason } => write!(f, "invalid parameters: {reason}"),
+            Error::Incompatible { reason } => write!(f, "incompatible operands: {reason}"),
             Error::BackendUnavailable { backend } => {
                 write!(f, "the {backend} backend is not supported by this CPU")
             }

@@ -18,8 +18,13 @@ extern crate alloc;
 extern crate std;
 
 pub mod backend;
+#[cfg(feature = "alloc")]
+pub mod bfv;
 mod error;
 pub mod ntt;
+#[cfg(feature = "alloc")]
+pub mod rns;
+pub mod sampling;
 pub mod zq;
 
 pub use backend::{Backend, Kernels};

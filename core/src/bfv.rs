@@ -1,0 +1,302 @@
+//! RNS-BFV: leveled, exact homomorphic encryption of polynomials modulo t with SIMD batching.
+//!
+//! Ciphertexts live in coefficient form modulo Q_L = q_0 ... q_{L-1}, where L is the
+//! ciphertext's *level*: fresh ciphertexts use the whole chain and modulus switching drops the
+//! last prime. Multiplication follows Halevi-Polyakov-Shoup with an auxiliary basis P;
+//! relinearization uses the RNS gadget (one digit per prime of Q).
+
+use alloc::vec::Vec;
+
+use crate::Error;
+use crate::backend::Backend;
+use crate::ntt::NttTable;
+use crate::rns::{BaseConverter, RnsBasis, ScaleRound};
+use crate::zq::prime::ntt_primes;
+use crate::zq::{Modulus, ShoupConstant};
+
+mod ciphertext;
+mod encoding;
+mod encryption;
+mod evaluation;
+mod keys;
+mod multiply;
+mod noise;
+pub mod serialization;
+
+pub use ciphertext::{Ciphertext, Plaintext};
+pub use encoding::BatchEncoder;
+pub use evaluation::Evaluator;
+pub use keys::{KeyGenerator, PublicKey, RelinearizationKey, SecretKey};
+
+/// The HomomorphicEncryption.org bound on log2 Q for 128-bit security with ternary secrets
+/// (classical attacks), by ring degree. Q includes every modulus that key material uses.
+pub const fn max_log_q_128(n: usize) -> Option<u32> {
+    match n {
+        1024 => Some(27),
+        2048 => Some(54),
+        4096 => Some(109),
+        8192 => Some(218),
+        16384 => Some(438),
+        32768 => Some(881),
+        _ => None,
+    }
+}
+
+/// Everything that depends on the level L (the first L primes of Q).
+#[derive(Clone, Debug)]
+pub(crate) struct Level {
+    /// floor(Q_L / t) mod q_i.
+    pub delta: Vec<ShoupConstant>,
+    /// round(t X / Q_L) mod t: decryption.
+    pub decryptor: ScaleRound,
+    /// Extension of centered values from Q_L to P.
+    pub q_to_p: BaseConverter,
+    /// round(t X / Q_L) mod P for X mod Q_L P.
+    pub scale: ScaleRound,
+    /// Conversion of centered values from P back to Q_L.
+    pub p_to_q: BaseConverter,
+    /// q_{L-1}^-1 mod q_i for i < L - 1 (modulus switching down from this level).
+    pub last_inverse: Vec<ShoupConstant>,
+}
+
+/// A validated BFV parameter set with its precomputed tables.
+#[derive(Clone, Debug)]
+pub struct Parameters {
+    n: usize,
+    q: RnsBasis,
+    p: RnsBasis,
+    t: Modulus,
+    t_table: NttTable<Vec<u32>>,
+    levels: Vec<Level>,
+    backend: Backend,
+    id: u64,
+}
+
+/// Builds [`Parameters`]: ring degree, ciphertext primes, plaintext modulus.
+#[derive(Clone, Debug, Default)]
+pub struct ParametersBuilder {
+    n: usize,
+    q_primes: Vec<u32>,
+    t: u32,
+    backend: Option<Backend>,
+    insecure: bool,
+}
+
+impl ParametersBuilder {
+    /// Ring degree n (power of two, 1024 to 32768).
+    pub fn degree(mut self, n: usize) -> Self {
+        self.n = n;
+        self
+    }
+
+    /// The ciphertext primes q_0 ... q_{k-1}, each 1 mod 2n and below 2^30.
+    pub fn ciphertext_primes(mut self, primes: &[u32]) -> Self {
+        self.q_primes = primes.to_vec();
+        self
+    }
+
+    /// `count` ciphertext primes of `bits` bits (the largest such primes, in descending order).
+    pub fn ciphertext_prime_sizes(mut self, bits: u32, count: usize) -> Self {
+        self.q_primes = ntt_primes(bits, self.n.max(1)).take(count).collect();
+        self
+    }
+
+    /// The plaintext modulus t: a prime 1 mod 2n (so that batching works).
+    pub fn plaintext_modulus(mut self, t: u32) -> Self {
+        self.t = t;
+        self
+    }
+
+    /// The kernel backend (default: the fastest this CPU runs).
+    pub fn backend(mut self, backend: Backend) -> Self {
+        self.backend = Some(backend);
+        self
+    }
+
+    /// Allows parameters below 128-bit security: only for tests on toy sizes.
+    #[doc(hidden)]
+    pub fn insecure_for_tests(mut self) -> Self {
+        self.insecure = true;
+        self
+    }
+
+    /// Validates and precomputes.
+    pub fn build(self) -> Result<Parameters, Error> {
+        Parameters::new(self)
+    }
+}
+
+/// Identifier of a parameter set: FNV-1a over (n, t, q primes). Not a security feature: it
+/// lets deserialization refuse data made for other parameters.
+fn parameter_id(n: usize, t: u32, q: &[u32]) -> u64 {
+    let mut h = 0xcbf2_9ce4_8422_2325u64;
+    let words = [n as u32, t].into_iter().chain(q.iter().copied());
+    for w in words {
+        for b in w.to_le_bytes() {
+            h = (h ^ b as u64).wrapping_mul(0x100_0000_01b3);
+        }
+    }
+    h
+}
+
+impl Parameters {
+    /// Starts a builder.
+    pub fn builder() -> ParametersBuilder {
+        ParametersBuilder::default()
+    }
+
+    /// The CryptoNets preset at n = 8192: seven 30-bit ciphertext primes (log2 Q = 210,
+    /// below the 218 bits allowed for 128-bit security) and plaintext modulus `t`.
+    pub fn cryptonets_8192(t: u32) -> Result<Self, Error> {
+        Self::builder()
+            .degree(8192)
+            .ciphertext_prime_sizes(30, 7)
+            .plaintext_modulus(t)
+            .build()
+    }
+
+    fn new(b: ParametersBuilder) -> Result<Self, Error> {
+        let n = b.n;
+        let bound = match max_log_q_128(n) {
+            Some(bound) => bound,
+            None if b.insecure => u32::MAX,
+            None => return Err(Error::InvalidDegree { n }),
+        };
+        if b.q_primes.is_empty() {
+            return Err(Error::InvalidParameters {
+                reason: "no ciphertext primes",
+            });
+        }
+        let q = RnsBasis::new(n, &b.q_primes)?;
+        if !b.insecure && q.log2() > bound as f64 {
+            return Err(Error::InvalidParameters {
+                reason: "log2 Q exceeds the HomomorphicEncryption.org bound for 128-bit security",
+            });
+        }
+        let t = Modulus::new(b.t)?;
+        if b.q_primes.contains(&b.t) {
+            return Err(Error::InvalidParameters {
+                reason: "t must differ from the ciphertext primes",
+            });
+        }
+        let t_table = NttTable::new(t, n)?;
+        if (t.bits() as f64) + 2.0 > q.log2() {
+            return Err(Error::InvalidParameters {
+                reason: "Q must be larger than 4t",
+            });
+        }
+        // P must hold round(t C / Q) for tensor products C: |.| <= n t Q / 2 + 1, with margin.
+        let needed = q.log2() + libm_log2(n as f64) + t.bits() as f64 + 3.0;
+        let mut p_primes = Vec::new();
+        let mut p_log2 = 0.0;
+        for prime in ntt_primes(30, n).filter(|p| !b.q_primes.contains(p) && *p != b.t) {
+            if p_log2 > needed {
+                break;
+            }
+            p_log2 += libm_log2(prime as f64);
+            p_primes.push(prime);
+        }
+        if p_log2 <= needed || p_primes.len() > crate::rns::MAX_LIMBS {
+            return Err(Error::InvalidParameters {
+                reason: "no auxiliary basis for this Q",
+            });
+        }
+        let p = RnsBasis::new(n, &p_primes)?;
+        let levels = (1..=q.len())
+            .map(|l| Self::level(&q.moduli()[..l], p.moduli(), &t))
+            .collect();
+        Ok(Self {
+            n,
+            id: parameter_id(n, b.t, &b.q_primes),
+            q,
+            p,
+            t,
+            t_table,
+            levels,
+            backend: b.backend.unwrap_or_else(Backend::detect),
+        })
+    }
+
+    fn level(q: &[Modulus], p: &[Modulus], t: &Modulus) -> Level {
+        // floor(Q / t) = (Q - (Q mod t)) / t, so mod q_i it is -(Q mod t) * t^-1.
+        let q_mod_t = q.iter().fold(1, |acc, m| t.mul(acc, t.reduce(m.value())));
+        let delta = q
+            .iter()
+            .map(|m| m.shoup(m.neg(m.mul(m.reduce(q_mod_t), m.inv(m.reduce(t.value()))))))
+            .collect();
+        let last = q[q.len() - 1];
+        let last_inverse = q[..q.len() - 1]
+            .iter()
+            .map(|m| m.shoup(m.inv(m.reduce(last.value()))))
+            .collect();
+        Level {
+            delta,
+            decryptor: ScaleRound::new(q, t.value(), core::slice::from_ref(t)),
+            q_to_p: BaseConverter::new(q, p),
+            scale: ScaleRound::with_auxiliary(q, t.value(), p),
+            p_to_q: BaseConverter::new(p, q),
+            last_inverse,
+        }
+    }
+
+    /// Ring degree n.
+    pub fn degree(&self) -> usize {
+        self.n
+    }
+
+    /// Plaintext modulus t.
+    pub fn plaintext_modulus(&self) -> &Modulus {
+        &self.t
+    }
+
+    /// The ciphertext basis Q (all levels).
+    pub fn ciphertext_basis(&self) -> &RnsBasis {
+        &self.q
+    }
+
+    /// The auxiliary basis P of multiplication.
+    pub fn auxiliary_basis(&self) -> &RnsBasis {
+        &self.p
+    }
+
+    /// Number of levels (primes of Q).
+    pub fn max_level(&self) -> usize {
+        self.q.len()
+    }
+
+    /// log2 Q at the top level.
+    pub fn log_q(&self) -> f64 {
+        self.q.log2()
+    }
+
+    /// The kernel backend.
+    pub fn backend(&self) -> &Backend {
+        &self.backend
+    }
+
+    /// The same parameters on another backend.
+    pub fn with_backend(&self, backend: Backend) -> Self {
+        Self {
+            backend,
+            ..self.clone()
+        }
+    }
+
+    /// Identifier of (n, t, Q), stored in serialized data.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    pub(crate) fn level_data(&self, level: usize) -> &Level {
+        &self.levels[level - 1]
+    }
+
+    pub(crate) fn t_table(&self) -> &NttTable<Vec<u32>> {
+        &self.t_table
+    }
+}
+
+pub(crate) use crate::rns::libm_log2;
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,61 @@
+//! Plaintexts and ciphertexts.
+
+use alloc::vec::Vec;
+
+use super::Parameters;
+use crate::Error;
+
+/// A plaintext: n coefficients modulo t (see [`super::BatchEncoder`] for slots).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Plaintext {
+    pub(crate) coefficients: Vec<u32>,
+}
+
+impl Plaintext {
+    /// Wraps coefficients, checking there are n of them, each below t.
+    pub fn from_coefficients(params: &Parameters, coefficients: Vec<u32>) -> Result<Self, Error> {
+        let t = params.plaintext_modulus().value();
+        if coefficients.len() != params.degree() || coefficients.iter().any(|&c| c >= t) {
+            return Err(Error::InvalidParameters {
+                reason: "plaintext needs n coefficients below t",
+            });
+        }
+        Ok(Self { coefficients })
+    }
+
+    /// The coefficients, each in [0, t).
+    pub fn coefficients(&self) -> &[u32] {
+        &self.coefficients
+    }
+}
+
+/// A BFV ciphertext: 2 (or, before relinearization, 3) polynomials in coefficient form
+/// modulo the first `level` primes of Q, each stored limb by limb.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Ciphertext {
+    pub(crate) level: usize,
+    pub(crate) n: usize,
+    pub(crate) polys: Vec<Vec<u32>>,
+}
+
+impl Ciphertext {
+    /// Number of primes of Q the ciphertext is defined modulo.
+    pub fn level(&self) -> usize {
+        self.level
+    }
+
+    /// Number of polynomials (2, or 3 after a multiplication without relinearization).
+    pub fn size(&self) -> usize {
+        self.polys.len()
+    }
+
+    /// Polynomial i, limb-major (level limbs of n residues).
+    pub fn poly(&self, i: usize) -> &[u32] {
+        &self.polys[i]
+    }
+
+    /// Size in bytes of the residues (the serialized size is close to this times 30/32).
+    pub fn residue_bytes(&self) -> usize {
+        self.polys.iter().map(|p| p.len() * 4).sum()
+    }
+}

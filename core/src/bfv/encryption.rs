@@ -1,0 +1,207 @@
+//! Encryption (public-key, and secret-key with a seeded uniform half) and decryption.
+
+use alloc::vec::Vec;
+
+use rand_chacha::ChaCha20Rng;
+use rand_core::{CryptoRng, SeedableRng};
+use zeroize::Zeroize;
+
+use super::keys::small_to_ntt;
+use super::{Ciphertext, Parameters, Plaintext, PublicKey, SecretKey};
+use crate::backend::Kernels;
+use crate::sampling::{centered_binomial, small_to_residue, ternary, uniform};
+
+/// A fresh secret-key ciphertext whose second polynomial is expanded from a 32-byte seed:
+/// half the size of a [`Ciphertext`] in transit (the client's upload).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SeededCiphertext {
+    pub(crate) level: usize,
+    pub(crate) c0: Vec<u32>,
+    pub(crate) seed: [u8; 32],
+}
+
+/// The uniform polynomial a, in NTT form modulo the first `level` primes, expanded from `seed`
+/// with ChaCha20 (the same on every platform and backend).
+fn expand_seed(params: &Parameters, seed: [u8; 32], level: usize) -> Vec<u32> {
+    let n = params.degree();
+    let mut rng = ChaCha20Rng::from_seed(seed);
+    let mut a = alloc::vec![0u32; level * n];
+    for (i, limb) in a.chunks_exact_mut(n).enumerate() {
+        uniform(&mut rng, &params.ciphertext_basis().moduli()[i], limb);
+    }
+    a
+}
+
+/// Adds Delta * m, and a small error polynomial, to `c0` in coefficient form.
+fn add_message_and_error(params: &Parameters, c0: &mut [u32], m: &Plaintext, e: &[i8]) {
+    let n = params.degree();
+    let level = c0.len() / n;
+    let delta = &params.level_data(level).delta;
+    for (i, limb) in c0.chunks_exact_mut(n).enumerate() {
+        let q = &params.ciphertext_basis().moduli()[i];
+        for ((c, &m), &e) in limb.iter_mut().zip(&m.coefficients).zip(e) {
+            *c = q.add(q.add(*c, q.mul_shoup(m, delta[i])), small_to_residue(e, q));
+        }
+    }
+}
+
+impl SeededCiphertext {
+    /// The level (number of primes).
+    pub fn level(&self) -> usize {
+        self.level
+    }
+
+    /// The seed of the uniform polynomial.
+    pub fn seed(&self) -> &[u8; 32] {
+        &self.seed
+    }
+
+    /// Expands the seed into a full ciphertext.
+    pub fn expand(&self, params: &Parameters) -> Ciphertext {
+        let n = params.degree();
+        let mut a = expand_seed(params, self.seed, self.level);
+        params
+            .ciphertext_basis()
+            .inverse(params.backend(), &mut a, 0);
+        Ciphertext {
+            level: self.level,
+            n,
+            polys: alloc::vec![self.c0.clone(), a],
+        }
+    }
+}
+
+impl SecretKey {
+    /// Secret-key encryption: (-a s + e + Delta m, a) with a expanded from a fresh seed.
+    pub fn encrypt_seeded<R: CryptoRng + ?Sized>(
+        &self,
+        params: &Parameters,
+        m: &Plaintext,
+        rng: &mut R,
+    ) -> SeededCiphertext {
+        let (n, level) = (params.degree(), params.max_level());
+        let mut seed = [0u8; 32];
+        rng.fill_bytes(&mut seed);
+        let mut c0 = expand_seed(params, seed, level);
+        for (i, limb) in c0.chunks_exact_mut(n).enumerate() {
+            let q = &params.ciphertext_basis().moduli()[i];
+            params
+                .backend()
+                .mul_assign(limb, &self.ntt[i * n..(i + 1) * n], q);
+            limb.iter_mut().for_each(|x| *x = q.neg(*x));
+        }
+        params
+            .ciphertext_basis()
+            .inverse(params.backend(), &mut c0, 0);
+        let mut e = alloc::vec![0i8; n];
+        centered_binomial(rng, &mut e);
+        add_message_and_error(params, &mut c0, m, &e);
+        e.zeroize();
+        SeededCiphertext { level, c0, seed }
+    }
+
+    /// Secret-key encryption, expanded to a full ciphertext.
+    pub fn encrypt<R: CryptoRng + ?Sized>(
+        &self,
+        params: &Parameters,
+        m: &Plaintext,
+        rng: &mut R,
+    ) -> Ciphertext {
+        self.encrypt_seeded(params, m, rng).expand(params)
+    }
+
+    /// c0 + c1 s (+ c2 s^2) modulo Q_L, in coefficient form: Delta m + noise.
+    pub(crate) fn phase(&self, params: &Parameters, ct: &Ciphertext) -> Vec<u32> {
+        let (n, level) = (params.degree(), ct.level);
+        let backend = params.backend();
+        let basis = params.ciphertext_basis();
+        let mut acc = alloc::vec![0u32; level * n];
+        let mut s_power = self.ntt[..level * n].to_vec();
+        for (k, poly) in ct.polys.iter().enumerate().skip(1) {
+            if k > 1 {
+                for (i, limb) in s_power.chunks_exact_mut(n).enumerate() {
+                    backend.mul_assign(limb, &self.ntt[i * n..(i + 1) * n], &basis.moduli()[i]);
+                }
+            }
+            let mut c = poly.clone();
+            basis.forward(backend, &mut c, 0);
+            for (i, ((a, c), s)) in acc
+                .chunks_exact_mut(n)
+                .zip(c.chunks_exact(n))
+                .zip(s_power.chunks_exact(n))
+                .enumerate()
+            {
+                backend.mul_acc(a, c, s, &basis.moduli()[i]);
+            }
+        }
+        s_power.zeroize();
+        basis.inverse(backend, &mut acc, 0);
+        for (i, (a, c)) in acc
+            .chunks_exact_mut(n)
+            .zip(ct.polys[0].chunks_exact(n))
+            .enumerate()
+        {
+            let q = &basis.moduli()[i];
+            a.iter_mut().zip(c).for_each(|(a, &c)| *a = q.add(*a, c));
+        }
+        acc
+    }
+
+    /// Decrypts: round(t (c0 + c1 s + c2 s^2) / Q) mod t.
+    pub fn decrypt(&self, params: &Parameters, ct: &Ciphertext) -> Plaintext {
+        let n = params.degree();
+        let mut phase = self.phase(params, ct);
+        let mut coefficients = alloc::vec![0u32; n];
+        params
+            .level_data(ct.level)
+            .decryptor
+            .apply(&phase, None, &mut coefficients, n);
+        phase.zeroize();
+        Plaintext { coefficients }
+    }
+
+    /// Remaining noise budget in bits: log2(Q / (2 |t v mod Q|)) maximised over coefficients,
+    /// where v is the phase. Decryption is correct while it is positive. A diagnostic: it runs
+    /// on secret data in variable time, so never expose it to a remote party.
+    pub fn noise_budget(&self, params: &Parameters, ct: &Ciphertext) -> u32 {
+        let phase = self.phase(params, ct);
+        super::noise::budget(params, &phase, ct.level)
+    }
+}
+
+impl PublicKey {
+    /// Public-key encryption: (p0 u + e1 + Delta m, p1 u + e2) for ternary u.
+    pub fn encrypt<R: CryptoRng + ?Sized>(
+        &self,
+        params: &Parameters,
+        m: &Plaintext,
+        rng: &mut R,
+    ) -> Ciphertext {
+        let (n, level) = (params.degree(), params.max_level());
+        let backend = params.backend();
+        let basis = params.ciphertext_basis();
+        let mut u = alloc::vec![0i8; n];
+        ternary(rng, &mut u);
+        let u_ntt = small_to_ntt(params, &u, level);
+        u.zeroize();
+        let mut polys = Vec::with_capacity(2);
+        for key in [&self.p0, &self.p1] {
+            let mut c = key.clone();
+            for (i, (c, u)) in c.chunks_exact_mut(n).zip(u_ntt.chunks_exact(n)).enumerate() {
+                backend.mul_assign(c, u, &basis.moduli()[i]);
+            }
+            basis.inverse(backend, &mut c, 0);
+            polys.push(c);
+        }
+        let mut e = alloc::vec![0i8; n];
+        centered_binomial(rng, &mut e);
+        add_message_and_error(params, &mut polys[0], m, &e);
+        centered_binomial(rng, &mut e);
+        let zero = Plaintext {
+            coefficients: alloc::vec![0; n],
+        };
+        add_message_and_error(params, &mut polys[1], &zero, &e);
+        e.zeroize();
+        Ciphertext { level, n, polys }
+    }
+}

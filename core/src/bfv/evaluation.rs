@@ -1,0 +1,263 @@
+//! Homomorphic operations on ciphertexts. None of them needs a secret key.
+
+use alloc::vec::Vec;
+
+use super::{Ciphertext, Parameters, Plaintext, RelinearizationKey};
+use crate::Error;
+use crate::backend::Kernels;
+
+/// Evaluates operations under one parameter set.
+#[derive(Clone, Copy, Debug)]
+pub struct Evaluator<'a> {
+    pub(crate) params: &'a Parameters,
+}
+
+fn same_shape(a: &Ciphertext, b: &Ciphertext) -> Result<(), Error> {
+    if a.level != b.level {
+        return Err(Error::Incompatible {
+            reason: "ciphertexts are at different levels",
+        });
+    }
+    if a.n != b.n {
+        return Err(Error::Incompatible {
+            reason: "ciphertexts have different degrees",
+        });
+    }
+    Ok(())
+}
+
+impl<'a> Evaluator<'a> {
+    /// An evaluator for these parameters.
+    pub fn new(params: &'a Parameters) -> Self {
+        Self { params }
+    }
+
+    fn check(&self, ct: &Ciphertext) -> Result<(), Error> {
+        if ct.n != self.params.degree() || ct.level == 0 || ct.level > self.params.max_level() {
+            return Err(Error::Incompatible {
+                reason: "ciphertext does not fit these parameters",
+            });
+        }
+        Ok(())
+    }
+
+    /// Applies `f(modulus, x, y)` to matching residues of polynomials of `a` and `b`.
+    fn zip_polys(
+        &self,
+        a: &mut Ciphertext,
+        b: &Ciphertext,
+        f: impl Fn(&crate::Modulus, u32, u32) -> u32,
+    ) {
+        let n = self.params.degree();
+        let size = a.size().max(b.size());
+        a.polys.resize_with(size, || alloc::vec![0; b.level * n]);
+        for (pa, pb) in a.polys.iter_mut().zip(&b.polys) {
+            for (i, (la, lb)) in pa.chunks_exact_mut(n).zip(pb.chunks_exact(n)).enumerate() {
+                let q = &self.params.ciphertext_basis().moduli()[i];
+                la.iter_mut().zip(lb).for_each(|(x, &y)| *x = f(q, *x, y));
+            }
+        }
+    }
+
+    /// a += b (sizes 2 or 3, same level).
+    pub fn add_assign(&self, a: &mut Ciphertext, b: &Ciphertext) -> Result<(), Error> {
+        self.check(a)?;
+        same_shape(a, b)?;
+        self.zip_polys(a, b, |q, x, y| q.add(x, y));
+        Ok(())
+    }
+
+    /// a + b.
+    pub fn add(&self, a: &Ciphertext, b: &Ciphertext) -> Result<Ciphertext, Error> {
+        let mut sum = a.clone();
+        self.add_assign(&mut sum, b)?;
+        Ok(sum)
+    }
+
+    /// a -= b.
+    pub fn sub_assign(&self, a: &mut Ciphertext, b: &Ciphertext) -> Result<(), Error> {
+        self.check(a)?;
+        same_shape(a, b)?;
+        self.zip_polys(a, b, |q, x, y| q.sub(x, y));
+        Ok(())
+    }
+
+    /// a = -a.
+    pub fn negate_assign(&self, a: &mut Ciphertext) -> Result<(), Error> {
+        self.check(a)?;
+        let n = self.params.degree();
+        for p in a.polys.iter_mut() {
+            for (i, limb) in p.chunks_exact_mut(n).enumerate() {
+                let q = &self.params.ciphertext_basis().moduli()[i];
+                limb.iter_mut().for_each(|x| *x = q.neg(*x));
+            }
+        }
+        Ok(())
+    }
+
+    /// Delta m at the ciphertext's level, in coefficient form.
+    fn scaled_plaintext(&self, m: &Plaintext, level: usize) -> Vec<u32> {
+        let n = self.params.degree();
+        let delta = &self.params.level_data(level).delta;
+        let mut out = alloc::vec![0u32; level * n];
+        for (i, limb) in out.chunks_exact_mut(n).enumerate() {
+            let q = &self.params.ciphertext_basis().moduli()[i];
+            limb.iter_mut()
+                .zip(&m.coefficients)
+                .for_each(|(x, &c)| *x = q.mul_shoup(c, delta[i]));
+        }
+        out
+    }
+
+    /// ct += m (plaintext).
+    pub fn add_plain_assign(&self, ct: &mut Ciphertext, m: &Plaintext) -> Result<(), Error> {
+        self.check(ct)?;
+        let scaled = self.scaled_plaintext(m, ct.level);
+        let n = self.params.degree();
+        for (i, (c, s)) in ct.polys[0]
+            .chunks_exact_mut(n)
+            .zip(scaled.chunks_exact(n))
+            .enumerate()
+        {
+            let q = &self.params.ciphertext_basis().moduli()[i];
+            c.iter_mut().zip(s).for_each(|(x, &y)| *x = q.add(*x, y));
+        }
+        Ok(())
+    }
+
+    /// ct -= m (plaintext).
+    pub fn sub_plain_assign(&self, ct: &mut Ciphertext, m: &Plaintext) -> Result<(), Error> {
+        self.check(ct)?;
+        let scaled = self.scaled_plaintext(m, ct.level);
+        let n = self.params.degree();
+        for (i, (c, s)) in ct.polys[0]
+            .chunks_exact_mut(n)
+            .zip(scaled.chunks_exact(n))
+            .enumerate()
+        {
+            let q = &self.params.ciphertext_basis().moduli()[i];
+            c.iter_mut().zip(s).for_each(|(x, &y)| *x = q.sub(*x, y));
+        }
+        Ok(())
+    }
+
+    /// ct *= w for an integer w (taken mod t, centered): the constant-polynomial weight of
+    /// CryptoNets' linear layers. Multiplies every slot by w.
+    pub fn mul_scalar_assign(&self, ct: &mut Ciphertext, w: i64) -> Result<(), Error> {
+        self.check(ct)?;
+        let t = self.params.plaintext_modulus();
+        let w = t.center(t.reduce_i64(w));
+        let n = self.params.degree();
+        let backend = self.params.backend();
+        for p in ct.polys.iter_mut() {
+            for (i, limb) in p.chunks_exact_mut(n).enumerate() {
+                let q = &self.params.ciphertext_basis().moduli()[i];
+                backend.mul_scalar_assign(limb, q.shoup(q.reduce_i64(w)), q);
+            }
+        }
+        Ok(())
+    }
+
+    /// ct *= m for a plaintext m (slot-wise product with m's slots).
+    pub fn mul_plain_assign(&self, ct: &mut Ciphertext, m: &Plaintext) -> Result<(), Error> {
+        self.check(ct)?;
+        let (n, level) = (self.params.degree(), ct.level);
+        let basis = self.params.ciphertext_basis();
+        let backend = self.params.backend();
+        let t = self.params.plaintext_modulus();
+        // The centered lift of m to Q_L, in NTT form: small coefficients keep the noise small.
+        let mut lifted = alloc::vec![0u32; level * n];
+        for (i, limb) in lifted.chunks_exact_mut(n).enumerate() {
+            let q = &basis.moduli()[i];
+            limb.iter_mut()
+                .zip(&m.coefficients)
+                .for_each(|(x, &c)| *x = q.reduce_i64(t.center(c)));
+        }
+        basis.forward(backend, &mut lifted, 0);
+        for p in ct.polys.iter_mut() {
+            basis.forward(backend, p, 0);
+            for (i, (limb, l)) in p
+                .chunks_exact_mut(n)
+                .zip(lifted.chunks_exact(n))
+                .enumerate()
+            {
+                backend.mul_assign(limb, l, &basis.moduli()[i]);
+            }
+            basis.inverse(backend, p, 0);
+        }
+        Ok(())
+    }
+
+    /// a * b as a size-3 ciphertext (both of size 2, same level).
+    pub fn multiply(&self, a: &Ciphertext, b: &Ciphertext) -> Result<Ciphertext, Error> {
+        self.check(a)?;
+        same_shape(a, b)?;
+        if a.size() != 2 || b.size() != 2 {
+            return Err(Error::Incompatible {
+                reason: "multiply takes ciphertexts of size 2",
+            });
+        }
+        Ok(super::multiply::tensor(self.params, a, Some(b)))
+    }
+
+    /// a^2 as a size-3 ciphertext (cheaper than multiply(a, a)).
+    pub fn square(&self, a: &Ciphertext) -> Result<Ciphertext, Error> {
+        self.check(a)?;
+        if a.size() != 2 {
+            return Err(Error::Incompatible {
+                reason: "square takes a ciphertext of size 2",
+            });
+        }
+        Ok(super::multiply::tensor(self.params, a, None))
+    }
+
+    /// Turns a size-3 ciphertext into a size-2 one encrypting the same plaintext.
+    pub fn relinearize_assign(
+        &self,
+        ct: &mut Ciphertext,
+        key: &RelinearizationKey,
+    ) -> Result<(), Error> {
+        self.check(ct)?;
+        if ct.size() != 3 {
+            return Err(Error::Incompatible {
+                reason: "relinearization takes a ciphertext of size 3",
+            });
+        }
+        if key.digits.len() != self.params.max_level() {
+            return Err(Error::Incompatible {
+                reason: "relinearization key does not fit these parameters",
+            });
+        }
+        super::multiply::relinearize(self.params, ct, key);
+        Ok(())
+    }
+
+    /// Drops the last prime of the ciphertext's modulus: c' = (c - [c]_{q_last}) / q_last.
+    /// The plaintext is unchanged; the ciphertext shrinks and so does its absolute noise.
+    pub fn mod_switch_to_next_assign(&self, ct: &mut Ciphertext) -> Result<(), Error> {
+        self.check(ct)?;
+        if ct.level < 2 {
+            return Err(Error::Incompatible {
+                reason: "no prime left to switch away",
+            });
+        }
+        let n = self.params.degree();
+        let level = ct.level;
+        let moduli = &self.params.ciphertext_basis().moduli()[..level];
+        let last = moduli[level - 1];
+        let inverses = &self.params.level_data(level).last_inverse;
+        for p in ct.polys.iter_mut() {
+            let (kept, dropped) = p.split_at_mut((level - 1) * n);
+            let centered: Vec<i64> = dropped.iter().map(|&x| last.center(x)).collect();
+            for (i, limb) in kept.chunks_exact_mut(n).enumerate() {
+                let q = &moduli[i];
+                for (x, &r) in limb.iter_mut().zip(&centered) {
+                    *x = q.mul_shoup(q.sub(*x, q.reduce_i64(r)), inverses[i]);
+                }
+            }
+            p.truncate((level - 1) * n);
+        }
+        ct.level -= 1;
+        Ok(())
+    }
+}

@@ -1,0 +1,192 @@
+//! Secret, public and relinearization keys.
+
+use alloc::vec::Vec;
+
+use rand_core::CryptoRng;
+use zeroize::{Zeroize, ZeroizeOnDrop};
+
+use super::Parameters;
+use crate::backend::Kernels;
+use crate::sampling::{centered_binomial, small_to_residue, ternary, uniform};
+
+/// The secret key: a ternary polynomial. Zeroized on drop.
+#[derive(Clone)]
+pub struct SecretKey {
+    pub(crate) coefficients: Vec<i8>,
+    /// s in NTT form modulo every prime of Q, limb by limb.
+    pub(crate) ntt: Vec<u32>,
+}
+
+impl Drop for SecretKey {
+    fn drop(&mut self) {
+        self.coefficients.zeroize();
+        self.ntt.zeroize();
+    }
+}
+
+impl ZeroizeOnDrop for SecretKey {}
+
+impl core::fmt::Debug for SecretKey {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str("SecretKey(..)")
+    }
+}
+
+/// The public key (p0, p1) = (-a s + e, a), in NTT form modulo Q.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PublicKey {
+    pub(crate) p0: Vec<u32>,
+    pub(crate) p1: Vec<u32>,
+}
+
+/// Relinearization key: for each prime q_i of Q, an encryption of g_i s^2 where g_i is the
+/// CRT idempotent of q_i (1 mod q_i, 0 mod the others). NTT form modulo Q.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RelinearizationKey {
+    pub(crate) digits: Vec<(Vec<u32>, Vec<u32>)>,
+}
+
+/// Lifts a small signed polynomial to NTT form modulo the first `level` primes of Q.
+pub(crate) fn small_to_ntt(params: &Parameters, small: &[i8], level: usize) -> Vec<u32> {
+    let n = params.degree();
+    let mut out = alloc::vec![0u32; level * n];
+    for (i, limb) in out.chunks_exact_mut(n).enumerate() {
+        let q = &params.ciphertext_basis().moduli()[i];
+        limb.iter_mut()
+            .zip(small)
+            .for_each(|(x, &s)| *x = small_to_residue(s, q));
+        params
+            .backend()
+            .forward_ntt(limb, params.ciphertext_basis().table(i));
+    }
+    out
+}
+
+/// (-a s + e, a) in NTT form at the top level, for a fresh uniform a and error e.
+fn encrypt_zero_ntt<R: CryptoRng + ?Sized>(
+    params: &Parameters,
+    s_ntt: &[u32],
+    rng: &mut R,
+) -> (Vec<u32>, Vec<u32>) {
+    let (n, level) = (params.degree(), params.max_level());
+    let mut a = alloc::vec![0u32; level * n];
+    for (i, limb) in a.chunks_exact_mut(n).enumerate() {
+        uniform(rng, &params.ciphertext_basis().moduli()[i], limb);
+    }
+    let mut e_small = alloc::vec![0i8; n];
+    centered_binomial(rng, &mut e_small);
+    let mut b = small_to_ntt(params, &e_small, level);
+    e_small.zeroize();
+    for (i, (b, (a, s))) in b
+        .chunks_exact_mut(n)
+        .zip(a.chunks_exact(n).zip(s_ntt.chunks_exact(n)))
+        .enumerate()
+    {
+        let q = &params.ciphertext_basis().moduli()[i];
+        // b = e - a s
+        let mut a_s = a.to_vec();
+        params.backend().mul_assign(&mut a_s, s, q);
+        b.iter_mut().zip(&a_s).for_each(|(b, &x)| *b = q.sub(*b, x));
+        a_s.zeroize();
+    }
+    (b, a)
+}
+
+impl SecretKey {
+    /// Samples a ternary secret.
+    pub fn generate<R: CryptoRng + ?Sized>(params: &Parameters, rng: &mut R) -> Self {
+        let mut coefficients = alloc::vec![0i8; params.degree()];
+        ternary(rng, &mut coefficients);
+        let ntt = small_to_ntt(params, &coefficients, params.max_level());
+        Self { coefficients, ntt }
+    }
+
+    /// The ternary coefficients (for export to an external decryptor; handle with care).
+    pub fn coefficients(&self) -> &[i8] {
+        &self.coefficients
+    }
+
+    /// Rebuilds a secret key from ternary coefficients.
+    pub fn from_coefficients(
+        params: &Parameters,
+        coefficients: Vec<i8>,
+    ) -> Result<Self, crate::Error> {
+        // Branches on validity only: a malformed key is rejected as a whole.
+        if coefficients.len() != params.degree()
+            || coefficients.iter().any(|c| !(-1..=1).contains(c))
+        {
+            return Err(crate::Error::InvalidParameters {
+                reason: "secret key needs n ternary coefficients",
+            });
+        }
+        let ntt = small_to_ntt(params, &coefficients, params.max_level());
+        Ok(Self { coefficients, ntt })
+    }
+
+    /// s^2 in NTT form modulo the first `level` primes.
+    pub(crate) fn square_ntt(&self, params: &Parameters, level: usize) -> Vec<u32> {
+        let n = params.degree();
+        let mut s2 = self.ntt[..level * n].to_vec();
+        for (i, limb) in s2.chunks_exact_mut(n).enumerate() {
+            let q = &params.ciphertext_basis().moduli()[i];
+            let s = &self.ntt[i * n..(i + 1) * n];
+            params.backend().mul_assign(limb, s, q);
+        }
+        s2
+    }
+}
+
+impl PublicKey {
+    /// Derives a public key from the secret key.
+    pub fn new<R: CryptoRng + ?Sized>(
+        params: &Parameters,
+        secret: &SecretKey,
+        rng: &mut R,
+    ) -> Self {
+        let (p0, p1) = encrypt_zero_ntt(params, &secret.ntt, rng);
+        Self { p0, p1 }
+    }
+}
+
+impl RelinearizationKey {
+    /// Derives the relinearization key from the secret key.
+    pub fn new<R: CryptoRng + ?Sized>(
+        params: &Parameters,
+        secret: &SecretKey,
+        rng: &mut R,
+    ) -> Self {
+        let n = params.degree();
+        let mut s2 = secret.square_ntt(params, params.max_level());
+        let digits = (0..params.max_level())
+            .map(|i| {
+                let (mut k0, k1) = encrypt_zero_ntt(params, &secret.ntt, rng);
+                // g_i s^2 is s^2 in limb i and zero elsewhere.
+                let q = &params.ciphertext_basis().moduli()[i];
+                let limb = &mut k0[i * n..(i + 1) * n];
+                limb.iter_mut()
+                    .zip(&s2[i * n..(i + 1) * n])
+                    .for_each(|(k, &s)| *k = q.add(*k, s));
+                (k0, k1)
+            })
+            .collect();
+        s2.zeroize();
+        Self { digits }
+    }
+}
+
+/// Generates the three keys of a data owner in one call.
+#[derive(Debug)]
+pub struct KeyGenerator;
+
+impl KeyGenerator {
+    /// (secret key, public key, relinearization key).
+    pub fn generate<R: CryptoRng + ?Sized>(
+        params: &Parameters,
+        rng: &mut R,
+    ) -> (SecretKey, PublicKey, RelinearizationKey) {
+        let secret = SecretKey::generate(params, rng);
+        let public = PublicKey::new(params, &secret, rng);
+        let relin = RelinearizationKey::new(params, &secret, rng);
+        (secret, public, relin)
+    }
+}

@@ -1,0 +1,120 @@
+//! Ciphertext multiplication (Halevi-Polyakov-Shoup) and relinearization, in full RNS.
+//!
+//! 1. extend each input polynomial from Q to Q u P (exact centered conversion);
+//! 2. tensor in the NTT domain of every prime of Q u P;
+//! 3. scale by t/Q and round, straight into P;
+//! 4. convert back from P to Q.
+
+use alloc::vec::Vec;
+
+use super::{Ciphertext, Parameters, RelinearizationKey};
+use crate::backend::Kernels;
+
+/// A polynomial mod Q_L extended to Q_L u P, in NTT form (Q limbs first).
+fn extend_to_ntt(params: &Parameters, poly: &[u32], level: usize) -> Vec<u32> {
+    let n = params.degree();
+    let l = params.auxiliary_basis().len();
+    let mut out = alloc::vec![0u32; (level + l) * n];
+    let (q_part, p_part) = out.split_at_mut(level * n);
+    q_part.copy_from_slice(poly);
+    params.level_data(level).q_to_p.convert(poly, p_part, n);
+    params
+        .ciphertext_basis()
+        .forward(params.backend(), q_part, 0);
+    params
+        .auxiliary_basis()
+        .forward(params.backend(), p_part, 0);
+    out
+}
+
+/// Tensor product of a with b (or with itself), rescaled: a size-3 ciphertext mod Q_L.
+pub(crate) fn tensor(params: &Parameters, a: &Ciphertext, b: Option<&Ciphertext>) -> Ciphertext {
+    let (n, level) = (params.degree(), a.level);
+    let backend = params.backend();
+    let moduli: Vec<_> = params.ciphertext_basis().moduli()[..level]
+        .iter()
+        .chain(params.auxiliary_basis().moduli())
+        .copied()
+        .collect();
+    let a0 = extend_to_ntt(params, &a.polys[0], level);
+    let a1 = extend_to_ntt(params, &a.polys[1], level);
+    let (mut c0, mut c1, mut c2) = (a0.clone(), a0, a1.clone());
+    match b {
+        Some(b) => {
+            let b0 = extend_to_ntt(params, &b.polys[0], level);
+            let b1 = extend_to_ntt(params, &b.polys[1], level);
+            for (i, m) in moduli.iter().enumerate() {
+                let r = i * n..(i + 1) * n;
+                backend.mul_assign(&mut c0[r.clone()], &b0[r.clone()], m);
+                backend.mul_assign(&mut c1[r.clone()], &b1[r.clone()], m);
+                backend.mul_acc(&mut c1[r.clone()], &a1[r.clone()], &b0[r.clone()], m);
+                backend.mul_assign(&mut c2[r.clone()], &b1[r], m);
+            }
+        }
+        None => {
+            for (i, m) in moduli.iter().enumerate() {
+                let r = i * n..(i + 1) * n;
+                let a0 = c0[r.clone()].to_vec();
+                backend.mul_assign(&mut c0[r.clone()], &a0, m);
+                backend.mul_assign(&mut c1[r.clone()], &a1[r.clone()], m);
+                c1[r.clone()].iter_mut().for_each(|x| *x = m.add(*x, *x));
+                backend.mul_assign(&mut c2[r.clone()], &a1[r], m);
+            }
+        }
+    }
+    let level_data = params.level_data(level);
+    let l = params.auxiliary_basis().len();
+    let polys = [c0, c1, c2]
+        .into_iter()
+        .map(|mut c| {
+            let (q_part, p_part) = c.split_at_mut(level * n);
+            params.ciphertext_basis().inverse(backend, q_part, 0);
+            params.auxiliary_basis().inverse(backend, p_part, 0);
+            let mut scaled = alloc::vec![0u32; l * n];
+            level_data.scale.apply(q_part, Some(p_part), &mut scaled, n);
+            let mut out = alloc::vec![0u32; level * n];
+            level_data.p_to_q.convert(&scaled, &mut out, n);
+            out
+        })
+        .collect();
+    Ciphertext { level, n, polys }
+}
+
+/// c0 += sum_i d_i k0_i, c1 += sum_i d_i k1_i for the digits d_i = [c2]_{q_i} (centered).
+pub(crate) fn relinearize(params: &Parameters, ct: &mut Ciphertext, key: &RelinearizationKey) {
+    let (n, level) = (params.degree(), ct.level);
+    let backend = params.backend();
+    let basis = params.ciphertext_basis();
+    let moduli = &basis.moduli()[..level];
+    let c2 = ct.polys.pop().expect("size 3");
+    let mut acc0 = alloc::vec![0u32; level * n];
+    let mut acc1 = alloc::vec![0u32; level * n];
+    let mut digit = alloc::vec![0u32; n];
+    for (i, (qi, (k0, k1))) in moduli.iter().zip(&key.digits).enumerate() {
+        let centered: Vec<i64> = c2[i * n..(i + 1) * n]
+            .iter()
+            .map(|&x| qi.center(x))
+            .collect();
+        for (j, qj) in moduli.iter().enumerate() {
+            digit
+                .iter_mut()
+                .zip(&centered)
+                .for_each(|(d, &c)| *d = qj.reduce_i64(c));
+            backend.forward_ntt(&mut digit, basis.table(j));
+            let r = j * n..(j + 1) * n;
+            backend.mul_acc(&mut acc0[r.clone()], &digit, &k0[r.clone()], qj);
+            backend.mul_acc(&mut acc1[r.clone()], &digit, &k1[r], qj);
+        }
+    }
+    for (poly, mut acc) in ct.polys.iter_mut().zip([acc0, acc1]) {
+        basis.inverse(backend, &mut acc, 0);
+        for (i, (p, a)) in poly
+            .chunks_exact_mut(n)
+            .zip(acc.chunks_exact(n))
+            .enumerate()
+        {
+            let q = &moduli[i];
+            p.iter_mut().zip(a).for_each(|(x, &y)| *x = q.add(*x, y));
+        }
+    }
+}

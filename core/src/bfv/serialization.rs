@@ -1,0 +1,1 @@
+//! Serialization (filled in below).

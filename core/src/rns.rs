@@ -1,0 +1,229 @@
+//! Residue number system: a basis of NTT primes with its transform tables, and exact
+//! conversion of centered values between two bases.
+//!
+//! A polynomial modulo Q = q_0 ... q_{k-1} is stored as k limbs of n residues each. The
+//! conversions below never form the big integer: they follow Halevi, Polyakov and Shoup
+//! ("An improved RNS variant of the BFV homomorphic encryption scheme", 2018), using one
+//! floating-point sum per coefficient to find how many multiples of Q to subtract.
+
+use alloc::vec::Vec;
+
+use crate::Error;
+use crate::backend::{Backend, Kernels};
+use crate::ntt::NttTable;
+use crate::zq::{Modulus, ShoupConstant};
+
+pub mod scale;
+
+pub use scale::ScaleRound;
+
+/// Most primes a basis may hold: sums of that many products of residues fit a u64.
+pub const MAX_LIMBS: usize = 15;
+
+/// A basis of distinct NTT-friendly primes for one ring degree, with their NTT tables.
+#[derive(Clone, Debug)]
+pub struct RnsBasis {
+    n: usize,
+    moduli: Vec<Modulus>,
+    tables: Vec<NttTable<Vec<u32>>>,
+}
+
+impl RnsBasis {
+    /// Validates the primes (distinct, each 1 mod 2n) and builds their tables.
+    pub fn new(n: usize, primes: &[u32]) -> Result<Self, Error> {
+        if primes.is_empty() || primes.len() > MAX_LIMBS {
+            return Err(Error::InvalidParameters {
+                reason: "a basis holds 1 to 15 primes",
+            });
+        }
+        let mut moduli = Vec::with_capacity(primes.len());
+        let mut tables = Vec::with_capacity(primes.len());
+        for (i, &q) in primes.iter().enumerate() {
+            if primes[..i].contains(&q) {
+                return Err(Error::InvalidModulus {
+                    value: q as u64,
+                    reason: "repeated in the basis",
+                });
+            }
+            let modulus = Modulus::new(q)?;
+            tables.push(NttTable::new(modulus, n)?);
+            moduli.push(modulus);
+        }
+        Ok(Self { n, moduli, tables })
+    }
+
+    /// Ring degree.
+    pub fn n(&self) -> usize {
+        self.n
+    }
+
+    /// Number of primes.
+    pub fn len(&self) -> usize {
+        self.moduli.len()
+    }
+
+    /// Whether the basis has no primes.
+    pub fn is_empty(&self) -> bool {
+        self.moduli.is_empty()
+    }
+
+    /// The primes' moduli.
+    pub fn moduli(&self) -> &[Modulus] {
+        &self.moduli
+    }
+
+    /// The NTT table of prime i.
+    pub fn table(&self, i: usize) -> &NttTable<Vec<u32>> {
+        &self.tables[i]
+    }
+
+    /// Sum of the primes' bit sizes (an upper bound on log2 of their product).
+    pub fn bits(&self) -> u32 {
+        self.moduli.iter().map(Modulus::bits).sum()
+    }
+
+    /// log2 of the product of the primes.
+    pub fn log2(&self) -> f64 {
+        self.moduli
+            .iter()
+            .map(|m| libm_log2(m.value() as f64))
+            .sum()
+    }
+
+    /// Forward NTT of every limb of `data` (limb-major, `count` limbs of n words) in place.
+    pub fn forward(&self, backend: &Backend, data: &mut [u32], first_limb: usize) {
+        for (i, limb) in data.chunks_exact_mut(self.n).enumerate() {
+            backend.forward_ntt(limb, &self.tables[first_limb + i]);
+        }
+    }
+
+    /// Inverse NTT of every limb of `data` in place.
+    pub fn inverse(&self, backend: &Backend, data: &mut [u32], first_limb: usize) {
+        for (i, limb) in data.chunks_exact_mut(self.n).enumerate() {
+            backend.inverse_ntt(limb, &self.tables[first_limb + i]);
+        }
+    }
+}
+
+/// log2 without std: exponent plus a short series on the mantissa (used on public sizes).
+pub(crate) fn libm_log2(x: f64) -> f64 {
+    if x <= 0.0 {
+        return f64::NEG_INFINITY;
+    }
+    let bits = x.to_bits();
+    let exponent = ((bits >> 52) & 0x7ff) as i64 - 1023;
+    let mantissa = f64::from_bits((bits & ((1u64 << 52) - 1)) | (1023u64 << 52)); // in [1, 2)
+    // ln(m) = 2 atanh((m - 1) / (m + 1)), a fast-converging series for m in [1, 2).
+    let z = (mantissa - 1.0) / (mantissa + 1.0);
+    let z2 = z * z;
+    let mut term = z;
+    let mut sum = 0.0;
+    let mut k = 1.0;
+    while k < 60.0 {
+        sum += term / k;
+        term *= z2;
+        k += 2.0;
+    }
+    exponent as f64 + 2.0 * sum / core::f64::consts::LN_2
+}
+
+/// Exact conversion of centered values from basis `from` (product F) to basis `to`.
+///
+/// For residues x_i of X in (-F/2, F/2]: with y_i = [x_i (F/q_i)^-1]_{q_i},
+/// X = sum y_i (F/q_i) - v F where v = round(sum y_i / q_i). The sum is taken in f64; it can
+/// pick the wrong v only when X lies within about F * 2^-50 of +-F/2, where the two choices
+/// are both representatives of the same class mod F.
+#[derive(Clone, Debug)]
+pub struct BaseConverter {
+    from: Vec<Modulus>,
+    to: Vec<Modulus>,
+    /// (F/q_i)^-1 mod q_i, with Shoup quotients.
+    inverse_cofactors: Vec<ShoupConstant>,
+    /// 1 / q_i.
+    reciprocals: Vec<f64>,
+    /// (F/q_i) mod p_j, row-major by j: cofactors[j * from.len() + i].
+    cofactors: Vec<u32>,
+    /// F mod p_j.
+    product_mod_to: Vec<u32>,
+}
+
+impl BaseConverter {
+    /// Precomputes the conversion from `from` to `to` (distinct primes, each below 2^30; at
+    /// most [`MAX_LIMBS`] in `from`).
+    pub fn new(from: &[Modulus], to: &[Modulus]) -> Self {
+        assert!(
+            from.len() <= MAX_LIMBS,
+            "too many primes for one 64-bit accumulator"
+        );
+        let cofactor_mod = |skip: usize, m: &Modulus| {
+            from.iter()
+                .enumerate()
+                .filter(|&(i, _)| i != skip)
+                .fold(1, |acc, (_, q)| m.mul(acc, m.reduce(q.value())))
+        };
+        let inverse_cofactors = from
+            .iter()
+            .enumerate()
+            .map(|(i, q)| q.shoup(q.inv(cofactor_mod(i, q))))
+            .collect();
+        let reciprocals = from.iter().map(|q| 1.0 / q.value() as f64).collect();
+        let mut cofactors = Vec::with_capacity(from.len() * to.len());
+        for p in to {
+            cofactors.extend((0..from.len()).map(|i| cofactor_mod(i, p)));
+        }
+        let product_mod_to = to
+            .iter()
+            .map(|p| {
+                from.iter()
+                    .fold(1, |acc, q| p.mul(acc, p.reduce(q.value())))
+            })
+            .collect();
+        Self {
+            from: from.to_vec(),
+            to: to.to_vec(),
+            inverse_cofactors,
+            reciprocals,
+            cofactors,
+            product_mod_to,
+        }
+    }
+
+    /// Converts n coefficients: `input` holds from.len() limbs, `output` to.len() limbs.
+    pub fn convert(&self, input: &[u32], output: &mut [u32], n: usize) {
+        let k = self.from.len();
+        assert!(
+            input.len() == k * n && output.len() == self.to.len() * n,
+            "limb counts"
+        );
+        // y_i = [x_i (F/q_i)^-1]_{q_i}, limb by limb, and v = round(sum_i y_i / q_i).
+        let mut y = alloc::vec![0u32; k * n];
+        let mut sum = alloc::vec![0.5f64; n]; // the 0.5 makes truncation round
+        for (i, (x, y)) in input.chunks_exact(n).zip(y.chunks_exact_mut(n)).enumerate() {
+            let (q, c, r) = (
+                &self.from[i],
+                self.inverse_cofactors[i],
+                self.reciprocals[i],
+            );
+            for ((y, &x), s) in y.iter_mut().zip(x).zip(sum.iter_mut()) {
+                *y = q.mul_shoup(x, c);
+                *s += *y as f64 * r;
+            }
+        }
+        let mut acc = alloc::vec![0u64; n];
+        for (j, (p, out)) in self.to.iter().zip(output.chunks_exact_mut(n)).enumerate() {
+            // k products below 2^60 each: up to 15 fit a u64 before reducing (checked in new).
+            acc.iter_mut().for_each(|a| *a = 0);
+            for (y, &w) in y.chunks_exact(n).zip(&self.cofactors[j * k..(j + 1) * k]) {
+                acc.iter_mut()
+                    .zip(y)
+                    .for_each(|(a, &y)| *a += y as u64 * w as u64);
+            }
+            let f = self.product_mod_to[j];
+            for ((o, &a), &s) in out.iter_mut().zip(&acc).zip(&sum) {
+                // s >= 0.5 and far below 2^52: truncation is the rounding of sum - 0.5.
+                let v = p.reduce_u64(s as u64);
+                *o = p.sub(p.reduce_u64(a), p.mul(v, f));
+            }
+        }
+    }
+}

@@ -1,0 +1,82 @@
+//! Samplers for keys, errors and uniform polynomials. Randomness comes only from the
+//! caller's `rand_core` generator. Secret samples (ternary, centered binomial) take the same
+//! time whatever they draw; uniform samples are public and use rejection.
+
+use rand_core::Rng;
+
+use crate::zq::Modulus;
+
+/// Centered binomial parameter: sums of 21 bits minus 21 bits have standard deviation
+/// sqrt(21 / 2) = 3.24, the sigma = 3.2 of the HomomorphicEncryption.org standard.
+pub const CBD_ETA: u32 = 21;
+
+/// Fills `out` with values uniform in {-1, 0, 1}. Constant-time.
+pub fn ternary<R: Rng + ?Sized>(rng: &mut R, out: &mut [i8]) {
+    for x in out.iter_mut() {
+        // floor(3 r / 2^32) is 0, 1 or 2 with bias below 2^-31, without a data-dependent branch.
+        let r = rng.next_u32();
+        *x = ((r as u64 * 3) >> 32) as i8 - 1;
+    }
+}
+
+/// Fills `out` with centered binomial samples in [-21, 21]. Constant-time.
+pub fn centered_binomial<R: Rng + ?Sized>(rng: &mut R, out: &mut [i8]) {
+    const MASK: u64 = (1 << CBD_ETA) - 1;
+    for x in out.iter_mut() {
+        let r = rng.next_u64();
+        *x = ((r & MASK).count_ones() as i32 - ((r >> CBD_ETA) & MASK).count_ones() as i32) as i8;
+    }
+}
+
+/// Residue of a small signed value: v in [-q, q) to [0, q). Constant-time.
+#[inline(always)]
+pub fn small_to_residue(v: i8, q: &Modulus) -> u32 {
+    q.reduce_once((v as i32 + q.value() as i32) as u32)
+}
+
+/// Fills `out` with residues uniform in [0, q) by rejection on masked 32-bit words (public data).
+pub fn uniform<R: Rng + ?Sized>(rng: &mut R, q: &Modulus, out: &mut [u32]) {
+    let mask = u32::MAX >> q.value().leading_zeros();
+    for x in out.iter_mut() {
+        *x = loop {
+            let r = rng.next_u32() & mask;
+            if r < q.value() {
+                break r;
+            }
+        };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand_chacha::ChaCha20Rng;
+    use rand_core::SeedableRng;
+
+    #[test]
+    fn distributions_have_the_right_support_and_moments() {
+        let mut rng = ChaCha20Rng::seed_from_u64(7);
+        let mut t = [0i8; 30000];
+        ternary(&mut rng, &mut t);
+        for v in -1..=1 {
+            let count = t.iter().filter(|&&x| x == v).count();
+            assert!((9000..11000).contains(&count), "{v}: {count}");
+        }
+        let mut e = [0i8; 30000];
+        centered_binomial(&mut rng, &mut e);
+        assert!(e.iter().all(|&x| (-21..=21).contains(&x)));
+        let mean = e.iter().map(|&x| x as f64).sum::<f64>() / e.len() as f64;
+        let var = e.iter().map(|&x| (x as f64 - mean).powi(2)).sum::<f64>() / e.len() as f64;
+        assert!(
+            mean.abs() < 0.1 && (9.5..11.5).contains(&var),
+            "mean {mean} var {var}"
+        );
+        let q = Modulus::new(1_073_479_681).unwrap();
+        assert_eq!(small_to_residue(-1, &q), q.value() - 1);
+        assert_eq!(small_to_residue(0, &q), 0);
+        assert_eq!(small_to_residue(21, &q), 21);
+        let mut u = [0u32; 1000];
+        uniform(&mut rng, &q, &mut u);
+        assert!(u.iter().all(|&x| x < q.value()) && u.iter().any(|&x| x > q.value() / 2));
+    }
+}
