@@ -25,6 +25,7 @@ pub mod serialization;
 
 pub use ciphertext::{Ciphertext, Plaintext};
 pub use encoding::BatchEncoder;
+pub use encryption::SeededCiphertext;
 pub use evaluation::Evaluator;
 pub use keys::{KeyGenerator, PublicKey, RelinearizationKey, SecretKey};
 

@@ -47,6 +47,11 @@ pub enum Error {
         /// What differs.
         reason: &'static str,
     },
+    /// Serialized data is malformed, truncated or made for other parameters.
+    Malformed {
+        /// What is wrong.
+        reason: &'static str,
+    },
     /// The requested backend cannot run on this CPU.
     BackendUnavailable {
         /// Backend name.
@@ -77,6 +82,7 @@ impl fmt::Display for Error {
             }
             Error::InvalidParameters { reason } => write!(f, "invalid parameters: {reason}"),
             Error::Incompatible { reason } => write!(f, "incompatible operands: {reason}"),
+            Error::Malformed { reason } => write!(f, "malformed data: {reason}"),
             Error::BackendUnavailable { backend } => {
                 write!(f, "the {backend} backend is not supported by this CPU")
             }

@@ -11,6 +11,40 @@ use serde::Serialize;
 pub(crate) enum BenchCommand {
     /// Forward and inverse negacyclic NTT of one RNS limb, per backend.
     Ntt(NttArgs),
+    /// BFV operations on the CryptoNets preset (n = 8192, log2 Q = 210).
+    He(HeArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct HeArgs {
+    /// Size in bits of the plaintext modulus t (the largest such prime is used).
+    #[arg(long, default_value_t = 20)]
+    t_bits: u32,
+    /// Timed samples per operation; the median is reported.
+    #[arg(long, default_value_t = 11)]
+    samples: usize,
+    /// One JSON object instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Serialize)]
+struct HeReport {
+    backend: &'static str,
+    n: usize,
+    log_q: f64,
+    q_primes: usize,
+    t_bits: u32,
+    keygen_us: f64,
+    encrypt_pk_us: f64,
+    encrypt_sk_us: f64,
+    decrypt_us: f64,
+    add_us: f64,
+    mul_scalar_us: f64,
+    multiply_us: f64,
+    square_us: f64,
+    relinearize_us: f64,
+    mod_switch_us: f64,
 }
 
 #[derive(Debug, Args)]
@@ -67,6 +101,7 @@ pub(crate) fn median_ns(samples: usize, mut f: impl FnMut()) -> f64 {
 pub(crate) fn run(command: BenchCommand, backend: Option<&str>) -> Result<(), String> {
     match command {
         BenchCommand::Ntt(args) => ntt(&args, backend),
+        BenchCommand::He(args) => he(&args, backend),
     }
 }
 
@@ -111,6 +146,66 @@ fn ntt(args: &NttArgs, backend: Option<&str>) -> Result<(), String> {
                 );
             }
         }
+    }
+    Ok(())
+}
+
+fn he(args: &HeArgs, backend: Option<&str>) -> Result<(), String> {
+    use cryptonets_core::bfv::{BatchEncoder, Evaluator, KeyGenerator, Parameters};
+    use rand_chacha::ChaCha20Rng;
+    use rand_core::SeedableRng;
+
+    let backend = crate::selected_backend(backend)?;
+    let t = ntt_primes(args.t_bits, 8192)
+        .next()
+        .ok_or("no such plaintext prime")?;
+    let params = Parameters::cryptonets_8192(t)
+        .map_err(|e| e.to_string())?
+        .with_backend(backend);
+    let mut rng = ChaCha20Rng::seed_from_u64(1);
+    let us = |f: &mut dyn FnMut()| median_ns(args.samples, f) / 1e3;
+    let keygen_us = us(&mut || drop(KeyGenerator::generate(&params, &mut rng)));
+    let (sk, pk, rlk) = KeyGenerator::generate(&params, &mut rng);
+    let encoder = BatchEncoder::new(&params);
+    let values: Vec<u64> = (0..8192).map(|i| i % 100).collect();
+    let pt = encoder.encode(&values).map_err(|e| e.to_string())?;
+    let eval = Evaluator::new(&params);
+    let a = sk.encrypt(&params, &pt, &mut rng);
+    let b = pk.encrypt(&params, &pt, &mut rng);
+    let product = eval.multiply(&a, &b).map_err(|e| e.to_string())?;
+    let report = HeReport {
+        backend: backend.name(),
+        n: params.degree(),
+        log_q: (params.log_q() * 100.0).round() / 100.0,
+        q_primes: params.max_level(),
+        t_bits: params.plaintext_modulus().bits(),
+        keygen_us,
+        encrypt_pk_us: us(&mut || drop(pk.encrypt(&params, &pt, &mut rng))),
+        encrypt_sk_us: us(&mut || drop(sk.encrypt_seeded(&params, &pt, &mut rng))),
+        decrypt_us: us(&mut || drop(sk.decrypt(&params, &a))),
+        add_us: us(&mut || drop(eval.add(&a, &b))),
+        mul_scalar_us: us(&mut || {
+            let mut c = a.clone();
+            eval.mul_scalar_assign(&mut c, 37).expect("same parameters");
+        }),
+        multiply_us: us(&mut || drop(eval.multiply(&a, &b))),
+        square_us: us(&mut || drop(eval.square(&a))),
+        relinearize_us: us(&mut || {
+            let mut c = product.clone();
+            eval.relinearize_assign(&mut c, &rlk).expect("size 3");
+        }),
+        mod_switch_us: us(&mut || {
+            let mut c = a.clone();
+            eval.mod_switch_to_next_assign(&mut c).expect("level 7");
+        }),
+    };
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string(&report).map_err(|e| e.to_string())?
+        );
+    } else {
+        println!("{report:#?}");
     }
     Ok(())
 }

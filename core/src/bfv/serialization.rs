@@ -1,1 +1,369 @@
-//! Serialization (filled in below).
+//! Versioned, compact, little-endian serialization.
+//!
+//! Every object starts with a 16-byte header: the magic `CNET`, the format version, the
+//! object kind, two reserved zero bytes and the 64-bit identifier of its parameter set.
+//! Residues are bit-packed with as many bits as their prime has (30 for the CryptoNets
+//! primes), each limb padded to a whole byte. Decoding checks the header, derives every
+//! length from the (already validated) parameters and one-byte fields it range-checks, checks
+//! the exact total length before allocating, and checks that every residue is below its
+//! prime: malformed input yields [`Error::Malformed`], never a panic.
+//!
+//! | kind | body |
+//! | --- | --- |
+//! | 1 parameters | n: u32, t: u32, k: u8, k primes: u32 |
+//! | 2 secret key | n ternary coefficients, 2 bits each (0, 1, 3 = -1) |
+//! | 3 public key | p0, p1 (NTT form, top level) |
+//! | 4 relinearization key | k digits of (k0, k1) (NTT form, top level) |
+//! | 5 ciphertext | level: u8, size: u8, size polynomials of level limbs |
+//! | 6 seeded ciphertext | level: u8, seed: 32 bytes, c0 of level limbs |
+
+use alloc::vec::Vec;
+
+use super::encryption::SeededCiphertext;
+use super::{Ciphertext, Parameters, PublicKey, RelinearizationKey, SecretKey};
+use crate::Error;
+use crate::zq::Modulus;
+
+/// The four bytes every serialized object starts with.
+pub const MAGIC: [u8; 4] = *b"CNET";
+/// The format version written and accepted.
+pub const VERSION: u8 = 1;
+const HEADER: usize = 16;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+enum Kind {
+    Parameters = 1,
+    SecretKey = 2,
+    PublicKey = 3,
+    RelinearizationKey = 4,
+    Ciphertext = 5,
+    SeededCiphertext = 6,
+}
+
+fn malformed(reason: &'static str) -> Error {
+    Error::Malformed { reason }
+}
+
+fn header(kind: Kind, id: u64, body: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(HEADER + body);
+    out.extend_from_slice(&MAGIC);
+    out.extend_from_slice(&[VERSION, kind as u8, 0, 0]);
+    out.extend_from_slice(&id.to_le_bytes());
+    out
+}
+
+/// Checks the header and returns the body.
+fn body(bytes: &[u8], kind: Kind, id: Option<u64>) -> Result<&[u8], Error> {
+    if bytes.len() < HEADER || bytes[..4] != MAGIC {
+        return Err(malformed("not a cryptonets object (bad magic)"));
+    }
+    if bytes[4] != VERSION {
+        return Err(malformed("unsupported format version"));
+    }
+    if bytes[5] != kind as u8 {
+        return Err(malformed("unexpected object kind"));
+    }
+    if bytes[6..8] != [0, 0] {
+        return Err(malformed("reserved header bytes are not zero"));
+    }
+    let found = u64::from_le_bytes(bytes[8..16].try_into().expect("8 bytes"));
+    if id.is_some_and(|id| id != found) {
+        return Err(malformed("made for another parameter set"));
+    }
+    Ok(&bytes[HEADER..])
+}
+
+/// Bytes of one packed limb of n residues mod q.
+fn limb_bytes(n: usize, q: &Modulus) -> usize {
+    (n * q.bits() as usize).div_ceil(8)
+}
+
+/// Bytes of a polynomial of `level` limbs.
+fn poly_bytes(params: &Parameters, level: usize) -> usize {
+    params.ciphertext_basis().moduli()[..level]
+        .iter()
+        .map(|q| limb_bytes(params.degree(), q))
+        .sum()
+}
+
+fn pack_poly(params: &Parameters, poly: &[u32], out: &mut Vec<u8>) {
+    let n = params.degree();
+    for (limb, q) in poly.chunks_exact(n).zip(params.ciphertext_basis().moduli()) {
+        let bits = q.bits();
+        let (mut buffer, mut filled) = (0u64, 0u32);
+        for &x in limb {
+            buffer |= (x as u64) << filled;
+            filled += bits;
+            while filled >= 8 {
+                out.push(buffer as u8);
+                buffer >>= 8;
+                filled -= 8;
+            }
+        }
+        if filled > 0 {
+            out.push(buffer as u8);
+        }
+    }
+}
+
+/// Unpacks `level` limbs from the front of `bytes`, checking every residue.
+fn unpack_poly(params: &Parameters, bytes: &[u8], level: usize) -> Result<Vec<u32>, Error> {
+    let n = params.degree();
+    let mut out = Vec::with_capacity(level * n);
+    let mut offset = 0;
+    for q in &params.ciphertext_basis().moduli()[..level] {
+        let len = limb_bytes(n, q);
+        let limb = bytes
+            .get(offset..offset + len)
+            .ok_or(malformed("truncated polynomial"))?;
+        offset += len;
+        let bits = q.bits();
+        let mask = (1u64 << bits) - 1;
+        let (mut buffer, mut filled) = (0u64, 0u32);
+        let mut input = limb.iter();
+        for _ in 0..n {
+            while filled < bits {
+                buffer |= (*input.next().ok_or(malformed("truncated limb"))? as u64) << filled;
+                filled += 8;
+            }
+            let x = (buffer & mask) as u32;
+            if x >= q.value() {
+                return Err(malformed("residue not below its prime"));
+            }
+            out.push(x);
+            buffer >>= bits;
+            filled -= bits;
+        }
+        if buffer != 0 {
+            return Err(malformed("nonzero padding bits"));
+        }
+    }
+    Ok(out)
+}
+
+impl Parameters {
+    /// Serializes (n, t, Q).
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let k = self.max_level();
+        let mut out = header(Kind::Parameters, self.id(), 9 + 4 * k);
+        out.extend_from_slice(&(self.degree() as u32).to_le_bytes());
+        out.extend_from_slice(&self.plaintext_modulus().value().to_le_bytes());
+        out.push(k as u8);
+        for q in self.ciphertext_basis().moduli() {
+            out.extend_from_slice(&q.value().to_le_bytes());
+        }
+        out
+    }
+
+    /// Parses and validates parameters (128-bit security enforced), on the default backend.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, Error> {
+        let body = body(bytes, Kind::Parameters, None)?;
+        let word = |i: usize| -> Result<u32, Error> {
+            let b = body
+                .get(i..i + 4)
+                .ok_or(malformed("truncated parameters"))?;
+            Ok(u32::from_le_bytes(b.try_into().expect("4 bytes")))
+        };
+        let (n, t) = (word(0)?, word(4)?);
+        let k = *body.get(8).ok_or(malformed("truncated parameters"))? as usize;
+        if k == 0 || k > crate::rns::MAX_LIMBS || body.len() != 9 + 4 * k {
+            return Err(malformed("wrong parameter length"));
+        }
+        let primes = (0..k)
+            .map(|i| word(9 + 4 * i))
+            .collect::<Result<Vec<_>, _>>()?;
+        let params = Parameters::builder()
+            .degree(n as usize)
+            .ciphertext_primes(&primes)
+            .plaintext_modulus(t)
+            .build()?;
+        if params.id() != u64::from_le_bytes(bytes[8..16].try_into().expect("8 bytes")) {
+            return Err(malformed(
+                "parameter identifier does not match the parameters",
+            ));
+        }
+        Ok(params)
+    }
+}
+
+impl Ciphertext {
+    /// Serializes the ciphertext.
+    pub fn to_bytes(&self, params: &Parameters) -> Vec<u8> {
+        let mut out = header(
+            Kind::Ciphertext,
+            params.id(),
+            2 + self.size() * poly_bytes(params, self.level),
+        );
+        out.extend_from_slice(&[self.level as u8, self.size() as u8]);
+        for p in &self.polys {
+            pack_poly(params, p, &mut out);
+        }
+        out
+    }
+
+    /// Parses a ciphertext made under `params`.
+    pub fn from_bytes(params: &Parameters, bytes: &[u8]) -> Result<Self, Error> {
+        let body = body(bytes, Kind::Ciphertext, Some(params.id()))?;
+        let (&level, &size) = body
+            .first()
+            .zip(body.get(1))
+            .ok_or(malformed("truncated ciphertext"))?;
+        let (level, size) = (level as usize, size as usize);
+        if level == 0 || level > params.max_level() || !(2..=3).contains(&size) {
+            return Err(malformed("ciphertext level or size out of range"));
+        }
+        let per_poly = poly_bytes(params, level);
+        if body.len() != 2 + size * per_poly {
+            return Err(malformed("wrong ciphertext length"));
+        }
+        let polys = body[2..]
+            .chunks_exact(per_poly)
+            .map(|chunk| unpack_poly(params, chunk, level))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Ciphertext {
+            level,
+            n: params.degree(),
+            polys,
+        })
+    }
+}
+
+impl SeededCiphertext {
+    /// Serializes c0 and the seed: about half a [`Ciphertext`].
+    pub fn to_bytes(&self, params: &Parameters) -> Vec<u8> {
+        let mut out = header(
+            Kind::SeededCiphertext,
+            params.id(),
+            33 + poly_bytes(params, self.level),
+        );
+        out.push(self.level as u8);
+        out.extend_from_slice(&self.seed);
+        pack_poly(params, &self.c0, &mut out);
+        out
+    }
+
+    /// Parses a seeded ciphertext made under `params`.
+    pub fn from_bytes(params: &Parameters, bytes: &[u8]) -> Result<Self, Error> {
+        let body = body(bytes, Kind::SeededCiphertext, Some(params.id()))?;
+        let level = *body.first().ok_or(malformed("truncated ciphertext"))? as usize;
+        if level == 0 || level > params.max_level() {
+            return Err(malformed("ciphertext level out of range"));
+        }
+        if body.len() != 33 + poly_bytes(params, level) {
+            return Err(malformed("wrong seeded ciphertext length"));
+        }
+        let seed: [u8; 32] = body[1..33].try_into().expect("32 bytes");
+        let c0 = unpack_poly(params, &body[33..], level)?;
+        Ok(SeededCiphertext { level, c0, seed })
+    }
+}
+
+impl PublicKey {
+    /// Serializes the public key.
+    pub fn to_bytes(&self, params: &Parameters) -> Vec<u8> {
+        let mut out = header(
+            Kind::PublicKey,
+            params.id(),
+            2 * poly_bytes(params, params.max_level()),
+        );
+        pack_poly(params, &self.p0, &mut out);
+        pack_poly(params, &self.p1, &mut out);
+        out
+    }
+
+    /// Parses a public key made under `params`.
+    pub fn from_bytes(params: &Parameters, bytes: &[u8]) -> Result<Self, Error> {
+        let body = body(bytes, Kind::PublicKey, Some(params.id()))?;
+        let per_poly = poly_bytes(params, params.max_level());
+        if body.len() != 2 * per_poly {
+            return Err(malformed("wrong public key length"));
+        }
+        let p0 = unpack_poly(params, &body[..per_poly], params.max_level())?;
+        let p1 = unpack_poly(params, &body[per_poly..], params.max_level())?;
+        Ok(Self { p0, p1 })
+    }
+}
+
+impl RelinearizationKey {
+    /// Serializes the relinearization key.
+    pub fn to_bytes(&self, params: &Parameters) -> Vec<u8> {
+        let per_poly = poly_bytes(params, params.max_level());
+        let mut out = header(
+            Kind::RelinearizationKey,
+            params.id(),
+            2 * self.digits.len() * per_poly,
+        );
+        for (k0, k1) in &self.digits {
+            pack_poly(params, k0, &mut out);
+            pack_poly(params, k1, &mut out);
+        }
+        out
+    }
+
+    /// Parses a relinearization key made under `params`.
+    pub fn from_bytes(params: &Parameters, bytes: &[u8]) -> Result<Self, Error> {
+        let body = body(bytes, Kind::RelinearizationKey, Some(params.id()))?;
+        let (k, per_poly) = (params.max_level(), poly_bytes(params, params.max_level()));
+        if body.len() != 2 * k * per_poly {
+            return Err(malformed("wrong relinearization key length"));
+        }
+        let mut polys = body
+            .chunks_exact(per_poly)
+            .map(|chunk| unpack_poly(params, chunk, k));
+        let digits = (0..k)
+            .map(|_| {
+                Ok((
+                    polys.next().expect("2k chunks")?,
+                    polys.next().expect("2k chunks")?,
+                ))
+            })
+            .collect::<Result<Vec<_>, Error>>()?;
+        Ok(Self { digits })
+    }
+}
+
+impl SecretKey {
+    /// Serializes the secret key (2 bits per coefficient). Keep the bytes secret and zeroize
+    /// them after use.
+    pub fn to_bytes(&self, params: &Parameters) -> Vec<u8> {
+        let mut out = header(
+            Kind::SecretKey,
+            params.id(),
+            self.coefficients.len().div_ceil(4),
+        );
+        for chunk in self.coefficients.chunks(4) {
+            // -1 -> 3, 0 -> 0, 1 -> 1, branch-free.
+            let byte = chunk
+                .iter()
+                .enumerate()
+                .fold(0u8, |acc, (i, &c)| acc | (((c as u8) & 3) << (2 * i)));
+            out.push(byte);
+        }
+        out
+    }
+
+    /// Parses a secret key made under `params`.
+    pub fn from_bytes(params: &Parameters, bytes: &[u8]) -> Result<Self, Error> {
+        let body = body(bytes, Kind::SecretKey, Some(params.id()))?;
+        let n = params.degree();
+        if body.len() != n.div_ceil(4) {
+            return Err(malformed("wrong secret key length"));
+        }
+        let mut coefficients = Vec::with_capacity(n);
+        let mut invalid = 0u8;
+        for &byte in body {
+            for i in 0..4 {
+                let code = (byte >> (2 * i)) & 3;
+                invalid |= (code == 2) as u8;
+                // 3 -> -1 by sign extension of the two-bit code.
+                coefficients.push(((code << 6) as i8) >> 6);
+            }
+        }
+        coefficients.truncate(n);
+        if invalid != 0 {
+            return Err(malformed("secret key coefficient is not ternary"));
+        }
+        SecretKey::from_coefficients(params, coefficients)
+    }
+}

@@ -431,3 +431,154 @@ fn every_backend_produces_identical_ciphertexts_for_one_seed() {
         );
     }
 }
+
+#[test]
+fn serialization_round_trips_and_is_compact() {
+    let params = small_params(Backend::detect());
+    let mut rng = ChaCha20Rng::seed_from_u64(6);
+    let (sk, pk, rlk) = KeyGenerator::generate(&params, &mut rng);
+    let encoder = BatchEncoder::new(&params);
+    let pt = encoder.encode(&[1, 2, 3]).unwrap();
+    let seeded = sk.encrypt_seeded(&params, &pt, &mut rng);
+    let ct = pk.encrypt(&params, &pt, &mut rng);
+
+    let p2 = Parameters::from_bytes(&params.to_bytes()).unwrap();
+    assert_eq!(p2.id(), params.id());
+    assert_eq!(
+        Ciphertext::from_bytes(&params, &ct.to_bytes(&params)).unwrap(),
+        ct
+    );
+    let seeded_bytes = seeded.to_bytes(&params);
+    let seeded2 = SeededCiphertext::from_bytes(&params, &seeded_bytes).unwrap();
+    assert_eq!(seeded2, seeded);
+    assert_eq!(
+        encoder.decode(&sk.decrypt(&params, &seeded2.expand(&params)))[..3],
+        [1, 2, 3]
+    );
+    assert_eq!(
+        PublicKey::from_bytes(&params, &pk.to_bytes(&params)).unwrap(),
+        pk
+    );
+    assert_eq!(
+        RelinearizationKey::from_bytes(&params, &rlk.to_bytes(&params)).unwrap(),
+        rlk
+    );
+    let sk2 = SecretKey::from_bytes(&params, &sk.to_bytes(&params)).unwrap();
+    assert_eq!(sk2.coefficients(), sk.coefficients());
+
+    // 30 bits per residue: a full ciphertext is 2 * 3 * 4096 * 30 / 8 bytes plus 18.
+    let full = ct.to_bytes(&params);
+    assert_eq!(full.len(), 16 + 2 + 2 * 3 * 4096 * 30 / 8);
+    assert_eq!(seeded_bytes.len(), 16 + 33 + 3 * 4096 * 30 / 8);
+    // A size-3 ciphertext at a lower level round-trips too.
+    let eval = Evaluator::new(&params);
+    let mut c3 = eval.square(&ct).unwrap();
+    eval.mod_switch_to_next_assign(&mut c3).unwrap();
+    assert_eq!(
+        Ciphertext::from_bytes(&params, &c3.to_bytes(&params)).unwrap(),
+        c3
+    );
+}
+
+#[test]
+fn malformed_serialized_data_gives_typed_errors() {
+    let params = small_params(Backend::detect());
+    let mut rng = ChaCha20Rng::seed_from_u64(7);
+    let sk = SecretKey::generate(&params, &mut rng);
+    let ct = sk.encrypt(
+        &params,
+        &BatchEncoder::new(&params).encode(&[5]).unwrap(),
+        &mut rng,
+    );
+    let good = ct.to_bytes(&params);
+    let malformed = |bytes: &[u8]| {
+        matches!(
+            Ciphertext::from_bytes(&params, bytes),
+            Err(Error::Malformed { .. })
+        )
+    };
+
+    assert!(malformed(&[]));
+    assert!(malformed(&good[..good.len() - 1]), "truncated");
+    assert!(
+        malformed(&[good.as_slice(), &[0]].concat()),
+        "trailing byte"
+    );
+    for (index, value) in [
+        (0, b'X'),
+        (4, 2),
+        (5, 6),
+        (6, 1),
+        (8, good[8] ^ 1),
+        (16, 0),
+        (16, 9),
+        (17, 4),
+    ] {
+        let mut bad = good.clone();
+        bad[index] = value;
+        assert!(malformed(&bad), "byte {index} = {value}");
+    }
+    // A residue equal to its prime: set the first 30 bits of the first limb to q_0.
+    let mut bad = good.clone();
+    let q0 = params.ciphertext_basis().moduli()[0].value();
+    let word = u32::from_le_bytes(bad[18..22].try_into().unwrap()) & !((1 << 30) - 1) | q0;
+    bad[18..22].copy_from_slice(&word.to_le_bytes());
+    assert!(malformed(&bad), "residue >= q");
+    // Other parameter sets, other kinds.
+    let other = Parameters::builder()
+        .degree(4096)
+        .ciphertext_prime_sizes(30, 2)
+        .plaintext_modulus(params.plaintext_modulus().value())
+        .build()
+        .unwrap();
+    assert!(matches!(
+        Ciphertext::from_bytes(&other, &good),
+        Err(Error::Malformed { .. })
+    ));
+    assert!(matches!(
+        PublicKey::from_bytes(&params, &good),
+        Err(Error::Malformed { .. })
+    ));
+    let mut sk_bytes = sk.to_bytes(&params);
+    sk_bytes[20] = 0b10; // code 2 is not ternary
+    assert!(matches!(
+        SecretKey::from_bytes(&params, &sk_bytes),
+        Err(Error::Malformed { .. })
+    ));
+    let mut p = params.to_bytes();
+    p[8] ^= 1; // the identifier no longer matches (n, t, Q)
+    assert!(matches!(
+        Parameters::from_bytes(&p),
+        Err(Error::Malformed { .. })
+    ));
+    // Too many primes for 128-bit security is refused on load as well.
+    let insecure = Parameters::builder()
+        .degree(4096)
+        .ciphertext_prime_sizes(30, 4)
+        .plaintext_modulus(params.plaintext_modulus().value())
+        .insecure_for_tests()
+        .build()
+        .unwrap();
+    assert!(matches!(
+        Parameters::from_bytes(&insecure.to_bytes()),
+        Err(Error::InvalidParameters { .. })
+    ));
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(200))]
+    #[test]
+    fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..64), keep_header in proptest::prelude::any::<bool>()) {
+        let params = small_params(Backend::Portable(crate::backend::Portable));
+        let mut input = bytes;
+        if keep_header && input.len() >= 18 {
+            input[..16].copy_from_slice(&Ciphertext { level: 1, n: 4096, polys: std::vec![std::vec![0; 4096]; 2] }.to_bytes(&params)[..16]);
+        }
+        let _ = Ciphertext::from_bytes(&params, &input);
+        let _ = SeededCiphertext::from_bytes(&params, &input);
+        let _ = PublicKey::from_bytes(&params, &input);
+        let _ = RelinearizationKey::from_bytes(&params, &input);
+        let _ = SecretKey::from_bytes(&params, &input);
+        let _ = Parameters::from_bytes(&input);
+    }
+}
