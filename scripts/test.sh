@@ -7,7 +7,8 @@
 #   3. the core and integration tests for aarch64 under qemu-user (portable and NEON);
 #   4. every criterion bench once (`-- --test`) on x86_64 and on aarch64 under qemu;
 #   5. the no_std core for thumbv7em-none-eabihf (Cortex-M4F), with and without `alloc`;
-#   6. the known-answer vectors against their independent generator.
+#   6. the known-answer vectors against their independent generator, which also decrypts
+#      the project's serialized BFV ciphertexts.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -61,7 +62,8 @@ for features in "" "--features alloc"; do
         -p cryptonets-core --no-default-features $features
 done
 
-step "known-answer vectors match their independent generator"
+step "known-answer vectors match their independent generator; it decrypts our ciphertexts"
 python3 vectors/generate_ntt.py --check
+python3 vectors/decrypt_bfv.py
 
 step "all checks passed"

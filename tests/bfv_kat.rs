@@ -1,0 +1,84 @@
+//! BFV known answers: with a fixed seed, every backend writes the same bytes for the
+//! parameters, secret key and ciphertexts in `vectors/bfv/` (checked against
+//! `vectors/SHA256SUMS`), and `vectors/decrypt_bfv.py`, which shares no code with the
+//! project, decrypts those ciphertexts to the slots in `vectors/bfv/expected.json`.
+//!
+//! `CRYPTONETS_WRITE_VECTORS=1 cargo test -p cryptonets-tests --test bfv_kat` rewrites the
+//! files (then run `python3 vectors/generate_ntt.py` to refresh SHA256SUMS).
+
+use cryptonets_core::Backend;
+use cryptonets_core::bfv::{BatchEncoder, Evaluator, KeyGenerator, Parameters};
+use cryptonets_core::zq::prime::ntt_primes;
+use cryptonets_tests::{vectors_dir, verified_vectors};
+use rand_chacha::ChaCha20Rng;
+use rand_core::SeedableRng;
+
+/// The files, in order: parameters, secret key, fresh ciphertext, product ciphertext; and
+/// the expected slots of the two ciphertexts as JSON.
+fn produce(backend: Backend) -> (Vec<(&'static str, Vec<u8>)>, String) {
+    let t = ntt_primes(18, 4096).next().unwrap();
+    let params = Parameters::builder()
+        .degree(4096)
+        .ciphertext_prime_sizes(30, 3)
+        .plaintext_modulus(t)
+        .backend(backend)
+        .build()
+        .unwrap();
+    let mut rng = ChaCha20Rng::seed_from_u64(2016);
+    let (sk, pk, rlk) = KeyGenerator::generate(&params, &mut rng);
+    let encoder = BatchEncoder::new(&params);
+    let x: Vec<u64> = (0..4096u64).map(|i| (i * i + 7) % t as u64).collect();
+    let y: Vec<u64> = (0..4096u64).map(|i| (3 * i + 1) % t as u64).collect();
+    let cx = sk.encrypt(&params, &encoder.encode(&x).unwrap(), &mut rng);
+    let cy = pk.encrypt(&params, &encoder.encode(&y).unwrap(), &mut rng);
+    let eval = Evaluator::new(&params);
+    let mut product = eval.multiply(&cx, &cy).unwrap();
+    eval.relinearize_assign(&mut product, &rlk).unwrap();
+    eval.mod_switch_to_next_assign(&mut product).unwrap();
+    let xy: Vec<u64> = x.iter().zip(&y).map(|(a, b)| a * b % t as u64).collect();
+    assert_eq!(encoder.decode(&sk.decrypt(&params, &product)), xy);
+    let files = vec![
+        ("bfv/parameters.bin", params.to_bytes()),
+        ("bfv/secret_key.bin", sk.to_bytes(&params)),
+        ("bfv/fresh_ciphertext.bin", cx.to_bytes(&params)),
+        ("bfv/product_ciphertext.bin", product.to_bytes(&params)),
+    ];
+    let expected = serde_json::json!({
+        "fresh_ciphertext.bin": x,
+        "product_ciphertext.bin": xy,
+    });
+    (files, format!("{expected}\n"))
+}
+
+#[test]
+fn bfv_vectors_are_reproduced_bit_for_bit_on_every_backend() {
+    let backends = Backend::available();
+    let (reference, expected) = produce(backends[0]);
+    if std::env::var("CRYPTONETS_WRITE_VECTORS").is_ok_and(|v| v == "1") {
+        let dir = vectors_dir().join("bfv");
+        std::fs::create_dir_all(&dir).unwrap();
+        for (name, bytes) in &reference {
+            std::fs::write(vectors_dir().join(name), bytes).unwrap();
+        }
+        std::fs::write(dir.join("expected.json"), &expected).unwrap();
+    }
+    let recorded = verified_vectors("bfv/");
+    for backend in backends {
+        let (files, json) = produce(backend);
+        for (name, bytes) in &files {
+            let (_, stored) = recorded
+                .iter()
+                .find(|(n, _)| n == name)
+                .unwrap_or_else(|| panic!("{name} missing"));
+            assert!(
+                stored == bytes,
+                "{name}: {backend} writes different bytes than recorded"
+            );
+        }
+        let (_, stored_json) = recorded
+            .iter()
+            .find(|(n, _)| n == "bfv/expected.json")
+            .expect("expected.json");
+        assert_eq!(stored_json, json.as_bytes(), "{backend}");
+    }
+}
