@@ -14,6 +14,7 @@ use crate::Error;
 use crate::ntt::NttTable;
 use crate::zq::{Modulus, ShoupConstant};
 
+pub(crate) mod dot;
 mod portable;
 #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 mod vector;
@@ -40,6 +41,9 @@ pub trait Kernels {
     fn mul_acc(&self, acc: &mut [u32], a: &[u32], b: &[u32], modulus: &Modulus);
     /// a[i] = a[i] * w mod q, for a constant w given with its Shoup quotient.
     fn mul_scalar_assign(&self, a: &mut [u32], w: ShoupConstant, modulus: &Modulus);
+    /// out[c] = sum_r rows[r][c] * weights[r] * 2^-32 mod q (weights in Montgomery form);
+    /// row values and weights below 2^30, q above 2^29, at most 16 rows.
+    fn dot_montgomery(&self, out: &mut [u32], rows: &[&[u32]], weights: &[u32], modulus: &Modulus);
 }
 
 /// Panics unless the slices of one kernel call agree (a caller bug, never untrusted data).
@@ -175,6 +179,10 @@ impl Kernels for Backend {
     #[inline]
     fn mul_scalar_assign(&self, a: &mut [u32], w: ShoupConstant, modulus: &Modulus) {
         dispatch!(self, k => k.mul_scalar_assign(a, w, modulus))
+    }
+    #[inline]
+    fn dot_montgomery(&self, out: &mut [u32], rows: &[&[u32]], weights: &[u32], modulus: &Modulus) {
+        dispatch!(self, k => k.dot_montgomery(out, rows, weights, modulus))
     }
 }
 

@@ -168,6 +168,12 @@ impl Parameters {
                 reason: "no ciphertext primes",
             });
         }
+        if b.q_primes.iter().any(|&q| q >> 29 != 1) {
+            // The base-conversion kernels fold 64-bit sums with one step that needs q > 2^29.
+            return Err(Error::InvalidParameters {
+                reason: "ciphertext primes must have exactly 30 bits",
+            });
+        }
         let q = RnsBasis::new(n, &b.q_primes)?;
         if !b.insecure && q.log2() > bound as f64 {
             return Err(Error::InvalidParameters {

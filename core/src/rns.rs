@@ -132,7 +132,8 @@ pub(crate) fn libm_log2(x: f64) -> f64 {
 /// For residues x_i of X in (-F/2, F/2]: with y_i = [x_i (F/q_i)^-1]_{q_i},
 /// X = sum y_i (F/q_i) - v F where v = round(sum y_i / q_i). The sum is taken in f64; it can
 /// pick the wrong v only when X lies within about F * 2^-50 of +-F/2, where the two choices
-/// are both representatives of the same class mod F.
+/// are both representatives of the same class mod F. The sums of products run in the
+/// backend's [`Kernels::dot_montgomery`], so every prime of `to` must exceed 2^29.
 #[derive(Clone, Debug)]
 pub struct BaseConverter {
     from: Vec<Modulus>,
@@ -141,19 +142,19 @@ pub struct BaseConverter {
     inverse_cofactors: Vec<ShoupConstant>,
     /// 1 / q_i.
     reciprocals: Vec<f64>,
-    /// (F/q_i) mod p_j, row-major by j: cofactors[j * from.len() + i].
-    cofactors: Vec<u32>,
-    /// F mod p_j.
-    product_mod_to: Vec<u32>,
+    /// Per output p_j, Montgomery-form weights of the rows y_0 .. y_{k-1}, v:
+    /// (F/q_i) 2^32 mod p_j and -F 2^32 mod p_j.
+    weights: Vec<Vec<u32>>,
 }
 
 impl BaseConverter {
-    /// Precomputes the conversion from `from` to `to` (distinct primes, each below 2^30; at
-    /// most [`MAX_LIMBS`] in `from`).
+    /// Precomputes the conversion from `from` to `to` (distinct primes below 2^30, those of
+    /// `to` above 2^29; at most [`MAX_LIMBS`] in `from`).
     pub fn new(from: &[Modulus], to: &[Modulus]) -> Self {
+        assert!(from.len() <= MAX_LIMBS, "too many primes");
         assert!(
-            from.len() <= MAX_LIMBS,
-            "too many primes for one 64-bit accumulator"
+            to.iter().all(|p| p.bits() == 30),
+            "output primes must have 30 bits"
         );
         let cofactor_mod = |skip: usize, m: &Modulus| {
             from.iter()
@@ -167,15 +168,17 @@ impl BaseConverter {
             .map(|(i, q)| q.shoup(q.inv(cofactor_mod(i, q))))
             .collect();
         let reciprocals = from.iter().map(|q| 1.0 / q.value() as f64).collect();
-        let mut cofactors = Vec::with_capacity(from.len() * to.len());
-        for p in to {
-            cofactors.extend((0..from.len()).map(|i| cofactor_mod(i, p)));
-        }
-        let product_mod_to = to
+        let weights = to
             .iter()
             .map(|p| {
-                from.iter()
-                    .fold(1, |acc, q| p.mul(acc, p.reduce(q.value())))
+                let product = from
+                    .iter()
+                    .fold(1, |acc, q| p.mul(acc, p.reduce(q.value())));
+                (0..from.len())
+                    .map(|i| cofactor_mod(i, p))
+                    .chain(core::iter::once(p.neg(product)))
+                    .map(|w| p.to_montgomery(w))
+                    .collect()
             })
             .collect();
         Self {
@@ -183,47 +186,38 @@ impl BaseConverter {
             to: to.to_vec(),
             inverse_cofactors,
             reciprocals,
-            cofactors,
-            product_mod_to,
+            weights,
         }
     }
 
     /// Converts n coefficients: `input` holds from.len() limbs, `output` to.len() limbs.
-    pub fn convert(&self, input: &[u32], output: &mut [u32], n: usize) {
+    pub fn convert(&self, backend: &Backend, input: &[u32], output: &mut [u32], n: usize) {
         let k = self.from.len();
         assert!(
             input.len() == k * n && output.len() == self.to.len() * n,
             "limb counts"
         );
-        // y_i = [x_i (F/q_i)^-1]_{q_i}, limb by limb, and v = round(sum_i y_i / q_i).
-        let mut y = alloc::vec![0u32; k * n];
+        // y_i = [x_i (F/q_i)^-1]_{q_i}, and v = round(sum_i y_i / q_i).
+        let mut y = input.to_vec();
         let mut sum = alloc::vec![0.5f64; n]; // the 0.5 makes truncation round
-        for (i, (x, y)) in input.chunks_exact(n).zip(y.chunks_exact_mut(n)).enumerate() {
-            let (q, c, r) = (
-                &self.from[i],
-                self.inverse_cofactors[i],
-                self.reciprocals[i],
-            );
-            for ((y, &x), s) in y.iter_mut().zip(x).zip(sum.iter_mut()) {
-                *y = q.mul_shoup(x, c);
-                *s += *y as f64 * r;
-            }
+        for (i, limb) in y.chunks_exact_mut(n).enumerate() {
+            backend.mul_scalar_assign(limb, self.inverse_cofactors[i], &self.from[i]);
+            let r = self.reciprocals[i];
+            sum.iter_mut()
+                .zip(limb.iter())
+                .for_each(|(s, &y)| *s += y as f64 * r);
         }
-        let mut acc = alloc::vec![0u64; n];
-        for (j, (p, out)) in self.to.iter().zip(output.chunks_exact_mut(n)).enumerate() {
-            // k products below 2^60 each: up to 15 fit a u64 before reducing (checked in new).
-            acc.iter_mut().for_each(|a| *a = 0);
-            for (y, &w) in y.chunks_exact(n).zip(&self.cofactors[j * k..(j + 1) * k]) {
-                acc.iter_mut()
-                    .zip(y)
-                    .for_each(|(a, &y)| *a += y as u64 * w as u64);
-            }
-            let f = self.product_mod_to[j];
-            for ((o, &a), &s) in out.iter_mut().zip(&acc).zip(&sum) {
-                // s >= 0.5 and far below 2^52: truncation is the rounding of sum - 0.5.
-                let v = p.reduce_u64(s as u64);
-                *o = p.sub(p.reduce_u64(a), p.mul(v, f));
-            }
+        // sum >= 0.5 and below k + 1: truncation is round(sum - 0.5).
+        let v: Vec<u32> = sum.iter().map(|&s| s as u32).collect();
+        let mut rows: Vec<&[u32]> = y.chunks_exact(n).collect();
+        rows.push(&v);
+        for ((p, out), weights) in self
+            .to
+            .iter()
+            .zip(output.chunks_exact_mut(n))
+            .zip(&self.weights)
+        {
+            backend.dot_montgomery(out, &rows, weights, p);
         }
     }
 }

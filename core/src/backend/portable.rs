@@ -94,4 +94,8 @@ impl Kernels for Portable {
     fn mul_scalar_assign(&self, a: &mut [u32], w: ShoupConstant, modulus: &Modulus) {
         a.iter_mut().for_each(|x| *x = modulus.mul_shoup(*x, w));
     }
+
+    fn dot_montgomery(&self, out: &mut [u32], rows: &[&[u32]], weights: &[u32], modulus: &Modulus) {
+        super::dot::dot_montgomery(out, rows, weights, modulus)
+    }
 }

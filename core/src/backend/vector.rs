@@ -451,6 +451,28 @@ macro_rules! kernels_via_entry_points {
                     entry(a, w, modulus)
                 }
             }
+            fn dot_montgomery(
+                &self,
+                out: &mut [u32],
+                rows: &[&[u32]],
+                weights: &[u32],
+                modulus: &$crate::zq::Modulus,
+            ) {
+                #[target_feature(enable = $feature)]
+                fn entry(
+                    out: &mut [u32],
+                    rows: &[&[u32]],
+                    weights: &[u32],
+                    modulus: &$crate::zq::Modulus,
+                ) {
+                    $crate::backend::dot::dot_montgomery(out, rows, weights, modulus)
+                }
+                // SAFETY: a token exists only where the feature is present.
+                #[allow(unused_unsafe)]
+                unsafe {
+                    entry(out, rows, weights, modulus)
+                }
+            }
         }
     };
 }

@@ -17,7 +17,10 @@ fn extend_to_ntt(params: &Parameters, poly: &[u32], level: usize) -> Vec<u32> {
     let mut out = alloc::vec![0u32; (level + l) * n];
     let (q_part, p_part) = out.split_at_mut(level * n);
     q_part.copy_from_slice(poly);
-    params.level_data(level).q_to_p.convert(poly, p_part, n);
+    params
+        .level_data(level)
+        .q_to_p
+        .convert(params.backend(), poly, p_part, n);
     params
         .ciphertext_basis()
         .forward(params.backend(), q_part, 0);
@@ -71,9 +74,11 @@ pub(crate) fn tensor(params: &Parameters, a: &Ciphertext, b: Option<&Ciphertext>
             params.ciphertext_basis().inverse(backend, q_part, 0);
             params.auxiliary_basis().inverse(backend, p_part, 0);
             let mut scaled = alloc::vec![0u32; l * n];
-            level_data.scale.apply(q_part, Some(p_part), &mut scaled, n);
+            level_data
+                .scale
+                .apply(backend, q_part, Some(p_part), &mut scaled, n);
             let mut out = alloc::vec![0u32; level * n];
-            level_data.p_to_q.convert(&scaled, &mut out, n);
+            level_data.p_to_q.convert(backend, &scaled, &mut out, n);
             out
         })
         .collect();

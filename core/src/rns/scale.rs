@@ -9,6 +9,7 @@
 
 use alloc::vec::Vec;
 
+use crate::backend::{Backend, Kernels};
 use crate::zq::{Modulus, ShoupConstant};
 
 /// a * b mod m for m < 2^64 (setup only).
@@ -27,6 +28,9 @@ pub struct ScaleRound {
     fractions: Vec<(u64, u64)>,
     /// With P: t Q^-1 mod p_j, the weight of the outputs' own residues.
     own_weights: Option<Vec<ShoupConstant>>,
+    /// With P, per output: Montgomery-form weights of the rows x_0 .. x_{k-1}, the low 30 and
+    /// the high bits of the rounded fraction sum, and the output's own residue.
+    dot_weights: Vec<Vec<u32>>,
 }
 
 impl ScaleRound {
@@ -78,7 +82,7 @@ impl ScaleRound {
             let low = (((remainder << 64) % qv) << 64) / qv;
             fractions.push((high as u64, low as u64));
         }
-        let own_weights = outputs_in_input.then(|| {
+        let own_weights: Option<Vec<ShoupConstant>> = outputs_in_input.then(|| {
             outputs
                 .iter()
                 .map(|p| {
@@ -87,12 +91,28 @@ impl ScaleRound {
                 })
                 .collect()
         });
+        let dot_weights = match &own_weights {
+            Some(own) => outputs
+                .iter()
+                .enumerate()
+                .map(|(j, p)| {
+                    integer_parts[j * k..(j + 1) * k]
+                        .iter()
+                        .copied()
+                        .chain([1, p.reduce(1 << 30), own[j].value])
+                        .map(|w| p.to_montgomery(w))
+                        .collect()
+                })
+                .collect(),
+            None => Vec::new(),
+        };
         Self {
             inputs: q.to_vec(),
             outputs: outputs.to_vec(),
             integer_parts,
             fractions,
             own_weights,
+            dot_weights,
         }
     }
 
@@ -100,6 +120,7 @@ impl ScaleRound {
     /// `own_residues` holds the outputs' limbs of the same values. Writes the outputs' limbs.
     pub fn apply(
         &self,
+        backend: &Backend,
         q_residues: &[u32],
         own_residues: Option<&[u32]>,
         output: &mut [u32],
@@ -115,20 +136,44 @@ impl ScaleRound {
             self.own_weights.is_some(),
             "auxiliary residues"
         );
-        // round(sum_i x_i frac_i) in 192-bit fixed point, kept as high * 2^64 + low.
-        let mut high = alloc::vec![0u128; n];
-        let mut low = alloc::vec![0u128; n];
-        for (x, &(fh, fl)) in q_residues.chunks_exact(n).zip(&self.fractions) {
-            for ((h, l), &x) in high.iter_mut().zip(low.iter_mut()).zip(x) {
-                *h += x as u128 * fh as u128;
-                *l += x as u128 * fl as u128;
+        // round(sum_i x_i frac_i) in 192-bit fixed point (high * 2^64 + low), block by block
+        // so that the 128-bit partial sums stay on the stack.
+        const BLOCK: usize = 256;
+        let mut rounded = alloc::vec![0u64; n];
+        for (block, out) in rounded.chunks_mut(BLOCK).enumerate() {
+            let (mut high, mut low) = ([0u128; BLOCK], [0u128; BLOCK]);
+            let range = block * BLOCK..block * BLOCK + out.len();
+            for (x, &(fh, fl)) in q_residues.chunks_exact(n).zip(&self.fractions) {
+                for ((h, l), &x) in high.iter_mut().zip(low.iter_mut()).zip(&x[range.clone()]) {
+                    *h += x as u128 * fh as u128;
+                    *l += x as u128 * fl as u128;
+                }
+            }
+            for ((r, &h), &l) in out.iter_mut().zip(&high).zip(&low) {
+                *r = ((h + (l >> 64) + (1 << 63)) >> 64) as u64;
             }
         }
-        let rounded: Vec<u64> = high
-            .iter()
-            .zip(&low)
-            .map(|(&h, &l)| ((h + (l >> 64) + (1 << 63)) >> 64) as u64)
-            .collect();
+        if let Some(own) = own_residues {
+            // rounded < k 2^30: split into two rows below 2^30 for the dot-product kernel.
+            let low_mask = (1u64 << 30) - 1;
+            let rounded_low: Vec<u32> = rounded.iter().map(|&r| (r & low_mask) as u32).collect();
+            let rounded_high: Vec<u32> = rounded.iter().map(|&r| (r >> 30) as u32).collect();
+            for (j, (p, out)) in self
+                .outputs
+                .iter()
+                .zip(output.chunks_exact_mut(n))
+                .enumerate()
+            {
+                let mut rows: Vec<&[u32]> = q_residues.chunks_exact(n).collect();
+                rows.extend([
+                    &rounded_low[..],
+                    &rounded_high[..],
+                    &own[j * n..(j + 1) * n],
+                ]);
+                backend.dot_montgomery(out, &rows, &self.dot_weights[j], p);
+            }
+            return;
+        }
         let mut acc = alloc::vec![0u64; n];
         for (j, (o, out)) in self
             .outputs

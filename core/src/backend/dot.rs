@@ -1,0 +1,70 @@
+//! Montgomery dot products across limbs: the kernel of RNS base conversion.
+//!
+//! Written once as plain loops over 64-bit accumulators; each backend instantiates it inside
+//! its `#[target_feature]` entry point, where the compiler vectorizes it for that target.
+
+use crate::zq::Modulus;
+
+/// Coefficients per block: the accumulators stay in L1.
+const BLOCK: usize = 256;
+/// Most rows: 16 products below 2^60 stay below 2^64.
+pub(crate) const MAX_ROWS: usize = 16;
+
+/// out[c] = sum_r rows[r][c] * weights[r] * 2^-32 mod p, for row values and weights below 2^30
+/// and p above 2^29; at most [`MAX_ROWS`] rows.
+#[inline(always)]
+pub(crate) fn dot_montgomery(out: &mut [u32], rows: &[&[u32]], weights: &[u32], modulus: &Modulus) {
+    assert!(
+        rows.len() == weights.len() && rows.iter().all(|r| r.len() == out.len()),
+        "dot operands"
+    );
+    // A fixed row count (padded with zero rows of weight 0 to a multiple of four) makes the
+    // sum of a coefficient straight-line code, so the loop over coefficients vectorizes.
+    match rows.len() {
+        0..=4 => dot_fixed::<4>(out, rows, weights, modulus),
+        5..=8 => dot_fixed::<8>(out, rows, weights, modulus),
+        9..=12 => dot_fixed::<12>(out, rows, weights, modulus),
+        13..=MAX_ROWS => dot_fixed::<16>(out, rows, weights, modulus),
+        _ => panic!("at most {MAX_ROWS} rows"),
+    }
+}
+
+#[inline(always)]
+fn dot_fixed<const ROWS: usize>(
+    out: &mut [u32],
+    rows: &[&[u32]],
+    weights: &[u32],
+    modulus: &Modulus,
+) {
+    // Everything below is u64 lane arithmetic; the `as u32 as u64` make each product a
+    // visible 32 x 32 -> 64-bit multiply, which vectorizes.
+    const LOW: u64 = 0xffff_ffff;
+    let n = out.len();
+    let p = modulus.value() as u64;
+    let neg_p_inv = modulus.q_inv().wrapping_neg() as u64;
+    let r32 = modulus.montgomery_r().value as u64;
+    let w: [u64; ROWS] = core::array::from_fn(|r| weights.get(r).map_or(0, |&w| w as u64));
+    let zeros = [0u32; BLOCK];
+    let mut start = 0;
+    while start < n {
+        let len = BLOCK.min(n - start);
+        let x: [&[u32]; ROWS] = core::array::from_fn(|r| {
+            rows.get(r)
+                .map_or(&zeros[..len], |row| &row[start..start + len])
+        });
+        for (c, o) in out[start..start + len].iter_mut().enumerate() {
+            let mut acc = 0u64;
+            for r in 0..ROWS {
+                acc += x[r][c] as u64 * w[r];
+            }
+            // Fold the high word twice (a 2^32 + b = a r32 + b mod p): below 2^60 + 2^32,
+            // which is below p 2^32 for p > 2^29, as Montgomery reduction needs.
+            let y = ((acc >> 32) as u32 as u64) * r32 + (acc & LOW);
+            let y = ((y >> 32) as u32 as u64) * r32 + (y & LOW);
+            let m = ((y as u32 as u64) * neg_p_inv) as u32 as u64;
+            let t = (y + m * p) >> 32; // below 2p
+            *o = (t - (p & ((t >= p) as u64).wrapping_neg())) as u32;
+        }
+        start += len;
+    }
+}
