@@ -2,7 +2,7 @@
 
 use alloc::vec::Vec;
 
-use rand_chacha::ChaCha20Rng;
+use rand_chacha::ChaCha12Rng;
 use rand_core::{CryptoRng, SeedableRng};
 use zeroize::Zeroize;
 
@@ -21,10 +21,11 @@ pub struct SeededCiphertext {
 }
 
 /// The uniform polynomial a, in NTT form modulo the first `level` primes, expanded from `seed`
-/// with ChaCha20 (the same on every platform and backend).
+/// with ChaCha12 (the same on every platform and backend). a is public and only needs to be
+/// pseudorandom; ChaCha12 is what `rand` itself uses for its standard generator.
 fn expand_seed(params: &Parameters, seed: [u8; 32], level: usize) -> Vec<u32> {
     let n = params.degree();
-    let mut rng = ChaCha20Rng::from_seed(seed);
+    let mut rng = ChaCha12Rng::from_seed(seed);
     let mut a = alloc::vec![0u32; level * n];
     for (i, limb) in a.chunks_exact_mut(n).enumerate() {
         uniform(&mut rng, &params.ciphertext_basis().moduli()[i], limb);
@@ -37,10 +38,13 @@ fn add_message_and_error(params: &Parameters, c0: &mut [u32], m: &Plaintext, e: 
     let n = params.degree();
     let level = c0.len() / n;
     let delta = &params.level_data(level).delta;
+    let mut scaled = alloc::vec![0u32; n];
     for (i, limb) in c0.chunks_exact_mut(n).enumerate() {
         let q = &params.ciphertext_basis().moduli()[i];
-        for ((c, &m), &e) in limb.iter_mut().zip(&m.coefficients).zip(e) {
-            *c = q.add(q.add(*c, q.mul_shoup(m, delta[i])), small_to_residue(e, q));
+        scaled.copy_from_slice(&m.coefficients);
+        params.backend().mul_scalar_assign(&mut scaled, delta[i], q);
+        for ((c, &s), &e) in limb.iter_mut().zip(&scaled).zip(e) {
+            *c = q.add(q.add(*c, s), small_to_residue(e, q));
         }
     }
 }

@@ -246,13 +246,14 @@ impl<'a> Evaluator<'a> {
         let moduli = &self.params.ciphertext_basis().moduli()[..level];
         let last = moduli[level - 1];
         let inverses = &self.params.level_data(level).last_inverse;
+        let mut lifted = alloc::vec![0u32; n];
         for p in ct.polys.iter_mut() {
             let (kept, dropped) = p.split_at_mut((level - 1) * n);
-            let centered: Vec<i64> = dropped.iter().map(|&x| last.center(x)).collect();
             for (i, limb) in kept.chunks_exact_mut(n).enumerate() {
                 let q = &moduli[i];
-                for (x, &r) in limb.iter_mut().zip(&centered) {
-                    *x = q.mul_shoup(q.sub(*x, q.reduce_i64(r)), inverses[i]);
+                super::multiply::lift_centered(dropped, &last, q, &mut lifted);
+                for (x, &r) in limb.iter_mut().zip(&lifted) {
+                    *x = q.mul_shoup(q.sub(*x, r), inverses[i]);
                 }
             }
             p.truncate((level - 1) * n);

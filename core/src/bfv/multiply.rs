@@ -96,15 +96,9 @@ pub(crate) fn relinearize(params: &Parameters, ct: &mut Ciphertext, key: &Reline
     let mut acc1 = alloc::vec![0u32; level * n];
     let mut digit = alloc::vec![0u32; n];
     for (i, (qi, (k0, k1))) in moduli.iter().zip(&key.digits).enumerate() {
-        let centered: Vec<i64> = c2[i * n..(i + 1) * n]
-            .iter()
-            .map(|&x| qi.center(x))
-            .collect();
+        let residues = &c2[i * n..(i + 1) * n];
         for (j, qj) in moduli.iter().enumerate() {
-            digit
-                .iter_mut()
-                .zip(&centered)
-                .for_each(|(d, &c)| *d = qj.reduce_i64(c));
+            lift_centered(residues, qi, qj, &mut digit);
             backend.forward_ntt(&mut digit, basis.table(j));
             let r = j * n..(j + 1) * n;
             backend.mul_acc(&mut acc0[r.clone()], &digit, &k0[r.clone()], qj);
@@ -121,5 +115,22 @@ pub(crate) fn relinearize(params: &Parameters, ct: &mut Ciphertext, key: &Reline
             let q = &moduli[i];
             p.iter_mut().zip(a).for_each(|(x, &y)| *x = q.add(*x, y));
         }
+    }
+}
+
+/// Residues mod `from` read as centered integers (|x| < from / 2), written mod `to`; both
+/// primes have 30 bits, so |x| < 2^29 < to and a negative x needs one addition of `to`.
+/// Branch-free.
+pub(crate) fn lift_centered(
+    input: &[u32],
+    from: &crate::Modulus,
+    to: &crate::Modulus,
+    out: &mut [u32],
+) {
+    let (half, shift) = (from.value() / 2, to.value().wrapping_sub(from.value()));
+    for (o, &x) in out.iter_mut().zip(input) {
+        // x > from / 2 stands for x - from; mod `to` that is x + (to - from).
+        let negative = 0u32.wrapping_sub((half.wrapping_sub(x) >> 31) & 1);
+        *o = x.wrapping_add(shift & negative);
     }
 }
