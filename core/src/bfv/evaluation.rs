@@ -109,8 +109,13 @@ impl<'a> Evaluator<'a> {
         out
     }
 
-    /// ct += m (plaintext).
-    pub fn add_plain_assign(&self, ct: &mut Ciphertext, m: &Plaintext) -> Result<(), Error> {
+    /// c0 = f(c0, Delta m) residue by residue: adds or subtracts a plaintext.
+    fn combine_plain(
+        &self,
+        ct: &mut Ciphertext,
+        m: &Plaintext,
+        f: impl Fn(&crate::Modulus, u32, u32) -> u32,
+    ) -> Result<(), Error> {
         self.check(ct)?;
         let scaled = self.scaled_plaintext(m, ct.level);
         let n = self.params.degree();
@@ -120,25 +125,19 @@ impl<'a> Evaluator<'a> {
             .enumerate()
         {
             let q = &self.params.ciphertext_basis().moduli()[i];
-            c.iter_mut().zip(s).for_each(|(x, &y)| *x = q.add(*x, y));
+            c.iter_mut().zip(s).for_each(|(x, &y)| *x = f(q, *x, y));
         }
         Ok(())
     }
 
+    /// ct += m (plaintext).
+    pub fn add_plain_assign(&self, ct: &mut Ciphertext, m: &Plaintext) -> Result<(), Error> {
+        self.combine_plain(ct, m, |q, x, y| q.add(x, y))
+    }
+
     /// ct -= m (plaintext).
     pub fn sub_plain_assign(&self, ct: &mut Ciphertext, m: &Plaintext) -> Result<(), Error> {
-        self.check(ct)?;
-        let scaled = self.scaled_plaintext(m, ct.level);
-        let n = self.params.degree();
-        for (i, (c, s)) in ct.polys[0]
-            .chunks_exact_mut(n)
-            .zip(scaled.chunks_exact(n))
-            .enumerate()
-        {
-            let q = &self.params.ciphertext_basis().moduli()[i];
-            c.iter_mut().zip(s).for_each(|(x, &y)| *x = q.sub(*x, y));
-        }
-        Ok(())
+        self.combine_plain(ct, m, |q, x, y| q.sub(x, y))
     }
 
     /// ct *= w for an integer w (taken mod t, centered): the constant-polynomial weight of
