@@ -248,3 +248,48 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn dot_montgomery_matches_naive_sums_on_every_backend() {
+    let portable = Backend::Portable(Portable);
+    for m in test_moduli(128).into_iter().filter(|m| m.bits() == 30) {
+        let p = m.value() as u128;
+        let r_inv = m.inv(m.montgomery_r().value) as u128;
+        for rows_count in 1..=16usize {
+            for len in [1, 7, 255, 256, 257, 1000] {
+                let mut rows: Vec<Vec<u32>> = (0..rows_count)
+                    .map(|r| random_poly(len, 1 << 30, (rows_count * 1000 + r + len) as u64))
+                    .collect();
+                // The largest values the kernel accepts, to push every accumulator to its bound.
+                rows[0]
+                    .iter_mut()
+                    .step_by(2)
+                    .for_each(|x| *x = (1 << 30) - 1);
+                let mut weights = random_poly(rows_count, m.value(), rows_count as u64);
+                weights[0] = m.value() - 1;
+                let views: Vec<&[u32]> = rows.iter().map(Vec::as_slice).collect();
+                let expected: Vec<u32> = (0..len)
+                    .map(|c| {
+                        let sum: u128 = rows
+                            .iter()
+                            .zip(&weights)
+                            .map(|(row, &w)| row[c] as u128 * w as u128)
+                            .sum();
+                        (sum % p * r_inv % p) as u32
+                    })
+                    .collect();
+                let mut reference = std::vec![0u32; len];
+                portable.dot_montgomery(&mut reference, &views, &weights, &m);
+                assert_eq!(
+                    reference, expected,
+                    "portable, {rows_count} rows, len {len}"
+                );
+                for backend in Backend::available() {
+                    let mut out = std::vec![0u32; len];
+                    backend.dot_montgomery(&mut out, &views, &weights, &m);
+                    assert_eq!(out, expected, "{backend}, {rows_count} rows, len {len}");
+                }
+            }
+        }
+    }
+}
