@@ -8,6 +8,8 @@ use std::time::Duration;
 use criterion::measurement::WallTime;
 use criterion::{BenchmarkGroup, Criterion, criterion_group, criterion_main};
 use cryptonets_core::Backend;
+// Links the benches library, and with it the allocator the binary uses.
+use cryptonets_benches as _;
 use cryptonets_core::bfv::{BatchEncoder, Evaluator, KeyGenerator, Parameters};
 use cryptonets_core::zq::prime::ntt_primes;
 use rand_chacha::ChaCha20Rng;

@@ -1,5 +1,9 @@
 //! Shared helpers of the criterion benches.
 
+/// The allocator the `cryptonets` binary uses, so that benches measure what it runs.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use cryptonets_core::zq::prime::ntt_primes;
 use cryptonets_core::{Modulus, NttTable};
 

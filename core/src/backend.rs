@@ -44,6 +44,15 @@ pub trait Kernels {
     /// out[c] = sum_r rows[r][c] * weights[r] * 2^-32 mod q (weights in Montgomery form);
     /// row values and weights below 2^30, q above 2^29, at most 16 rows.
     fn dot_montgomery(&self, out: &mut [u32], rows: &[&[u32]], weights: &[u32], modulus: &Modulus);
+    /// out[c] = sum_r a[r][c] * b[r][c] * 2^-32 mod q, for residues mod q, q above 2^29, at
+    /// most 16 pairs.
+    fn dot_pointwise_montgomery(
+        &self,
+        out: &mut [u32],
+        a: &[&[u32]],
+        b: &[&[u32]],
+        modulus: &Modulus,
+    );
 }
 
 /// Panics unless the slices of one kernel call agree (a caller bug, never untrusted data).
@@ -183,6 +192,16 @@ impl Kernels for Backend {
     #[inline]
     fn dot_montgomery(&self, out: &mut [u32], rows: &[&[u32]], weights: &[u32], modulus: &Modulus) {
         dispatch!(self, k => k.dot_montgomery(out, rows, weights, modulus))
+    }
+    #[inline]
+    fn dot_pointwise_montgomery(
+        &self,
+        out: &mut [u32],
+        a: &[&[u32]],
+        b: &[&[u32]],
+        modulus: &Modulus,
+    ) {
+        dispatch!(self, k => k.dot_pointwise_montgomery(out, a, b, modulus))
     }
 }
 

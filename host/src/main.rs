@@ -6,6 +6,11 @@ use clap::{Parser, Subcommand};
 use cryptonets_core::Backend;
 use cryptonets_core::backend::BACKEND_NAMES;
 
+/// BFV operations allocate half-megabyte buffers; mimalloc keeps freed pages instead of
+/// returning them to the kernel and faulting them in again on the next call.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod bench;
 mod info;
 

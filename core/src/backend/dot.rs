@@ -38,7 +38,6 @@ fn dot_fixed<const ROWS: usize>(
 ) {
     // Everything below is u64 lane arithmetic; the `as u32 as u64` make each product a
     // visible 32 x 32 -> 64-bit multiply, which vectorizes.
-    const LOW: u64 = 0xffff_ffff;
     let n = out.len();
     let p = modulus.value() as u64;
     let neg_p_inv = modulus.q_inv().wrapping_neg() as u64;
@@ -57,13 +56,59 @@ fn dot_fixed<const ROWS: usize>(
             for r in 0..ROWS {
                 acc += x[r][c] as u64 * w[r];
             }
-            // Fold the high word twice (a 2^32 + b = a r32 + b mod p): below 2^60 + 2^32,
-            // which is below p 2^32 for p > 2^29, as Montgomery reduction needs.
-            let y = ((acc >> 32) as u32 as u64) * r32 + (acc & LOW);
-            let y = ((y >> 32) as u32 as u64) * r32 + (y & LOW);
-            let m = ((y as u32 as u64) * neg_p_inv) as u32 as u64;
-            let t = (y + m * p) >> 32; // below 2p
-            *o = (t - (p & ((t >= p) as u64).wrapping_neg())) as u32;
+            *o = fold_redc(acc, p, neg_p_inv, r32);
+        }
+        start += len;
+    }
+}
+
+/// acc * 2^-32 mod p for any 64-bit acc, p in (2^29, 2^30): two folds of the high word
+/// (a 2^32 + b = a r32 + b mod p) bring acc below 2^60 + 2^32 < p 2^32, then Montgomery
+/// reduction and one conditional subtraction. Branch-free u64 lane arithmetic.
+#[inline(always)]
+fn fold_redc(acc: u64, p: u64, neg_p_inv: u64, r32: u64) -> u32 {
+    const LOW: u64 = 0xffff_ffff;
+    let y = ((acc >> 32) as u32 as u64) * r32 + (acc & LOW);
+    let y = ((y >> 32) as u32 as u64) * r32 + (y & LOW);
+    let m = ((y as u32 as u64) * neg_p_inv) as u32 as u64;
+    let t = (y + m * p) >> 32; // below 2p
+    (t - (p & ((t >= p) as u64).wrapping_neg())) as u32
+}
+
+/// out[c] = sum_r a[r][c] * b[r][c] * 2^-32 mod p, for residues mod p in (2^29, 2^30); at
+/// most [`MAX_ROWS`] pairs. One reduction per coefficient instead of one per product.
+#[inline(always)]
+pub(crate) fn dot_pointwise_montgomery(
+    out: &mut [u32],
+    a: &[&[u32]],
+    b: &[&[u32]],
+    modulus: &Modulus,
+) {
+    let n = out.len();
+    assert!(
+        a.len() == b.len() && a.len() <= MAX_ROWS,
+        "at most {MAX_ROWS} pairs"
+    );
+    assert!(a.iter().chain(b).all(|r| r.len() == n), "dot operands");
+    let p = modulus.value() as u64;
+    let neg_p_inv = modulus.q_inv().wrapping_neg() as u64;
+    let r32 = modulus.montgomery_r().value as u64;
+    let mut acc = [0u64; BLOCK];
+    let mut start = 0;
+    while start < n {
+        let len = BLOCK.min(n - start);
+        acc[..len].iter_mut().for_each(|x| *x = 0);
+        for (x, y) in a.iter().zip(b) {
+            for ((s, &x), &y) in acc[..len]
+                .iter_mut()
+                .zip(&x[start..start + len])
+                .zip(&y[start..start + len])
+            {
+                *s += x as u64 * y as u64;
+            }
+        }
+        for (o, &s) in out[start..start + len].iter_mut().zip(&acc[..len]) {
+            *o = fold_redc(s, p, neg_p_inv, r32);
         }
         start += len;
     }

@@ -98,4 +98,14 @@ impl Kernels for Portable {
     fn dot_montgomery(&self, out: &mut [u32], rows: &[&[u32]], weights: &[u32], modulus: &Modulus) {
         super::dot::dot_montgomery(out, rows, weights, modulus)
     }
+
+    fn dot_pointwise_montgomery(
+        &self,
+        out: &mut [u32],
+        a: &[&[u32]],
+        b: &[&[u32]],
+        modulus: &Modulus,
+    ) {
+        super::dot::dot_pointwise_montgomery(out, a, b, modulus)
+    }
 }

@@ -293,3 +293,47 @@ fn dot_montgomery_matches_naive_sums_on_every_backend() {
         }
     }
 }
+
+#[test]
+fn dot_pointwise_montgomery_matches_naive_sums_on_every_backend() {
+    let portable = Backend::Portable(Portable);
+    for m in test_moduli(128).into_iter().filter(|m| m.bits() == 30) {
+        let (q, p) = (m.value(), m.value() as u128);
+        let r_inv = m.inv(m.montgomery_r().value) as u128;
+        for pairs in 1..=16usize {
+            for len in [1, 255, 256, 257, 1000] {
+                let edge = |seed: u64| {
+                    let mut v = random_poly(len, q, seed);
+                    v.iter_mut().step_by(3).for_each(|x| *x = q - 1);
+                    v
+                };
+                let a: Vec<Vec<u32>> = (0..pairs).map(|r| edge((pairs * 100 + r) as u64)).collect();
+                let b: Vec<Vec<u32>> = (0..pairs)
+                    .map(|r| edge((pairs * 100 + r + 50) as u64))
+                    .collect();
+                let (av, bv): (Vec<&[u32]>, Vec<&[u32]>) = (
+                    a.iter().map(Vec::as_slice).collect(),
+                    b.iter().map(Vec::as_slice).collect(),
+                );
+                let expected: Vec<u32> = (0..len)
+                    .map(|c| {
+                        let sum: u128 = a
+                            .iter()
+                            .zip(&b)
+                            .map(|(x, y)| x[c] as u128 * y[c] as u128)
+                            .sum();
+                        (sum % p * r_inv % p) as u32
+                    })
+                    .collect();
+                let mut reference = std::vec![0u32; len];
+                portable.dot_pointwise_montgomery(&mut reference, &av, &bv, &m);
+                assert_eq!(reference, expected, "portable, {pairs} pairs, len {len}");
+                for backend in Backend::available() {
+                    let mut out = std::vec![0u32; len];
+                    backend.dot_pointwise_montgomery(&mut out, &av, &bv, &m);
+                    assert_eq!(out, expected, "{backend}, {pairs} pairs, len {len}");
+                }
+            }
+        }
+    }
+}

@@ -473,6 +473,28 @@ macro_rules! kernels_via_entry_points {
                     entry(out, rows, weights, modulus)
                 }
             }
+            fn dot_pointwise_montgomery(
+                &self,
+                out: &mut [u32],
+                a: &[&[u32]],
+                b: &[&[u32]],
+                modulus: &$crate::zq::Modulus,
+            ) {
+                #[target_feature(enable = $feature)]
+                fn entry(
+                    out: &mut [u32],
+                    a: &[&[u32]],
+                    b: &[&[u32]],
+                    modulus: &$crate::zq::Modulus,
+                ) {
+                    $crate::backend::dot::dot_pointwise_montgomery(out, a, b, modulus)
+                }
+                // SAFETY: a token exists only where the feature is present.
+                #[allow(unused_unsafe)]
+                unsafe {
+                    entry(out, a, b, modulus)
+                }
+            }
         }
     };
 }

@@ -86,36 +86,50 @@ pub(crate) fn tensor(params: &Parameters, a: &Ciphertext, b: Option<&Ciphertext>
 }
 
 /// c0 += sum_i d_i k0_i, c1 += sum_i d_i k1_i for the digits d_i = [c2]_{q_i} (centered).
+/// Limb by limb: all digits lifted to q_j and transformed, then one lazy dot product per key
+/// half (a single reduction per coefficient), corrected by 2^32 for its Montgomery factor.
 pub(crate) fn relinearize(params: &Parameters, ct: &mut Ciphertext, key: &RelinearizationKey) {
     let (n, level) = (params.degree(), ct.level);
     let backend = params.backend();
     let basis = params.ciphertext_basis();
     let moduli = &basis.moduli()[..level];
     let c2 = ct.polys.pop().expect("size 3");
-    let mut acc0 = alloc::vec![0u32; level * n];
-    let mut acc1 = alloc::vec![0u32; level * n];
-    let mut digit = alloc::vec![0u32; n];
-    for (i, (qi, (k0, k1))) in moduli.iter().zip(&key.digits).enumerate() {
-        let residues = &c2[i * n..(i + 1) * n];
-        for (j, qj) in moduli.iter().enumerate() {
-            lift_centered(residues, qi, qj, &mut digit);
-            backend.forward_ntt(&mut digit, basis.table(j));
-            let r = j * n..(j + 1) * n;
-            backend.mul_acc(&mut acc0[r.clone()], &digit, &k0[r.clone()], qj);
-            backend.mul_acc(&mut acc1[r.clone()], &digit, &k1[r], qj);
+    let mut digits = alloc::vec![0u32; level * n];
+    let mut sum = alloc::vec![0u32; n];
+    for (j, qj) in moduli.iter().enumerate() {
+        for (i, (qi, digit)) in moduli.iter().zip(digits.chunks_exact_mut(n)).enumerate() {
+            lift_centered(&c2[i * n..(i + 1) * n], qi, qj, digit);
+            backend.forward_ntt(digit, basis.table(j));
+        }
+        let digit_rows: Vec<&[u32]> = digits.chunks_exact(n).collect();
+        let r = j * n..(j + 1) * n;
+        for (k, poly) in ct.polys.iter_mut().enumerate() {
+            let key_rows: Vec<&[u32]> = key.digits[..level]
+                .iter()
+                .map(|d| {
+                    if k == 0 {
+                        &d.0[r.clone()]
+                    } else {
+                        &d.1[r.clone()]
+                    }
+                })
+                .collect();
+            backend.dot_pointwise_montgomery(&mut sum, &digit_rows, &key_rows, qj);
+            backend.mul_scalar_assign(&mut sum, qj.shoup(qj.montgomery_r().value), qj);
+            basis_inverse_add(params, &mut sum, &mut poly[r.clone()], j);
         }
     }
-    for (poly, mut acc) in ct.polys.iter_mut().zip([acc0, acc1]) {
-        basis.inverse(backend, &mut acc, 0);
-        for (i, (p, a)) in poly
-            .chunks_exact_mut(n)
-            .zip(acc.chunks_exact(n))
-            .enumerate()
-        {
-            let q = &moduli[i];
-            p.iter_mut().zip(a).for_each(|(x, &y)| *x = q.add(*x, y));
-        }
-    }
+}
+
+/// poly_limb += INTT(sum) for limb j.
+fn basis_inverse_add(params: &Parameters, sum: &mut [u32], limb: &mut [u32], j: usize) {
+    let q = &params.ciphertext_basis().moduli()[j];
+    params
+        .backend()
+        .inverse_ntt(sum, params.ciphertext_basis().table(j));
+    limb.iter_mut()
+        .zip(sum.iter())
+        .for_each(|(x, &y)| *x = q.add(*x, y));
 }
 
 /// Residues mod `from` read as centered integers (|x| < from / 2), written mod `to`; both
