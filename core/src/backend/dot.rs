@@ -18,15 +18,17 @@ pub(crate) fn dot_montgomery(out: &mut [u32], rows: &[&[u32]], weights: &[u32], 
         rows.len() == weights.len() && rows.iter().all(|r| r.len() == out.len()),
         "dot operands"
     );
-    // A fixed row count (padded with zero rows of weight 0 to a multiple of four) makes the
-    // sum of a coefficient straight-line code, so the loop over coefficients vectorizes.
-    match rows.len() {
-        0..=4 => dot_fixed::<4>(out, rows, weights, modulus),
-        5..=8 => dot_fixed::<8>(out, rows, weights, modulus),
-        9..=12 => dot_fixed::<12>(out, rows, weights, modulus),
-        13..=MAX_ROWS => dot_fixed::<16>(out, rows, weights, modulus),
-        _ => panic!("at most {MAX_ROWS} rows"),
+    // A row count fixed at compile time makes the sum of a coefficient straight-line code,
+    // so the loop over coefficients vectorizes; one instantiation per count avoids padding.
+    macro_rules! by_count {
+        ($($rows:literal)*) => {
+            match rows.len() {
+                $($rows => dot_fixed::<$rows>(out, rows, weights, modulus),)*
+                _ => panic!("1 to {MAX_ROWS} rows"),
+            }
+        };
     }
+    by_count!(1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16)
 }
 
 #[inline(always)]
