@@ -171,8 +171,10 @@ impl SecretKey {
     /// where v is the phase. Decryption is correct while it is positive. A diagnostic: it runs
     /// on secret data in variable time, so never expose it to a remote party.
     pub fn noise_budget(&self, params: &Parameters, ct: &Ciphertext) -> u32 {
-        let phase = self.phase(params, ct);
-        super::noise::budget(params, &phase, ct.level)
+        let mut phase = self.phase(params, ct);
+        let budget = super::noise::budget(params, &phase, ct.level);
+        phase.zeroize();
+        budget
     }
 }
 
