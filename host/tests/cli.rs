@@ -91,3 +91,26 @@ fn unknown_or_unavailable_backend_is_a_clear_error() {
         "{err}"
     );
 }
+
+#[test]
+fn mnist_check_refuses_missing_and_corrupt_files_clearly() {
+    let dir = std::env::temp_dir().join(format!("cryptonets-cli-mnist-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let out = cryptonets(&["mnist", "check", "--data", dir.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        err.starts_with("cryptonets: error: cannot read") && err.contains("fetch-mnist"),
+        "{err}"
+    );
+    for name in ["train-images-idx3-ubyte", "train-labels-idx1-ubyte"] {
+        std::fs::write(dir.join(name), b"not mnist").unwrap();
+    }
+    let out = cryptonets(&["mnist", "check", "--data", dir.to_str().unwrap()]);
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        !out.status.success() && err.contains("does not match its SHA-256"),
+        "{err}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
