@@ -21,6 +21,7 @@ pub mod backend;
 #[cfg(feature = "alloc")]
 pub mod bfv;
 mod error;
+pub mod model;
 pub mod ntt;
 #[cfg(feature = "alloc")]
 pub mod rns;

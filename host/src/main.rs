@@ -13,7 +13,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod bench;
 mod info;
-mod mnist;
+use cryptonets_host::mnist;
 
 /// Neural-network inference on encrypted data (CryptoNets over RNS-BFV).
 #[derive(Debug, Parser)]

@@ -99,6 +99,16 @@ impl Dataset {
     pub fn len(&self) -> usize {
         self.labels.len()
     }
+
+    /// Whether there are no images.
+    pub fn is_empty(&self) -> bool {
+        self.labels.is_empty()
+    }
+
+    /// The pixels of image i.
+    pub fn image(&self, i: usize) -> &[u8] {
+        &self.pixels[i * PIXELS..(i + 1) * PIXELS]
+    }
 }
 
 fn big_endian(bytes: &[u8], word: usize) -> Option<u32> {

@@ -1,0 +1,550 @@
+//! The integer CryptoNets model: file format, validation and exact plaintext inference.
+//!
+//! Topology (fixed, the paper's): 28 x 28 input with pixels quantized to
+//! `0..=input_levels`; convolution 5 x 5, stride 2, padding 1, `maps` maps (13 x 13 each);
+//! square; dense maps * 169 -> `hidden`; square; dense `hidden` -> 10. Mean pooling of the
+//! original network is folded into the first dense layer. All weights and biases are integers,
+//! so encrypted evaluation can equal this plaintext computation exactly.
+//!
+//! File format, version 1, little-endian:
+//!
+//! | bytes | field |
+//! | --- | --- |
+//! | 4 | magic `CNMD` |
+//! | 1 | version (1) |
+//! | 1 | maps |
+//! | 2 | hidden units |
+//! | 2 | input levels (pixel p becomes round(p * levels / 255)) |
+//! | 2 | float test accuracy, in 1/10000 |
+//! | 2 | integer test accuracy, in 1/10000 |
+//! | 2 | reserved (0) |
+//! | 2 * maps * 25 | conv weights, i16, [map][ky][kx] |
+//! | 16 * maps | conv biases, i128 |
+//! | 2 * hidden * maps * 169 | dense 1 weights, i16, [unit][map][y][x] |
+//! | 16 * hidden | dense 1 biases, i128 |
+//! | 2 * 10 * hidden | dense 2 weights, i16, [class][unit] |
+//! | 16 * 10 | dense 2 biases, i128 |
+//!
+//! Parsing borrows the bytes (no allocation) and checks every length and the worst-case
+//! magnitude of every layer, which must leave room in an i128.
+
+use crate::Error;
+
+/// Input side in pixels.
+pub const SIDE: usize = 28;
+/// Convolution output side: (28 + 2 - 5) / 2 + 1.
+pub const CONV_SIDE: usize = 13;
+/// Kernel side.
+pub const KERNEL: usize = 5;
+/// Classes.
+pub const CLASSES: usize = 10;
+const MAGIC: [u8; 4] = *b"CNMD";
+const VERSION: u8 = 1;
+const HEADER: usize = 16;
+/// Largest worst-case magnitude accepted for any layer: keeps exact i128 arithmetic safe.
+const MAX_BOUND_BITS: u32 = 120;
+/// Most convolution maps (bounds the stack of plaintext inference).
+pub const MAX_MAPS: usize = 16;
+
+/// A validated model borrowing its file's bytes.
+#[derive(Clone, Copy, Debug)]
+pub struct Model<'a> {
+    maps: usize,
+    hidden: usize,
+    input_levels: u16,
+    float_accuracy: u16,
+    integer_accuracy: u16,
+    conv_w: &'a [u8],
+    conv_b: &'a [u8],
+    dense1_w: &'a [u8],
+    dense1_b: &'a [u8],
+    dense2_w: &'a [u8],
+    dense2_b: &'a [u8],
+    bounds: Bounds,
+}
+
+/// Worst-case absolute values of each layer's integer outputs over every possible input.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Bounds {
+    /// Convolution outputs.
+    pub conv: u128,
+    /// Their squares.
+    pub conv_squared: u128,
+    /// First dense layer outputs.
+    pub dense1: u128,
+    /// Their squares.
+    pub dense1_squared: u128,
+    /// The logits.
+    pub logits: u128,
+}
+
+impl Bounds {
+    /// Bits of a signed plaintext holding every logit: the product of the CRT plaintext
+    /// primes must exceed 2 * logits.
+    pub fn plaintext_bits(&self) -> u32 {
+        128 - self.logits.leading_zeros() + 1
+    }
+
+    /// Largest intermediate, in bits (every layer must fit the CRT plaintext space).
+    pub fn max_bits(&self) -> u32 {
+        let max = [
+            self.conv,
+            self.conv_squared,
+            self.dense1,
+            self.dense1_squared,
+            self.logits,
+        ]
+        .into_iter()
+        .max()
+        .unwrap_or(0);
+        128 - max.leading_zeros() + 1
+    }
+}
+
+fn malformed(reason: &'static str) -> Error {
+    Error::Malformed { reason }
+}
+
+fn i16_at(bytes: &[u8], index: usize) -> i64 {
+    i16::from_le_bytes([bytes[2 * index], bytes[2 * index + 1]]) as i64
+}
+
+fn i128_at(bytes: &[u8], index: usize) -> i128 {
+    let mut b = [0u8; 16];
+    b.copy_from_slice(&bytes[16 * index..16 * index + 16]);
+    i128::from_le_bytes(b)
+}
+
+impl<'a> Model<'a> {
+    /// Parses and validates a model file.
+    pub fn parse(bytes: &'a [u8]) -> Result<Self, Error> {
+        if bytes.len() < HEADER || bytes[..4] != MAGIC {
+            return Err(malformed("not a cryptonets model (bad magic)"));
+        }
+        if bytes[4] != VERSION {
+            return Err(malformed("unsupported model version"));
+        }
+        let word = |i: usize| u16::from_le_bytes([bytes[i], bytes[i + 1]]);
+        let maps = bytes[5] as usize;
+        let hidden = word(6) as usize;
+        let input_levels = word(8);
+        if maps == 0
+            || maps > MAX_MAPS
+            || hidden == 0
+            || hidden > 4096
+            || input_levels == 0
+            || input_levels > 255
+        {
+            return Err(malformed("topology out of range"));
+        }
+        if word(14) != 0 {
+            return Err(malformed("reserved bytes are not zero"));
+        }
+        let features = maps * CONV_SIDE * CONV_SIDE;
+        let sizes = [
+            2 * maps * KERNEL * KERNEL,
+            16 * maps,
+            2 * hidden * features,
+            16 * hidden,
+            2 * CLASSES * hidden,
+            16 * CLASSES,
+        ];
+        if bytes.len() != HEADER + sizes.iter().sum::<usize>() {
+            return Err(malformed("wrong model length for its topology"));
+        }
+        let mut parts = [&bytes[..0]; 6];
+        let mut offset = HEADER;
+        for (part, size) in parts.iter_mut().zip(sizes) {
+            *part = &bytes[offset..offset + size];
+            offset += size;
+        }
+        let [conv_w, conv_b, dense1_w, dense1_b, dense2_w, dense2_b] = parts;
+        let mut model = Self {
+            maps,
+            hidden,
+            input_levels,
+            float_accuracy: word(10),
+            integer_accuracy: word(12),
+            conv_w,
+            conv_b,
+            dense1_w,
+            dense1_b,
+            dense2_w,
+            dense2_b,
+            bounds: Bounds {
+                conv: 0,
+                conv_squared: 0,
+                dense1: 0,
+                dense1_squared: 0,
+                logits: 0,
+            },
+        };
+        model.bounds = model.compute_bounds()?;
+        Ok(model)
+    }
+
+    /// Worst cases layer by layer, refusing any that would leave i128 headroom behind.
+    fn compute_bounds(&self) -> Result<Bounds, Error> {
+        let too_big = || malformed("a layer's worst-case magnitude exceeds 2^120");
+        let check = |x: u128| {
+            if x >> MAX_BOUND_BITS == 0 {
+                Ok(x)
+            } else {
+                Err(too_big())
+            }
+        };
+        let levels = self.input_levels as u128;
+        // Per map: every input pixel can be at either extreme, biases add.
+        let mut conv_map = [0u128; MAX_MAPS];
+        for (m, bound) in conv_map.iter_mut().enumerate().take(self.maps) {
+            let weights: u128 = (0..KERNEL * KERNEL)
+                .map(|k| self.conv_weight(m, k).unsigned_abs() as u128)
+                .sum();
+            *bound = check(weights * levels + self.conv_bias(m).unsigned_abs())?;
+        }
+        let conv = conv_map[..self.maps].iter().copied().max().unwrap_or(0);
+        let features = self.maps * CONV_SIDE * CONV_SIDE;
+        let mut dense1 = 0u128;
+        for unit in 0..self.hidden {
+            let mut sum = self.dense1_bias(unit).unsigned_abs();
+            for f in 0..features {
+                let square = conv_map[f / (CONV_SIDE * CONV_SIDE)].pow(2);
+                sum = check(
+                    sum + self.dense1_weight(unit, f).unsigned_abs() as u128 * check(square)?,
+                )?;
+            }
+            dense1 = dense1.max(sum);
+        }
+        let dense1_squared = check(dense1.checked_mul(dense1).ok_or_else(too_big)?)?;
+        let mut logits = 0u128;
+        for class in 0..CLASSES {
+            let mut sum = self.dense2_bias(class).unsigned_abs();
+            for unit in 0..self.hidden {
+                let w = self.dense2_weight(class, unit).unsigned_abs() as u128;
+                sum = check(
+                    sum.checked_add(w.checked_mul(dense1_squared).ok_or_else(too_big)?)
+                        .ok_or_else(too_big)?,
+                )?;
+            }
+            logits = logits.max(sum);
+        }
+        Ok(Bounds {
+            conv,
+            conv_squared: conv * conv,
+            dense1,
+            dense1_squared,
+            logits,
+        })
+    }
+
+    /// Convolution maps.
+    pub fn maps(&self) -> usize {
+        self.maps
+    }
+
+    /// Hidden units of the first dense layer.
+    pub fn hidden(&self) -> usize {
+        self.hidden
+    }
+
+    /// Pixel quantization levels: pixel p (0..=255) becomes round(p * levels / 255).
+    pub fn input_levels(&self) -> u16 {
+        self.input_levels
+    }
+
+    /// Test accuracies recorded at training time (float network, integer network), in 1/10000.
+    pub fn recorded_accuracy(&self) -> (u16, u16) {
+        (self.float_accuracy, self.integer_accuracy)
+    }
+
+    /// Worst-case magnitudes of every layer.
+    pub fn bounds(&self) -> Bounds {
+        self.bounds
+    }
+
+    /// Weight k (ky * 5 + kx) of convolution map m.
+    pub fn conv_weight(&self, map: usize, k: usize) -> i64 {
+        i16_at(self.conv_w, map * KERNEL * KERNEL + k)
+    }
+
+    /// Bias of convolution map m.
+    pub fn conv_bias(&self, map: usize) -> i128 {
+        i128_at(self.conv_b, map)
+    }
+
+    /// Weight of feature f (map * 169 + y * 13 + x) in hidden unit `unit`.
+    pub fn dense1_weight(&self, unit: usize, feature: usize) -> i64 {
+        i16_at(
+            self.dense1_w,
+            unit * self.maps * CONV_SIDE * CONV_SIDE + feature,
+        )
+    }
+
+    /// Bias of hidden unit `unit`.
+    pub fn dense1_bias(&self, unit: usize) -> i128 {
+        i128_at(self.dense1_b, unit)
+    }
+
+    /// Weight of hidden unit `unit` in class `class`.
+    pub fn dense2_weight(&self, class: usize, unit: usize) -> i64 {
+        i16_at(self.dense2_w, class * self.hidden + unit)
+    }
+
+    /// Bias of class `class`.
+    pub fn dense2_bias(&self, class: usize) -> i128 {
+        i128_at(self.dense2_b, class)
+    }
+
+    /// The quantized input value of a raw pixel.
+    pub fn quantize_pixel(&self, pixel: u8) -> i64 {
+        (pixel as i64 * self.input_levels as i64 + 127) / 255
+    }
+
+    /// The pixel a convolution output reads, with zero padding: input (y, x) in -1..=28.
+    fn padded(&self, pixels: &[u8; SIDE * SIDE], y: isize, x: isize) -> i64 {
+        if (0..SIDE as isize).contains(&y) && (0..SIDE as isize).contains(&x) {
+            self.quantize_pixel(pixels[y as usize * SIDE + x as usize])
+        } else {
+            0
+        }
+    }
+
+    /// Exact integer inference: the ten logits of one image. Never overflows: every
+    /// intermediate is below the validated bounds (< 2^120).
+    pub fn logits(&self, pixels: &[u8; SIDE * SIDE]) -> [i128; CLASSES] {
+        let features = self.maps * CONV_SIDE * CONV_SIDE;
+        let mut squared = [0i128; MAX_MAPS * CONV_SIDE * CONV_SIDE];
+        for m in 0..self.maps {
+            for oy in 0..CONV_SIDE {
+                for ox in 0..CONV_SIDE {
+                    let mut z = self.conv_bias(m);
+                    for k in 0..KERNEL * KERNEL {
+                        let (y, x) = (
+                            (2 * oy + k / KERNEL) as isize - 1,
+                            (2 * ox + k % KERNEL) as isize - 1,
+                        );
+                        z += (self.conv_weight(m, k) * self.padded(pixels, y, x)) as i128;
+                    }
+                    squared[m * CONV_SIDE * CONV_SIDE + oy * CONV_SIDE + ox] = z * z;
+                }
+            }
+        }
+        let mut logits = [0i128; CLASSES];
+        for (class, logit) in logits.iter_mut().enumerate() {
+            *logit = self.dense2_bias(class);
+        }
+        for unit in 0..self.hidden {
+            let mut z = self.dense1_bias(unit);
+            for (f, &s) in squared[..features].iter().enumerate() {
+                z += self.dense1_weight(unit, f) as i128 * s;
+            }
+            let a = z * z;
+            for (class, logit) in logits.iter_mut().enumerate() {
+                *logit += self.dense2_weight(class, unit) as i128 * a;
+            }
+        }
+        logits
+    }
+
+    /// The predicted digit: the first largest logit.
+    pub fn predict(&self, pixels: &[u8; SIDE * SIDE]) -> usize {
+        argmax(&self.logits(pixels))
+    }
+}
+
+/// Index of the first largest value.
+pub fn argmax(values: &[i128]) -> usize {
+    let mut best = 0;
+    for (i, &v) in values.iter().enumerate() {
+        if v > values[best] {
+            best = i;
+        }
+    }
+    best
+}
+
+/// Writes a model file (the inverse of [`Model::parse`]).
+#[cfg(feature = "alloc")]
+#[derive(Clone, Debug, Default)]
+pub struct ModelWriter {
+    /// Convolution maps.
+    pub maps: usize,
+    /// Hidden units.
+    pub hidden: usize,
+    /// Pixel levels.
+    pub input_levels: u16,
+    /// Float test accuracy in 1/10000.
+    pub float_accuracy: u16,
+    /// Integer test accuracy in 1/10000.
+    pub integer_accuracy: u16,
+    /// [map][25].
+    pub conv_weights: alloc::vec::Vec<i16>,
+    /// [map].
+    pub conv_biases: alloc::vec::Vec<i128>,
+    /// [unit][maps * 169].
+    pub dense1_weights: alloc::vec::Vec<i16>,
+    /// [unit].
+    pub dense1_biases: alloc::vec::Vec<i128>,
+    /// [class][unit].
+    pub dense2_weights: alloc::vec::Vec<i16>,
+    /// [class].
+    pub dense2_biases: alloc::vec::Vec<i128>,
+}
+
+#[cfg(feature = "alloc")]
+impl ModelWriter {
+    /// Serializes; the result parses with [`Model::parse`] if the sizes are consistent.
+    pub fn to_bytes(&self) -> alloc::vec::Vec<u8> {
+        let mut out = alloc::vec::Vec::new();
+        out.extend_from_slice(&MAGIC);
+        out.push(VERSION);
+        out.push(self.maps as u8);
+        for w in [
+            self.hidden as u16,
+            self.input_levels,
+            self.float_accuracy,
+            self.integer_accuracy,
+            0,
+        ] {
+            out.extend_from_slice(&w.to_le_bytes());
+        }
+        let weights = |out: &mut alloc::vec::Vec<u8>, w: &[i16]| {
+            w.iter()
+                .for_each(|x| out.extend_from_slice(&x.to_le_bytes()))
+        };
+        let biases = |out: &mut alloc::vec::Vec<u8>, b: &[i128]| {
+            b.iter()
+                .for_each(|x| out.extend_from_slice(&x.to_le_bytes()))
+        };
+        weights(&mut out, &self.conv_weights);
+        biases(&mut out, &self.conv_biases);
+        weights(&mut out, &self.dense1_weights);
+        biases(&mut out, &self.dense1_biases);
+        weights(&mut out, &self.dense2_weights);
+        biases(&mut out, &self.dense2_biases);
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::vec::Vec;
+
+    fn tiny(maps: usize, hidden: usize) -> ModelWriter {
+        let features = maps * CONV_SIDE * CONV_SIDE;
+        ModelWriter {
+            maps,
+            hidden,
+            input_levels: 3,
+            float_accuracy: 9900,
+            integer_accuracy: 9890,
+            conv_weights: (0..maps * 25).map(|i| (i % 7) as i16 - 3).collect(),
+            conv_biases: (0..maps).map(|i| i as i128 - 1).collect(),
+            dense1_weights: (0..hidden * features).map(|i| (i % 5) as i16 - 2).collect(),
+            dense1_biases: (0..hidden).map(|i| 10 * i as i128).collect(),
+            dense2_weights: (0..10 * hidden).map(|i| (i % 9) as i16 - 4).collect(),
+            dense2_biases: (0..10).map(|i| -(i as i128)).collect(),
+        }
+    }
+
+    /// The same network written with plain loops over float-free integers, independently of
+    /// `logits` (direct 2-D indexing, i128 throughout).
+    fn reference(w: &ModelWriter, pixels: &[u8; 784]) -> Vec<i128> {
+        let q = |p: u8| (p as i128 * w.input_levels as i128 + 127) / 255;
+        let mut act = Vec::new();
+        for m in 0..w.maps {
+            for oy in 0..13i64 {
+                for ox in 0..13i64 {
+                    let mut z = w.conv_biases[m];
+                    for ky in 0..5i64 {
+                        for kx in 0..5i64 {
+                            let (y, x) = (2 * oy + ky - 1, 2 * ox + kx - 1);
+                            if (0..28).contains(&y) && (0..28).contains(&x) {
+                                z += w.conv_weights[m * 25 + (ky * 5 + kx) as usize] as i128
+                                    * q(pixels[(y * 28 + x) as usize]);
+                            }
+                        }
+                    }
+                    act.push(z * z);
+                }
+            }
+        }
+        let hidden: Vec<i128> = (0..w.hidden)
+            .map(|u| {
+                let z = w.dense1_biases[u]
+                    + act
+                        .iter()
+                        .enumerate()
+                        .map(|(f, &a)| w.dense1_weights[u * act.len() + f] as i128 * a)
+                        .sum::<i128>();
+                z * z
+            })
+            .collect();
+        (0..10)
+            .map(|c| {
+                w.dense2_biases[c]
+                    + hidden
+                        .iter()
+                        .enumerate()
+                        .map(|(u, &h)| w.dense2_weights[c * w.hidden + u] as i128 * h)
+                        .sum::<i128>()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn round_trip_and_inference_match_an_independent_reference() {
+        let w = tiny(2, 3);
+        let bytes = w.to_bytes();
+        let model = Model::parse(&bytes).unwrap();
+        assert_eq!(
+            (model.maps(), model.hidden(), model.input_levels()),
+            (2, 3, 3)
+        );
+        assert_eq!(model.recorded_accuracy(), (9900, 9890));
+        let mut state = 7u32;
+        for _ in 0..20 {
+            let pixels: [u8; 784] = core::array::from_fn(|_| {
+                state = state.wrapping_mul(1_103_515_245).wrapping_add(12345);
+                (state >> 24) as u8
+            });
+            let logits = model.logits(&pixels);
+            assert_eq!(logits.to_vec(), reference(&w, &pixels));
+            let b = model.bounds();
+            assert!(logits.iter().all(|l| l.unsigned_abs() <= b.logits));
+        }
+        // The worst case is reached by the all-extreme image of the sign pattern; at least the
+        // bound must hold for the brightest and darkest images.
+        for pixels in [[0u8; 784], [255u8; 784]] {
+            assert!(
+                model
+                    .logits(&pixels)
+                    .iter()
+                    .all(|l| l.unsigned_abs() <= model.bounds().logits)
+            );
+        }
+        assert!(model.bounds().plaintext_bits() > 10);
+    }
+
+    #[test]
+    fn malformed_models_give_typed_errors() {
+        let good = tiny(2, 3).to_bytes();
+        let bad = |bytes: &[u8]| matches!(Model::parse(bytes), Err(Error::Malformed { .. }));
+        assert!(bad(&[]));
+        assert!(bad(&good[..good.len() - 1]));
+        assert!(bad(&[good.as_slice(), &[0]].concat()));
+        for (index, value) in [(0, b'X'), (4, 9), (5, 0), (5, 17), (6, 0), (8, 0), (14, 1)] {
+            let mut b = good.clone();
+            b[index] = value;
+            assert!(bad(&b), "byte {index} = {value}");
+        }
+        // Weights so large that the logits would not fit the checked range.
+        let mut huge = tiny(1, 1);
+        huge.conv_weights.iter_mut().for_each(|w| *w = i16::MAX);
+        huge.dense1_weights.iter_mut().for_each(|w| *w = i16::MAX);
+        huge.dense2_weights.iter_mut().for_each(|w| *w = i16::MAX);
+        huge.input_levels = 255;
+        assert!(bad(&huge.to_bytes()));
+    }
+}

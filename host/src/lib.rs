@@ -1,0 +1,4 @@
+//! The host side of CryptoNets: MNIST data and what the `cryptonets` binary shares with the
+//! trainer.
+
+pub mod mnist;

@@ -1,0 +1,173 @@
+//! Trains the CryptoNets topology on MNIST with candle: conv 5x5 stride 2 (5 maps, padding 1,
+//! 13 x 13 outputs), square, dense 845 -> 100, square, dense 100 -> 10.
+
+use candle_core::{D, DType, Device, Tensor};
+use candle_nn::{
+    BatchNorm, Conv2d, Conv2dConfig, Linear, Module, ModuleT, Optimizer, VarBuilder, VarMap,
+    batch_norm, conv2d, linear, loss,
+};
+use clap::Parser;
+use cryptonets_host::mnist::{self, PIXELS, Split};
+use rand_chacha::ChaCha8Rng;
+use rand_core::{Rng, SeedableRng};
+
+#[derive(Debug, Parser)]
+struct Args {
+    #[arg(long)]
+    data: Option<std::path::PathBuf>,
+    #[arg(long, default_value_t = 12)]
+    epochs: usize,
+    #[arg(long, default_value_t = 1e-3)]
+    learning_rate: f64,
+    #[arg(long, default_value_t = 64)]
+    batch: usize,
+    #[arg(long, default_value_t = 2016)]
+    seed: u64,
+}
+
+/// Batch normalization after each linear layer is affine at inference time, so it folds into
+/// that layer's weights and biases when quantizing: the deployed topology is unchanged.
+struct Net {
+    conv: Conv2d,
+    norm1: BatchNorm,
+    dense1: Linear,
+    norm2: BatchNorm,
+    dense2: Linear,
+}
+
+impl Net {
+    fn new(vb: VarBuilder) -> candle_core::Result<Self> {
+        let cfg = Conv2dConfig {
+            padding: 1,
+            stride: 2,
+            ..Default::default()
+        };
+        Ok(Self {
+            conv: conv2d(1, 5, 5, cfg, vb.pp("conv"))?,
+            norm1: batch_norm(5, 1e-5, vb.pp("norm1"))?,
+            dense1: linear(845, 100, vb.pp("dense1"))?,
+            norm2: batch_norm(100, 1e-5, vb.pp("norm2"))?,
+            dense2: linear(100, 10, vb.pp("dense2"))?,
+        })
+    }
+
+    fn forward(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
+        let h = self
+            .norm1
+            .forward_t(&self.conv.forward(x)?, train)?
+            .sqr()?
+            .flatten_from(1)?;
+        let h = self
+            .norm2
+            .forward_t(&self.dense1.forward(&h)?, train)?
+            .sqr()?;
+        self.dense2.forward(&h)
+    }
+}
+
+fn tensors(set: &mnist::Dataset, dev: &Device) -> candle_core::Result<(Tensor, Tensor)> {
+    let pixels: Vec<f32> = set.pixels.iter().map(|&p| p as f32 / 255.0).collect();
+    let x = Tensor::from_vec(pixels, (set.len(), 1, 28, 28), dev)?;
+    let y = Tensor::from_vec(
+        set.labels.iter().map(|&l| l as u32).collect::<Vec<_>>(),
+        set.len(),
+        dev,
+    )?;
+    Ok((x, y))
+}
+
+fn accuracy(net: &Net, x: &Tensor, y: &Tensor) -> candle_core::Result<f64> {
+    let mut correct = 0usize;
+    let n = x.dim(0)?;
+    for start in (0..n).step_by(1000) {
+        let len = 1000.min(n - start);
+        let logits = net.forward(&x.narrow(0, start, len)?, false)?;
+        let pred = logits.argmax(D::Minus1)?;
+        correct += pred
+            .eq(&y.narrow(0, start, len)?)?
+            .to_dtype(DType::F32)?
+            .sum_all()?
+            .to_scalar::<f32>()? as usize;
+    }
+    Ok(correct as f64 / n as f64)
+}
+
+/// Uniform in +-1/sqrt(fan_in) (the usual default), drawn from a seeded stream in the order of
+/// the parameters' names: candle's CPU device cannot be seeded.
+fn seeded_init(vars: &VarMap, rng: &mut ChaCha8Rng) -> candle_core::Result<()> {
+    let data = vars.data().lock().expect("var map");
+    let mut names: Vec<&String> = data.keys().collect();
+    names.sort();
+    for name in names {
+        let var = &data[name];
+        if name.starts_with("norm") {
+            continue; // keeps batch normalization's own initialisation (identity)
+        }
+        let fan_in = match name.as_str() {
+            "conv.weight" | "conv.bias" => 25,
+            "dense1.weight" | "dense1.bias" => 845,
+            _ => 100,
+        };
+        let bound = 1.0 / (fan_in as f32).sqrt();
+        let values: Vec<f32> = (0..var.elem_count())
+            .map(|_| (rng.next_u32() as f32 / u32::MAX as f32 * 2.0 - 1.0) * bound)
+            .collect();
+        var.set(&Tensor::from_vec(values, var.shape(), var.device())?)?;
+    }
+    Ok(())
+}
+
+fn main() -> candle_core::Result<()> {
+    let args = Args::parse();
+    let dir = args.data.clone().unwrap_or_else(mnist::default_dir);
+    let train = mnist::load(&dir, Split::Train).map_err(candle_core::Error::wrap)?;
+    let test = mnist::load(&dir, Split::Test).map_err(candle_core::Error::wrap)?;
+    let _ = PIXELS;
+    let dev = Device::Cpu;
+    let (train_x, train_y) = tensors(&train, &dev)?;
+    let (test_x, test_y) = tensors(&test, &dev)?;
+    let vars = VarMap::new();
+    let net = Net::new(VarBuilder::from_varmap(&vars, DType::F32, &dev))?;
+    let mut rng = ChaCha8Rng::seed_from_u64(args.seed);
+    seeded_init(&vars, &mut rng)?;
+    let mut opt = candle_nn::AdamW::new(
+        vars.all_vars(),
+        candle_nn::ParamsAdamW {
+            lr: args.learning_rate,
+            weight_decay: 0.0,
+            ..Default::default()
+        },
+    )?;
+    let n = train.len();
+    for epoch in 0..args.epochs {
+        let start = std::time::Instant::now();
+        let mut order: Vec<u32> = (0..n as u32).collect();
+        for i in (1..n).rev() {
+            order.swap(i, (rng.next_u64() % (i as u64 + 1)) as usize);
+        }
+        let lr = args.learning_rate
+            * if epoch >= args.epochs * 2 / 3 {
+                0.1
+            } else {
+                1.0
+            };
+        opt.set_learning_rate(lr);
+        let mut total = 0.0;
+        for chunk in order.chunks(args.batch) {
+            let idx = Tensor::from_slice(chunk, chunk.len(), &dev)?;
+            let x = train_x.index_select(&idx, 0)?;
+            let y = train_y.index_select(&idx, 0)?;
+            let l = loss::cross_entropy(&net.forward(&x, true)?, &y)?;
+            opt.backward_step(&l)?;
+            total += l.to_scalar::<f32>()? as f64;
+        }
+        let acc = accuracy(&net, &test_x, &test_y)?;
+        eprintln!(
+            "epoch {epoch}: loss {:.4} test accuracy {:.4} ({:.1}s)",
+            total / (n / args.batch) as f64,
+            acc,
+            start.elapsed().as_secs_f64()
+        );
+    }
+    Ok(())
+}
