@@ -36,6 +36,72 @@ enum Command {
     /// The MNIST data set.
     #[command(subcommand)]
     Mnist(MnistCommand),
+    /// Integer CryptoNets models.
+    #[command(subcommand)]
+    Model(ModelCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum ModelCommand {
+    /// Print a model's topology, worst-case magnitudes, plaintext bits, CRT primes and accuracy.
+    Info {
+        /// The model file (for example models/cryptonets-mnist.cnmd).
+        file: std::path::PathBuf,
+        /// Size in bits of the plaintext CRT primes (each 1 mod 16384 for batching at n = 8192).
+        #[arg(long, default_value_t = 26)]
+        t_bits: u32,
+    },
+}
+
+fn model_info(file: &std::path::Path, t_bits: u32) -> Result<(), String> {
+    use cryptonets_core::model::Model;
+    let bytes = std::fs::read(file).map_err(|e| format!("cannot read {}: {e}", file.display()))?;
+    let model = Model::parse(&bytes).map_err(|e| format!("{}: {e}", file.display()))?;
+    let b = model.bounds();
+    let bits = |x: u128| 128 - x.leading_zeros();
+    println!("model: {} ({} bytes)", file.display(), bytes.len());
+    println!(
+        "topology: 28x28 input ({} pixel levels) -> conv 5x5 stride 2 pad 1, {} maps (13x13) -> square -> dense {} -> square -> dense 10",
+        model.input_levels() + 1,
+        model.maps(),
+        model.hidden()
+    );
+    println!(
+        "worst-case magnitudes (bits): conv {}, conv^2 {}, dense1 {}, dense1^2 {}, logits {}",
+        bits(b.conv),
+        bits(b.conv_squared),
+        bits(b.dense1),
+        bits(b.dense1_squared),
+        bits(b.logits)
+    );
+    let needed = b.max_bits();
+    println!("plaintext bits (signed, every layer): {needed}");
+    let primes: Vec<u32> = cryptonets_core::zq::prime::ntt_primes(t_bits, 8192).collect();
+    let mut product_bits = 0.0;
+    let mut count = 0;
+    for &p in &primes {
+        if product_bits >= needed as f64 {
+            break;
+        }
+        product_bits += (p as f64).log2();
+        count += 1;
+    }
+    if product_bits < needed as f64 {
+        return Err(format!(
+            "not enough {t_bits}-bit primes 1 mod 16384 for {needed} bits"
+        ));
+    }
+    println!(
+        "CRT primes of {t_bits} bits (1 mod 16384): {count} ({:?})",
+        &primes[..count]
+    );
+    let (float, integer) = model.recorded_accuracy();
+    println!(
+        "test accuracy recorded at training: float {:.2}%, integer {:.2}%",
+        float as f64 / 100.0,
+        integer as f64 / 100.0
+    );
+    Ok(())
 }
 
 #[derive(Debug, Subcommand)]
@@ -71,6 +137,7 @@ fn main() -> ExitCode {
         Command::Info => info::run(cli.backend.as_deref()),
         Command::Bench(command) => bench::run(command, cli.backend.as_deref()),
         Command::Mnist(MnistCommand::Check { data }) => mnist_check(data),
+        Command::Model(ModelCommand::Info { file, t_bits }) => model_info(&file, t_bits),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

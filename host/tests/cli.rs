@@ -114,3 +114,39 @@ fn mnist_check_refuses_missing_and_corrupt_files_clearly() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn model_info_reports_the_committed_model_and_refuses_malformed_files() {
+    let model = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../models/cryptonets-mnist.cnmd"
+    );
+    let out = cryptonets(&["model", "info", model]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    for expected in [
+        "5 maps",
+        "dense 100",
+        "plaintext bits",
+        "CRT primes of 26 bits",
+        "test accuracy recorded",
+    ] {
+        assert!(text.contains(expected), "{expected} missing in:\n{text}");
+    }
+
+    let bad = std::env::temp_dir().join(format!("cryptonets-bad-model-{}", std::process::id()));
+    let mut bytes = std::fs::read(model).unwrap();
+    bytes.truncate(bytes.len() - 3);
+    std::fs::write(&bad, &bytes).unwrap();
+    let out = cryptonets(&["model", "info", bad.to_str().unwrap()]);
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        !out.status.success() && err.contains("malformed data: wrong model length"),
+        "{err}"
+    );
+    std::fs::remove_file(&bad).unwrap();
+}
