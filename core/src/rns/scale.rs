@@ -10,7 +10,7 @@
 use alloc::vec::Vec;
 
 use crate::backend::{Backend, Kernels};
-use crate::zq::{Modulus, ShoupConstant};
+use crate::zq::Modulus;
 
 /// a * b mod m for m < 2^64 (setup only).
 fn mul_mod(a: u128, b: u128, m: u128) -> u128 {
@@ -26,8 +26,6 @@ pub struct ScaleRound {
     integer_parts: Vec<u32>,
     /// frac(t P w_i / q_i) * 2^128 as (high, low) 64-bit words.
     fractions: Vec<(u64, u64)>,
-    /// With P: t Q^-1 mod p_j, the weight of the outputs' own residues.
-    own_weights: Option<Vec<ShoupConstant>>,
     /// With P, per output: Montgomery-form weights of the rows x_0 .. x_{k-1}, the low 30 and
     /// the high bits of the rounded fraction sum, and the output's own residue.
     dot_weights: Vec<Vec<u32>>,
@@ -82,12 +80,13 @@ impl ScaleRound {
             let low = (((remainder << 64) % qv) << 64) / qv;
             fractions.push((high as u64, low as u64));
         }
-        let own_weights: Option<Vec<ShoupConstant>> = outputs_in_input.then(|| {
+        // With P: t Q^-1 mod p_j, the weight of the outputs' own residues.
+        let own_weights: Option<Vec<u32>> = outputs_in_input.then(|| {
             outputs
                 .iter()
                 .map(|p| {
                     let q_mod_p = q.iter().fold(1, |acc, m| p.mul(acc, p.reduce(m.value())));
-                    p.shoup(p.mul(p.reduce(t), p.inv(q_mod_p)))
+                    p.mul(p.reduce(t), p.inv(q_mod_p))
                 })
                 .collect()
         });
@@ -99,7 +98,7 @@ impl ScaleRound {
                     integer_parts[j * k..(j + 1) * k]
                         .iter()
                         .copied()
-                        .chain([1, p.reduce(1 << 30), own[j].value])
+                        .chain([1, p.reduce(1 << 30), own[j]])
                         .map(|w| p.to_montgomery(w))
                         .collect()
                 })
@@ -111,7 +110,6 @@ impl ScaleRound {
             outputs: outputs.to_vec(),
             integer_parts,
             fractions,
-            own_weights,
             dot_weights,
         }
     }
@@ -133,7 +131,7 @@ impl ScaleRound {
         );
         assert_eq!(
             own_residues.is_some(),
-            self.own_weights.is_some(),
+            !self.dot_weights.is_empty(),
             "auxiliary residues"
         );
         // round(sum_i x_i frac_i) in 192-bit fixed point (high * 2^64 + low), block by block
@@ -192,18 +190,9 @@ impl ScaleRound {
                     .zip(x)
                     .for_each(|(a, &x)| *a += x as u64 * w as u64);
             }
-            match (&self.own_weights, own_residues) {
-                (Some(weights), Some(own)) => {
-                    let (w, own) = (weights[j], &own[j * n..(j + 1) * n]);
-                    for ((out, &a), &y) in out.iter_mut().zip(&acc).zip(own) {
-                        *out = o.add(o.reduce_u64(a), o.mul_shoup(y, w));
-                    }
-                }
-                _ => out
-                    .iter_mut()
-                    .zip(&acc)
-                    .for_each(|(out, &a)| *out = o.reduce_u64(a)),
-            }
+            out.iter_mut()
+                .zip(&acc)
+                .for_each(|(out, &a)| *out = o.reduce_u64(a));
         }
     }
 }
