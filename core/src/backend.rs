@@ -15,6 +15,7 @@ use crate::ntt::NttTable;
 use crate::zq::{Modulus, ShoupConstant};
 
 pub(crate) mod dot;
+pub(crate) mod linear;
 mod portable;
 #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 mod vector;
@@ -53,6 +54,10 @@ pub trait Kernels {
         b: &[&[u32]],
         modulus: &Modulus,
     );
+    /// acc[c] += sum_r weights[r] * rows[r][c], exactly, for residues below 2^30 and
+    /// |weights[r]| <= 2^15: a plaintext-weighted sum of ciphertext limbs. Up to 2^16 rows may
+    /// be added into one accumulator before it is reduced.
+    fn weighted_sum(&self, acc: &mut [i64], rows: &[&[u32]], weights: &[i32]);
 }
 
 /// Panics unless the slices of one kernel call agree (a caller bug, never untrusted data).
@@ -202,6 +207,10 @@ impl Kernels for Backend {
         modulus: &Modulus,
     ) {
         dispatch!(self, k => k.dot_pointwise_montgomery(out, a, b, modulus))
+    }
+    #[inline]
+    fn weighted_sum(&self, acc: &mut [i64], rows: &[&[u32]], weights: &[i32]) {
+        dispatch!(self, k => k.weighted_sum(acc, rows, weights))
     }
 }
 

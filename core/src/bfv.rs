@@ -48,6 +48,8 @@ pub const fn max_log_q_128(n: usize) -> Option<u32> {
 pub(crate) struct Level {
     /// floor(Q_L / t) mod q_i.
     pub delta: Vec<ShoupConstant>,
+    /// Q_L mod t: with `delta`, gives round(Q_L m / t) exactly.
+    pub q_mod_t: u32,
     /// round(t X / Q_L) mod t: decryption.
     pub decryptor: ScaleRound,
     /// Extension of centered values from Q_L to P.
@@ -238,6 +240,7 @@ impl Parameters {
             .collect();
         Level {
             delta,
+            q_mod_t,
             decryptor: ScaleRound::new(q, t.value(), core::slice::from_ref(t)),
             q_to_p: BaseConverter::new(q, p),
             scale: ScaleRound::with_auxiliary(q, t.value(), p),
@@ -296,6 +299,44 @@ impl Parameters {
 
     pub(crate) fn level_data(&self, level: usize) -> &Level {
         &self.levels[level - 1]
+    }
+
+    /// poly += round(Q_L m / t) modulo each of its limbs, for a plaintext m (coefficients in
+    /// [0, t)). Rounding rather than floor(Q_L / t) m keeps the scaling error below 1/2
+    /// instead of (Q_L mod t) m / Q_L < t: a fresh ciphertext or a plaintext bias then costs
+    /// log2 t fewer bits of noise budget. Constant time in m.
+    pub(crate) fn add_scaled_message(&self, poly: &mut [u32], m: &[u32]) {
+        let n = self.n;
+        let level = poly.len() / n;
+        let data = self.level_data(level);
+        let t = self.t.value() as u64;
+        // round(r m / t) = floor((r m + t/2) / t) < t, since r, m < t.
+        let rounded: Vec<u32> = m
+            .iter()
+            .map(|&x| self.t.quotient_u64(data.q_mod_t as u64 * x as u64 + t / 2) as u32)
+            .collect();
+        for (i, limb) in poly.chunks_exact_mut(n).enumerate() {
+            let q = &self.q.moduli()[i];
+            for ((c, &x), &r) in limb.iter_mut().zip(m).zip(&rounded) {
+                let scaled = q.add(q.mul_shoup(x, data.delta[i]), q.reduce(r));
+                *c = q.add(*c, scaled);
+            }
+        }
+    }
+
+    /// poly += round(Q_L c / t) in coefficient 0 of every limb: adds the constant plaintext c
+    /// (in [0, t)), which is c in every slot. Public values only (variable time).
+    pub(crate) fn add_scaled_constant(&self, poly: &mut [u32], c: u32) {
+        let n = self.n;
+        let level = poly.len() / n;
+        let data = self.level_data(level);
+        let t = self.t.value() as u64;
+        let rounded = ((data.q_mod_t as u64 * c as u64 + t / 2) / t) as u32;
+        for (i, limb) in poly.chunks_exact_mut(n).enumerate() {
+            let q = &self.q.moduli()[i];
+            let scaled = q.add(q.mul_shoup(c, data.delta[i]), q.reduce(rounded));
+            limb[0] = q.add(limb[0], scaled);
+        }
     }
 
     pub(crate) fn t_table(&self) -> &NttTable<Vec<u32>> {

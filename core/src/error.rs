@@ -52,6 +52,13 @@ pub enum Error {
         /// What is wrong.
         reason: &'static str,
     },
+    /// The parameters leave too little noise budget for the network: decryption would fail.
+    InsufficientNoiseBudget {
+        /// The layer after which the estimated budget runs out.
+        layer: &'static str,
+        /// Estimated budget left after that layer, in bits (at most the required margin).
+        estimated_bits: i32,
+    },
     /// The requested backend cannot run on this CPU.
     BackendUnavailable {
         /// Backend name.
@@ -83,6 +90,15 @@ impl fmt::Display for Error {
             Error::InvalidParameters { reason } => write!(f, "invalid parameters: {reason}"),
             Error::Incompatible { reason } => write!(f, "incompatible operands: {reason}"),
             Error::Malformed { reason } => write!(f, "malformed data: {reason}"),
+            Error::InsufficientNoiseBudget {
+                layer,
+                estimated_bits,
+            } => write!(
+                f,
+                "the parameters leave too little noise budget for this model: about \
+                 {estimated_bits} bits after the {layer} layer (decryption would be wrong); use \
+                 more ciphertext primes or a model with smaller weights"
+            ),
             Error::BackendUnavailable { backend } => {
                 write!(f, "the {backend} backend is not supported by this CPU")
             }

@@ -4,7 +4,11 @@
 //! - [`zq`]: constant-time arithmetic modulo one NTT-friendly prime below 2^30;
 //! - [`ntt`]: the negacyclic number-theoretic transform tables for one prime;
 //! - [`backend`]: the kernels (NTT, pointwise products) behind one small trait,
-//!   with portable, AVX2 and NEON implementations and one dispatch point.
+//!   with portable, AVX2 and NEON implementations and one dispatch point;
+//! - [`rns`], [`bfv`]: RNS-BFV (feature `alloc`);
+//! - [`model`]: the integer CryptoNets model and its exact plaintext inference;
+//! - [`network`]: the model evaluated on encrypted images (feature `alloc`; multi-core with
+//!   `parallel`).
 //!
 //! The crate is `#![no_std]`. With the `alloc` feature tables can own their
 //! storage; without it every table is built in a caller-provided buffer.
@@ -22,6 +26,8 @@ pub mod backend;
 pub mod bfv;
 mod error;
 pub mod model;
+#[cfg(feature = "alloc")]
+pub mod network;
 pub mod ntt;
 #[cfg(feature = "alloc")]
 pub mod rns;

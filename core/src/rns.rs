@@ -105,26 +105,9 @@ impl RnsBasis {
     }
 }
 
-/// log2 without std: exponent plus a short series on the mantissa (used on public sizes).
+/// log2 without std (the `libm` crate; used on public sizes only).
 pub(crate) fn libm_log2(x: f64) -> f64 {
-    if x <= 0.0 {
-        return f64::NEG_INFINITY;
-    }
-    let bits = x.to_bits();
-    let exponent = ((bits >> 52) & 0x7ff) as i64 - 1023;
-    let mantissa = f64::from_bits((bits & ((1u64 << 52) - 1)) | (1023u64 << 52)); // in [1, 2)
-    // ln(m) = 2 atanh((m - 1) / (m + 1)), a fast-converging series for m in [1, 2).
-    let z = (mantissa - 1.0) / (mantissa + 1.0);
-    let z2 = z * z;
-    let mut term = z;
-    let mut sum = 0.0;
-    let mut k = 1.0;
-    while k < 60.0 {
-        sum += term / k;
-        term *= z2;
-        k += 2.0;
-    }
-    exponent as f64 + 2.0 * sum / core::f64::consts::LN_2
+    libm::log2(x)
 }
 
 /// Exact conversion of centered values from basis `from` (product F) to basis `to`.

@@ -163,6 +163,16 @@ impl Modulus {
         reduce_once(r, self.q)
     }
 
+    /// floor(x / q) for any 64-bit x, without a division instruction (constant time).
+    #[inline(always)]
+    pub const fn quotient_u64(&self, x: u64) -> u64 {
+        let quotient = ((x as u128 * self.barrett as u128) >> 64) as u64;
+        let r = x.wrapping_sub(quotient.wrapping_mul(self.q as u64));
+        // r < 2q: one more when r >= q.
+        let at_least_q = (r.wrapping_sub(self.q as u64) >> 63) ^ 1;
+        quotient + at_least_q
+    }
+
     /// Reduces any 32-bit x into [0, q).
     #[inline(always)]
     pub const fn reduce(&self, x: u32) -> u32 {

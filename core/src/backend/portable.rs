@@ -108,4 +108,8 @@ impl Kernels for Portable {
     ) {
         super::dot::dot_pointwise_montgomery(out, a, b, modulus)
     }
+
+    fn weighted_sum(&self, acc: &mut [i64], rows: &[&[u32]], weights: &[i32]) {
+        super::linear::weighted_sum(acc, rows, weights)
+    }
 }

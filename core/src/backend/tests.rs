@@ -337,3 +337,44 @@ fn dot_pointwise_montgomery_matches_naive_sums_on_every_backend() {
         }
     }
 }
+
+#[test]
+fn weighted_sum_matches_naive_sums_on_every_backend() {
+    for rows_count in [0usize, 1, 3, 4, 5, 9, 25, 64] {
+        for len in [1, 7, 511, 512, 513, 1500] {
+            let rows: Vec<Vec<u32>> = (0..rows_count)
+                .map(|r| {
+                    let mut row = random_poly(len, 1 << 30, (rows_count * 7919 + r + len) as u64);
+                    // Extremes of the accepted range in every other position.
+                    row.iter_mut().step_by(2).for_each(|x| *x = (1 << 30) - 1);
+                    row
+                })
+                .collect();
+            let mut next = xorshift(rows_count as u64 + 17);
+            let weights: Vec<i32> = (0..rows_count)
+                .map(|r| match r % 5 {
+                    0 => 1 << 15,
+                    1 => -(1 << 15),
+                    _ => (next() % (1 << 16)) as i32 - (1 << 15),
+                })
+                .collect();
+            let views: Vec<&[u32]> = rows.iter().map(Vec::as_slice).collect();
+            let start: Vec<i64> = (0..len).map(|c| c as i64 * 1_000_003 - 7).collect();
+            let expected: Vec<i64> = (0..len)
+                .map(|c| {
+                    start[c]
+                        + rows
+                            .iter()
+                            .zip(&weights)
+                            .map(|(row, &w)| row[c] as i64 * w as i64)
+                            .sum::<i64>()
+                })
+                .collect();
+            for backend in Backend::available() {
+                let mut acc = start.clone();
+                backend.weighted_sum(&mut acc, &views, &weights);
+                assert_eq!(acc, expected, "{backend}, {rows_count} rows, len {len}");
+            }
+        }
+    }
+}

@@ -495,6 +495,17 @@ macro_rules! kernels_via_entry_points {
                     entry(out, a, b, modulus)
                 }
             }
+            fn weighted_sum(&self, acc: &mut [i64], rows: &[&[u32]], weights: &[i32]) {
+                #[target_feature(enable = $feature)]
+                fn entry(acc: &mut [i64], rows: &[&[u32]], weights: &[i32]) {
+                    $crate::backend::linear::weighted_sum(acc, rows, weights)
+                }
+                // SAFETY: a token exists only where the feature is present.
+                #[allow(unused_unsafe)]
+                unsafe {
+                    entry(acc, rows, weights)
+                }
+            }
         }
     };
 }

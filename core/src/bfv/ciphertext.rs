@@ -39,6 +39,13 @@ pub struct Ciphertext {
 }
 
 impl Ciphertext {
+    /// Assembles a ciphertext from polynomials of `level` limbs each (crate-internal: callers
+    /// guarantee the shapes and the residue ranges).
+    pub(crate) fn from_parts(n: usize, level: usize, polys: Vec<Vec<u32>>) -> Self {
+        debug_assert!(polys.iter().all(|p| p.len() == level * n));
+        Self { level, n, polys }
+    }
+
     /// Number of primes of Q the ciphertext is defined modulo.
     pub fn level(&self) -> usize {
         self.level

@@ -33,18 +33,14 @@ fn expand_seed(params: &Parameters, seed: [u8; 32], level: usize) -> Vec<u32> {
     a
 }
 
-/// Adds Delta * m, and a small error polynomial, to `c0` in coefficient form.
+/// Adds round(Q m / t), and a small error polynomial, to `c0` in coefficient form.
 fn add_message_and_error(params: &Parameters, c0: &mut [u32], m: &Plaintext, e: &[i8]) {
     let n = params.degree();
-    let level = c0.len() / n;
-    let delta = &params.level_data(level).delta;
-    let mut scaled = alloc::vec![0u32; n];
+    params.add_scaled_message(c0, &m.coefficients);
     for (i, limb) in c0.chunks_exact_mut(n).enumerate() {
         let q = &params.ciphertext_basis().moduli()[i];
-        scaled.copy_from_slice(&m.coefficients);
-        params.backend().mul_scalar_assign(&mut scaled, delta[i], q);
-        for ((c, &s), &e) in limb.iter_mut().zip(&scaled).zip(e) {
-            *c = q.add(q.add(*c, s), small_to_residue(e, q));
+        for (c, &e) in limb.iter_mut().zip(e) {
+            *c = q.add(*c, small_to_residue(e, q));
         }
     }
 }

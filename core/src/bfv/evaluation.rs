@@ -95,49 +95,21 @@ impl<'a> Evaluator<'a> {
         Ok(())
     }
 
-    /// Delta m at the ciphertext's level, in coefficient form.
-    fn scaled_plaintext(&self, m: &Plaintext, level: usize) -> Vec<u32> {
-        let n = self.params.degree();
-        let delta = &self.params.level_data(level).delta;
-        let mut out = alloc::vec![0u32; level * n];
-        for (i, limb) in out.chunks_exact_mut(n).enumerate() {
-            let q = &self.params.ciphertext_basis().moduli()[i];
-            limb.iter_mut()
-                .zip(&m.coefficients)
-                .for_each(|(x, &c)| *x = q.mul_shoup(c, delta[i]));
-        }
-        out
-    }
-
-    /// c0 = f(c0, Delta m) residue by residue: adds or subtracts a plaintext.
-    fn combine_plain(
-        &self,
-        ct: &mut Ciphertext,
-        m: &Plaintext,
-        f: impl Fn(&crate::Modulus, u32, u32) -> u32,
-    ) -> Result<(), Error> {
+    /// ct += m (plaintext): c0 += round(Q m / t).
+    pub fn add_plain_assign(&self, ct: &mut Ciphertext, m: &Plaintext) -> Result<(), Error> {
         self.check(ct)?;
-        let scaled = self.scaled_plaintext(m, ct.level);
-        let n = self.params.degree();
-        for (i, (c, s)) in ct.polys[0]
-            .chunks_exact_mut(n)
-            .zip(scaled.chunks_exact(n))
-            .enumerate()
-        {
-            let q = &self.params.ciphertext_basis().moduli()[i];
-            c.iter_mut().zip(s).for_each(|(x, &y)| *x = f(q, *x, y));
-        }
+        self.params
+            .add_scaled_message(&mut ct.polys[0], &m.coefficients);
         Ok(())
     }
 
-    /// ct += m (plaintext).
-    pub fn add_plain_assign(&self, ct: &mut Ciphertext, m: &Plaintext) -> Result<(), Error> {
-        self.combine_plain(ct, m, |q, x, y| q.add(x, y))
-    }
-
-    /// ct -= m (plaintext).
+    /// ct -= m (plaintext): c0 += round(Q (t - m) / t), which is -round(Q m / t) mod Q.
     pub fn sub_plain_assign(&self, ct: &mut Ciphertext, m: &Plaintext) -> Result<(), Error> {
-        self.combine_plain(ct, m, |q, x, y| q.sub(x, y))
+        self.check(ct)?;
+        let t = self.params.plaintext_modulus();
+        let negated: Vec<u32> = m.coefficients.iter().map(|&c| t.neg(c)).collect();
+        self.params.add_scaled_message(&mut ct.polys[0], &negated);
+        Ok(())
     }
 
     /// ct *= w for an integer w (taken mod t, centered): the constant-polynomial weight of

@@ -1,0 +1,322 @@
+//! CryptoNets on encrypted images: the data owner's encoding, encryption and decoding, and
+//! the service's evaluation of the integer model on ciphertexts only.
+//!
+//! Each ciphertext holds one pixel (or neuron) of up to n = 8192 images, one image per slot,
+//! so one evaluation classifies a whole batch. The logits need more plaintext bits than one
+//! batching prime t has, so the network runs once per plaintext CRT prime ("channel") and
+//! the owner combines the channels' residues (Garner). All channels share n and Q, so one
+//! key set serves them all (keys do not depend on t).
+//!
+//! Evaluation ([`NetworkEvaluator`]), per channel:
+//! 1. convolution: each of maps x 169 outputs is a sum of at most 25 input ciphertexts times
+//!    constant-polynomial weights, plus a bias; squared at once (size 3, not relinearized);
+//! 2. the squares are consumed in groups by the first dense layer, accumulated exactly in
+//!    64-bit integers, so neither the convolution outputs nor their squares are ever all in
+//!    memory (streaming);
+//! 3. the hidden units are relinearized (hidden x, instead of once per convolution output),
+//!    squared, and combined by the last dense layer into 10 size-3 ciphertexts;
+//! 4. those are switched down to the lowest level the noise allows: a smaller download.
+//!
+//! [`EvaluationPlan`] estimates the noise of every step from the parameters and the model's
+//! weights before anything runs, and refuses parameters that would decrypt wrongly.
+
+use alloc::vec::Vec;
+
+use crate::Error;
+use crate::backend::Backend;
+use crate::bfv::{BatchEncoder, Ciphertext, Parameters, Plaintext, SecretKey};
+use crate::model::{CLASSES, Model, SIDE};
+use crate::zq::Modulus;
+use crate::zq::prime::ntt_primes;
+
+mod evaluator;
+mod noise;
+mod parallel;
+
+pub use evaluator::NetworkEvaluator;
+pub use noise::{EvaluationPlan, NoiseEstimate};
+
+/// Ring degree of the CryptoNets parameters: 8192 slots, so 8192 images a batch.
+pub const DEGREE: usize = 8192;
+/// Ciphertext primes (30 bits each) of the default parameters: log2 Q = 150, so a fresh
+/// seeded ciphertext of 784 pixels in three channels uploads about 43 KiB per image.
+pub const CIPHERTEXT_PRIMES: usize = 5;
+/// Input ciphertexts: one per pixel.
+pub const INPUTS: usize = SIDE * SIDE;
+/// Most plaintext CRT channels.
+pub const MAX_CHANNELS: usize = 8;
+
+/// The plaintext CRT primes for logits of `bits` signed bits: the fewest primes, each
+/// 1 mod 2n (for batching) and as small as possible, whose product exceeds 2^bits.
+pub fn crt_primes(bits: u32, n: usize) -> Result<Vec<u32>, Error> {
+    for count in 1..=MAX_CHANNELS {
+        for prime_bits in 17..=30u32 {
+            let primes: Vec<u32> = ntt_primes(prime_bits, n).take(count).collect();
+            let product_bits: f64 = primes
+                .iter()
+                .map(|&p| crate::rns::libm_log2(p as f64))
+                .sum();
+            if primes.len() == count && product_bits > bits as f64 + 0.01 {
+                return Ok(primes);
+            }
+        }
+    }
+    Err(Error::InvalidParameters {
+        reason: "the logits need more plaintext bits than the CRT channels can hold",
+    })
+}
+
+/// One BFV parameter set per plaintext CRT prime, all with the same n and Q.
+#[derive(Clone, Debug)]
+pub struct NetworkParameters {
+    channels: Vec<Parameters>,
+}
+
+impl NetworkParameters {
+    /// The CryptoNets parameters for `model`: n = 8192, [`CIPHERTEXT_PRIMES`] 30-bit primes,
+    /// and the CRT primes its logits need.
+    pub fn for_model(model: &Model, backend: Backend) -> Result<Self, Error> {
+        let primes = crt_primes(model.bounds().plaintext_bits(), DEGREE)?;
+        Self::new(DEGREE, CIPHERTEXT_PRIMES, &primes, backend)
+    }
+
+    /// Parameters of degree n with `q_primes` 30-bit ciphertext primes, one channel per
+    /// plaintext prime (distinct, each 1 mod 2n; validated like any [`Parameters`]).
+    pub fn new(
+        n: usize,
+        q_primes: usize,
+        plaintext_primes: &[u32],
+        backend: Backend,
+    ) -> Result<Self, Error> {
+        Self::build(n, q_primes, plaintext_primes, backend, false)
+    }
+
+    /// As [`NetworkParameters::new`] below 128-bit security: only for tests on toy sizes.
+    #[doc(hidden)]
+    pub fn insecure_for_tests(
+        n: usize,
+        q_primes: usize,
+        plaintext_primes: &[u32],
+        backend: Backend,
+    ) -> Result<Self, Error> {
+        Self::build(n, q_primes, plaintext_primes, backend, true)
+    }
+
+    fn build(
+        n: usize,
+        q_primes: usize,
+        plaintext_primes: &[u32],
+        backend: Backend,
+        insecure: bool,
+    ) -> Result<Self, Error> {
+        if plaintext_primes.is_empty() || plaintext_primes.len() > MAX_CHANNELS {
+            return Err(Error::InvalidParameters {
+                reason: "one to eight plaintext CRT primes",
+            });
+        }
+        for (i, t) in plaintext_primes.iter().enumerate() {
+            if plaintext_primes[..i].contains(t) {
+                return Err(Error::InvalidParameters {
+                    reason: "plaintext CRT primes must be distinct",
+                });
+            }
+        }
+        let channels = plaintext_primes
+            .iter()
+            .map(|&t| {
+                let builder = Parameters::builder()
+                    .degree(n)
+                    .ciphertext_prime_sizes(30, q_primes)
+                    .plaintext_modulus(t)
+                    .backend(backend);
+                if insecure {
+                    builder.insecure_for_tests().build()
+                } else {
+                    builder.build()
+                }
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        if channels[0].max_level() != q_primes {
+            return Err(Error::NotEnoughPrimes {
+                bits: 30,
+                count: q_primes,
+            });
+        }
+        Ok(Self { channels })
+    }
+
+    /// The parameter set of each channel.
+    pub fn channels(&self) -> &[Parameters] {
+        &self.channels
+    }
+
+    /// The plaintext CRT primes.
+    pub fn plaintext_primes(&self) -> Vec<u32> {
+        self.channels
+            .iter()
+            .map(|p| p.plaintext_modulus().value())
+            .collect()
+    }
+
+    /// Ring degree n: the batch size.
+    pub fn degree(&self) -> usize {
+        self.channels[0].degree()
+    }
+
+    /// Number of ciphertext primes (the level of fresh ciphertexts).
+    pub fn ciphertext_primes(&self) -> usize {
+        self.channels[0].max_level()
+    }
+
+    /// log2 of the product of the plaintext primes.
+    pub fn plaintext_bits(&self) -> f64 {
+        self.channels
+            .iter()
+            .map(|p| crate::rns::libm_log2(p.plaintext_modulus().value() as f64))
+            .sum()
+    }
+
+    /// The same parameters on another backend.
+    pub fn with_backend(&self, backend: Backend) -> Self {
+        Self {
+            channels: self
+                .channels
+                .iter()
+                .map(|p| p.with_backend(backend))
+                .collect(),
+        }
+    }
+}
+
+/// The plaintexts of one channel: for each pixel, the quantized values of that pixel in
+/// every image of the batch, one image per slot (absent images are zero).
+pub fn encode_images(
+    params: &Parameters,
+    model: &Model,
+    images: &[[u8; INPUTS]],
+) -> Result<Vec<Plaintext>, Error> {
+    if images.len() > params.degree() {
+        return Err(Error::InvalidParameters {
+            reason: "more images than slots",
+        });
+    }
+    let encoder = BatchEncoder::new(params);
+    parallel::map(INPUTS, |pixel| {
+        let values: Vec<u64> = images
+            .iter()
+            .map(|image| model.quantize_pixel(image[pixel]) as u64)
+            .collect();
+        encoder.encode(&values)
+    })
+    .into_iter()
+    .collect()
+}
+
+/// Decrypts every channel's 10 output ciphertexts and combines the residues into the exact
+/// logits of the first `count` images.
+pub fn decrypt_logits(
+    params: &NetworkParameters,
+    secret: &SecretKey,
+    outputs: &[Vec<Ciphertext>],
+    count: usize,
+) -> Result<Vec<[i128; CLASSES]>, Error> {
+    let channels = params.channels();
+    if outputs.len() != channels.len() || outputs.iter().any(|o| o.len() != CLASSES) {
+        return Err(Error::Incompatible {
+            reason: "expected 10 output ciphertexts per CRT channel",
+        });
+    }
+    if count > params.degree() {
+        return Err(Error::InvalidParameters {
+            reason: "more images than slots",
+        });
+    }
+    // residues[channel][class][image]
+    let mut residues = Vec::with_capacity(channels.len());
+    for (p, cts) in channels.iter().zip(outputs) {
+        let encoder = BatchEncoder::new(p);
+        let mut per_class = Vec::with_capacity(CLASSES);
+        for ct in cts {
+            if ct.level() > p.max_level() || ct.size() > 3 || ct.poly(0).len() % p.degree() != 0 {
+                return Err(Error::Incompatible {
+                    reason: "output ciphertext does not fit the parameters",
+                });
+            }
+            per_class.push(encoder.decode(&secret.decrypt(p, ct)));
+        }
+        residues.push(per_class);
+    }
+    let moduli: Vec<Modulus> = channels.iter().map(|p| *p.plaintext_modulus()).collect();
+    let crt = Crt::new(&moduli);
+    Ok((0..count)
+        .map(|image| {
+            core::array::from_fn(|class| {
+                let r: heapless::Vec<u32, MAX_CHANNELS> = residues
+                    .iter()
+                    .map(|per_class| per_class[class][image] as u32)
+                    .collect();
+                crt.combine(&r)
+            })
+        })
+        .collect())
+}
+
+/// Garner's mixed-radix reconstruction of a signed integer from residues modulo distinct
+/// primes whose product is below 2^126.
+#[derive(Clone, Debug)]
+pub struct Crt {
+    moduli: heapless::Vec<Modulus, MAX_CHANNELS>,
+    /// inverses[k][j] = t_j^-1 mod t_k for j < k.
+    inverses: heapless::Vec<heapless::Vec<u32, MAX_CHANNELS>, MAX_CHANNELS>,
+    product: u128,
+}
+
+impl Crt {
+    /// Precomputes for these moduli (at most [`MAX_CHANNELS`], product below 2^126).
+    pub fn new(moduli: &[Modulus]) -> Self {
+        assert!(moduli.len() <= MAX_CHANNELS, "too many CRT moduli");
+        let product = moduli.iter().fold(1u128, |acc, m| {
+            acc.checked_mul(m.value() as u128)
+                .filter(|p| p >> 126 == 0)
+                .expect("CRT product below 2^126")
+        });
+        let inverses = moduli
+            .iter()
+            .enumerate()
+            .map(|(k, tk)| {
+                moduli[..k]
+                    .iter()
+                    .map(|tj| tk.inv(tk.reduce(tj.value())))
+                    .collect()
+            })
+            .collect();
+        Self {
+            moduli: moduli.iter().copied().collect(),
+            inverses,
+            product,
+        }
+    }
+
+    /// The integer x in (-M/2, M/2] with x = residues[k] mod t_k. Constant time.
+    pub fn combine(&self, residues: &[u32]) -> i128 {
+        let mut digits = [0u32; MAX_CHANNELS];
+        for (k, tk) in self.moduli.iter().enumerate() {
+            let mut v = residues[k];
+            for (j, &inverse) in self.inverses[k].iter().enumerate() {
+                v = tk.mul(tk.sub(v, tk.reduce(digits[j])), inverse);
+            }
+            digits[k] = v;
+        }
+        let (mut x, mut radix) = (0u128, 1u128);
+        for (k, tk) in self.moduli.iter().enumerate() {
+            x += digits[k] as u128 * radix;
+            radix *= tk.value() as u128;
+        }
+        // x > M / 2 stands for x - M.
+        let above_half = ((self.product / 2).wrapping_sub(x) >> 127) as i128;
+        x as i128 - self.product as i128 * above_half
+    }
+}
+
+#[cfg(test)]
+mod tests;

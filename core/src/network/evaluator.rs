@@ -1,0 +1,300 @@
+//! The service side: the integer model evaluated on ciphertexts, channel by channel.
+
+use alloc::vec::Vec;
+
+use super::noise::EvaluationPlan;
+use super::{INPUTS, NetworkParameters, parallel};
+use crate::Error;
+use crate::backend::Kernels;
+use crate::bfv::{Ciphertext, Evaluator, Parameters, RelinearizationKey};
+use crate::model::{CLASSES, CONV_SIDE, KERNEL, Model, SIDE};
+
+/// Convolution outputs squared and handed to the first dense layer at a time: bounds the
+/// memory of the squares (each about 3 x level x n x 4 bytes) while leaving every core work.
+const GROUP: usize = 64;
+/// Columns a dense-layer task accumulates: its rows and accumulators stay in L2.
+const COLUMNS: usize = 2048;
+
+/// Evaluates one model under one set of network parameters. Holds only public data: the
+/// weights, the relinearization key and the plan; it never sees a secret key.
+#[derive(Debug)]
+pub struct NetworkEvaluator<'a> {
+    params: &'a NetworkParameters,
+    relin: &'a RelinearizationKey,
+    plan: EvaluationPlan,
+    /// Per convolution output: (input pixel, weight) for the taps inside the image.
+    taps: Vec<heapless::Vec<(u16, i32), { KERNEL * KERNEL }>>,
+    conv_bias: Vec<i128>,
+    /// [unit][feature].
+    dense1: Vec<i32>,
+    dense1_bias: Vec<i128>,
+    /// [class][unit].
+    dense2: Vec<i32>,
+    dense2_bias: Vec<i128>,
+    hidden: usize,
+}
+
+impl<'a> NetworkEvaluator<'a> {
+    /// Prepares the evaluation of `model`; refuses parameters whose noise budget would not
+    /// last through the network (see [`EvaluationPlan`]).
+    pub fn new(
+        params: &'a NetworkParameters,
+        model: &Model,
+        relin: &'a RelinearizationKey,
+    ) -> Result<Self, Error> {
+        let plan = EvaluationPlan::new(params, model)?;
+        let features = model.maps() * CONV_SIDE * CONV_SIDE;
+        let taps = (0..features)
+            .map(|f| {
+                let (map, oy, ox) = (
+                    f / (CONV_SIDE * CONV_SIDE),
+                    f / CONV_SIDE % CONV_SIDE,
+                    f % CONV_SIDE,
+                );
+                (0..KERNEL * KERNEL)
+                    .filter_map(|k| {
+                        let y = (2 * oy + k / KERNEL) as isize - 1;
+                        let x = (2 * ox + k % KERNEL) as isize - 1;
+                        let inside =
+                            (0..SIDE as isize).contains(&y) && (0..SIDE as isize).contains(&x);
+                        let w = model.conv_weight(map, k);
+                        (inside && w != 0)
+                            .then(|| ((y as usize * SIDE + x as usize) as u16, w as i32))
+                    })
+                    .collect()
+            })
+            .collect();
+        let hidden = model.hidden();
+        Ok(Self {
+            params,
+            relin,
+            plan,
+            taps,
+            conv_bias: (0..features)
+                .map(|f| model.conv_bias(f / (CONV_SIDE * CONV_SIDE)))
+                .collect(),
+            dense1: (0..hidden * features)
+                .map(|i| model.dense1_weight(i / features, i % features) as i32)
+                .collect(),
+            dense1_bias: (0..hidden).map(|u| model.dense1_bias(u)).collect(),
+            dense2: (0..CLASSES * hidden)
+                .map(|i| model.dense2_weight(i / hidden, i % hidden) as i32)
+                .collect(),
+            dense2_bias: (0..CLASSES).map(|c| model.dense2_bias(c)).collect(),
+            hidden,
+        })
+    }
+
+    /// The levels and noise estimates the evaluation follows.
+    pub fn plan(&self) -> &EvaluationPlan {
+        &self.plan
+    }
+
+    /// Checks that `inputs` are what channel `channel` takes: one fresh ciphertext per pixel,
+    /// size 2, at the top level of these parameters.
+    fn check_inputs(&self, params: &Parameters, inputs: &[Ciphertext]) -> Result<(), Error> {
+        if inputs.len() != INPUTS {
+            return Err(Error::Incompatible {
+                reason: "expected one input ciphertext per pixel (784)",
+            });
+        }
+        let n = params.degree();
+        let level = params.max_level();
+        if inputs
+            .iter()
+            .any(|ct| ct.size() != 2 || ct.level() != level || ct.poly(0).len() != level * n)
+        {
+            return Err(Error::Incompatible {
+                reason: "input ciphertexts must be fresh (size 2, top level) for these parameters",
+            });
+        }
+        Ok(())
+    }
+
+    /// Evaluates the network on channel `channel`'s 784 input ciphertexts and returns its
+    /// 10 output ciphertexts (size 3, at the plan's output level).
+    pub fn evaluate_channel(
+        &self,
+        channel: usize,
+        inputs: &[Ciphertext],
+    ) -> Result<Vec<Ciphertext>, Error> {
+        let params = self
+            .params
+            .channels()
+            .get(channel)
+            .ok_or(Error::Incompatible {
+                reason: "no such CRT channel",
+            })?;
+        self.check_inputs(params, inputs)?;
+        let evaluator = Evaluator::new(params);
+        let hidden_level = self.plan.hidden_level;
+        let features = self.taps.len();
+
+        // Convolution, square, switch down, and stream into the first dense layer.
+        let mut dense1 = Accumulators::new(params, self.hidden, 3, hidden_level);
+        let mut start = 0;
+        while start < features {
+            let group = GROUP.min(features - start);
+            let squares = parallel::map(group, |i| {
+                let f = start + i;
+                let taps = &self.taps[f];
+                let rows: Vec<&Ciphertext> =
+                    taps.iter().map(|&(p, _)| &inputs[p as usize]).collect();
+                let weights: Vec<i32> = taps.iter().map(|&(_, w)| w).collect();
+                let mut conv = linear_combination(params, &rows, &weights, self.conv_bias[f]);
+                let mut square = evaluator.square(&conv).expect("checked shape");
+                conv.polys.clear();
+                while square.level() > hidden_level {
+                    evaluator
+                        .mod_switch_to_next_assign(&mut square)
+                        .expect("level above 1");
+                }
+                square
+            });
+            dense1.add_group(params, &squares, |unit, i| {
+                self.dense1[unit * features + start + i]
+            });
+            start += group;
+        }
+        let mut hidden = dense1.finish(params, &self.dense1_bias);
+
+        // Relinearize and square the hidden units.
+        parallel::for_each_mut(&mut hidden, |_, unit| {
+            evaluator
+                .relinearize_assign(unit, self.relin)
+                .expect("checked shape");
+            *unit = evaluator.square(unit).expect("size 2");
+        });
+
+        // Last dense layer, then down to the output level.
+        let rows: Vec<&Ciphertext> = hidden.iter().collect();
+        let mut logits = parallel::map(CLASSES, |class| {
+            let weights = &self.dense2[class * self.hidden..(class + 1) * self.hidden];
+            let mut logit = linear_combination(params, &rows, weights, self.dense2_bias[class]);
+            while logit.level() > self.plan.output_level {
+                evaluator
+                    .mod_switch_to_next_assign(&mut logit)
+                    .expect("level above 1");
+            }
+            logit
+        });
+        logits.shrink_to_fit();
+        Ok(logits)
+    }
+}
+
+/// bias + sum_r weights[r] rows[r], for ciphertexts of one size and level (weights of at
+/// most 2^15 in magnitude, at most 2^16 rows).
+fn linear_combination(
+    params: &Parameters,
+    rows: &[&Ciphertext],
+    weights: &[i32],
+    bias: i128,
+) -> Ciphertext {
+    let (n, level, size) = (params.degree(), rows[0].level(), rows[0].size());
+    let backend = params.backend();
+    let moduli = &params.ciphertext_basis().moduli()[..level];
+    let mut acc = alloc::vec![0i64; n];
+    let mut polys = Vec::with_capacity(size);
+    for k in 0..size {
+        let mut poly = alloc::vec![0u32; level * n];
+        for (l, (limb, q)) in poly.chunks_exact_mut(n).zip(moduli).enumerate() {
+            acc.iter_mut().for_each(|a| *a = 0);
+            let limbs: Vec<&[u32]> = rows
+                .iter()
+                .map(|ct| &ct.poly(k)[l * n..(l + 1) * n])
+                .collect();
+            backend.weighted_sum(&mut acc, &limbs, weights);
+            limb.iter_mut()
+                .zip(&acc)
+                .for_each(|(x, &a)| *x = q.reduce_i64(a));
+        }
+        polys.push(poly);
+    }
+    let t = params.plaintext_modulus();
+    params.add_scaled_constant(&mut polys[0], reduce_i128(t, bias));
+    Ciphertext::from_parts(n, level, polys)
+}
+
+fn reduce_i128(m: &crate::Modulus, x: i128) -> u32 {
+    let r = (x.unsigned_abs() % m.value() as u128) as u32;
+    if x < 0 { m.neg(r) } else { r }
+}
+
+/// Exact i64 accumulators of a dense layer's outputs (size-3 ciphertexts at one level),
+/// filled group by group of inputs.
+struct Accumulators {
+    /// [output][poly][limb][coefficient], flattened per output.
+    sums: Vec<Vec<i64>>,
+    size: usize,
+    level: usize,
+}
+
+impl Accumulators {
+    fn new(params: &Parameters, outputs: usize, size: usize, level: usize) -> Self {
+        let len = size * level * params.degree();
+        Self {
+            sums: (0..outputs).map(|_| alloc::vec![0i64; len]).collect(),
+            size,
+            level,
+        }
+    }
+
+    /// sums[o] += sum_i weight(o, i) inputs[i], in column blocks on every core.
+    fn add_group(
+        &mut self,
+        params: &Parameters,
+        inputs: &[Ciphertext],
+        weight: impl Fn(usize, usize) -> i32 + Sync + Send,
+    ) {
+        let backend = params.backend();
+        let plane = self.level * params.degree();
+        let outputs = self.sums.len();
+        let weights: Vec<Vec<i32>> = (0..outputs)
+            .map(|o| (0..inputs.len()).map(|i| weight(o, i)).collect())
+            .collect();
+        // blocks[b][o]: columns b * COLUMNS.. of output o.
+        let blocks_per_output = self.size * plane / COLUMNS;
+        let mut blocks: Vec<Vec<&mut [i64]>> = (0..blocks_per_output)
+            .map(|_| Vec::with_capacity(outputs))
+            .collect();
+        for sums in self.sums.iter_mut() {
+            for (b, block) in sums.chunks_exact_mut(COLUMNS).enumerate() {
+                blocks[b].push(block);
+            }
+        }
+        parallel::for_each_mut(&mut blocks, |b, block| {
+            let start = b * COLUMNS;
+            let (k, offset) = (start / plane, start % plane);
+            let rows: Vec<&[u32]> = inputs
+                .iter()
+                .map(|ct| &ct.poly(k)[offset..offset + COLUMNS])
+                .collect();
+            for (o, sums) in block.iter_mut().enumerate() {
+                backend.weighted_sum(sums, &rows, &weights[o]);
+            }
+        });
+    }
+
+    /// Reduces every output mod q and adds its bias: the layer's output ciphertexts.
+    fn finish(self, params: &Parameters, biases: &[i128]) -> Vec<Ciphertext> {
+        let n = params.degree();
+        let level = self.level;
+        let moduli = &params.ciphertext_basis().moduli()[..level];
+        let t = params.plaintext_modulus();
+        let sums = &self.sums;
+        parallel::map(sums.len(), |o| {
+            let mut polys: Vec<Vec<u32>> = sums[o]
+                .chunks_exact(level * n)
+                .map(|poly| {
+                    poly.chunks_exact(n)
+                        .zip(moduli)
+                        .flat_map(|(limb, q)| limb.iter().map(move |&a| q.reduce_i64(a)))
+                        .collect()
+                })
+                .collect();
+            params.add_scaled_constant(&mut polys[0], reduce_i128(t, biases[o]));
+            Ciphertext::from_parts(n, level, polys)
+        })
+    }
+}

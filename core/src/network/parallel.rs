@@ -1,0 +1,31 @@
+//! The one place that decides whether loops run on every core (feature `parallel`, rayon)
+//! or on one. Results never depend on it: every task is exact integer arithmetic on its own
+//! output.
+
+use alloc::vec::Vec;
+
+/// [f(0), ..., f(count - 1)].
+pub(crate) fn map<T: Send>(count: usize, f: impl Fn(usize) -> T + Sync + Send) -> Vec<T> {
+    #[cfg(feature = "parallel")]
+    {
+        use rayon::prelude::*;
+        (0..count).into_par_iter().map(f).collect()
+    }
+    #[cfg(not(feature = "parallel"))]
+    {
+        (0..count).map(f).collect()
+    }
+}
+
+/// f(i, &mut items[i]) for every item.
+pub(crate) fn for_each_mut<T: Send>(items: &mut [T], f: impl Fn(usize, &mut T) + Sync + Send) {
+    #[cfg(feature = "parallel")]
+    {
+        use rayon::prelude::*;
+        items.par_iter_mut().enumerate().for_each(|(i, x)| f(i, x))
+    }
+    #[cfg(not(feature = "parallel"))]
+    {
+        items.iter_mut().enumerate().for_each(|(i, x)| f(i, x))
+    }
+}
