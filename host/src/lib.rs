@@ -2,3 +2,4 @@
 //! trainer.
 
 pub mod mnist;
+pub mod pipeline;

@@ -13,6 +13,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod bench;
 mod info;
+mod pipeline_cli;
 use cryptonets_host::mnist;
 
 /// Neural-network inference on encrypted data (CryptoNets over RNS-BFV).
@@ -39,6 +40,17 @@ enum Command {
     /// Integer CryptoNets models.
     #[command(subcommand)]
     Model(ModelCommand),
+    /// Data owner: generate a secret key and the service's evaluation key.
+    Keygen(pipeline_cli::KeygenArgs),
+    /// Data owner: encrypt a batch of MNIST test images (one image per slot).
+    Encrypt(pipeline_cli::EncryptArgs),
+    /// Service: evaluate the model on an encrypted batch (reads no secret key).
+    Eval(pipeline_cli::EvalArgs),
+    /// Data owner: decrypt encrypted logits into digits (and accuracy, given the labels).
+    Decrypt(pipeline_cli::DecryptArgs),
+    /// The whole pipeline in one process on MNIST test images, with a timing, traffic and
+    /// memory report.
+    Run(pipeline_cli::RunArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -133,11 +145,23 @@ fn mnist_check(data: Option<std::path::PathBuf>) -> Result<(), String> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let backend = match selected_backend(cli.backend.as_deref()) {
+        Ok(backend) => backend,
+        Err(message) => {
+            eprintln!("cryptonets: error: {message}");
+            return ExitCode::FAILURE;
+        }
+    };
     let result = match cli.command {
         Command::Info => info::run(cli.backend.as_deref()),
         Command::Bench(command) => bench::run(command, cli.backend.as_deref()),
         Command::Mnist(MnistCommand::Check { data }) => mnist_check(data),
         Command::Model(ModelCommand::Info { file, t_bits }) => model_info(&file, t_bits),
+        Command::Keygen(args) => pipeline_cli::keygen_command(&args, backend),
+        Command::Encrypt(args) => pipeline_cli::encrypt_command(&args, backend),
+        Command::Eval(args) => pipeline_cli::eval_command(&args, backend),
+        Command::Decrypt(args) => pipeline_cli::decrypt_command(&args, backend),
+        Command::Run(args) => pipeline_cli::run_command(&args, backend),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,555 @@
+//! `keygen`, `encrypt`, `eval`, `decrypt` and `run`: the encrypted MNIST pipeline.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use clap::Args;
+use cryptonets_core::Backend;
+use cryptonets_core::model::{CLASSES, Model, argmax};
+use cryptonets_core::network::{INPUTS, NetworkEvaluator, NetworkParameters};
+use cryptonets_host::mnist;
+use cryptonets_host::pipeline::{
+    BatchFile, BatchKind, decrypt_batch, encrypt_batch, eval_key_bytes, evaluate_batch, keygen,
+    os_rng, peak_rss_bytes, read_eval_key, read_secret_key, secret_key_bytes,
+};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::Serialize;
+
+/// The committed model, relative to the working directory.
+pub(crate) const DEFAULT_MODEL: &str = "models/cryptonets-mnist.cnmd";
+
+fn read(path: &Path) -> Result<Vec<u8>, String> {
+    std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
+}
+
+fn write(path: &Path, bytes: &[u8]) -> Result<(), String> {
+    std::fs::write(path, bytes).map_err(|e| format!("cannot write {}: {e}", path.display()))
+}
+
+/// A model file with its parsed view and parameters.
+struct Loaded {
+    bytes: Vec<u8>,
+    params: NetworkParameters,
+}
+
+impl Loaded {
+    fn new(path: &Path, backend: Backend) -> Result<Self, String> {
+        let bytes = read(path)?;
+        let model = Model::parse(&bytes).map_err(|e| format!("{}: {e}", path.display()))?;
+        let params = NetworkParameters::for_model(&model, backend)
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        Ok(Self { bytes, params })
+    }
+
+    fn model(&self) -> Model<'_> {
+        Model::parse(&self.bytes).expect("parsed before")
+    }
+}
+
+fn test_images(data: Option<PathBuf>) -> Result<mnist::Dataset, String> {
+    let dir = data.unwrap_or_else(mnist::default_dir);
+    mnist::load(&dir, mnist::Split::Test)
+        .map_err(|e| format!("{e} (fetch MNIST with: bash scripts/fetch-mnist.sh)"))
+}
+
+fn image_array(set: &mnist::Dataset, i: usize) -> [u8; INPUTS] {
+    set.image(i).try_into().expect("28 x 28 pixels")
+}
+
+fn bar(len: u64, message: &str, quiet: bool) -> ProgressBar {
+    if quiet {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(len).with_message(message.to_string());
+    bar.set_style(
+        ProgressStyle::with_template("{msg:24} [{bar:40}] {pos}/{len} {elapsed}")
+            .expect("template")
+            .progress_chars("=> "),
+    );
+    bar
+}
+
+/// `cryptonets keygen`.
+#[derive(Debug, Args)]
+pub(crate) struct KeygenArgs {
+    /// The model (its logits fix the plaintext CRT primes and so the parameters).
+    #[arg(long, default_value = DEFAULT_MODEL)]
+    model: PathBuf,
+    /// Where to write the secret key (keep it private).
+    #[arg(long)]
+    secret_key: PathBuf,
+    /// Where to write the evaluation (relinearization) key for the service.
+    #[arg(long)]
+    eval_key: PathBuf,
+}
+
+pub(crate) fn keygen_command(args: &KeygenArgs, backend: Backend) -> Result<(), String> {
+    let loaded = Loaded::new(&args.model, backend)?;
+    let keys = keygen(&loaded.params, &mut os_rng()?);
+    write(&args.secret_key, &secret_key_bytes(&loaded.params, &keys))?;
+    let eval = eval_key_bytes(&loaded.params, &keys);
+    write(&args.eval_key, &eval)?;
+    println!(
+        "keys for n = {}, {} ciphertext primes, plaintext CRT primes {:?}: secret key {}, evaluation key {} ({} bytes)",
+        loaded.params.degree(),
+        loaded.params.ciphertext_primes(),
+        loaded.params.plaintext_primes(),
+        args.secret_key.display(),
+        args.eval_key.display(),
+        eval.len()
+    );
+    Ok(())
+}
+
+/// `cryptonets encrypt`.
+#[derive(Debug, Args)]
+pub(crate) struct EncryptArgs {
+    /// The model the images will be evaluated with.
+    #[arg(long, default_value = DEFAULT_MODEL)]
+    model: PathBuf,
+    /// The secret key (from `cryptonets keygen`).
+    #[arg(long)]
+    secret_key: PathBuf,
+    /// Directory of the MNIST IDX files (default: data/mnist).
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// First test image.
+    #[arg(long, default_value_t = 0)]
+    offset: usize,
+    /// Number of test images (at most 8192, one batch).
+    #[arg(long, default_value_t = 8192)]
+    count: usize,
+    /// Where to write the encrypted batch.
+    #[arg(long)]
+    out: PathBuf,
+}
+
+fn image_range(
+    set: &mnist::Dataset,
+    offset: usize,
+    count: usize,
+    n: usize,
+) -> Result<std::ops::Range<usize>, String> {
+    if count == 0 || count > n {
+        return Err(format!("--count must be between 1 and {n} (one batch)"));
+    }
+    let end = offset
+        .checked_add(count)
+        .filter(|&end| end <= set.len())
+        .ok_or_else(|| {
+            format!(
+                "images {offset}..{} are outside the {} test images",
+                offset.saturating_add(count),
+                set.len()
+            )
+        })?;
+    Ok(offset..end)
+}
+
+pub(crate) fn encrypt_command(args: &EncryptArgs, backend: Backend) -> Result<(), String> {
+    let loaded = Loaded::new(&args.model, backend)?;
+    let secret = read_secret_key(&loaded.params, &read(&args.secret_key)?)
+        .map_err(|e| format!("{}: {e}", args.secret_key.display()))?;
+    let set = test_images(args.data.clone())?;
+    let range = image_range(&set, args.offset, args.count, loaded.params.degree())?;
+    let images: Vec<[u8; INPUTS]> = range.map(|i| image_array(&set, i)).collect();
+    let total = (loaded.params.channels().len() * INPUTS) as u64;
+    let progress = bar(total, "encrypting", false);
+    let batch = encrypt_batch(
+        &loaded.params,
+        &loaded.model(),
+        &secret,
+        &images,
+        &mut os_rng()?,
+        &|| progress.inc(1),
+    )
+    .map_err(|e| e.to_string())?;
+    progress.finish_and_clear();
+    let bytes = batch.to_bytes();
+    write(&args.out, &bytes)?;
+    println!(
+        "{} images encrypted to {} ({} bytes, {:.1} KiB per image)",
+        images.len(),
+        args.out.display(),
+        bytes.len(),
+        bytes.len() as f64 / images.len() as f64 / 1024.0
+    );
+    Ok(())
+}
+
+/// `cryptonets eval`.
+#[derive(Debug, Args)]
+pub(crate) struct EvalArgs {
+    /// The model.
+    #[arg(long, default_value = DEFAULT_MODEL)]
+    model: PathBuf,
+    /// The evaluation key (never the secret key).
+    #[arg(long)]
+    eval_key: PathBuf,
+    /// The encrypted batch (from `cryptonets encrypt`).
+    #[arg(long)]
+    input: PathBuf,
+    /// Where to write the encrypted logits.
+    #[arg(long)]
+    out: PathBuf,
+}
+
+pub(crate) fn eval_command(args: &EvalArgs, backend: Backend) -> Result<(), String> {
+    let loaded = Loaded::new(&args.model, backend)?;
+    let relin = read_eval_key(&loaded.params, &read(&args.eval_key)?)
+        .map_err(|e| format!("{}: {e}", args.eval_key.display()))?;
+    let model = loaded.model();
+    let evaluator =
+        NetworkEvaluator::new(&loaded.params, &model, &relin).map_err(|e| e.to_string())?;
+    let input = read(&args.input)?;
+    let batch = BatchFile::from_bytes(&input, BatchKind::Images)
+        .map_err(|e| format!("{}: {e}", args.input.display()))?;
+    let start = Instant::now();
+    let progress = bar(
+        loaded.params.channels().len() as u64,
+        "evaluating channels",
+        false,
+    );
+    let out = evaluate_batch(&loaded.params, &evaluator, &batch, &|c| {
+        progress.set_position(c as u64)
+    })
+    .map_err(|e| format!("{}: {e}", args.input.display()))?;
+    progress.finish_and_clear();
+    let bytes = out.to_bytes();
+    write(&args.out, &bytes)?;
+    println!(
+        "evaluated {} images in {:.2} s; encrypted logits in {} ({} bytes)",
+        batch.images,
+        start.elapsed().as_secs_f64(),
+        args.out.display(),
+        bytes.len()
+    );
+    Ok(())
+}
+
+/// `cryptonets decrypt`.
+#[derive(Debug, Args)]
+pub(crate) struct DecryptArgs {
+    /// The model.
+    #[arg(long, default_value = DEFAULT_MODEL)]
+    model: PathBuf,
+    /// The secret key.
+    #[arg(long)]
+    secret_key: PathBuf,
+    /// The encrypted logits (from `cryptonets eval`).
+    #[arg(long)]
+    input: PathBuf,
+    /// Directory of the MNIST files, to report accuracy against the labels.
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// First test image of the batch (as given to `encrypt`), for the labels.
+    #[arg(long)]
+    offset: Option<usize>,
+    /// Write the predicted digits here, one per line.
+    #[arg(long)]
+    predictions: Option<PathBuf>,
+}
+
+pub(crate) fn decrypt_command(args: &DecryptArgs, backend: Backend) -> Result<(), String> {
+    let loaded = Loaded::new(&args.model, backend)?;
+    let secret = read_secret_key(&loaded.params, &read(&args.secret_key)?)
+        .map_err(|e| format!("{}: {e}", args.secret_key.display()))?;
+    let batch = BatchFile::from_bytes(&read(&args.input)?, BatchKind::Logits)
+        .map_err(|e| format!("{}: {e}", args.input.display()))?;
+    let logits = decrypt_batch(&loaded.params, &secret, &batch)
+        .map_err(|e| format!("{}: {e}", args.input.display()))?;
+    let predictions: Vec<usize> = logits.iter().map(|l| argmax(l)).collect();
+    let shown: Vec<String> = predictions.iter().take(20).map(|p| p.to_string()).collect();
+    println!(
+        "{} predictions: {}{}",
+        predictions.len(),
+        shown.join(" "),
+        if predictions.len() > 20 { " ..." } else { "" }
+    );
+    if let Some(path) = &args.predictions {
+        let text: String = predictions.iter().map(|p| format!("{p}\n")).collect();
+        write(path, text.as_bytes())?;
+    }
+    if let Some(offset) = args.offset {
+        let set = test_images(args.data.clone())?;
+        let range = image_range(&set, offset, predictions.len(), loaded.params.degree())?;
+        let correct = range
+            .zip(&predictions)
+            .filter(|&(i, &p)| set.labels[i] as usize == p)
+            .count();
+        println!(
+            "accuracy: {correct}/{} = {:.4}",
+            predictions.len(),
+            correct as f64 / predictions.len() as f64
+        );
+    }
+    Ok(())
+}
+
+/// `cryptonets run`.
+#[derive(Debug, Args)]
+pub(crate) struct RunArgs {
+    /// The model.
+    #[arg(long, default_value = DEFAULT_MODEL)]
+    model: PathBuf,
+    /// Directory of the MNIST IDX files (default: data/mnist).
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// Test images to classify (default: all 10,000).
+    #[arg(long, default_value_t = 10_000)]
+    images: usize,
+    /// Images per batch (at most n = 8192, one per slot).
+    #[arg(long, default_value_t = 8192)]
+    batch_size: usize,
+    /// Worker threads (default: one per core).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Print one JSON object instead of the report.
+    #[arg(long)]
+    json: bool,
+}
+
+/// What `run --json` prints.
+#[derive(Debug, Serialize)]
+struct RunReport {
+    images: usize,
+    batch_size: usize,
+    batches: usize,
+    backend: &'static str,
+    threads: usize,
+    n: usize,
+    log_q: f64,
+    plaintext_primes: Vec<u32>,
+    hidden_level: usize,
+    output_level: usize,
+    accuracy: f64,
+    plaintext_accuracy: f64,
+    agreement: f64,
+    exact_logits: f64,
+    estimated_noise_budget_bits: f64,
+    measured_noise_budget_bits: u32,
+    keygen_seconds: f64,
+    encrypt_seconds_per_batch: f64,
+    eval_seconds_per_batch: f64,
+    decrypt_seconds_per_batch: f64,
+    latency_seconds_per_batch: f64,
+    predictions_per_hour: f64,
+    predictions_per_hour_this_run: f64,
+    upload_bytes_per_image: f64,
+    upload_bytes_per_image_full_batch: f64,
+    download_bytes_per_image: f64,
+    eval_key_bytes: usize,
+    peak_rss_bytes: u64,
+}
+
+pub(crate) fn run_command(args: &RunArgs, backend: Backend) -> Result<(), String> {
+    if let Some(threads) = args.threads {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build_global()
+            .map_err(|e| format!("cannot start {threads} threads: {e}"))?;
+    }
+    let loaded = Loaded::new(&args.model, backend)?;
+    let params = &loaded.params;
+    let model = loaded.model();
+    let n = params.degree();
+    if args.batch_size == 0 || args.batch_size > n {
+        return Err(format!("--batch-size must be between 1 and {n}"));
+    }
+    let set = test_images(args.data.clone())?;
+    let total = args.images.min(set.len());
+    if total == 0 {
+        return Err("--images must be at least 1".into());
+    }
+    let quiet = args.json;
+    let mut rng = os_rng()?;
+
+    let start = Instant::now();
+    let keys = keygen(params, &mut rng);
+    let keygen_seconds = start.elapsed().as_secs_f64();
+    let eval_key = eval_key_bytes(params, &keys);
+    let evaluator =
+        NetworkEvaluator::new(params, &model, &keys.relin).map_err(|e| e.to_string())?;
+    let plan = *evaluator.plan();
+    let secret =
+        read_secret_key(params, &secret_key_bytes(params, &keys)).map_err(|e| e.to_string())?;
+
+    let (mut encrypt_s, mut eval_s, mut decrypt_s) = (0.0, 0.0, 0.0);
+    let (mut upload, mut download, mut full_batch_upload) = (0usize, 0usize, 0usize);
+    let (mut correct, mut plain_correct, mut agree, mut exact) = (0usize, 0usize, 0usize, 0usize);
+    let mut measured_budget = u32::MAX;
+    let batches: Vec<std::ops::Range<usize>> = (0..total)
+        .step_by(args.batch_size)
+        .map(|s| s..(s + args.batch_size).min(total))
+        .collect();
+    for (b, range) in batches.iter().enumerate() {
+        let images: Vec<[u8; INPUTS]> = range.clone().map(|i| image_array(&set, i)).collect();
+        let label = format!("batch {}/{}", b + 1, batches.len());
+
+        // Data owner: encrypt and serialize (the upload).
+        let progress = bar(
+            (params.channels().len() * INPUTS) as u64,
+            &format!("{label}: encrypt"),
+            quiet,
+        );
+        let t = Instant::now();
+        let batch = encrypt_batch(params, &model, &secret, &images, &mut rng, &|| {
+            progress.inc(1)
+        })
+        .map_err(|e| e.to_string())?;
+        let upload_bytes = batch.to_bytes();
+        drop(batch);
+        encrypt_s += t.elapsed().as_secs_f64();
+        progress.finish_and_clear();
+        upload += upload_bytes.len();
+        full_batch_upload = upload_bytes.len();
+
+        // Service: parse, evaluate, serialize (the download).
+        let progress = bar(
+            params.channels().len() as u64,
+            &format!("{label}: evaluate"),
+            quiet,
+        );
+        let t = Instant::now();
+        let received =
+            BatchFile::from_bytes(&upload_bytes, BatchKind::Images).map_err(|e| e.to_string())?;
+        drop(upload_bytes);
+        let result = evaluate_batch(params, &evaluator, &received, &|c| {
+            progress.set_position(c as u64)
+        })
+        .map_err(|e| e.to_string())?;
+        drop(received);
+        let download_bytes = result.to_bytes();
+        eval_s += t.elapsed().as_secs_f64();
+        progress.finish_and_clear();
+        download += download_bytes.len();
+
+        // Data owner: decrypt.
+        let t = Instant::now();
+        let outputs =
+            BatchFile::from_bytes(&download_bytes, BatchKind::Logits).map_err(|e| e.to_string())?;
+        let logits = decrypt_batch(params, &secret, &outputs).map_err(|e| e.to_string())?;
+        decrypt_s += t.elapsed().as_secs_f64();
+        measured_budget = measured_budget.min(measured_output_budget(params, &secret, &outputs)?);
+
+        for (i, (image, encrypted)) in range.clone().zip(&logits).enumerate() {
+            let plain = model.logits(&images[i]);
+            let predicted = argmax(encrypted);
+            correct += (predicted == set.labels[image] as usize) as usize;
+            plain_correct += (argmax(&plain) == set.labels[image] as usize) as usize;
+            agree += (predicted == argmax(&plain)) as usize;
+            exact += (encrypted == &plain) as usize;
+        }
+        if !quiet {
+            eprintln!(
+                "{label}: {} images, running accuracy {:.4}, agreement {:.4}",
+                images.len(),
+                correct as f64 / range.end as f64,
+                agree as f64 / range.end as f64
+            );
+        }
+    }
+    let count = batches.len() as f64;
+    let report = RunReport {
+        images: total,
+        batch_size: args.batch_size,
+        batches: batches.len(),
+        backend: params.channels()[0].backend().name(),
+        threads: rayon::current_num_threads(),
+        n,
+        log_q: params.channels()[0].log_q(),
+        plaintext_primes: params.plaintext_primes(),
+        hidden_level: plan.hidden_level,
+        output_level: plan.output_level,
+        accuracy: correct as f64 / total as f64,
+        plaintext_accuracy: plain_correct as f64 / total as f64,
+        agreement: agree as f64 / total as f64,
+        exact_logits: exact as f64 / total as f64,
+        estimated_noise_budget_bits: (plan.estimate.output * 10.0).round() / 10.0,
+        measured_noise_budget_bits: measured_budget,
+        keygen_seconds,
+        encrypt_seconds_per_batch: encrypt_s / count,
+        eval_seconds_per_batch: eval_s / count,
+        decrypt_seconds_per_batch: decrypt_s / count,
+        latency_seconds_per_batch: (encrypt_s + eval_s + decrypt_s) / count,
+        predictions_per_hour: args.batch_size as f64 * 3600.0 / (eval_s / count),
+        predictions_per_hour_this_run: total as f64 * 3600.0 / eval_s,
+        upload_bytes_per_image: upload as f64 / total as f64,
+        upload_bytes_per_image_full_batch: full_batch_upload as f64 / args.batch_size as f64,
+        download_bytes_per_image: download as f64 / total as f64,
+        eval_key_bytes: eval_key.len(),
+        peak_rss_bytes: peak_rss_bytes().unwrap_or(0),
+    };
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string(&report).map_err(|e| e.to_string())?
+        );
+    } else {
+        print_report(&report);
+    }
+    if report.agreement < 1.0 || report.exact_logits < 1.0 {
+        return Err("encrypted inference differs from plaintext inference".into());
+    }
+    Ok(())
+}
+
+/// The smallest noise budget left in any output ciphertext (a diagnostic the data owner can
+/// compute; the service cannot).
+fn measured_output_budget(
+    params: &NetworkParameters,
+    secret: &cryptonets_core::bfv::SecretKey,
+    outputs: &BatchFile,
+) -> Result<u32, String> {
+    let mut worst = u32::MAX;
+    for (c, p) in params.channels().iter().enumerate() {
+        for bytes in &outputs.items[c * CLASSES..(c + 1) * CLASSES] {
+            let ct = cryptonets_core::bfv::Ciphertext::from_bytes(p, bytes)
+                .map_err(|e| e.to_string())?;
+            worst = worst.min(secret.noise_budget(p, &ct));
+        }
+    }
+    Ok(worst)
+}
+
+fn print_report(r: &RunReport) {
+    println!(
+        "CryptoNets on encrypted MNIST: {} test images in {} batches of up to {}",
+        r.images, r.batches, r.batch_size
+    );
+    println!(
+        "parameters: n = {}, log2 Q = {:.0}, plaintext CRT primes {:?}; backend {}, {} threads",
+        r.n, r.log_q, r.plaintext_primes, r.backend, r.threads
+    );
+    println!(
+        "accuracy {:.4} (plaintext integer model {:.4}); encrypted = plaintext prediction on {:.4} of images, logits exact on {:.4}",
+        r.accuracy, r.plaintext_accuracy, r.agreement, r.exact_logits
+    );
+    println!(
+        "noise budget left in the outputs: {} bits measured, {:.1} estimated before evaluating",
+        r.measured_noise_budget_bits, r.estimated_noise_budget_bits
+    );
+    println!(
+        "time per batch: encrypt {:.2} s, evaluate {:.2} s (server, all channels), decrypt {:.2} s; latency {:.2} s; keygen {:.2} s",
+        r.encrypt_seconds_per_batch,
+        r.eval_seconds_per_batch,
+        r.decrypt_seconds_per_batch,
+        r.latency_seconds_per_batch,
+        r.keygen_seconds
+    );
+    println!(
+        "throughput: {:.0} predictions/hour at full batches ({:.0} in this run)",
+        r.predictions_per_hour, r.predictions_per_hour_this_run
+    );
+    println!(
+        "traffic per image: upload {:.1} KiB ({:.1} KiB in full batches), download {:.2} KiB; evaluation key {:.1} MiB",
+        r.upload_bytes_per_image / 1024.0,
+        r.upload_bytes_per_image_full_batch / 1024.0,
+        r.download_bytes_per_image / 1024.0,
+        r.eval_key_bytes as f64 / 1048576.0
+    );
+    println!(
+        "peak memory (RSS): {:.0} MiB",
+        r.peak_rss_bytes as f64 / 1048576.0
+    );
+}
