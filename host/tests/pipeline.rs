@@ -1,0 +1,213 @@
+//! The encrypted pipeline through the `cryptonets` binary, on a small batch of real MNIST
+//! test images: keygen, encrypt, eval, decrypt agree with plaintext integer inference, and
+//! eval refuses corrupted or foreign batches with a clear message.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use cryptonets_core::model::{Model, argmax};
+use cryptonets_host::mnist;
+
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn cryptonets(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_cryptonets"))
+        .current_dir(workspace())
+        .args(args)
+        .output()
+        .expect("run cryptonets")
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// MNIST is fetched by scripts/fetch-mnist.sh (CI does); without it these tests say so.
+fn data() -> Option<PathBuf> {
+    let dir = workspace().join("data/mnist");
+    match mnist::load(&dir, mnist::Split::Test) {
+        Ok(_) => Some(dir),
+        Err(e) => {
+            assert!(std::env::var("CI").is_err(), "MNIST is required in CI: {e}");
+            eprintln!("skipping: {e}");
+            None
+        }
+    }
+}
+
+#[test]
+fn keygen_encrypt_eval_decrypt_equals_plaintext_inference() {
+    let Some(dir) = data() else { return };
+    let tmp = tempdir("pipeline");
+    let p = |name: &str| tmp.join(name).to_str().unwrap().to_string();
+    let data = dir.to_str().unwrap();
+    let out = cryptonets(&["keygen", "--secret-key", &p("sk"), "--eval-key", &p("ek")]);
+    assert!(out.status.success(), "{}", text(&out));
+    let out = cryptonets(&[
+        "encrypt",
+        "--secret-key",
+        &p("sk"),
+        "--data",
+        data,
+        "--offset",
+        "100",
+        "--count",
+        "12",
+        "--out",
+        &p("in.cnbt"),
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let out = cryptonets(&[
+        "eval",
+        "--eval-key",
+        &p("ek"),
+        "--input",
+        &p("in.cnbt"),
+        "--out",
+        &p("out.cnbt"),
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let out = cryptonets(&[
+        "decrypt",
+        "--secret-key",
+        &p("sk"),
+        "--input",
+        &p("out.cnbt"),
+        "--data",
+        data,
+        "--offset",
+        "100",
+        "--predictions",
+        &p("labels.txt"),
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("accuracy: "), "{}", text(&out));
+
+    let model_bytes = std::fs::read(workspace().join("models/cryptonets-mnist.cnmd")).unwrap();
+    let model = Model::parse(&model_bytes).unwrap();
+    let set = mnist::load(&dir, mnist::Split::Test).unwrap();
+    let expected: Vec<String> = (100..112)
+        .map(|i| argmax(&model.logits(set.image(i).try_into().unwrap())).to_string())
+        .collect();
+    let got = std::fs::read_to_string(tmp.join("labels.txt")).unwrap();
+    assert_eq!(got.lines().collect::<Vec<_>>(), expected);
+
+    // A flipped bit in a ciphertext residue, a truncated file and a batch for other
+    // parameters are refused with a message, not a panic.
+    let good = std::fs::read(tmp.join("in.cnbt")).unwrap();
+    // Eight bytes of ones make a 30-bit residue above every prime.
+    let mut corrupted = good.clone();
+    let at = corrupted.len() - 40;
+    corrupted[at..at + 8].fill(0xff);
+    let mut foreign = good.clone();
+    foreign[20] ^= 0x02; // the first plaintext CRT prime
+    for (name, bytes) in [
+        ("corrupted", corrupted),
+        ("truncated", good[..good.len() / 2].to_vec()),
+        ("foreign", foreign),
+        ("empty", Vec::new()),
+    ] {
+        std::fs::write(tmp.join(name), bytes).unwrap();
+        let out = cryptonets(&[
+            "eval",
+            "--eval-key",
+            &p("ek"),
+            "--input",
+            &p(name),
+            "--out",
+            &p("x"),
+        ]);
+        let message = text(&out);
+        assert!(!out.status.success(), "{name}: {message}");
+        assert!(message.contains("cryptonets: error:"), "{name}: {message}");
+        assert!(!message.contains("panicked"), "{name}: {message}");
+    }
+    // The evaluation key is not a secret key and vice versa.
+    let out = cryptonets(&[
+        "eval",
+        "--eval-key",
+        &p("sk"),
+        "--input",
+        &p("in.cnbt"),
+        "--out",
+        &p("x"),
+    ]);
+    assert!(
+        !out.status.success() && text(&out).contains("unexpected object kind"),
+        "{}",
+        text(&out)
+    );
+}
+
+#[test]
+fn run_json_reports_exact_agreement_on_a_small_batch() {
+    let Some(dir) = data() else { return };
+    let out = cryptonets(&[
+        "run",
+        "--json",
+        "--images",
+        "40",
+        "--batch-size",
+        "30",
+        "--data",
+        dir.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+    assert_eq!(report["images"], 40);
+    assert_eq!(report["batch_size"], 30);
+    assert_eq!(report["batches"], 2);
+    assert_eq!(report["agreement"], 1.0);
+    assert_eq!(report["exact_logits"], 1.0);
+    for key in [
+        "accuracy",
+        "eval_seconds_per_batch",
+        "encrypt_seconds_per_batch",
+        "predictions_per_hour",
+        "upload_bytes_per_image",
+        "download_bytes_per_image",
+        "peak_rss_bytes",
+        "threads",
+    ] {
+        assert!(
+            report[key].as_f64().is_some_and(|v| v > 0.0),
+            "{key}: {report}"
+        );
+    }
+    assert!(
+        report["measured_noise_budget_bits"].as_f64().unwrap()
+            >= report["estimated_noise_budget_bits"].as_f64().unwrap()
+    );
+}
+
+#[test]
+fn missing_data_and_bad_models_give_clear_errors() {
+    let out = cryptonets(&["run", "--images", "1", "--data", "/nonexistent/mnist"]);
+    assert!(!out.status.success());
+    assert!(text(&out).contains("fetch-mnist.sh"), "{}", text(&out));
+    let tmp = tempdir("badmodel");
+    std::fs::write(tmp.join("m"), b"CNMD not a model").unwrap();
+    let out = cryptonets(&[
+        "keygen",
+        "--model",
+        tmp.join("m").to_str().unwrap(),
+        "--secret-key",
+        "/dev/null",
+        "--eval-key",
+        "/dev/null",
+    ]);
+    assert!(!out.status.success());
+    assert!(text(&out).contains("malformed"), "{}", text(&out));
+}
+
+fn tempdir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("cryptonets-test-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
