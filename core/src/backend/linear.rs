@@ -58,3 +58,53 @@ pub(crate) fn weighted_sum(acc: &mut [i64], rows: &[&[u32]], weights: &[i32]) {
         start += len;
     }
 }
+
+/// Packs the 15-bit halves of two rows of residues (below 2^30) into 16-bit pairs:
+/// lo[c] = a[c] mod 2^15 | (b[c] mod 2^15) << 16 and hi[c] = a[c] >> 15 | (b[c] >> 15) << 16,
+/// the operand layout of [`pair_weighted_sum`].
+pub(crate) fn pack_pairs(lo: &mut [u32], hi: &mut [u32], a: &[u32], b: &[u32]) {
+    const LOW: u32 = (1 << 15) - 1;
+    for (((lo, hi), &a), &b) in lo.iter_mut().zip(hi.iter_mut()).zip(a).zip(b) {
+        *lo = (a & LOW) | (b & LOW) << 16;
+        *hi = (a >> 15) | (b >> 15) << 16;
+    }
+}
+
+/// The weight pair of rows (a, b) for [`pair_weighted_sum`]: w_a | w_b << 16 as i16 halves.
+pub(crate) fn weight_pair(w_a: i32, w_b: i32) -> u32 {
+    (w_a as i16 as u16 as u32) | (w_b as i16 as u16 as u32) << 16
+}
+
+/// acc[c] += sum_p lo16(pairs[p][c]) lo16(weights[p]) + hi16(pairs[p][c]) hi16(weights[p]),
+/// 16-bit halves read as signed: two products per 32-bit lane, the shape of x86's
+/// `pmaddwd`. The caller keeps every sum within i32.
+#[inline(always)]
+pub(crate) fn pair_weighted_sum(acc: &mut [i32], pairs: &[&[u32]], weights: &[u32]) {
+    let n = acc.len();
+    assert!(
+        pairs.len() == weights.len() && pairs.iter().all(|r| r.len() == n),
+        "pair weighted sum operands"
+    );
+    #[inline(always)]
+    fn madd(x: u32, w: u32) -> i32 {
+        (x as i16 as i32) * (w as i16 as i32)
+            + ((x >> 16) as i16 as i32) * ((w >> 16) as i16 as i32)
+    }
+    let mut quads = pairs.chunks_exact(4).zip(weights.chunks_exact(4));
+    for (p, w) in &mut quads {
+        let (p0, p1, p2, p3) = (&p[0][..n], &p[1][..n], &p[2][..n], &p[3][..n]);
+        for c in 0..n {
+            acc[c] = acc[c]
+                .wrapping_add(madd(p0[c], w[0]))
+                .wrapping_add(madd(p1[c], w[1]))
+                .wrapping_add(madd(p2[c], w[2]))
+                .wrapping_add(madd(p3[c], w[3]));
+        }
+    }
+    let tail = pairs.len() - pairs.len() % 4;
+    for (p, &w) in pairs[tail..].iter().zip(&weights[tail..]) {
+        for (a, &x) in acc.iter_mut().zip(p.iter()) {
+            *a = a.wrapping_add(madd(x, w));
+        }
+    }
+}

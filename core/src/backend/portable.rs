@@ -112,4 +112,8 @@ impl Kernels for Portable {
     fn weighted_sum(&self, acc: &mut [i64], rows: &[&[u32]], weights: &[i32]) {
         super::linear::weighted_sum(acc, rows, weights)
     }
+
+    fn pair_weighted_sum(&self, acc: &mut [i32], pairs: &[&[u32]], weights: &[u32]) {
+        super::linear::pair_weighted_sum(acc, pairs, weights)
+    }
 }

@@ -378,3 +378,59 @@ fn weighted_sum_matches_naive_sums_on_every_backend() {
         }
     }
 }
+
+#[test]
+fn pair_weighted_sum_matches_naive_sums_on_every_backend() {
+    use super::linear::{pack_pairs, weight_pair};
+    for rows_count in [2usize, 6, 8, 10, 64] {
+        for len in [1, 7, 2048, 2053] {
+            let rows: Vec<Vec<u32>> = (0..rows_count)
+                .map(|r| {
+                    let mut row = random_poly(len, 1 << 30, (rows_count * 31 + r + len) as u64);
+                    row.iter_mut().step_by(3).for_each(|x| *x = (1 << 30) - 1);
+                    row
+                })
+                .collect();
+            let mut next = xorshift(len as u64 + rows_count as u64);
+            let weights: Vec<i32> = (0..rows_count)
+                .map(|r| match r % 4 {
+                    0 => 255,
+                    1 => -256,
+                    _ => (next() % 512) as i32 - 256,
+                })
+                .collect();
+            let (mut lo, mut hi) = (Vec::new(), Vec::new());
+            for pair in rows.chunks_exact(2) {
+                let (mut l, mut h) = (std::vec![0u32; len], std::vec![0u32; len]);
+                pack_pairs(&mut l, &mut h, &pair[0], &pair[1]);
+                lo.push(l);
+                hi.push(h);
+            }
+            let w: Vec<u32> = weights
+                .chunks_exact(2)
+                .map(|w| weight_pair(w[0], w[1]))
+                .collect();
+            let lo: Vec<&[u32]> = lo.iter().map(Vec::as_slice).collect();
+            let hi: Vec<&[u32]> = hi.iter().map(Vec::as_slice).collect();
+            let start: Vec<i32> = (0..len).map(|c| c as i32 - 1000).collect();
+            for backend in Backend::available() {
+                let (mut acc_lo, mut acc_hi) = (start.clone(), start.clone());
+                backend.pair_weighted_sum(&mut acc_lo, &lo, &w);
+                backend.pair_weighted_sum(&mut acc_hi, &hi, &w);
+                for c in 0..len {
+                    let expected: i64 = rows
+                        .iter()
+                        .zip(&weights)
+                        .map(|(row, &w)| row[c] as i64 * w as i64)
+                        .sum();
+                    let got =
+                        (acc_hi[c] - start[c]) as i64 * (1 << 15) + (acc_lo[c] - start[c]) as i64;
+                    assert_eq!(
+                        got, expected,
+                        "{backend}, {rows_count} rows, len {len}, column {c}"
+                    );
+                }
+            }
+        }
+    }
+}

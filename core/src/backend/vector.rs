@@ -506,6 +506,17 @@ macro_rules! kernels_via_entry_points {
                     entry(acc, rows, weights)
                 }
             }
+            fn pair_weighted_sum(&self, acc: &mut [i32], pairs: &[&[u32]], weights: &[u32]) {
+                #[target_feature(enable = $feature)]
+                fn entry(acc: &mut [i32], pairs: &[&[u32]], weights: &[u32]) {
+                    $crate::backend::linear::pair_weighted_sum(acc, pairs, weights)
+                }
+                // SAFETY: a token exists only where the feature is present.
+                #[allow(unused_unsafe)]
+                unsafe {
+                    entry(acc, pairs, weights)
+                }
+            }
         }
     };
 }

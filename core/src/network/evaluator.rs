@@ -6,6 +6,7 @@ use super::noise::EvaluationPlan;
 use super::{INPUTS, NetworkParameters, parallel};
 use crate::Error;
 use crate::backend::Kernels;
+use crate::backend::linear::{pack_pairs, weight_pair};
 use crate::bfv::{Ciphertext, Evaluator, Parameters, RelinearizationKey};
 use crate::model::{CLASSES, CONV_SIDE, KERNEL, Model, SIDE};
 
@@ -263,6 +264,20 @@ impl Accumulators {
                 blocks[b].push(block);
             }
         }
+        // With small weights (the trained models'), the products run on 16-bit halves, two
+        // per 32-bit lane: each task packs its columns of the group once and reuses them for
+        // every output. The halves' sums stay in i32 while a group's |weights| sum below 2^16.
+        let halves = weights
+            .iter()
+            .all(|w| w.iter().map(|x| x.unsigned_abs() as u64).sum::<u64>() < 1 << 16);
+        let pair_weights: Vec<Vec<u32>> = weights
+            .iter()
+            .map(|w| {
+                w.chunks(2)
+                    .map(|p| weight_pair(p[0], p.get(1).copied().unwrap_or(0)))
+                    .collect()
+            })
+            .collect();
         parallel::for_each_mut(&mut blocks, |b, block| {
             let start = b * COLUMNS;
             let (k, offset) = (start / plane, start % plane);
@@ -270,8 +285,37 @@ impl Accumulators {
                 .iter()
                 .map(|ct| &ct.poly(k)[offset..offset + COLUMNS])
                 .collect();
+            if !halves {
+                for (o, sums) in block.iter_mut().enumerate() {
+                    backend.weighted_sum(sums, &rows, &weights[o]);
+                }
+                return;
+            }
+            let pairs = rows.len().div_ceil(2);
+            let zeros = [0u32; COLUMNS];
+            let (mut lo, mut hi) = (
+                alloc::vec![0u32; pairs * COLUMNS],
+                alloc::vec![0u32; pairs * COLUMNS],
+            );
+            for (p, (lo, hi)) in lo
+                .chunks_exact_mut(COLUMNS)
+                .zip(hi.chunks_exact_mut(COLUMNS))
+                .enumerate()
+            {
+                let second = rows.get(2 * p + 1).copied().unwrap_or(&zeros);
+                pack_pairs(lo, hi, rows[2 * p], second);
+            }
+            let lo: Vec<&[u32]> = lo.chunks_exact(COLUMNS).collect();
+            let hi: Vec<&[u32]> = hi.chunks_exact(COLUMNS).collect();
+            let (mut sum_lo, mut sum_hi) = ([0i32; COLUMNS], [0i32; COLUMNS]);
             for (o, sums) in block.iter_mut().enumerate() {
-                backend.weighted_sum(sums, &rows, &weights[o]);
+                sum_lo.fill(0);
+                sum_hi.fill(0);
+                backend.pair_weighted_sum(&mut sum_lo, &lo, &pair_weights[o]);
+                backend.pair_weighted_sum(&mut sum_hi, &hi, &pair_weights[o]);
+                for ((s, &l), &h) in sums.iter_mut().zip(&sum_lo).zip(&sum_hi) {
+                    *s += ((h as i64) << 15) + l as i64;
+                }
             }
         });
     }

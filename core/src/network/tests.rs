@@ -21,6 +21,11 @@ fn xorshift(mut state: u64) -> impl FnMut() -> u64 {
 
 /// A small random model: 1 map, 4 hidden units, weights like the trained model's.
 fn tiny_model() -> Vec<u8> {
+    tiny_model_with(4)
+}
+
+/// The small model with first-dense weights of `dense1_bits` bits.
+fn tiny_model_with(dense1_bits: u32) -> Vec<u8> {
     let mut next = xorshift(99);
     let mut small = |bits: u32| (next() % (1 << bits)) as i16 - (1 << (bits - 1)) as i16;
     let features = CONV_SIDE * CONV_SIDE;
@@ -32,7 +37,7 @@ fn tiny_model() -> Vec<u8> {
         integer_accuracy: 0,
         conv_weights: (0..25).map(|_| small(3)).collect(),
         conv_biases: std::vec![5],
-        dense1_weights: (0..4 * features).map(|_| small(4)).collect(),
+        dense1_weights: (0..4 * features).map(|_| small(dense1_bits)).collect(),
         dense1_biases: std::vec![-300, 7, 0, 12345],
         dense2_weights: (0..40).map(|_| small(5)).collect(),
         dense2_biases: (0..10).map(|c| c * 1000 - 4000).collect(),
@@ -114,6 +119,20 @@ fn encrypted_inference_equals_plaintext_inference_on_every_backend() {
 }
 
 #[test]
+fn large_weights_take_the_64_bit_path_and_stay_exact() {
+    // 13-bit weights: a group's sum of |weights| exceeds 2^16, so the first dense layer
+    // accumulates in 64 bits instead of 16-bit halves.
+    let bytes = tiny_model_with(13);
+    let model = Model::parse(&bytes).unwrap();
+    let images = random_images(5, 21);
+    let params = toy_params(&model, 5, Backend::detect());
+    let (logits, _, budget) = run(&params, &model, &images);
+    let expected: Vec<[i128; CLASSES]> = images.iter().map(|i| model.logits(i)).collect();
+    assert_eq!(logits, expected);
+    assert!(budget > 0);
+}
+
+#[test]
 fn the_mnist_model_is_exact_and_the_noise_estimate_is_conservative() {
     let model = Model::parse(MNIST_MODEL).unwrap();
     let images = random_images(6, 11);
@@ -122,7 +141,6 @@ fn the_mnist_model_is_exact_and_the_noise_estimate_is_conservative() {
     let (logits, _, measured) = run(&params, &model, &images);
     let expected: Vec<[i128; CLASSES]> = images.iter().map(|i| model.logits(i)).collect();
     assert_eq!(logits, expected);
-    std::eprintln!("plan {plan:?} measured {measured}");
     assert!(
         plan.estimate.output <= measured as f64,
         "estimated {:.1} bits left, measured {measured}",
