@@ -33,6 +33,20 @@ pub(crate) trait Lanes8: Copy {
     fn mul_hi(self, other: Self) -> Self;
     /// Transposes the 8x8 matrix whose rows are the vectors.
     fn transpose(rows: &mut [Self; 8]);
+
+    // The lanes read as four u64 (lanes 2k and 2k + 1 are the low and high words of u64 k):
+    // the 64-bit accumulation of the dot-product kernels.
+
+    /// u64 k = lane 2k of self times lane 2k of other (the odd lanes are ignored).
+    fn mul_even(self, other: Self) -> Self;
+    /// u64 lane sums, wrapping.
+    fn add64(self, other: Self) -> Self;
+    /// Each u64 shifted right by 32 bits: its high word moves to the even lane.
+    fn shr64_32(self) -> Self;
+    /// Each u64 shifted left by 32 bits: its low word moves to the odd lane.
+    fn shl64_32(self) -> Self;
+    /// Bitwise and.
+    fn and(self, other: Self) -> Self;
 }
 
 /// A modulus broadcast to all lanes, with the constants the kernels use.
@@ -365,6 +379,131 @@ pub(crate) fn mul_scalar_assign<V: Lanes8>(a: &mut [u32], w: ShoupConstant, modu
     rest.iter_mut().for_each(|x| *x = modulus.mul_shoup(*x, w));
 }
 
+/// The modulus constants of [`dot_montgomery`] and [`dot_pointwise_montgomery`].
+#[derive(Clone, Copy)]
+struct WideModulus<V> {
+    p: V,
+    neg_p_inv: V,
+    r32: V,
+    low_words: V,
+}
+
+impl<V: Lanes8> WideModulus<V> {
+    #[inline(always)]
+    fn new(modulus: &Modulus) -> Self {
+        Self {
+            p: V::splat(modulus.value()),
+            neg_p_inv: V::splat(modulus.q_inv().wrapping_neg()),
+            r32: V::splat(modulus.montgomery_r().value),
+            low_words: V::load(&[u32::MAX, 0, u32::MAX, 0, u32::MAX, 0, u32::MAX, 0]),
+        }
+    }
+
+    /// acc * 2^-32 mod p per u64 lane, in the even lanes (odd lanes zero): the vector form of
+    /// the portable `fold_redc`. Two folds of the high word (a 2^32 + b = a r32 + b mod p)
+    /// bring acc below 2^60 + 2^32 < p 2^32, then Montgomery reduction leaves t < 2p.
+    #[inline(always)]
+    fn fold_redc(&self, acc: V) -> V {
+        let y = acc.shr64_32().mul_even(self.r32).add64(acc.and(self.low_words));
+        let y = y.shr64_32().mul_even(self.r32).add64(y.and(self.low_words));
+        let m = y.mul_lo(self.neg_p_inv);
+        let t = y.add64(m.mul_even(self.p)).shr64_32();
+        // t < 2p < 2^31 in the even lanes; the odd lanes are 0 and stay 0 (min(0, -p) = 0).
+        VectorModulus::reduce_below(t, self.p)
+    }
+
+    /// Joins the reduced even-coefficient and odd-coefficient halves into eight residues.
+    #[inline(always)]
+    fn join(even: V, odd: V) -> V {
+        even.add(odd.shl64_32())
+    }
+}
+
+/// out[c] = sum_r rows[r][c] * weights[r] * 2^-32 mod p for row values and weights below
+/// 2^30, at most [`super::dot::MAX_ROWS`] rows: the even and odd coefficients of eight
+/// accumulate as u64 in two vectors, with one reduction per coefficient. Same contract and
+/// results as the portable [`super::dot::dot_montgomery`].
+#[inline(always)]
+pub(crate) fn dot_montgomery<V: Lanes8>(
+    out: &mut [u32],
+    rows: &[&[u32]],
+    weights: &[u32],
+    modulus: &Modulus,
+) {
+    assert!(
+        rows.len() == weights.len()
+            && rows.len() <= super::dot::MAX_ROWS
+            && rows.iter().all(|r| r.len() == out.len()),
+        "dot operands"
+    );
+    let m = WideModulus::<V>::new(modulus);
+    let w: heapless::Vec<V, { super::dot::MAX_ROWS }> =
+        weights.iter().map(|&w| V::splat(w)).collect();
+    // Two vectors of coefficients per pass: each row's address and weight serve both.
+    let pairs = out.len() / 16;
+    let (out16, _) = out.as_chunks_mut::<16>();
+    for (c, o) in out16.iter_mut().enumerate() {
+        let mut acc = [V::splat(0); 4];
+        for (row, &w) in rows.iter().zip(&w) {
+            let (x, _) = row[16 * c..16 * c + 16].as_chunks::<8>();
+            let (x0, x1) = (V::load(&x[0]), V::load(&x[1]));
+            acc[0] = acc[0].add64(x0.mul_even(w));
+            acc[1] = acc[1].add64(x0.shr64_32().mul_even(w));
+            acc[2] = acc[2].add64(x1.mul_even(w));
+            acc[3] = acc[3].add64(x1.shr64_32().mul_even(w));
+        }
+        let (o, _) = o.as_chunks_mut::<8>();
+        WideModulus::join(m.fold_redc(acc[0]), m.fold_redc(acc[1])).store(&mut o[0]);
+        WideModulus::join(m.fold_redc(acc[2]), m.fold_redc(acc[3])).store(&mut o[1]);
+    }
+    let tail = 16 * pairs;
+    if tail < out.len() {
+        let rest: heapless::Vec<&[u32], { super::dot::MAX_ROWS }> =
+            rows.iter().map(|r| &r[tail..]).collect();
+        super::dot::dot_montgomery(&mut out[tail..], &rest, weights, modulus);
+    }
+}
+
+/// out[c] = sum_r a[r][c] * b[r][c] * 2^-32 mod p for residues mod p in (2^29, 2^30), at
+/// most [`super::dot::MAX_ROWS`] pairs; the vector form of the portable
+/// [`super::dot::dot_pointwise_montgomery`], with the same results.
+#[inline(always)]
+pub(crate) fn dot_pointwise_montgomery<V: Lanes8>(
+    out: &mut [u32],
+    a: &[&[u32]],
+    b: &[&[u32]],
+    modulus: &Modulus,
+) {
+    let n = out.len();
+    assert!(
+        a.len() == b.len() && a.len() <= super::dot::MAX_ROWS,
+        "at most {} pairs",
+        super::dot::MAX_ROWS
+    );
+    assert!(a.iter().chain(b).all(|r| r.len() == n), "dot operands");
+    let m = WideModulus::<V>::new(modulus);
+    let vectors = n / 8;
+    for c in 0..vectors {
+        let (mut even, mut odd) = (V::splat(0), V::splat(0));
+        for (x, y) in a.iter().zip(b) {
+            let x = V::load(x[8 * c..8 * c + 8].try_into().expect("8 words"));
+            let y = V::load(y[8 * c..8 * c + 8].try_into().expect("8 words"));
+            even = even.add64(x.mul_even(y));
+            odd = odd.add64(x.shr64_32().mul_even(y.shr64_32()));
+        }
+        let joined = WideModulus::join(m.fold_redc(even), m.fold_redc(odd));
+        joined.store((&mut out[8 * c..8 * c + 8]).try_into().expect("8 words"));
+    }
+    let tail = 8 * vectors;
+    if tail < n {
+        let rest_a: heapless::Vec<&[u32], { super::dot::MAX_ROWS }> =
+            a.iter().map(|r| &r[tail..]).collect();
+        let rest_b: heapless::Vec<&[u32], { super::dot::MAX_ROWS }> =
+            b.iter().map(|r| &r[tail..]).collect();
+        super::dot::dot_pointwise_montgomery(&mut out[tail..], &rest_a, &rest_b, modulus);
+    }
+}
+
 /// Implements [`super::Kernels`] for a backend token: each method enters a
 /// `#[target_feature]` function that runs the generic kernel with the backend's lane type,
 /// so that the lane operations inline with the feature enabled.
@@ -465,7 +604,7 @@ macro_rules! kernels_via_entry_points {
                     weights: &[u32],
                     modulus: &$crate::zq::Modulus,
                 ) {
-                    $crate::backend::dot::dot_montgomery(out, rows, weights, modulus)
+                    $crate::backend::vector::dot_montgomery::<$lanes>(out, rows, weights, modulus)
                 }
                 // SAFETY: a token exists only where the feature is present.
                 #[allow(unused_unsafe)]
@@ -487,7 +626,7 @@ macro_rules! kernels_via_entry_points {
                     b: &[&[u32]],
                     modulus: &$crate::zq::Modulus,
                 ) {
-                    $crate::backend::dot::dot_pointwise_montgomery(out, a, b, modulus)
+                    $crate::backend::vector::dot_pointwise_montgomery::<$lanes>(out, a, b, modulus)
                 }
                 // SAFETY: a token exists only where the feature is present.
                 #[allow(unused_unsafe)]
@@ -577,6 +716,21 @@ pub(crate) mod lane_tests {
                 lane(|x, y| ((x as u64 * y as u64) >> 32) as u32)
             );
             assert_eq!(lanes(V::splat(a[3])), [a[3]; 8]);
+            let wide = |v: [u32; 8]| -> [u64; 4] {
+                core::array::from_fn(|k| v[2 * k] as u64 | (v[2 * k + 1] as u64) << 32)
+            };
+            let (a64, b64) = (wide(a), wide(b));
+            let lane64 = |f: &dyn Fn(u64, u64) -> u64| -> [u64; 4] {
+                core::array::from_fn(|k| f(a64[k], b64[k]))
+            };
+            assert_eq!(
+                wide(lanes(va.mul_even(vb))),
+                lane64(&|x, y| (x as u32 as u64) * (y as u32 as u64))
+            );
+            assert_eq!(wide(lanes(va.add64(vb))), lane64(&u64::wrapping_add));
+            assert_eq!(wide(lanes(va.shr64_32())), lane64(&|x, _| x >> 32));
+            assert_eq!(wide(lanes(va.shl64_32())), lane64(&|x, _| x << 32));
+            assert_eq!(lanes(va.and(vb)), lane(|x, y| x & y));
         }
         let matrix: [[u32; 8]; 8] =
             core::array::from_fn(|r| core::array::from_fn(|c| (r * 8 + c) as u32));

@@ -90,6 +90,36 @@ impl Lanes8 for Avx2Lanes {
     }
 
     #[inline(always)]
+    fn mul_even(self, other: Self) -> Self {
+        // SAFETY: AVX2 is present wherever this type is used.
+        Self(unsafe { _mm256_mul_epu32(self.0, other.0) })
+    }
+
+    #[inline(always)]
+    fn add64(self, other: Self) -> Self {
+        // SAFETY: AVX2 is present wherever this type is used.
+        Self(unsafe { _mm256_add_epi64(self.0, other.0) })
+    }
+
+    #[inline(always)]
+    fn shr64_32(self) -> Self {
+        // SAFETY: AVX2 is present wherever this type is used.
+        Self(unsafe { _mm256_srli_epi64::<32>(self.0) })
+    }
+
+    #[inline(always)]
+    fn shl64_32(self) -> Self {
+        // SAFETY: AVX2 is present wherever this type is used.
+        Self(unsafe { _mm256_slli_epi64::<32>(self.0) })
+    }
+
+    #[inline(always)]
+    fn and(self, other: Self) -> Self {
+        // SAFETY: AVX2 is present wherever this type is used.
+        Self(unsafe { _mm256_and_si256(self.0, other.0) })
+    }
+
+    #[inline(always)]
     fn transpose(rows: &mut [Self; 8]) {
         let [r0, r1, r2, r3, r4, r5, r6, r7] = rows.map(|r| r.0);
         // SAFETY: AVX2 is present wherever this type is used.

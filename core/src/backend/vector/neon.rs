@@ -110,6 +110,64 @@ impl Lanes8 for NeonLanes {
     }
 
     #[inline(always)]
+    fn mul_even(self, o: Self) -> Self {
+        #[inline(always)]
+        fn even_products(a: uint32x4_t, b: uint32x4_t) -> uint32x4_t {
+            // SAFETY: NEON is present wherever this type is used (module documentation).
+            unsafe {
+                // The narrowing move keeps the low (even) word of each u64.
+                let (a, b) = (
+                    vmovn_u64(vreinterpretq_u64_u32(a)),
+                    vmovn_u64(vreinterpretq_u64_u32(b)),
+                );
+                vreinterpretq_u32_u64(vmull_u32(a, b))
+            }
+        }
+        Self(even_products(self.0, o.0), even_products(self.1, o.1))
+    }
+
+    #[inline(always)]
+    fn add64(self, o: Self) -> Self {
+        #[inline(always)]
+        fn add(a: uint32x4_t, b: uint32x4_t) -> uint32x4_t {
+            // SAFETY: NEON is present wherever this type is used.
+            unsafe {
+                vreinterpretq_u32_u64(vaddq_u64(
+                    vreinterpretq_u64_u32(a),
+                    vreinterpretq_u64_u32(b),
+                ))
+            }
+        }
+        Self(add(self.0, o.0), add(self.1, o.1))
+    }
+
+    #[inline(always)]
+    fn shr64_32(self) -> Self {
+        #[inline(always)]
+        fn shr(a: uint32x4_t) -> uint32x4_t {
+            // SAFETY: NEON is present wherever this type is used.
+            unsafe { vreinterpretq_u32_u64(vshrq_n_u64::<32>(vreinterpretq_u64_u32(a))) }
+        }
+        Self(shr(self.0), shr(self.1))
+    }
+
+    #[inline(always)]
+    fn shl64_32(self) -> Self {
+        #[inline(always)]
+        fn shl(a: uint32x4_t) -> uint32x4_t {
+            // SAFETY: NEON is present wherever this type is used.
+            unsafe { vreinterpretq_u32_u64(vshlq_n_u64::<32>(vreinterpretq_u64_u32(a))) }
+        }
+        Self(shl(self.0), shl(self.1))
+    }
+
+    #[inline(always)]
+    fn and(self, o: Self) -> Self {
+        // SAFETY: NEON is present wherever this type is used.
+        unsafe { Self(vandq_u32(self.0, o.0), vandq_u32(self.1, o.1)) }
+    }
+
+    #[inline(always)]
     fn transpose(rows: &mut [Self; 8]) {
         // Quadrants: rows 0-3 / 4-7 by halves 0 (.0) / 1 (.1). The transpose swaps the
         // off-diagonal quadrants and transposes each.
