@@ -11,6 +11,7 @@ use cryptonets_host::mnist::{self, PIXELS, Split};
 use rand_chacha::ChaCha8Rng;
 use rand_core::{Rng, SeedableRng};
 
+mod onnx;
 mod quantize;
 use quantize::{BatchNormStats, FloatNet, Precision, fold_batch_norm, integer_model};
 
@@ -32,6 +33,10 @@ struct Args {
     /// Where to write the integer model.
     #[arg(long, default_value = "models/cryptonets-mnist.cnmd")]
     output: std::path::PathBuf,
+    /// Import this float ONNX model (for example exported from PyTorch) instead of training;
+    /// it is quantized like a trained one. Supported layers: see `train/src/onnx.rs`.
+    #[arg(long, value_name = "FILE.onnx")]
+    onnx: Option<std::path::PathBuf>,
 }
 
 fn values(t: &Tensor) -> candle_core::Result<Vec<f64>> {
@@ -189,14 +194,15 @@ fn seeded_init(vars: &VarMap, rng: &mut ChaCha8Rng) -> candle_core::Result<()> {
     Ok(())
 }
 
-fn main() -> candle_core::Result<()> {
-    let args = Args::parse();
-    let dir = args.data.clone().unwrap_or_else(mnist::default_dir);
-    let train = mnist::load(&dir, Split::Train).map_err(candle_core::Error::wrap)?;
-    let test = mnist::load(&dir, Split::Test).map_err(candle_core::Error::wrap)?;
+/// Trains the network and returns it in f64 with batch normalization folded in.
+fn train_float(
+    args: &Args,
+    train: &mnist::Dataset,
+    test: &mnist::Dataset,
+) -> candle_core::Result<FloatNet> {
     let dev = Device::Cpu;
-    let (train_x, train_y) = tensors(&train, &dev)?;
-    let (test_x, test_y) = tensors(&test, &dev)?;
+    let (train_x, train_y) = tensors(train, &dev)?;
+    let (test_x, test_y) = tensors(test, &dev)?;
     let vars = VarMap::new();
     let net = Net::new(VarBuilder::from_varmap(&vars, DType::F32, &dev))?;
     let mut rng = ChaCha8Rng::seed_from_u64(args.seed);
@@ -227,7 +233,7 @@ fn main() -> candle_core::Result<()> {
         for chunk in order.chunks(args.batch) {
             let idx = Tensor::from_slice(chunk, chunk.len(), &dev)?;
             let x = if args.shift > 0 {
-                shifted_batch(&train, chunk, args.shift, &mut rng, &dev)?
+                shifted_batch(train, chunk, args.shift, &mut rng, &dev)?
             } else {
                 train_x.index_select(&idx, 0)?
             };
@@ -244,7 +250,27 @@ fn main() -> candle_core::Result<()> {
             start.elapsed().as_secs_f64()
         );
     }
-    let float = folded(&net)?;
+    folded(&net)
+}
+
+fn main() -> candle_core::Result<()> {
+    let args = Args::parse();
+    let dir = args.data.clone().unwrap_or_else(mnist::default_dir);
+    let train = mnist::load(&dir, Split::Train).map_err(candle_core::Error::wrap)?;
+    let test = mnist::load(&dir, Split::Test).map_err(candle_core::Error::wrap)?;
+    let float = match &args.onnx {
+        Some(path) => {
+            let bytes = std::fs::read(path).map_err(|e| {
+                candle_core::Error::Msg(format!("cannot read {}: {e}", path.display()))
+            })?;
+            let net = onnx::import(&bytes).map_err(|e| {
+                candle_core::Error::Msg(format!("cannot import {}: {e}", path.display()))
+            })?;
+            eprintln!("imported {}", path.display());
+            net
+        }
+        None => train_float(&args, &train, &test)?,
+    };
     let float_accuracy = quantize::float_accuracy(&float, &test);
     eprintln!("float network with batch normalization folded: test accuracy {float_accuracy:.4}");
     // Greedy: from a fine precision, coarsen each knob while the integer model stays within

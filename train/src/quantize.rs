@@ -107,44 +107,48 @@ pub fn integer_accuracy(model: &Model<'_>, test: &Dataset) -> f64 {
     correct as f64 / test.len() as f64
 }
 
+impl FloatNet {
+    /// The logits for pixels scaled to [0, 1] (784 values, row by row).
+    pub fn logits(&self, x: &[f64]) -> [f64; CLASSES] {
+        let mut act = vec![0f64; 845];
+        for m in 0..5 {
+            for oy in 0..13 {
+                for ox in 0..13 {
+                    let mut z = self.conv_b[m];
+                    for k in 0..25 {
+                        let (y, xx) = ((2 * oy + k / 5) as i64 - 1, (2 * ox + k % 5) as i64 - 1);
+                        if (0..28).contains(&y) && (0..28).contains(&xx) {
+                            z += self.conv_w[m * 25 + k] * x[(y * 28 + xx) as usize];
+                        }
+                    }
+                    act[m * 169 + oy * 13 + ox] = z * z;
+                }
+            }
+        }
+        let hidden: Vec<f64> = (0..100)
+            .map(|u| {
+                let z = self.dense1_b[u]
+                    + (0..845)
+                        .map(|f| self.dense1_w[u * 845 + f] * act[f])
+                        .sum::<f64>();
+                z * z
+            })
+            .collect();
+        core::array::from_fn(|c| {
+            self.dense2_b[c]
+                + (0..100)
+                    .map(|u| self.dense2_w[c * 100 + u] * hidden[u])
+                    .sum::<f64>()
+        })
+    }
+}
+
 /// Test accuracy of the float network (folded), for reference.
 pub fn float_accuracy(net: &FloatNet, test: &Dataset) -> f64 {
     let correct = (0..test.len())
         .filter(|&i| {
             let x: Vec<f64> = test.image(i).iter().map(|&p| p as f64 / 255.0).collect();
-            let mut act = vec![0f64; 845];
-            for m in 0..5 {
-                for oy in 0..13 {
-                    for ox in 0..13 {
-                        let mut z = net.conv_b[m];
-                        for k in 0..25 {
-                            let (y, xx) =
-                                ((2 * oy + k / 5) as i64 - 1, (2 * ox + k % 5) as i64 - 1);
-                            if (0..28).contains(&y) && (0..28).contains(&xx) {
-                                z += net.conv_w[m * 25 + k] * x[(y * 28 + xx) as usize];
-                            }
-                        }
-                        act[m * 169 + oy * 13 + ox] = z * z;
-                    }
-                }
-            }
-            let hidden: Vec<f64> = (0..100)
-                .map(|u| {
-                    let z = net.dense1_b[u]
-                        + (0..845)
-                            .map(|f| net.dense1_w[u * 845 + f] * act[f])
-                            .sum::<f64>();
-                    z * z
-                })
-                .collect();
-            let logits: Vec<f64> = (0..CLASSES)
-                .map(|c| {
-                    net.dense2_b[c]
-                        + (0..100)
-                            .map(|u| net.dense2_w[c * 100 + u] * hidden[u])
-                            .sum::<f64>()
-                })
-                .collect();
+            let logits = net.logits(&x);
             let best = (0..CLASSES).fold(0, |b, c| if logits[c] > logits[b] { c } else { b });
             best == test.labels[i] as usize
         })
