@@ -60,8 +60,9 @@ pub trait Kernels {
     fn weighted_sum(&self, acc: &mut [i64], rows: &[&[u32]], weights: &[i32]);
     /// acc[c] += sum_p lo(pairs[p][c]) lo(weights[p]) + hi(pairs[p][c]) hi(weights[p]) with
     /// the signed 16-bit halves of each word (operands packed by `linear::pack_pairs` and
-    /// `linear::weight_pair`), wrapping in i32: the caller keeps the sums within i32.
-    fn pair_weighted_sum(&self, acc: &mut [i32], pairs: &[&[u32]], weights: &[u32]);
+    /// `linear::weight_pair`), in two's complement wrapping at 32 bits: the caller keeps the
+    /// sums within i32 and reads them as such.
+    fn pair_weighted_sum(&self, acc: &mut [u32], pairs: &[&[u32]], weights: &[u32]);
 }
 
 /// Panics unless the slices of one kernel call agree (a caller bug, never untrusted data).
@@ -217,7 +218,7 @@ impl Kernels for Backend {
         dispatch!(self, k => k.weighted_sum(acc, rows, weights))
     }
     #[inline]
-    fn pair_weighted_sum(&self, acc: &mut [i32], pairs: &[&[u32]], weights: &[u32]) {
+    fn pair_weighted_sum(&self, acc: &mut [u32], pairs: &[&[u32]], weights: &[u32]) {
         dispatch!(self, k => k.pair_weighted_sum(acc, pairs, weights))
     }
 }

@@ -186,12 +186,13 @@ impl BaseConverter {
         for (i, limb) in y.chunks_exact_mut(n).enumerate() {
             backend.mul_scalar_assign(limb, self.inverse_cofactors[i], &self.from[i]);
             let r = self.reciprocals[i];
+            // y < 2^30 and the sum < k + 1 fit i32, whose conversions are single vector ops.
             sum.iter_mut()
                 .zip(limb.iter())
-                .for_each(|(s, &y)| *s += y as f64 * r);
+                .for_each(|(s, &y)| *s += y as i32 as f64 * r);
         }
         // sum >= 0.5 and below k + 1: truncation is round(sum - 0.5).
-        let v: Vec<u32> = sum.iter().map(|&s| s as u32).collect();
+        let v: Vec<u32> = sum.iter().map(|&s| s as i32 as u32).collect();
         let mut rows: Vec<&[u32]> = y.chunks_exact(n).collect();
         rows.push(&v);
         for ((p, out), weights) in self

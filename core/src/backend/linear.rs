@@ -77,19 +77,14 @@ pub(crate) fn weight_pair(w_a: i32, w_b: i32) -> u32 {
 
 /// acc[c] += sum_p lo16(pairs[p][c]) lo16(weights[p]) + hi16(pairs[p][c]) hi16(weights[p]),
 /// 16-bit halves read as signed: two products per 32-bit lane, the shape of x86's
-/// `pmaddwd`. The caller keeps every sum within i32.
+/// `pmaddwd`. Sums wrap at 32 bits (two's complement); the caller keeps them within i32.
 #[inline(always)]
-pub(crate) fn pair_weighted_sum(acc: &mut [i32], pairs: &[&[u32]], weights: &[u32]) {
+pub(crate) fn pair_weighted_sum(acc: &mut [u32], pairs: &[&[u32]], weights: &[u32]) {
     let n = acc.len();
     assert!(
         pairs.len() == weights.len() && pairs.iter().all(|r| r.len() == n),
         "pair weighted sum operands"
     );
-    #[inline(always)]
-    fn madd(x: u32, w: u32) -> i32 {
-        (x as i16 as i32) * (w as i16 as i32)
-            + ((x >> 16) as i16 as i32) * ((w >> 16) as i16 as i32)
-    }
     let mut quads = pairs.chunks_exact(4).zip(weights.chunks_exact(4));
     for (p, w) in &mut quads {
         let (p0, p1, p2, p3) = (&p[0][..n], &p[1][..n], &p[2][..n], &p[3][..n]);
@@ -107,4 +102,11 @@ pub(crate) fn pair_weighted_sum(acc: &mut [i32], pairs: &[&[u32]], weights: &[u3
             *a = a.wrapping_add(madd(x, w));
         }
     }
+}
+
+/// lo16(x) lo16(w) + hi16(x) hi16(w) on signed halves, as 32-bit two's complement.
+#[inline(always)]
+pub(crate) fn madd(x: u32, w: u32) -> u32 {
+    ((x as i16 as i32) * (w as i16 as i32) + ((x >> 16) as i16 as i32) * ((w >> 16) as i16 as i32))
+        as u32
 }

@@ -113,7 +113,7 @@ impl Kernels for Portable {
         super::linear::weighted_sum(acc, rows, weights)
     }
 
-    fn pair_weighted_sum(&self, acc: &mut [i32], pairs: &[&[u32]], weights: &[u32]) {
+    fn pair_weighted_sum(&self, acc: &mut [u32], pairs: &[&[u32]], weights: &[u32]) {
         super::linear::pair_weighted_sum(acc, pairs, weights)
     }
 }

@@ -412,7 +412,7 @@ fn pair_weighted_sum_matches_naive_sums_on_every_backend() {
                 .collect();
             let lo: Vec<&[u32]> = lo.iter().map(Vec::as_slice).collect();
             let hi: Vec<&[u32]> = hi.iter().map(Vec::as_slice).collect();
-            let start: Vec<i32> = (0..len).map(|c| c as i32 - 1000).collect();
+            let start: Vec<u32> = (0..len).map(|c| (c as i32 - 1000) as u32).collect();
             for backend in Backend::available() {
                 let (mut acc_lo, mut acc_hi) = (start.clone(), start.clone());
                 backend.pair_weighted_sum(&mut acc_lo, &lo, &w);
@@ -423,8 +423,8 @@ fn pair_weighted_sum_matches_naive_sums_on_every_backend() {
                         .zip(&weights)
                         .map(|(row, &w)| row[c] as i64 * w as i64)
                         .sum();
-                    let got =
-                        (acc_hi[c] - start[c]) as i64 * (1 << 15) + (acc_lo[c] - start[c]) as i64;
+                    let delta = |acc: &[u32]| acc[c].wrapping_sub(start[c]) as i32 as i64;
+                    let got = delta(&acc_hi) * (1 << 15) + delta(&acc_lo);
                     assert_eq!(
                         got, expected,
                         "{backend}, {rows_count} rows, len {len}, column {c}"

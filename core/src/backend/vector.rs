@@ -47,6 +47,9 @@ pub(crate) trait Lanes8: Copy {
     fn shl64_32(self) -> Self;
     /// Bitwise and.
     fn and(self, other: Self) -> Self;
+    /// Per 32-bit lane, the sum of the products of its signed 16-bit halves with other's
+    /// (x86's `pmaddwd`); wraps only for -2^15 * -2^15 twice.
+    fn madd16(self, other: Self) -> Self;
 }
 
 /// A modulus broadcast to all lanes, with the constants the kernels use.
@@ -404,7 +407,10 @@ impl<V: Lanes8> WideModulus<V> {
     /// bring acc below 2^60 + 2^32 < p 2^32, then Montgomery reduction leaves t < 2p.
     #[inline(always)]
     fn fold_redc(&self, acc: V) -> V {
-        let y = acc.shr64_32().mul_even(self.r32).add64(acc.and(self.low_words));
+        let y = acc
+            .shr64_32()
+            .mul_even(self.r32)
+            .add64(acc.and(self.low_words));
         let y = y.shr64_32().mul_even(self.r32).add64(y.and(self.low_words));
         let m = y.mul_lo(self.neg_p_inv);
         let t = y.add64(m.mul_even(self.p)).shr64_32();
@@ -501,6 +507,46 @@ pub(crate) fn dot_pointwise_montgomery<V: Lanes8>(
         let rest_b: heapless::Vec<&[u32], { super::dot::MAX_ROWS }> =
             b.iter().map(|r| &r[tail..]).collect();
         super::dot::dot_pointwise_montgomery(&mut out[tail..], &rest_a, &rest_b, modulus);
+    }
+}
+
+/// The vector form of [`super::linear::pair_weighted_sum`], with the same results: four
+/// rows a pass, so that the accumulators are loaded and stored once per four products.
+#[inline(always)]
+pub(crate) fn pair_weighted_sum<V: Lanes8>(acc: &mut [u32], pairs: &[&[u32]], weights: &[u32]) {
+    let n = acc.len();
+    assert!(
+        pairs.len() == weights.len() && pairs.iter().all(|r| r.len() == n),
+        "pair weighted sum operands"
+    );
+    let vectors = n / 8;
+    let (acc8, _) = acc.as_chunks_mut::<8>();
+    let mut quads = pairs.chunks_exact(4).zip(weights.chunks_exact(4));
+    for (p, w) in &mut quads {
+        let rows: [&[[u32; 8]]; 4] = core::array::from_fn(|r| &p[r].as_chunks::<8>().0[..vectors]);
+        let w: [V; 4] = core::array::from_fn(|r| V::splat(w[r]));
+        for (c, a) in acc8.iter_mut().enumerate() {
+            let sum = V::load(a)
+                .add(V::load(&rows[0][c]).madd16(w[0]))
+                .add(V::load(&rows[1][c]).madd16(w[1]))
+                .add(V::load(&rows[2][c]).madd16(w[2]))
+                .add(V::load(&rows[3][c]).madd16(w[3]));
+            sum.store(a);
+        }
+    }
+    let tail = pairs.len() - pairs.len() % 4;
+    for (p, &w) in pairs[tail..].iter().zip(&weights[tail..]) {
+        let (row, _) = p.as_chunks::<8>();
+        let w = V::splat(w);
+        for (a, x) in acc8.iter_mut().zip(row) {
+            V::load(a).add(V::load(x).madd16(w)).store(a);
+        }
+    }
+    let done = 8 * vectors;
+    for (p, &w) in pairs.iter().zip(weights) {
+        for (a, &x) in acc[done..].iter_mut().zip(&p[done..]) {
+            *a = a.wrapping_add(super::linear::madd(x, w));
+        }
     }
 }
 
@@ -645,10 +691,10 @@ macro_rules! kernels_via_entry_points {
                     entry(acc, rows, weights)
                 }
             }
-            fn pair_weighted_sum(&self, acc: &mut [i32], pairs: &[&[u32]], weights: &[u32]) {
+            fn pair_weighted_sum(&self, acc: &mut [u32], pairs: &[&[u32]], weights: &[u32]) {
                 #[target_feature(enable = $feature)]
-                fn entry(acc: &mut [i32], pairs: &[&[u32]], weights: &[u32]) {
-                    $crate::backend::linear::pair_weighted_sum(acc, pairs, weights)
+                fn entry(acc: &mut [u32], pairs: &[&[u32]], weights: &[u32]) {
+                    $crate::backend::vector::pair_weighted_sum::<$lanes>(acc, pairs, weights)
                 }
                 // SAFETY: a token exists only where the feature is present.
                 #[allow(unused_unsafe)]
@@ -731,6 +777,7 @@ pub(crate) mod lane_tests {
             assert_eq!(wide(lanes(va.shr64_32())), lane64(&|x, _| x >> 32));
             assert_eq!(wide(lanes(va.shl64_32())), lane64(&|x, _| x << 32));
             assert_eq!(lanes(va.and(vb)), lane(|x, y| x & y));
+            assert_eq!(lanes(va.madd16(vb)), lane(crate::backend::linear::madd));
         }
         let matrix: [[u32; 8]; 8] =
             core::array::from_fn(|r| core::array::from_fn(|c| (r * 8 + c) as u32));

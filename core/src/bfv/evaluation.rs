@@ -223,9 +223,12 @@ impl<'a> Evaluator<'a> {
             for (i, limb) in kept.chunks_exact_mut(n).enumerate() {
                 let q = &moduli[i];
                 super::multiply::lift_centered(dropped, &last, q, &mut lifted);
-                for (x, &r) in limb.iter_mut().zip(&lifted) {
-                    *x = q.mul_shoup(q.sub(*x, r), inverses[i]);
-                }
+                limb.iter_mut()
+                    .zip(&lifted)
+                    .for_each(|(x, &r)| *x = q.sub(*x, r));
+                self.params
+                    .backend()
+                    .mul_scalar_assign(limb, inverses[i], q);
             }
             p.truncate((level - 1) * n);
         }

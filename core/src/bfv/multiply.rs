@@ -39,41 +39,45 @@ pub(crate) fn tensor(params: &Parameters, a: &Ciphertext, b: Option<&Ciphertext>
         .chain(params.auxiliary_basis().moduli())
         .copied()
         .collect();
-    let a0 = extend_to_ntt(params, &a.polys[0], level);
-    let a1 = extend_to_ntt(params, &a.polys[1], level);
-    let (mut c0, mut c1, mut c2) = (a0.clone(), a0, a1.clone());
+    let mut c0 = extend_to_ntt(params, &a.polys[0], level);
+    let mut c2 = extend_to_ntt(params, &a.polys[1], level);
+    let mut c1 = c0.clone();
     match b {
         Some(b) => {
             let b0 = extend_to_ntt(params, &b.polys[0], level);
             let b1 = extend_to_ntt(params, &b.polys[1], level);
+            // (a0 b0, a0 b1 + a1 b0, a1 b1), with c1 = a0 and c2 = a1 on entry.
             for (i, m) in moduli.iter().enumerate() {
                 let r = i * n..(i + 1) * n;
-                backend.mul_assign(&mut c0[r.clone()], &b0[r.clone()], m);
                 backend.mul_assign(&mut c1[r.clone()], &b1[r.clone()], m);
-                backend.mul_acc(&mut c1[r.clone()], &a1[r.clone()], &b0[r.clone()], m);
+                backend.mul_acc(&mut c1[r.clone()], &c2[r.clone()], &b0[r.clone()], m);
+                backend.mul_assign(&mut c0[r.clone()], &b0[r.clone()], m);
                 backend.mul_assign(&mut c2[r.clone()], &b1[r], m);
             }
         }
         None => {
+            // (a0^2, 2 a0 a1, a1^2), squaring each limb through one limb-sized copy.
+            let mut copy = alloc::vec![0u32; n];
             for (i, m) in moduli.iter().enumerate() {
                 let r = i * n..(i + 1) * n;
-                let a0 = c0[r.clone()].to_vec();
-                backend.mul_assign(&mut c0[r.clone()], &a0, m);
-                backend.mul_assign(&mut c1[r.clone()], &a1[r.clone()], m);
+                backend.mul_assign(&mut c1[r.clone()], &c2[r.clone()], m);
                 c1[r.clone()].iter_mut().for_each(|x| *x = m.add(*x, *x));
-                backend.mul_assign(&mut c2[r.clone()], &a1[r], m);
+                for c in [&mut c0, &mut c2] {
+                    copy.copy_from_slice(&c[r.clone()]);
+                    backend.mul_assign(&mut c[r.clone()], &copy, m);
+                }
             }
         }
     }
     let level_data = params.level_data(level);
     let l = params.auxiliary_basis().len();
+    let mut scaled = alloc::vec![0u32; l * n];
     let polys = [c0, c1, c2]
         .into_iter()
         .map(|mut c| {
             let (q_part, p_part) = c.split_at_mut(level * n);
             params.ciphertext_basis().inverse(backend, q_part, 0);
             params.auxiliary_basis().inverse(backend, p_part, 0);
-            let mut scaled = alloc::vec![0u32; l * n];
             level_data
                 .scale
                 .apply(backend, q_part, Some(p_part), &mut scaled, n);

@@ -14,7 +14,7 @@ use crate::model::{CLASSES, CONV_SIDE, KERNEL, Model, SIDE};
 /// memory of the squares (each about 3 x level x n x 4 bytes) while leaving every core work.
 const GROUP: usize = 64;
 /// Columns a dense-layer task accumulates: its rows and accumulators stay in L2.
-const COLUMNS: usize = 2048;
+const COLUMNS: usize = 512;
 
 /// Evaluates one model under one set of network parameters. Holds only public data: the
 /// weights, the relinearization key and the plan; it never sees a secret key.
@@ -132,7 +132,12 @@ impl<'a> NetworkEvaluator<'a> {
         let features = self.taps.len();
 
         // Convolution, square, switch down, and stream into the first dense layer.
-        let mut dense1 = Accumulators::new(params, self.hidden, 3, hidden_level);
+        let weight_sums: Vec<u64> = self
+            .dense1
+            .chunks_exact(features)
+            .map(|w| w.iter().map(|x| x.unsigned_abs() as u64).sum())
+            .collect();
+        let mut dense1 = Accumulators::new(params, &weight_sums, 3, hidden_level);
         let mut start = 0;
         while start < features {
             let group = GROUP.min(features - start);
@@ -169,7 +174,7 @@ impl<'a> NetworkEvaluator<'a> {
 
         // Last dense layer, then down to the output level.
         let rows: Vec<&Ciphertext> = hidden.iter().collect();
-        let mut logits = parallel::map(CLASSES, |class| {
+        let logits = parallel::map(CLASSES, |class| {
             let weights = &self.dense2[class * self.hidden..(class + 1) * self.hidden];
             let mut logit = linear_combination(params, &rows, weights, self.dense2_bias[class]);
             while logit.level() > self.plan.output_level {
@@ -179,7 +184,6 @@ impl<'a> NetworkEvaluator<'a> {
             }
             logit
         });
-        logits.shrink_to_fit();
         Ok(logits)
     }
 }
@@ -222,23 +226,50 @@ fn reduce_i128(m: &crate::Modulus, x: i128) -> u32 {
     if x < 0 { m.neg(r) } else { r }
 }
 
-/// Exact i64 accumulators of a dense layer's outputs (size-3 ciphertexts at one level),
-/// filled group by group of inputs.
+/// Exact accumulators of a dense layer's outputs (size-3 ciphertexts at one level), filled
+/// group by group of inputs.
+///
+/// With small weights (the trained models'), every product runs on the 15-bit halves of the
+/// residues, two per 32-bit lane (`pmaddwd`), into one i32 accumulator per half: exact for the
+/// whole layer when each output's |weights| sum below 2^16, since a half is below 2^15. Each
+/// task packs its columns of a group once and reuses them for every output. Otherwise the
+/// sums are i64 (`weighted_sum`).
 struct Accumulators {
-    /// [output][poly][limb][coefficient], flattened per output.
-    sums: Vec<Vec<i64>>,
+    sums: Sums,
     size: usize,
     level: usize,
 }
 
+/// [output][poly][limb][coefficient], flattened per output.
+enum Sums {
+    Halves {
+        low: Vec<Vec<u32>>,
+        high: Vec<Vec<u32>>,
+    },
+    Wide(Vec<Vec<i64>>),
+}
+
+/// One task's columns of every output.
+enum Block<'s> {
+    Halves(Vec<(&'s mut [u32], &'s mut [u32])>),
+    Wide(Vec<&'s mut [i64]>),
+}
+
 impl Accumulators {
-    fn new(params: &Parameters, outputs: usize, size: usize, level: usize) -> Self {
+    /// `weight_sums[o]`: the sum of |weights| of output o over all inputs.
+    fn new(params: &Parameters, weight_sums: &[u64], size: usize, level: usize) -> Self {
         let len = size * level * params.degree();
-        Self {
-            sums: (0..outputs).map(|_| alloc::vec![0i64; len]).collect(),
-            size,
-            level,
-        }
+        let outputs = weight_sums.len();
+        let zeros = |_| alloc::vec![0u32; len];
+        let sums = if weight_sums.iter().all(|&s| s < 1 << 16) {
+            Sums::Halves {
+                low: (0..outputs).map(zeros).collect(),
+                high: (0..outputs).map(zeros).collect(),
+            }
+        } else {
+            Sums::Wide((0..outputs).map(|_| alloc::vec![0i64; len]).collect())
+        };
+        Self { sums, size, level }
     }
 
     /// sums[o] += sum_i weight(o, i) inputs[i], in column blocks on every core.
@@ -250,26 +281,38 @@ impl Accumulators {
     ) {
         let backend = params.backend();
         let plane = self.level * params.degree();
-        let outputs = self.sums.len();
+        let blocks_per_output = self.size * plane / COLUMNS;
+        let outputs = match &self.sums {
+            Sums::Halves { low, .. } => low.len(),
+            Sums::Wide(sums) => sums.len(),
+        };
+        // blocks[b]: columns b * COLUMNS.. of every output.
+        let mut blocks: Vec<Block<'_>> = match &mut self.sums {
+            Sums::Halves { low, high } => {
+                let mut blocks: Vec<Vec<_>> = (0..blocks_per_output).map(|_| Vec::new()).collect();
+                for (low, high) in low.iter_mut().zip(high.iter_mut()) {
+                    let columns = low
+                        .chunks_exact_mut(COLUMNS)
+                        .zip(high.chunks_exact_mut(COLUMNS));
+                    for (b, pair) in columns.enumerate() {
+                        blocks[b].push(pair);
+                    }
+                }
+                blocks.into_iter().map(Block::Halves).collect()
+            }
+            Sums::Wide(sums) => {
+                let mut blocks: Vec<Vec<_>> = (0..blocks_per_output).map(|_| Vec::new()).collect();
+                for sums in sums.iter_mut() {
+                    for (b, block) in sums.chunks_exact_mut(COLUMNS).enumerate() {
+                        blocks[b].push(block);
+                    }
+                }
+                blocks.into_iter().map(Block::Wide).collect()
+            }
+        };
         let weights: Vec<Vec<i32>> = (0..outputs)
             .map(|o| (0..inputs.len()).map(|i| weight(o, i)).collect())
             .collect();
-        // blocks[b][o]: columns b * COLUMNS.. of output o.
-        let blocks_per_output = self.size * plane / COLUMNS;
-        let mut blocks: Vec<Vec<&mut [i64]>> = (0..blocks_per_output)
-            .map(|_| Vec::with_capacity(outputs))
-            .collect();
-        for sums in self.sums.iter_mut() {
-            for (b, block) in sums.chunks_exact_mut(COLUMNS).enumerate() {
-                blocks[b].push(block);
-            }
-        }
-        // With small weights (the trained models'), the products run on 16-bit halves, two
-        // per 32-bit lane: each task packs its columns of the group once and reuses them for
-        // every output. The halves' sums stay in i32 while a group's |weights| sum below 2^16.
-        let halves = weights
-            .iter()
-            .all(|w| w.iter().map(|x| x.unsigned_abs() as u64).sum::<u64>() < 1 << 16);
         let pair_weights: Vec<Vec<u32>> = weights
             .iter()
             .map(|w| {
@@ -285,36 +328,33 @@ impl Accumulators {
                 .iter()
                 .map(|ct| &ct.poly(k)[offset..offset + COLUMNS])
                 .collect();
-            if !halves {
-                for (o, sums) in block.iter_mut().enumerate() {
-                    backend.weighted_sum(sums, &rows, &weights[o]);
+            match block {
+                Block::Wide(block) => {
+                    for (o, sums) in block.iter_mut().enumerate() {
+                        backend.weighted_sum(sums, &rows, &weights[o]);
+                    }
                 }
-                return;
-            }
-            let pairs = rows.len().div_ceil(2);
-            let zeros = [0u32; COLUMNS];
-            let (mut lo, mut hi) = (
-                alloc::vec![0u32; pairs * COLUMNS],
-                alloc::vec![0u32; pairs * COLUMNS],
-            );
-            for (p, (lo, hi)) in lo
-                .chunks_exact_mut(COLUMNS)
-                .zip(hi.chunks_exact_mut(COLUMNS))
-                .enumerate()
-            {
-                let second = rows.get(2 * p + 1).copied().unwrap_or(&zeros);
-                pack_pairs(lo, hi, rows[2 * p], second);
-            }
-            let lo: Vec<&[u32]> = lo.chunks_exact(COLUMNS).collect();
-            let hi: Vec<&[u32]> = hi.chunks_exact(COLUMNS).collect();
-            let (mut sum_lo, mut sum_hi) = ([0i32; COLUMNS], [0i32; COLUMNS]);
-            for (o, sums) in block.iter_mut().enumerate() {
-                sum_lo.fill(0);
-                sum_hi.fill(0);
-                backend.pair_weighted_sum(&mut sum_lo, &lo, &pair_weights[o]);
-                backend.pair_weighted_sum(&mut sum_hi, &hi, &pair_weights[o]);
-                for ((s, &l), &h) in sums.iter_mut().zip(&sum_lo).zip(&sum_hi) {
-                    *s += ((h as i64) << 15) + l as i64;
+                Block::Halves(block) => {
+                    let pairs = rows.len().div_ceil(2);
+                    let zeros = [0u32; COLUMNS];
+                    let (mut lo, mut hi) = (
+                        alloc::vec![0u32; pairs * COLUMNS],
+                        alloc::vec![0u32; pairs * COLUMNS],
+                    );
+                    for (p, (lo, hi)) in lo
+                        .chunks_exact_mut(COLUMNS)
+                        .zip(hi.chunks_exact_mut(COLUMNS))
+                        .enumerate()
+                    {
+                        let second = rows.get(2 * p + 1).copied().unwrap_or(&zeros);
+                        pack_pairs(lo, hi, rows[2 * p], second);
+                    }
+                    let lo: Vec<&[u32]> = lo.chunks_exact(COLUMNS).collect();
+                    let hi: Vec<&[u32]> = hi.chunks_exact(COLUMNS).collect();
+                    for (o, (sum_lo, sum_hi)) in block.iter_mut().enumerate() {
+                        backend.pair_weighted_sum(sum_lo, &lo, &pair_weights[o]);
+                        backend.pair_weighted_sum(sum_hi, &hi, &pair_weights[o]);
+                    }
                 }
             }
         });
@@ -326,19 +366,25 @@ impl Accumulators {
         let level = self.level;
         let moduli = &params.ciphertext_basis().moduli()[..level];
         let t = params.plaintext_modulus();
-        let sums = &self.sums;
-        parallel::map(sums.len(), |o| {
-            let mut polys: Vec<Vec<u32>> = sums[o]
-                .chunks_exact(level * n)
-                .map(|poly| {
-                    poly.chunks_exact(n)
-                        .zip(moduli)
-                        .flat_map(|(limb, q)| limb.iter().map(move |&a| q.reduce_i64(a)))
+        let size = self.size;
+        let ciphertext = |o: usize, value: &dyn Fn(usize) -> i64| {
+            let mut polys: Vec<Vec<u32>> = (0..size)
+                .map(|k| {
+                    (0..level * n)
+                        .map(|i| moduli[i / n].reduce_i64(value(k * level * n + i)))
                         .collect()
                 })
                 .collect();
             params.add_scaled_constant(&mut polys[0], reduce_i128(t, biases[o]));
             Ciphertext::from_parts(n, level, polys)
-        })
+        };
+        match &self.sums {
+            Sums::Halves { low, high } => parallel::map(low.len(), |o| {
+                ciphertext(o, &|i| {
+                    ((high[o][i] as i32 as i64) << 15) + low[o][i] as i32 as i64
+                })
+            }),
+            Sums::Wide(sums) => parallel::map(sums.len(), |o| ciphertext(o, &|i| sums[o][i])),
+        }
     }
 }

@@ -120,6 +120,12 @@ impl Lanes8 for Avx2Lanes {
     }
 
     #[inline(always)]
+    fn madd16(self, other: Self) -> Self {
+        // SAFETY: AVX2 is present wherever this type is used.
+        Self(unsafe { _mm256_madd_epi16(self.0, other.0) })
+    }
+
+    #[inline(always)]
     fn transpose(rows: &mut [Self; 8]) {
         let [r0, r1, r2, r3, r4, r5, r6, r7] = rows.map(|r| r.0);
         // SAFETY: AVX2 is present wherever this type is used.

@@ -168,6 +168,23 @@ impl Lanes8 for NeonLanes {
     }
 
     #[inline(always)]
+    fn madd16(self, o: Self) -> Self {
+        #[inline(always)]
+        fn madd(a: uint32x4_t, b: uint32x4_t) -> uint32x4_t {
+            // SAFETY: NEON is present wherever this type is used.
+            unsafe {
+                let (a, b) = (vreinterpretq_s16_u32(a), vreinterpretq_s16_u32(b));
+                // Products of halves 0-3 and 4-7, then sums of neighbours: lane k gets the
+                // products of halves 2k and 2k + 1, as pmaddwd.
+                let low = vmull_s16(vget_low_s16(a), vget_low_s16(b));
+                let high = vmull_high_s16(a, b);
+                vreinterpretq_u32_s32(vpaddq_s32(low, high))
+            }
+        }
+        Self(madd(self.0, o.0), madd(self.1, o.1))
+    }
+
+    #[inline(always)]
     fn transpose(rows: &mut [Self; 8]) {
         // Quadrants: rows 0-3 / 4-7 by halves 0 (.0) / 1 (.1). The transpose swaps the
         // off-diagonal quadrants and transposes each.
