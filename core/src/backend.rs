@@ -58,11 +58,12 @@ pub trait Kernels {
     /// |weights[r]| <= 2^15: a plaintext-weighted sum of ciphertext limbs. Up to 2^16 rows may
     /// be added into one accumulator before it is reduced.
     fn weighted_sum(&self, acc: &mut [i64], rows: &[&[u32]], weights: &[i32]);
-    /// acc[c] += sum_p lo(pairs[p][c]) lo(weights[p]) + hi(pairs[p][c]) hi(weights[p]) with
-    /// the signed 16-bit halves of each word (operands packed by `linear::pack_pairs` and
-    /// `linear::weight_pair`), in two's complement wrapping at 32 bits: the caller keeps the
-    /// sums within i32 and reads them as such.
-    fn pair_weighted_sum(&self, acc: &mut [u32], pairs: &[&[u32]], weights: &[u32]);
+    /// For every output o: accs[o][c] += sum_p lo(pairs[p][c]) lo(weights[o][p]) +
+    /// hi(pairs[p][c]) hi(weights[o][p]) with the signed 16-bit halves of each word (operands
+    /// packed by `linear::pack_pairs` and `linear::weight_pair`), in two's complement wrapping
+    /// at 32 bits: the caller keeps the sums within i32 and reads them as such. Several
+    /// outputs at once share the reads of the pairs.
+    fn pair_weighted_sum(&self, accs: &mut [&mut [u32]], pairs: &[&[u32]], weights: &[&[u32]]);
 }
 
 /// Panics unless the slices of one kernel call agree (a caller bug, never untrusted data).
@@ -218,8 +219,8 @@ impl Kernels for Backend {
         dispatch!(self, k => k.weighted_sum(acc, rows, weights))
     }
     #[inline]
-    fn pair_weighted_sum(&self, acc: &mut [u32], pairs: &[&[u32]], weights: &[u32]) {
-        dispatch!(self, k => k.pair_weighted_sum(acc, pairs, weights))
+    fn pair_weighted_sum(&self, accs: &mut [&mut [u32]], pairs: &[&[u32]], weights: &[&[u32]]) {
+        dispatch!(self, k => k.pair_weighted_sum(accs, pairs, weights))
     }
 }
 

@@ -391,14 +391,6 @@ fn pair_weighted_sum_matches_naive_sums_on_every_backend() {
                     row
                 })
                 .collect();
-            let mut next = xorshift(len as u64 + rows_count as u64);
-            let weights: Vec<i32> = (0..rows_count)
-                .map(|r| match r % 4 {
-                    0 => 255,
-                    1 => -256,
-                    _ => (next() % 512) as i32 - 256,
-                })
-                .collect();
             let (mut lo, mut hi) = (Vec::new(), Vec::new());
             for pair in rows.chunks_exact(2) {
                 let (mut l, mut h) = (std::vec![0u32; len], std::vec![0u32; len]);
@@ -406,29 +398,53 @@ fn pair_weighted_sum_matches_naive_sums_on_every_backend() {
                 lo.push(l);
                 hi.push(h);
             }
-            let w: Vec<u32> = weights
-                .chunks_exact(2)
-                .map(|w| weight_pair(w[0], w[1]))
-                .collect();
             let lo: Vec<&[u32]> = lo.iter().map(Vec::as_slice).collect();
             let hi: Vec<&[u32]> = hi.iter().map(Vec::as_slice).collect();
-            let start: Vec<u32> = (0..len).map(|c| (c as i32 - 1000) as u32).collect();
-            for backend in Backend::available() {
-                let (mut acc_lo, mut acc_hi) = (start.clone(), start.clone());
-                backend.pair_weighted_sum(&mut acc_lo, &lo, &w);
-                backend.pair_weighted_sum(&mut acc_hi, &hi, &w);
-                for c in 0..len {
-                    let expected: i64 = rows
-                        .iter()
-                        .zip(&weights)
-                        .map(|(row, &w)| row[c] as i64 * w as i64)
-                        .sum();
-                    let delta = |acc: &[u32]| acc[c].wrapping_sub(start[c]) as i32 as i64;
-                    let got = delta(&acc_hi) * (1 << 15) + delta(&acc_lo);
-                    assert_eq!(
-                        got, expected,
-                        "{backend}, {rows_count} rows, len {len}, column {c}"
-                    );
+            // Output counts that fill, split and leave partial tiles of four.
+            for outputs in [1usize, 3, 4, 6] {
+                let mut next = xorshift((len * 7 + rows_count * 3 + outputs) as u64);
+                let weights: Vec<Vec<i32>> = (0..outputs)
+                    .map(|o| {
+                        (0..rows_count)
+                            .map(|r| match (r + o) % 4 {
+                                0 => 255,
+                                1 => -256,
+                                _ => (next() % 512) as i32 - 256,
+                            })
+                            .collect()
+                    })
+                    .collect();
+                let packed: Vec<Vec<u32>> = weights
+                    .iter()
+                    .map(|w| w.chunks_exact(2).map(|w| weight_pair(w[0], w[1])).collect())
+                    .collect();
+                let packed: Vec<&[u32]> = packed.iter().map(Vec::as_slice).collect();
+                let start: Vec<u32> = (0..len).map(|c| (c as i32 - 1000) as u32).collect();
+                for backend in Backend::available() {
+                    let mut acc_lo: Vec<Vec<u32>> = std::vec![start.clone(); outputs];
+                    let mut acc_hi = acc_lo.clone();
+                    let mut views: Vec<&mut [u32]> =
+                        acc_lo.iter_mut().map(Vec::as_mut_slice).collect();
+                    backend.pair_weighted_sum(&mut views, &lo, &packed);
+                    let mut views: Vec<&mut [u32]> =
+                        acc_hi.iter_mut().map(Vec::as_mut_slice).collect();
+                    backend.pair_weighted_sum(&mut views, &hi, &packed);
+                    for (o, weights) in weights.iter().enumerate() {
+                        for c in 0..len {
+                            let expected: i64 = rows
+                                .iter()
+                                .zip(weights)
+                                .map(|(row, &w)| row[c] as i64 * w as i64)
+                                .sum();
+                            let delta = |acc: &[u32]| acc[c].wrapping_sub(start[c]) as i32 as i64;
+                            let got = delta(&acc_hi[o]) * (1 << 15) + delta(&acc_lo[o]);
+                            assert_eq!(
+                                got, expected,
+                                "{backend}, {rows_count} rows, {outputs} outputs, len {len}, \
+                                 output {o}, column {c}"
+                            );
+                        }
+                    }
                 }
             }
         }

@@ -510,42 +510,66 @@ pub(crate) fn dot_pointwise_montgomery<V: Lanes8>(
     }
 }
 
-/// The vector form of [`super::linear::pair_weighted_sum`], with the same results: four
-/// rows a pass, so that the accumulators are loaded and stored once per four products.
+/// The vector form of [`super::linear::pair_weighted_sum`] for several outputs, with the same
+/// results: tiles of four outputs over four pairs a pass, so that each load of a pair feeds
+/// four products and each load of an accumulator four.
 #[inline(always)]
-pub(crate) fn pair_weighted_sum<V: Lanes8>(acc: &mut [u32], pairs: &[&[u32]], weights: &[u32]) {
-    let n = acc.len();
+pub(crate) fn pair_weighted_sum<V: Lanes8>(
+    accs: &mut [&mut [u32]],
+    pairs: &[&[u32]],
+    weights: &[&[u32]],
+) {
+    assert_eq!(accs.len(), weights.len(), "one weight row per output");
+    let n = accs.first().map_or(0, |a| a.len());
     assert!(
-        pairs.len() == weights.len() && pairs.iter().all(|r| r.len() == n),
+        accs.iter().all(|a| a.len() == n)
+            && pairs.iter().all(|r| r.len() == n)
+            && weights.iter().all(|w| w.len() == pairs.len()),
         "pair weighted sum operands"
     );
     let vectors = n / 8;
-    let (acc8, _) = acc.as_chunks_mut::<8>();
-    let mut quads = pairs.chunks_exact(4).zip(weights.chunks_exact(4));
-    for (p, w) in &mut quads {
-        let rows: [&[[u32; 8]]; 4] = core::array::from_fn(|r| &p[r].as_chunks::<8>().0[..vectors]);
-        let w: [V; 4] = core::array::from_fn(|r| V::splat(w[r]));
-        for (c, a) in acc8.iter_mut().enumerate() {
-            let sum = V::load(a)
-                .add(V::load(&rows[0][c]).madd16(w[0]))
-                .add(V::load(&rows[1][c]).madd16(w[1]))
-                .add(V::load(&rows[2][c]).madd16(w[2]))
-                .add(V::load(&rows[3][c]).madd16(w[3]));
-            sum.store(a);
+    let mut outputs = accs.chunks_mut(4).zip(weights.chunks(4));
+    for (accs, weights) in &mut outputs {
+        let tile = accs.len();
+        let mut acc8: [&mut [[u32; 8]]; 4] = [&mut [], &mut [], &mut [], &mut []];
+        for (slot, acc) in acc8.iter_mut().zip(accs.iter_mut()) {
+            *slot = &mut acc.as_chunks_mut::<8>().0[..vectors];
         }
-    }
-    let tail = pairs.len() - pairs.len() % 4;
-    for (p, &w) in pairs[tail..].iter().zip(&weights[tail..]) {
-        let (row, _) = p.as_chunks::<8>();
-        let w = V::splat(w);
-        for (a, x) in acc8.iter_mut().zip(row) {
-            V::load(a).add(V::load(x).madd16(w)).store(a);
+        let mut p = 0;
+        while p < pairs.len() {
+            let quad = (pairs.len() - p).min(4);
+            // Missing pairs and outputs of a partial tile have weight 0.
+            let w: [[V; 4]; 4] = core::array::from_fn(|o| {
+                core::array::from_fn(|r| {
+                    V::splat(if o < tile && r < quad {
+                        weights[o][p + r]
+                    } else {
+                        0
+                    })
+                })
+            });
+            let x_rows: [&[[u32; 8]]; 4] =
+                core::array::from_fn(|r| &pairs[p + r.min(quad - 1)].as_chunks::<8>().0[..vectors]);
+            for c in 0..vectors {
+                let x: [V; 4] = core::array::from_fn(|r| V::load(&x_rows[r][c]));
+                for (o, acc) in acc8.iter_mut().enumerate().take(tile) {
+                    let sum = V::load(&acc[c])
+                        .add(x[0].madd16(w[o][0]))
+                        .add(x[1].madd16(w[o][1]))
+                        .add(x[2].madd16(w[o][2]))
+                        .add(x[3].madd16(w[o][3]));
+                    sum.store(&mut acc[c]);
+                }
+            }
+            p += quad;
         }
     }
     let done = 8 * vectors;
-    for (p, &w) in pairs.iter().zip(weights) {
-        for (a, &x) in acc[done..].iter_mut().zip(&p[done..]) {
-            *a = a.wrapping_add(super::linear::madd(x, w));
+    for (acc, weights) in accs.iter_mut().zip(weights) {
+        for (p, &w) in pairs.iter().zip(weights.iter()) {
+            for (a, &x) in acc[done..].iter_mut().zip(&p[done..]) {
+                *a = a.wrapping_add(super::linear::madd(x, w));
+            }
         }
     }
 }
@@ -691,15 +715,20 @@ macro_rules! kernels_via_entry_points {
                     entry(acc, rows, weights)
                 }
             }
-            fn pair_weighted_sum(&self, acc: &mut [u32], pairs: &[&[u32]], weights: &[u32]) {
+            fn pair_weighted_sum(
+                &self,
+                accs: &mut [&mut [u32]],
+                pairs: &[&[u32]],
+                weights: &[&[u32]],
+            ) {
                 #[target_feature(enable = $feature)]
-                fn entry(acc: &mut [u32], pairs: &[&[u32]], weights: &[u32]) {
-                    $crate::backend::vector::pair_weighted_sum::<$lanes>(acc, pairs, weights)
+                fn entry(accs: &mut [&mut [u32]], pairs: &[&[u32]], weights: &[&[u32]]) {
+                    $crate::backend::vector::pair_weighted_sum::<$lanes>(accs, pairs, weights)
                 }
                 // SAFETY: a token exists only where the feature is present.
                 #[allow(unused_unsafe)]
                 unsafe {
-                    entry(acc, pairs, weights)
+                    entry(accs, pairs, weights)
                 }
             }
         }

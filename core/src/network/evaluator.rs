@@ -10,9 +10,12 @@ use crate::backend::linear::{pack_pairs, weight_pair};
 use crate::bfv::{Ciphertext, Evaluator, Parameters, RelinearizationKey};
 use crate::model::{CLASSES, CONV_SIDE, KERNEL, Model, SIDE};
 
-/// Convolution outputs squared and handed to the first dense layer at a time: bounds the
-/// memory of the squares (each about 3 x level x n x 4 bytes) while leaving every core work.
-const GROUP: usize = 64;
+/// Convolution positions (each with every map) squared and handed to the first dense layer at a
+/// time: bounds the memory of the squares (each about 3 x level x n x 4 bytes) while leaving
+/// every core work.
+const GROUP_POSITIONS: usize = 13;
+/// Columns of a linear combination computed at a time: the rows' blocks stay in L2.
+const LINEAR_BLOCK: usize = 1024;
 /// Columns a dense-layer task accumulates: its rows and accumulators stay in L2.
 const COLUMNS: usize = 512;
 
@@ -23,9 +26,13 @@ pub struct NetworkEvaluator<'a> {
     params: &'a NetworkParameters,
     relin: &'a RelinearizationKey,
     plan: EvaluationPlan,
-    /// Per convolution output: (input pixel, weight) for the taps inside the image.
-    taps: Vec<heapless::Vec<(u16, i32), { KERNEL * KERNEL }>>,
+    /// Per convolution position, the input pixels its window covers inside the image.
+    windows: Vec<heapless::Vec<u16, { KERNEL * KERNEL }>>,
+    /// Per position, the weights of every map on its window: [map][pixel of the window].
+    window_weights: Vec<Vec<i32>>,
+    /// [map].
     conv_bias: Vec<i128>,
+    maps: usize,
     /// [unit][feature].
     dense1: Vec<i32>,
     dense1_bias: Vec<i128>,
@@ -44,36 +51,38 @@ impl<'a> NetworkEvaluator<'a> {
         relin: &'a RelinearizationKey,
     ) -> Result<Self, Error> {
         let plan = EvaluationPlan::new(params, model)?;
-        let features = model.maps() * CONV_SIDE * CONV_SIDE;
-        let taps = (0..features)
-            .map(|f| {
-                let (map, oy, ox) = (
-                    f / (CONV_SIDE * CONV_SIDE),
-                    f / CONV_SIDE % CONV_SIDE,
-                    f % CONV_SIDE,
-                );
-                (0..KERNEL * KERNEL)
+        let maps = model.maps();
+        let features = maps * CONV_SIDE * CONV_SIDE;
+        // Window offset k covers pixel (2 oy + k / 5 - 1, 2 ox + k % 5 - 1): padding of one.
+        let (windows, window_weights): (Vec<_>, Vec<_>) = (0..CONV_SIDE * CONV_SIDE)
+            .map(|position| {
+                let (oy, ox) = (position / CONV_SIDE, position % CONV_SIDE);
+                let taps: heapless::Vec<(u16, usize), { KERNEL * KERNEL }> = (0..KERNEL * KERNEL)
                     .filter_map(|k| {
                         let y = (2 * oy + k / KERNEL) as isize - 1;
                         let x = (2 * ox + k % KERNEL) as isize - 1;
-                        let inside =
-                            (0..SIDE as isize).contains(&y) && (0..SIDE as isize).contains(&x);
-                        let w = model.conv_weight(map, k);
-                        (inside && w != 0)
-                            .then(|| ((y as usize * SIDE + x as usize) as u16, w as i32))
+                        ((0..SIDE as isize).contains(&y) && (0..SIDE as isize).contains(&x))
+                            .then(|| ((y as usize * SIDE + x as usize) as u16, k))
                     })
-                    .collect()
+                    .collect();
+                let weights = (0..maps)
+                    .flat_map(|map| {
+                        taps.iter()
+                            .map(move |&(_, k)| model.conv_weight(map, k) as i32)
+                    })
+                    .collect::<Vec<_>>();
+                (taps.iter().map(|&(p, _)| p).collect(), weights)
             })
-            .collect();
+            .unzip();
         let hidden = model.hidden();
         Ok(Self {
             params,
             relin,
             plan,
-            taps,
-            conv_bias: (0..features)
-                .map(|f| model.conv_bias(f / (CONV_SIDE * CONV_SIDE)))
-                .collect(),
+            windows,
+            window_weights,
+            conv_bias: (0..maps).map(|map| model.conv_bias(map)).collect(),
+            maps,
             dense1: (0..hidden * features)
                 .map(|i| model.dense1_weight(i / features, i % features) as i32)
                 .collect(),
@@ -129,9 +138,11 @@ impl<'a> NetworkEvaluator<'a> {
         self.check_inputs(params, inputs)?;
         let evaluator = Evaluator::new(params);
         let hidden_level = self.plan.hidden_level;
-        let features = self.taps.len();
+        let (maps, positions) = (self.maps, self.windows.len());
+        let features = maps * positions;
 
-        // Convolution, square, switch down, and stream into the first dense layer.
+        // Convolution (every map of a window at once, sharing the reads of its pixels),
+        // square, switch down, and stream into the first dense layer.
         let weight_sums: Vec<u64> = self
             .dense1
             .chunks_exact(features)
@@ -139,26 +150,37 @@ impl<'a> NetworkEvaluator<'a> {
             .collect();
         let mut dense1 = Accumulators::new(params, &weight_sums, 3, hidden_level);
         let mut start = 0;
-        while start < features {
-            let group = GROUP.min(features - start);
-            let squares = parallel::map(group, |i| {
-                let f = start + i;
-                let taps = &self.taps[f];
-                let rows: Vec<&Ciphertext> =
-                    taps.iter().map(|&(p, _)| &inputs[p as usize]).collect();
-                let weights: Vec<i32> = taps.iter().map(|&(_, w)| w).collect();
-                let mut conv = linear_combination(params, &rows, &weights, self.conv_bias[f]);
-                let mut square = evaluator.square(&conv).expect("checked shape");
-                conv.polys.clear();
-                while square.level() > hidden_level {
-                    evaluator
-                        .mod_switch_to_next_assign(&mut square)
-                        .expect("level above 1");
-                }
-                square
-            });
+        while start < positions {
+            let group = GROUP_POSITIONS.min(positions - start);
+            // squares[i * maps + map] is feature map * positions + start + i.
+            let squares: Vec<Ciphertext> = parallel::map(group, |i| {
+                let window = &self.windows[start + i];
+                let rows: Vec<&Ciphertext> = window.iter().map(|&p| &inputs[p as usize]).collect();
+                let convs = linear_combinations(
+                    params,
+                    &rows,
+                    &self.window_weights[start + i],
+                    &self.conv_bias,
+                );
+                convs
+                    .into_iter()
+                    .map(|conv| {
+                        let mut square = evaluator.square(&conv).expect("checked shape");
+                        while square.level() > hidden_level {
+                            evaluator
+                                .mod_switch_to_next_assign(&mut square)
+                                .expect("level above 1");
+                        }
+                        square
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .into_iter()
+            .flatten()
+            .collect();
             dense1.add_group(params, &squares, |unit, i| {
-                self.dense1[unit * features + start + i]
+                let feature = (i % maps) * positions + start + i / maps;
+                self.dense1[unit * features + feature]
             });
             start += group;
         }
@@ -176,7 +198,9 @@ impl<'a> NetworkEvaluator<'a> {
         let rows: Vec<&Ciphertext> = hidden.iter().collect();
         let logits = parallel::map(CLASSES, |class| {
             let weights = &self.dense2[class * self.hidden..(class + 1) * self.hidden];
-            let mut logit = linear_combination(params, &rows, weights, self.dense2_bias[class]);
+            let bias = &self.dense2_bias[class..class + 1];
+            let [mut logit] = <[_; 1]>::try_from(linear_combinations(params, &rows, weights, bias))
+                .expect("one output");
             while logit.level() > self.plan.output_level {
                 evaluator
                     .mod_switch_to_next_assign(&mut logit)
@@ -188,37 +212,59 @@ impl<'a> NetworkEvaluator<'a> {
     }
 }
 
-/// bias + sum_r weights[r] rows[r], for ciphertexts of one size and level (weights of at
-/// most 2^15 in magnitude, at most 2^16 rows).
-fn linear_combination(
+/// For each output o: biases[o] + sum_r weights[o * rows + r] rows[r], for ciphertexts of one
+/// size and level (weights of at most 2^15 in magnitude, at most 2^16 rows). Column block by
+/// column block, so that the rows' block stays in cache while every output reads it.
+fn linear_combinations(
     params: &Parameters,
     rows: &[&Ciphertext],
     weights: &[i32],
-    bias: i128,
-) -> Ciphertext {
+    biases: &[i128],
+) -> Vec<Ciphertext> {
     let (n, level, size) = (params.degree(), rows[0].level(), rows[0].size());
     let backend = params.backend();
     let moduli = &params.ciphertext_basis().moduli()[..level];
-    let mut acc = alloc::vec![0i64; n];
-    let mut polys = Vec::with_capacity(size);
+    let outputs = biases.len();
+    assert_eq!(
+        weights.len(),
+        outputs * rows.len(),
+        "weights per output and row"
+    );
+    let mut polys: Vec<Vec<Vec<u32>>> = (0..outputs)
+        .map(|_| (0..size).map(|_| alloc::vec![0u32; level * n]).collect())
+        .collect();
+    let mut acc = alloc::vec![0i64; LINEAR_BLOCK.min(n)];
     for k in 0..size {
-        let mut poly = alloc::vec![0u32; level * n];
-        for (l, (limb, q)) in poly.chunks_exact_mut(n).zip(moduli).enumerate() {
-            acc.iter_mut().for_each(|a| *a = 0);
-            let limbs: Vec<&[u32]> = rows
-                .iter()
-                .map(|ct| &ct.poly(k)[l * n..(l + 1) * n])
-                .collect();
-            backend.weighted_sum(&mut acc, &limbs, weights);
-            limb.iter_mut()
-                .zip(&acc)
-                .for_each(|(x, &a)| *x = q.reduce_i64(a));
+        for (l, q) in moduli.iter().enumerate() {
+            for start in (0..n).step_by(LINEAR_BLOCK) {
+                let columns = l * n + start..l * n + (start + LINEAR_BLOCK).min(n);
+                let limbs: Vec<&[u32]> =
+                    rows.iter().map(|ct| &ct.poly(k)[columns.clone()]).collect();
+                for (o, out) in polys.iter_mut().enumerate() {
+                    let acc = &mut acc[..columns.len()];
+                    acc.fill(0);
+                    backend.weighted_sum(
+                        acc,
+                        &limbs,
+                        &weights[o * rows.len()..(o + 1) * rows.len()],
+                    );
+                    out[k][columns.clone()]
+                        .iter_mut()
+                        .zip(acc.iter())
+                        .for_each(|(x, &a)| *x = q.reduce_i64(a));
+                }
+            }
         }
-        polys.push(poly);
     }
     let t = params.plaintext_modulus();
-    params.add_scaled_constant(&mut polys[0], reduce_i128(t, bias));
-    Ciphertext::from_parts(n, level, polys)
+    polys
+        .into_iter()
+        .zip(biases)
+        .map(|(mut polys, &bias)| {
+            params.add_scaled_constant(&mut polys[0], reduce_i128(t, bias));
+            Ciphertext::from_parts(n, level, polys)
+        })
+        .collect()
 }
 
 fn reduce_i128(m: &crate::Modulus, x: i128) -> u32 {
@@ -351,10 +397,13 @@ impl Accumulators {
                     }
                     let lo: Vec<&[u32]> = lo.chunks_exact(COLUMNS).collect();
                     let hi: Vec<&[u32]> = hi.chunks_exact(COLUMNS).collect();
-                    for (o, (sum_lo, sum_hi)) in block.iter_mut().enumerate() {
-                        backend.pair_weighted_sum(sum_lo, &lo, &pair_weights[o]);
-                        backend.pair_weighted_sum(sum_hi, &hi, &pair_weights[o]);
-                    }
+                    let weights: Vec<&[u32]> = pair_weights.iter().map(Vec::as_slice).collect();
+                    let (mut sums_lo, mut sums_hi): (Vec<&mut [u32]>, Vec<&mut [u32]>) = block
+                        .iter_mut()
+                        .map(|(lo, hi)| (&mut **lo, &mut **hi))
+                        .unzip();
+                    backend.pair_weighted_sum(&mut sums_lo, &lo, &weights);
+                    backend.pair_weighted_sum(&mut sums_hi, &hi, &weights);
                 }
             }
         });
