@@ -8,7 +8,7 @@
 use alloc::vec::Vec;
 
 use crate::Error;
-use crate::backend::Backend;
+use crate::backend::{Backend, Kernels};
 use crate::ntt::NttTable;
 use crate::rns::{BaseConverter, RnsBasis, ScaleRound};
 use crate::zq::prime::ntt_primes;
@@ -309,32 +309,36 @@ impl Parameters {
         let n = self.n;
         let level = poly.len() / n;
         let data = self.level_data(level);
-        let t = self.t.value() as u64;
-        // round(r m / t) = floor((r m + t/2) / t) < t, since r, m < t.
-        let rounded: Vec<u32> = m
-            .iter()
-            .map(|&x| self.t.quotient_u64(data.q_mod_t as u64 * x as u64 + t / 2) as u32)
-            .collect();
+        let rounded: Vec<u32> = m.iter().map(|&x| self.rounded_fraction(data, x)).collect();
+        let mut scaled = alloc::vec![0u32; n];
         for (i, limb) in poly.chunks_exact_mut(n).enumerate() {
             let q = &self.q.moduli()[i];
-            for ((c, &x), &r) in limb.iter_mut().zip(m).zip(&rounded) {
-                let scaled = q.add(q.mul_shoup(x, data.delta[i]), q.reduce(r));
-                *c = q.add(*c, scaled);
+            scaled.copy_from_slice(m);
+            self.backend
+                .mul_scalar_assign(&mut scaled, data.delta[i], q);
+            for ((c, &s), &r) in limb.iter_mut().zip(&scaled).zip(&rounded) {
+                *c = q.add(*c, q.add(s, q.reduce_once(r)));
             }
         }
     }
 
+    /// round((Q_L mod t) x / t) = floor(((Q_L mod t) x + t/2) / t) < t for x < t: with
+    /// floor(Q_L / t) x, the parts of round(Q_L x / t). Constant time in x.
+    fn rounded_fraction(&self, data: &Level, x: u32) -> u32 {
+        let t = self.t.value() as u64;
+        self.t.quotient_u64(data.q_mod_t as u64 * x as u64 + t / 2) as u32
+    }
+
     /// poly += round(Q_L c / t) in coefficient 0 of every limb: adds the constant plaintext c
-    /// (in [0, t)), which is c in every slot. Public values only (variable time).
+    /// (in [0, t)), which is c in every slot.
     pub(crate) fn add_scaled_constant(&self, poly: &mut [u32], c: u32) {
         let n = self.n;
         let level = poly.len() / n;
         let data = self.level_data(level);
-        let t = self.t.value() as u64;
-        let rounded = ((data.q_mod_t as u64 * c as u64 + t / 2) / t) as u32;
+        let rounded = self.rounded_fraction(data, c);
         for (i, limb) in poly.chunks_exact_mut(n).enumerate() {
             let q = &self.q.moduli()[i];
-            let scaled = q.add(q.mul_shoup(c, data.delta[i]), q.reduce(rounded));
+            let scaled = q.add(q.mul_shoup(c, data.delta[i]), q.reduce_once(rounded));
             limb[0] = q.add(limb[0], scaled);
         }
     }

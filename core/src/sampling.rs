@@ -34,16 +34,47 @@ pub fn small_to_residue(v: i8, q: &Modulus) -> u32 {
     q.reduce_once((v as i32 + q.value() as i32) as u32)
 }
 
+/// Appends the candidates below q to out[filled..].
+fn accept(candidates: &[u32], q: &Modulus, out: &mut [u32], filled: &mut usize) {
+    for &r in candidates {
+        if r < q.value() {
+            out[*filled] = r;
+            *filled += 1;
+        }
+    }
+}
+
 /// Fills `out` with residues uniform in [0, q) by rejection on masked 32-bit words (public data).
 pub fn uniform<R: Rng + ?Sized>(rng: &mut R, q: &Modulus, out: &mut [u32]) {
     let mask = u32::MAX >> q.value().leading_zeros();
-    for x in out.iter_mut() {
-        *x = loop {
-            let r = rng.next_u32() & mask;
-            if r < q.value() {
-                break r;
+    // Words are drawn in blocks, but never more than are still needed, so that the stream is
+    // consumed exactly as one next_u32 per candidate would (the serialized seeds rely on it).
+    let mut bytes = [0u8; 4 * 64];
+    let mut filled = 0;
+    while filled < out.len() {
+        let words = (out.len() - filled).min(64);
+        rng.fill_bytes(&mut bytes[..4 * words]);
+        let (eights, rest) = bytes[..4 * words].as_chunks::<32>();
+        for bytes in eights {
+            let words: [u32; 8] = core::array::from_fn(|j| {
+                u32::from_le_bytes(bytes[4 * j..4 * j + 4].try_into().expect("4 bytes")) & mask
+            });
+            // All eight are accepted but with probability about 1 - 8 (2^k - q) / 2^k: the
+            // block is then copied whole (no more words were drawn than outputs remain).
+            if words.iter().fold(true, |all, &r| all & (r < q.value())) {
+                out[filled..filled + 8].copy_from_slice(&words);
+                filled += 8;
+            } else {
+                accept(&words, q, out, &mut filled);
             }
-        };
+        }
+        let words: heapless::Vec<u32, 8> = rest
+            .as_chunks::<4>()
+            .0
+            .iter()
+            .map(|w| u32::from_le_bytes(*w) & mask)
+            .collect();
+        accept(&words, q, out, &mut filled);
     }
 }
 

@@ -418,6 +418,20 @@ impl<V: Lanes8> WideModulus<V> {
         VectorModulus::reduce_below(t, self.p)
     }
 
+    /// acc * 2^-32 mod p per u64 lane for acc below 12 * 2^60 < 2^63.6 (at most
+    /// [`SHORT_DOT_ROWS`] products), in the even lanes: acc + m p stays below 2^64, so
+    /// Montgomery reduction applies directly and leaves t < 2^31.6 + p < 8p, brought below p by
+    /// three conditional subtractions (of 4p, 2p, p; 4p < 2^32).
+    #[inline(always)]
+    fn redc_short(&self, acc: V) -> V {
+        let m = acc.mul_lo(self.neg_p_inv);
+        let t = acc.add64(m.mul_even(self.p)).shr64_32();
+        let p2 = self.p.add(self.p);
+        let t = VectorModulus::reduce_below(t, p2.add(p2));
+        let t = VectorModulus::reduce_below(t, p2);
+        VectorModulus::reduce_below(t, self.p)
+    }
+
     /// Joins the reduced even-coefficient and odd-coefficient halves into eight residues.
     #[inline(always)]
     fn join(even: V, odd: V) -> V {
@@ -442,11 +456,43 @@ pub(crate) fn dot_montgomery<V: Lanes8>(
             && rows.iter().all(|r| r.len() == out.len()),
         "dot operands"
     );
+    if rows.len() <= SHORT_DOT_ROWS {
+        dot_rows::<V, true>(out, rows, weights, modulus);
+    } else {
+        dot_rows::<V, false>(out, rows, weights, modulus);
+    }
+    let pairs = out.len() / 16;
+    let tail = 16 * pairs;
+    if tail < out.len() {
+        let rest: heapless::Vec<&[u32], { super::dot::MAX_ROWS }> =
+            rows.iter().map(|r| &r[tail..]).collect();
+        super::dot::dot_montgomery(&mut out[tail..], &rest, weights, modulus);
+    }
+}
+
+/// Rows up to which a dot product's sum stays below 2^63.6, so that Montgomery reduction needs
+/// no folding first (see [`WideModulus::redc_short`]).
+const SHORT_DOT_ROWS: usize = 12;
+
+/// The vector part of [`dot_montgomery`], 16 coefficients a pass: each row's address and
+/// weight serve two vectors.
+#[inline(always)]
+fn dot_rows<V: Lanes8, const SHORT: bool>(
+    out: &mut [u32],
+    rows: &[&[u32]],
+    weights: &[u32],
+    modulus: &Modulus,
+) {
     let m = WideModulus::<V>::new(modulus);
     let w: heapless::Vec<V, { super::dot::MAX_ROWS }> =
         weights.iter().map(|&w| V::splat(w)).collect();
-    // Two vectors of coefficients per pass: each row's address and weight serve both.
-    let pairs = out.len() / 16;
+    let reduce = |acc: V| {
+        if SHORT {
+            m.redc_short(acc)
+        } else {
+            m.fold_redc(acc)
+        }
+    };
     let (out16, _) = out.as_chunks_mut::<16>();
     for (c, o) in out16.iter_mut().enumerate() {
         let mut acc = [V::splat(0); 4];
@@ -459,14 +505,8 @@ pub(crate) fn dot_montgomery<V: Lanes8>(
             acc[3] = acc[3].add64(x1.shr64_32().mul_even(w));
         }
         let (o, _) = o.as_chunks_mut::<8>();
-        WideModulus::join(m.fold_redc(acc[0]), m.fold_redc(acc[1])).store(&mut o[0]);
-        WideModulus::join(m.fold_redc(acc[2]), m.fold_redc(acc[3])).store(&mut o[1]);
-    }
-    let tail = 16 * pairs;
-    if tail < out.len() {
-        let rest: heapless::Vec<&[u32], { super::dot::MAX_ROWS }> =
-            rows.iter().map(|r| &r[tail..]).collect();
-        super::dot::dot_montgomery(&mut out[tail..], &rest, weights, modulus);
+        WideModulus::join(reduce(acc[0]), reduce(acc[1])).store(&mut o[0]);
+        WideModulus::join(reduce(acc[2]), reduce(acc[3])).store(&mut o[1]);
     }
 }
 

@@ -82,20 +82,26 @@ impl SecretKey {
         let (n, level) = (params.degree(), params.max_level());
         let mut seed = [0u8; 32];
         rng.fill_bytes(&mut seed);
+        // c0 = round(Q m / t) + e - a s, with the negation folded into the pass adding e.
         let mut c0 = expand_seed(params, seed, level);
         for (i, limb) in c0.chunks_exact_mut(n).enumerate() {
             let q = &params.ciphertext_basis().moduli()[i];
             params
                 .backend()
                 .mul_assign(limb, &self.ntt[i * n..(i + 1) * n], q);
-            limb.iter_mut().for_each(|x| *x = q.neg(*x));
         }
         params
             .ciphertext_basis()
             .inverse(params.backend(), &mut c0, 0);
         let mut e = alloc::vec![0i8; n];
         centered_binomial(rng, &mut e);
-        add_message_and_error(params, &mut c0, m, &e);
+        for (i, limb) in c0.chunks_exact_mut(n).enumerate() {
+            let q = &params.ciphertext_basis().moduli()[i];
+            for (c, &e) in limb.iter_mut().zip(&e) {
+                *c = q.sub(small_to_residue(e, q), *c);
+            }
+        }
+        params.add_scaled_message(&mut c0, &m.coefficients);
         e.zeroize();
         SeededCiphertext { level, c0, seed }
     }
