@@ -303,22 +303,31 @@ pub fn evaluate_batch(
 ) -> Result<BatchFile, Error> {
     batch.check_parameters(params)?;
     let mut items = Vec::with_capacity(params.channels().len() * CLASSES);
+    let read = |p: &Parameters, bytes: &[u8]| {
+        let seeded = SeededCiphertext::from_bytes(p, bytes)?;
+        if seeded.level() != p.max_level() {
+            return Err(Error::Incompatible {
+                reason: "input ciphertexts must be fresh (top level)",
+            });
+        }
+        Ok(seeded)
+    };
+    // One channel's inputs at a time, read into the same buffers for every channel.
+    let mut inputs: Vec<Ciphertext> = Vec::new();
     for (c, p) in params.channels().iter().enumerate() {
-        let inputs: Vec<Ciphertext> = batch
-            .channel(c)
-            .par_iter()
-            .map(|bytes| {
-                let seeded = SeededCiphertext::from_bytes(p, bytes)?;
-                if seeded.level() != p.max_level() {
-                    return Err(Error::Incompatible {
-                        reason: "input ciphertexts must be fresh (top level)",
-                    });
-                }
-                Ok(seeded.expand(p))
-            })
-            .collect::<Result<_, Error>>()?;
+        let channel = batch.channel(c);
+        if inputs.len() == channel.len() {
+            inputs
+                .par_iter_mut()
+                .zip(channel.par_iter())
+                .try_for_each(|(ct, bytes)| read(p, bytes).map(|s| s.expand_into(p, ct)))?;
+        } else {
+            inputs = channel
+                .par_iter()
+                .map(|bytes| read(p, bytes).map(|s| s.expand(p)))
+                .collect::<Result<_, Error>>()?;
+        }
         let outputs = evaluator.evaluate_channel(c, &inputs)?;
-        drop(inputs);
         items.extend(outputs.iter().map(|ct| ct.to_bytes(p)));
         progress(c + 1);
     }

@@ -24,13 +24,17 @@ pub struct SeededCiphertext {
 /// with ChaCha12 (the same on every platform and backend). a is public and only needs to be
 /// pseudorandom; ChaCha12 is what `rand` itself uses for its standard generator.
 fn expand_seed(params: &Parameters, seed: [u8; 32], level: usize) -> Vec<u32> {
-    let n = params.degree();
+    let mut a = alloc::vec![0u32; level * params.degree()];
+    expand_seed_into(params, seed, &mut a);
+    a
+}
+
+/// The uniform polynomial of `seed`, limb by limb (as many limbs as `a` holds).
+fn expand_seed_into(params: &Parameters, seed: [u8; 32], a: &mut [u32]) {
     let mut rng = ChaCha12Rng::from_seed(seed);
-    let mut a = alloc::vec![0u32; level * n];
-    for (i, limb) in a.chunks_exact_mut(n).enumerate() {
+    for (i, limb) in a.chunks_exact_mut(params.degree()).enumerate() {
         uniform(&mut rng, &params.ciphertext_basis().moduli()[i], limb);
     }
-    a
 }
 
 /// Adds round(Q m / t), and a small error polynomial, to `c0` in coefficient form.
@@ -58,16 +62,28 @@ impl SeededCiphertext {
 
     /// Expands the seed into a full ciphertext.
     pub fn expand(&self, params: &Parameters) -> Ciphertext {
-        let n = params.degree();
-        let mut a = expand_seed(params, self.seed, self.level);
-        params
-            .ciphertext_basis()
-            .inverse(params.backend(), &mut a, 0);
-        Ciphertext {
+        let mut out = Ciphertext {
             level: self.level,
-            n,
-            polys: alloc::vec![self.c0.clone(), a],
-        }
+            n: params.degree(),
+            polys: Vec::new(),
+        };
+        self.expand_into(params, &mut out);
+        out
+    }
+
+    /// Expands the seed into `out`, reusing its buffers: a batch of ciphertexts read again
+    /// and again (one CRT channel after another) then needs no fresh memory.
+    pub fn expand_into(&self, params: &Parameters, out: &mut Ciphertext) {
+        let len = self.level * params.degree();
+        out.level = self.level;
+        out.n = params.degree();
+        out.polys.resize_with(2, Vec::new);
+        out.polys[0].clear();
+        out.polys[0].extend_from_slice(&self.c0);
+        let a = &mut out.polys[1];
+        a.resize(len, 0);
+        expand_seed_into(params, self.seed, a);
+        params.ciphertext_basis().inverse(params.backend(), a, 0);
     }
 }
 

@@ -478,6 +478,9 @@ fn serialization_round_trips_and_is_compact() {
         Ciphertext::from_bytes(&params, &c3.to_bytes(&params)).unwrap(),
         c3
     );
+    // Expanding into a used ciphertext (here size 3, one level down) gives the same result.
+    seeded2.expand_into(&params, &mut c3);
+    assert_eq!(c3, seeded.expand(&params));
 }
 
 #[test]
