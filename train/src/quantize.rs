@@ -108,8 +108,9 @@ pub fn integer_accuracy(model: &Model<'_>, test: &Dataset) -> f64 {
 }
 
 impl FloatNet {
-    /// The logits for pixels scaled to [0, 1] (784 values, row by row).
-    pub fn logits(&self, x: &[f64]) -> [f64; CLASSES] {
+    /// The squared convolution outputs, [map][row][column], for pixels scaled to [0, 1]
+    /// (784 values, row by row).
+    pub fn squared_conv(&self, x: &[f64]) -> Vec<f64> {
         let mut act = vec![0f64; 845];
         for m in 0..5 {
             for oy in 0..13 {
@@ -125,6 +126,12 @@ impl FloatNet {
                 }
             }
         }
+        act
+    }
+
+    /// The logits for pixels scaled to [0, 1] (784 values, row by row).
+    pub fn logits(&self, x: &[f64]) -> [f64; CLASSES] {
+        let act = self.squared_conv(x);
         let hidden: Vec<f64> = (0..100)
             .map(|u| {
                 let z = self.dense1_b[u]

@@ -79,6 +79,21 @@ fn node(
     }
 }
 
+/// A PyTorch `Linear` as exported: Gemm with the weights stored [outputs][inputs].
+fn linear(
+    input: &'static str,
+    weights: &'static str,
+    bias: &'static str,
+    output: &'static str,
+) -> Node<'static> {
+    node(
+        OpType::Gemm,
+        &[input, weights, bias],
+        output,
+        vec![int("transB", 1)],
+    )
+}
+
 fn conv_attributes(stride: i64) -> Vec<Attribute<'static>> {
     vec![
         ints("kernel_shape", &[5, 5]),
@@ -157,19 +172,9 @@ fn pytorch_style(net: &FloatNet) -> Vec<u8> {
             ),
             node(OpType::Mul, &["c", "c"], "c2", vec![]),
             node(OpType::Flatten, &["c2"], "f", vec![int("axis", 1)]),
-            node(
-                OpType::Gemm,
-                &["f", "fc1.w", "fc1.b"],
-                "h",
-                vec![int("transB", 1)],
-            ),
+            linear("f", "fc1.w", "fc1.b", "h"),
             node(OpType::Pow, &["h", "two"], "h2", vec![]),
-            node(
-                OpType::Gemm,
-                &["h2", "fc2.w", "fc2.b"],
-                "logits",
-                vec![int("transB", 1)],
-            ),
+            linear("h2", "fc2.w", "fc2.b", "logits"),
         ],
         vec![
             TensorProto::from_f32("conv.w", vec![5, 1, 5, 5], f32s(&net.conv_w)),
@@ -255,26 +260,7 @@ fn matmul_add_identity_reshape_and_gemm_scaling_import() {
 /// Direct evaluation of conv -> square -> mean pool (k x k, stride s, no padding) -> dense
 /// -> square -> dense, the reference for the folded network.
 fn pooled_logits(net: &FloatNet, dense1_pooled: &[f64], k: usize, s: usize, x: &[f64]) -> Vec<f64> {
-    let mut squared = vec![0.0; CONV_OUTPUTS];
-    let unpooled = FloatNet {
-        dense1_w: vec![0.0; HIDDEN * CONV_OUTPUTS],
-        ..net.clone()
-    };
-    // The conv and square of `logits`, recomputed here without pooling.
-    for m in 0..MAPS {
-        for oy in 0..13 {
-            for ox in 0..13 {
-                let mut z = unpooled.conv_b[m];
-                for t in 0..25 {
-                    let (y, xx) = ((2 * oy + t / 5) as i64 - 1, (2 * ox + t % 5) as i64 - 1);
-                    if (0..28).contains(&y) && (0..28).contains(&xx) {
-                        z += unpooled.conv_w[m * 25 + t] * x[(y * 28 + xx) as usize];
-                    }
-                }
-                squared[m * 169 + oy * 13 + ox] = z * z;
-            }
-        }
-    }
+    let squared = net.squared_conv(x);
     let side = (13 - k) / s + 1;
     let mut pooled = Vec::new();
     for m in 0..MAPS {
@@ -332,19 +318,9 @@ fn mean_pooling_folds_into_the_first_dense_layer() {
                     ],
                 ),
                 node(OpType::Flatten, &["p"], "f", vec![]),
-                node(
-                    OpType::Gemm,
-                    &["f", "fc1.w", "fc1.b"],
-                    "h",
-                    vec![int("transB", 1)],
-                ),
+                linear("f", "fc1.w", "fc1.b", "h"),
                 node(OpType::Mul, &["h", "h"], "h2", vec![]),
-                node(
-                    OpType::Gemm,
-                    &["h2", "fc2.w", "fc2.b"],
-                    "logits",
-                    vec![int("transB", 1)],
-                ),
+                linear("h2", "fc2.w", "fc2.b", "logits"),
             ],
             vec![
                 TensorProto::from_f32("conv.w", vec![5, 1, 5, 5], f32s(&net.conv_w)),
