@@ -152,32 +152,31 @@ impl<'a> NetworkEvaluator<'a> {
         let mut start = 0;
         while start < positions {
             let group = GROUP_POSITIONS.min(positions - start);
-            // squares[i * maps + map] is feature map * positions + start + i.
-            let squares: Vec<Ciphertext> = parallel::map(group, |i| {
+            // convs[i * maps + map] is feature map * positions + start + i. Squared in a second
+            // pass, one task per square, so that every core has work to the end of the group.
+            let convs: Vec<Ciphertext> = parallel::map(group, |i| {
                 let window = &self.windows[start + i];
                 let rows: Vec<&Ciphertext> = window.iter().map(|&p| &inputs[p as usize]).collect();
-                let convs = linear_combinations(
+                linear_combinations(
                     params,
                     &rows,
                     &self.window_weights[start + i],
                     &self.conv_bias,
-                );
-                convs
-                    .into_iter()
-                    .map(|conv| {
-                        let mut square = evaluator.square(&conv).expect("checked shape");
-                        while square.level() > hidden_level {
-                            evaluator
-                                .mod_switch_to_next_assign(&mut square)
-                                .expect("level above 1");
-                        }
-                        square
-                    })
-                    .collect::<Vec<_>>()
+                )
             })
             .into_iter()
             .flatten()
             .collect();
+            let squares = parallel::map(convs.len(), |j| {
+                let mut square = evaluator.square(&convs[j]).expect("checked shape");
+                while square.level() > hidden_level {
+                    evaluator
+                        .mod_switch_to_next_assign(&mut square)
+                        .expect("level above 1");
+                }
+                square
+            });
+            drop(convs);
             dense1.add_group(params, &squares, |unit, i| {
                 let feature = (i % maps) * positions + start + i / maps;
                 self.dense1[unit * features + feature]
