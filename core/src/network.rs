@@ -10,9 +10,9 @@
 //! Evaluation ([`NetworkEvaluator`]), per channel:
 //! 1. convolution: each of maps x 169 outputs is a sum of at most 25 input ciphertexts times
 //!    constant-polynomial weights, plus a bias; squared at once (size 3, not relinearized);
-//! 2. the squares are consumed in groups by the first dense layer, accumulated exactly in
-//!    64-bit integers, so neither the convolution outputs nor their squares are ever all in
-//!    memory (streaming);
+//! 2. the squares are consumed in groups by the first dense layer, accumulated exactly (in
+//!    i32 sums of 15-bit halves when the weights are small, else in i64), so neither the
+//!    convolution outputs nor their squares are ever all in memory (streaming);
 //! 3. the hidden units are relinearized (hidden x, instead of once per convolution output),
 //!    squared, and combined by the last dense layer into 10 size-3 ciphertexts;
 //! 4. those are switched down to the lowest level the noise allows: a smaller download.

@@ -37,11 +37,10 @@ fn expand_seed_into(params: &Parameters, seed: [u8; 32], a: &mut [u32]) {
     }
 }
 
-/// Adds round(Q m / t), and a small error polynomial, to `c0` in coefficient form.
-fn add_message_and_error(params: &Parameters, c0: &mut [u32], m: &Plaintext, e: &[i8]) {
+/// Adds a small error polynomial to `c` in coefficient form.
+fn add_error(params: &Parameters, c: &mut [u32], e: &[i8]) {
     let n = params.degree();
-    params.add_scaled_message(c0, &m.coefficients);
-    for (i, limb) in c0.chunks_exact_mut(n).enumerate() {
+    for (i, limb) in c.chunks_exact_mut(n).enumerate() {
         let q = &params.ciphertext_basis().moduli()[i];
         for (c, &e) in limb.iter_mut().zip(e) {
             *c = q.add(*c, small_to_residue(e, q));
@@ -222,12 +221,10 @@ impl PublicKey {
         }
         let mut e = alloc::vec![0i8; n];
         centered_binomial(rng, &mut e);
-        add_message_and_error(params, &mut polys[0], m, &e);
+        add_error(params, &mut polys[0], &e);
+        params.add_scaled_message(&mut polys[0], &m.coefficients);
         centered_binomial(rng, &mut e);
-        let zero = Plaintext {
-            coefficients: alloc::vec![0; n],
-        };
-        add_message_and_error(params, &mut polys[1], &zero, &e);
+        add_error(params, &mut polys[1], &e);
         e.zeroize();
         Ciphertext { level, n, polys }
     }

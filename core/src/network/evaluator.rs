@@ -40,6 +40,9 @@ pub struct NetworkEvaluator<'a> {
     dense2: Vec<i32>,
     dense2_bias: Vec<i128>,
     hidden: usize,
+    /// Whether every hidden unit's |weights| sum below 2^16, so that the first dense layer
+    /// runs on half-word sums (see [`Accumulators`]).
+    dense1_halves: bool,
 }
 
 impl<'a> NetworkEvaluator<'a> {
@@ -75,6 +78,12 @@ impl<'a> NetworkEvaluator<'a> {
             })
             .unzip();
         let hidden = model.hidden();
+        let dense1: Vec<i32> = (0..hidden * features)
+            .map(|i| model.dense1_weight(i / features, i % features) as i32)
+            .collect();
+        let dense1_halves = dense1
+            .chunks_exact(features)
+            .all(|w| w.iter().map(|x| x.unsigned_abs() as u64).sum::<u64>() < 1 << 16);
         Ok(Self {
             params,
             relin,
@@ -83,15 +92,14 @@ impl<'a> NetworkEvaluator<'a> {
             window_weights,
             conv_bias: (0..maps).map(|map| model.conv_bias(map)).collect(),
             maps,
-            dense1: (0..hidden * features)
-                .map(|i| model.dense1_weight(i / features, i % features) as i32)
-                .collect(),
+            dense1,
             dense1_bias: (0..hidden).map(|u| model.dense1_bias(u)).collect(),
             dense2: (0..CLASSES * hidden)
                 .map(|i| model.dense2_weight(i / hidden, i % hidden) as i32)
                 .collect(),
             dense2_bias: (0..CLASSES).map(|c| model.dense2_bias(c)).collect(),
             hidden,
+            dense1_halves,
         })
     }
 
@@ -143,12 +151,8 @@ impl<'a> NetworkEvaluator<'a> {
 
         // Convolution (every map of a window at once, sharing the reads of its pixels),
         // square, switch down, and stream into the first dense layer.
-        let weight_sums: Vec<u64> = self
-            .dense1
-            .chunks_exact(features)
-            .map(|w| w.iter().map(|x| x.unsigned_abs() as u64).sum())
-            .collect();
-        let mut dense1 = Accumulators::new(params, &weight_sums, 3, hidden_level);
+        let mut dense1 =
+            Accumulators::new(params, self.hidden, self.dense1_halves, 3, hidden_level);
         let mut start = 0;
         while start < positions {
             let group = GROUP_POSITIONS.min(positions - start);
@@ -301,12 +305,11 @@ enum Block<'s> {
 }
 
 impl Accumulators {
-    /// `weight_sums[o]`: the sum of |weights| of output o over all inputs.
-    fn new(params: &Parameters, weight_sums: &[u64], size: usize, level: usize) -> Self {
+    /// `halves`: every output's |weights| sum below 2^16 over all its inputs.
+    fn new(params: &Parameters, outputs: usize, halves: bool, size: usize, level: usize) -> Self {
         let len = size * level * params.degree();
-        let outputs = weight_sums.len();
         let zeros = |_| alloc::vec![0u32; len];
-        let sums = if weight_sums.iter().all(|&s| s < 1 << 16) {
+        let sums = if halves {
             Sums::Halves {
                 low: (0..outputs).map(zeros).collect(),
                 high: (0..outputs).map(zeros).collect(),
@@ -327,9 +330,9 @@ impl Accumulators {
         let backend = params.backend();
         let plane = self.level * params.degree();
         let blocks_per_output = self.size * plane / COLUMNS;
-        let outputs = match &self.sums {
-            Sums::Halves { low, .. } => low.len(),
-            Sums::Wide(sums) => sums.len(),
+        let (outputs, halves) = match &self.sums {
+            Sums::Halves { low, .. } => (low.len(), true),
+            Sums::Wide(sums) => (sums.len(), false),
         };
         // blocks[b]: columns b * COLUMNS.. of every output.
         let mut blocks: Vec<Block<'_>> = match &mut self.sums {
@@ -358,14 +361,19 @@ impl Accumulators {
         let weights: Vec<Vec<i32>> = (0..outputs)
             .map(|o| (0..inputs.len()).map(|i| weight(o, i)).collect())
             .collect();
-        let pair_weights: Vec<Vec<u32>> = weights
-            .iter()
-            .map(|w| {
-                w.chunks(2)
-                    .map(|p| weight_pair(p[0], p.get(1).copied().unwrap_or(0)))
-                    .collect()
-            })
-            .collect();
+        let pair_weights: Vec<Vec<u32>> = if halves {
+            weights
+                .iter()
+                .map(|w| {
+                    w.chunks(2)
+                        .map(|p| weight_pair(p[0], p.get(1).copied().unwrap_or(0)))
+                        .collect()
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let pair_weights: Vec<&[u32]> = pair_weights.iter().map(Vec::as_slice).collect();
         parallel::for_each_mut(&mut blocks, |b, block| {
             let start = b * COLUMNS;
             let (k, offset) = (start / plane, start % plane);
@@ -396,13 +404,12 @@ impl Accumulators {
                     }
                     let lo: Vec<&[u32]> = lo.chunks_exact(COLUMNS).collect();
                     let hi: Vec<&[u32]> = hi.chunks_exact(COLUMNS).collect();
-                    let weights: Vec<&[u32]> = pair_weights.iter().map(Vec::as_slice).collect();
                     let (mut sums_lo, mut sums_hi): (Vec<&mut [u32]>, Vec<&mut [u32]>) = block
                         .iter_mut()
                         .map(|(lo, hi)| (&mut **lo, &mut **hi))
                         .unzip();
-                    backend.pair_weighted_sum(&mut sums_lo, &lo, &weights);
-                    backend.pair_weighted_sum(&mut sums_hi, &hi, &weights);
+                    backend.pair_weighted_sum(&mut sums_lo, &lo, &pair_weights);
+                    backend.pair_weighted_sum(&mut sums_hi, &hi, &pair_weights);
                 }
             }
         });
