@@ -25,6 +25,8 @@
 //! against the bytes present, and every ciphertext fully (`from_bytes`): never a panic, never
 //! an allocation sized by an unchecked field.
 
+use std::borrow::Cow;
+
 use cryptonets_core::Error;
 use cryptonets_core::bfv::{
     Ciphertext, Parameters, RelinearizationKey, SecretKey, SeededCiphertext,
@@ -59,9 +61,10 @@ impl BatchKind {
     }
 }
 
-/// A batch of serialized ciphertexts, channel by channel.
+/// A batch of serialized ciphertexts, channel by channel. A parsed file borrows its
+/// ciphertexts from the bytes it was read from (a batch of images is about 360 MB).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct BatchFile {
+pub struct BatchFile<'a> {
     /// What the ciphertexts are.
     pub kind: BatchKind,
     /// Ring degree.
@@ -73,20 +76,21 @@ pub struct BatchFile {
     /// Images in the batch.
     pub images: u32,
     /// Serialized ciphertexts, `kind.per_channel()` per channel, channel-major.
-    pub items: Vec<Vec<u8>>,
+    pub items: Vec<Cow<'a, [u8]>>,
 }
 
 fn malformed(reason: &'static str) -> Error {
     Error::Malformed { reason }
 }
 
-impl BatchFile {
+impl<'a> BatchFile<'a> {
     fn new(
         kind: BatchKind,
         params: &NetworkParameters,
         images: usize,
         items: Vec<Vec<u8>>,
     ) -> Self {
+        let items = items.into_iter().map(Cow::Owned).collect();
         Self {
             kind,
             n: params.degree() as u32,
@@ -117,7 +121,7 @@ impl BatchFile {
     }
 
     /// Parses and checks the framing (the ciphertexts themselves are checked when decoded).
-    pub fn from_bytes(bytes: &[u8], expected: BatchKind) -> Result<Self, Error> {
+    pub fn from_bytes(bytes: &'a [u8], expected: BatchKind) -> Result<Self, Error> {
         if bytes.len() < HEADER || bytes[..4] != MAGIC {
             return Err(malformed("not a cryptonets batch file (bad magic)"));
         }
@@ -168,7 +172,7 @@ impl BatchFile {
             let item = bytes
                 .get(offset..offset.saturating_add(len))
                 .ok_or(malformed("truncated ciphertext in batch"))?;
-            items.push(item.to_vec());
+            items.push(Cow::Borrowed(item));
             offset += len;
         }
         if offset != bytes.len() {
@@ -198,7 +202,7 @@ impl BatchFile {
     }
 
     /// Serialized ciphertexts of channel c.
-    fn channel(&self, c: usize) -> &[Vec<u8>] {
+    fn channel(&self, c: usize) -> &[Cow<'a, [u8]>] {
         let per = self.kind.per_channel();
         &self.items[c * per..(c + 1) * per]
     }
@@ -261,7 +265,7 @@ pub fn encrypt_batch<R: CryptoRng + ?Sized>(
     images: &[[u8; INPUTS]],
     rng: &mut R,
     progress: &(dyn Fn() + Sync),
-) -> Result<BatchFile, Error> {
+) -> Result<BatchFile<'static>, Error> {
     let mut items = Vec::with_capacity(params.channels().len() * INPUTS);
     for p in params.channels() {
         let plaintexts = encode_images(p, model, images)?;
@@ -298,9 +302,9 @@ pub fn encrypt_batch<R: CryptoRng + ?Sized>(
 pub fn evaluate_batch(
     params: &NetworkParameters,
     evaluator: &NetworkEvaluator<'_>,
-    batch: &BatchFile,
+    batch: &BatchFile<'_>,
     progress: &(dyn Fn(usize) + Sync),
-) -> Result<BatchFile, Error> {
+) -> Result<BatchFile<'static>, Error> {
     batch.check_parameters(params)?;
     let mut items = Vec::with_capacity(params.channels().len() * CLASSES);
     let read = |p: &Parameters, bytes: &[u8]| {
@@ -343,7 +347,7 @@ pub fn evaluate_batch(
 pub fn decrypt_batch(
     params: &NetworkParameters,
     secret: &SecretKey,
-    batch: &BatchFile,
+    batch: &BatchFile<'_>,
 ) -> Result<Vec<[i128; CLASSES]>, Error> {
     batch.check_parameters(params)?;
     let outputs: Vec<Vec<Ciphertext>> = params

@@ -254,7 +254,8 @@ pub(crate) fn decrypt_command(args: &DecryptArgs, backend: Backend) -> Result<()
     let loaded = Loaded::new(&args.model, backend)?;
     let secret = read_secret_key(&loaded.params, &read(&args.secret_key)?)
         .map_err(|e| format!("{}: {e}", args.secret_key.display()))?;
-    let batch = BatchFile::from_bytes(&read(&args.input)?, BatchKind::Logits)
+    let bytes = read(&args.input)?;
+    let batch = BatchFile::from_bytes(&bytes, BatchKind::Logits)
         .map_err(|e| format!("{}: {e}", args.input.display()))?;
     let logits = decrypt_batch(&loaded.params, &secret, &batch)
         .map_err(|e| format!("{}: {e}", args.input.display()))?;
@@ -413,12 +414,12 @@ pub(crate) fn run_command(args: &RunArgs, backend: Backend) -> Result<(), String
         let t = Instant::now();
         let received =
             BatchFile::from_bytes(&upload_bytes, BatchKind::Images).map_err(|e| e.to_string())?;
-        drop(upload_bytes);
         let result = evaluate_batch(params, &evaluator, &received, &|c| {
             progress.set_position(c as u64)
         })
         .map_err(|e| e.to_string())?;
         drop(received);
+        drop(upload_bytes);
         let download_bytes = result.to_bytes();
         eval_s += t.elapsed().as_secs_f64();
         progress.finish_and_clear();
@@ -499,7 +500,7 @@ pub(crate) fn run_command(args: &RunArgs, backend: Backend) -> Result<(), String
 fn measured_output_budget(
     params: &NetworkParameters,
     secret: &cryptonets_core::bfv::SecretKey,
-    outputs: &BatchFile,
+    outputs: &BatchFile<'_>,
 ) -> Result<u32, String> {
     let mut worst = u32::MAX;
     for (c, p) in params.channels().iter().enumerate() {

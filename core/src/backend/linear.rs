@@ -110,3 +110,23 @@ pub(crate) fn madd(x: u32, w: u32) -> u32 {
     ((x as i16 as i32) * (w as i16 as i32) + ((x >> 16) as i16 as i32) * ((w >> 16) as i16 as i32))
         as u32
 }
+
+/// Where the half-word sums of [`pair_weighted_sum`] start: an i32 sum s is then held as the
+/// u32 s + 2^31, which [`join_halves`] reads without a sign.
+pub(crate) const HALF_SUM_START: u32 = 1 << 31;
+
+/// out[c] = (high[c] - 2^31) 2^15 + (low[c] - 2^31) mod q, exactly (below 2^47 in magnitude).
+pub(crate) fn join_halves(out: &mut [u32], low: &[u32], high: &[u32], modulus: &crate::Modulus) {
+    super::check_lengths(out.len(), low.len());
+    super::check_lengths(out.len(), high.len());
+    for ((o, &lo), &hi) in out.iter_mut().zip(low).zip(high) {
+        *o = join_half_sums(lo, hi, modulus);
+    }
+}
+
+/// One coefficient of [`join_halves`].
+#[inline(always)]
+pub(crate) fn join_half_sums(low: u32, high: u32, modulus: &crate::Modulus) -> u32 {
+    let start = HALF_SUM_START as i64;
+    modulus.reduce_i64(((high as i64 - start) << 15) + (low as i64 - start))
+}

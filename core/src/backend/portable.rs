@@ -119,4 +119,8 @@ impl Kernels for Portable {
             super::linear::pair_weighted_sum(acc, pairs, weights)
         }
     }
+
+    fn join_halves(&self, out: &mut [u32], low: &[u32], high: &[u32], modulus: &Modulus) {
+        super::linear::join_halves(out, low, high, modulus)
+    }
 }

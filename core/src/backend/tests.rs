@@ -450,3 +450,41 @@ fn pair_weighted_sum_matches_naive_sums_on_every_backend() {
         }
     }
 }
+
+#[test]
+fn join_halves_matches_naive_values_on_every_backend() {
+    let edges = [
+        0u32,
+        1,
+        (1 << 31) - 1,
+        1 << 31,
+        (1 << 31) + 1,
+        u32::MAX - 1,
+        u32::MAX,
+    ];
+    for m in test_moduli(64) {
+        for len in [1usize, 7, 8, 49, 2053] {
+            let mut next = xorshift(len as u64 * 131 + m.value() as u64);
+            let (low, high): (Vec<u32>, Vec<u32>) = (0..len)
+                .map(|c| match c % 3 {
+                    0 => (edges[c % edges.len()], edges[(c / 3) % edges.len()]),
+                    _ => (next(), next()),
+                })
+                .unzip();
+            for backend in Backend::available() {
+                let mut out = std::vec![u32::MAX; len];
+                backend.join_halves(&mut out, &low, &high, &m);
+                for c in 0..len {
+                    let value =
+                        (high[c] as i128 - (1 << 31)) * (1 << 15) + low[c] as i128 - (1 << 31);
+                    assert_eq!(
+                        out[c] as i128,
+                        value.rem_euclid(m.value() as i128),
+                        "{backend} q {} len {len} column {c}",
+                        m.value()
+                    );
+                }
+            }
+        }
+    }
+}

@@ -382,6 +382,39 @@ pub(crate) fn mul_scalar_assign<V: Lanes8>(a: &mut [u32], w: ShoupConstant, modu
     rest.iter_mut().for_each(|x| *x = modulus.mul_shoup(*x, w));
 }
 
+/// The vector form of [`super::linear::join_halves`], with the same results: 2^15 (high -
+/// 2^31) + (low - 2^31) is, mod q, high 2^15 + low + c for the constant c = -2^31 (2^15 + 1).
+#[inline(always)]
+pub(crate) fn join_halves<V: Lanes8>(
+    out: &mut [u32],
+    low: &[u32],
+    high: &[u32],
+    modulus: &Modulus,
+) {
+    check_lengths(out.len(), low.len());
+    check_lengths(out.len(), high.len());
+    let m = VectorModulus::<V>::new(modulus);
+    let shift = modulus.shoup(modulus.reduce_u64(1 << 15));
+    let one = modulus.shoup(1);
+    let start = super::linear::HALF_SUM_START as u64;
+    let c = V::splat(modulus.neg(modulus.reduce_u64(start * ((1 << 15) + 1))));
+    let (s, sq) = (V::splat(shift.value), V::splat(shift.quotient));
+    let (o, oq) = (V::splat(one.value), V::splat(one.quotient));
+    let reduce = |x: V| VectorModulus::reduce_below(x, m.q);
+    zip3::<V>(
+        out,
+        low,
+        high,
+        |_, lo, hi| {
+            // Shoup's product takes any u32 and returns [0, 2q).
+            let high_part = reduce(m.mul_shoup_lazy(hi, s, sq));
+            let low_part = reduce(m.mul_shoup_lazy(lo, o, oq));
+            reduce(reduce(high_part.add(low_part)).add(c))
+        },
+        |_, lo, hi| super::linear::join_half_sums(lo, hi, modulus),
+    );
+}
+
 /// The modulus constants of [`dot_montgomery`] and [`dot_pointwise_montgomery`].
 #[derive(Clone, Copy)]
 struct WideModulus<V> {
@@ -769,6 +802,28 @@ macro_rules! kernels_via_entry_points {
                 #[allow(unused_unsafe)]
                 unsafe {
                     entry(accs, pairs, weights)
+                }
+            }
+            fn join_halves(
+                &self,
+                out: &mut [u32],
+                low: &[u32],
+                high: &[u32],
+                modulus: &$crate::zq::Modulus,
+            ) {
+                #[target_feature(enable = $feature)]
+                fn entry(
+                    out: &mut [u32],
+                    low: &[u32],
+                    high: &[u32],
+                    modulus: &$crate::zq::Modulus,
+                ) {
+                    $crate::backend::vector::join_halves::<$lanes>(out, low, high, modulus)
+                }
+                // SAFETY: a token exists only where the feature is present.
+                #[allow(unused_unsafe)]
+                unsafe {
+                    entry(out, low, high, modulus)
                 }
             }
         }

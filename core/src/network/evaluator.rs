@@ -6,7 +6,7 @@ use super::noise::EvaluationPlan;
 use super::{INPUTS, NetworkParameters, parallel};
 use crate::Error;
 use crate::backend::Kernels;
-use crate::backend::linear::{pack_pairs, weight_pair};
+use crate::backend::linear::{HALF_SUM_START, pack_pairs, weight_pair};
 use crate::bfv::{Ciphertext, Evaluator, Parameters, RelinearizationKey};
 use crate::model::{CLASSES, CONV_SIDE, KERNEL, Model, SIDE};
 
@@ -81,9 +81,7 @@ impl<'a> NetworkEvaluator<'a> {
         let dense1: Vec<i32> = (0..hidden * features)
             .map(|i| model.dense1_weight(i / features, i % features) as i32)
             .collect();
-        let dense1_halves = dense1
-            .chunks_exact(features)
-            .all(|w| w.iter().map(|x| x.unsigned_abs() as u64).sum::<u64>() < 1 << 16);
+        let dense1_halves = fits_half_sums(dense1.chunks_exact(features));
         Ok(Self {
             params,
             relin,
@@ -217,15 +215,15 @@ impl<'a> NetworkEvaluator<'a> {
 
 /// For each output o: biases[o] + sum_r weights[o * rows + r] rows[r], for ciphertexts of one
 /// size and level (weights of at most 2^15 in magnitude, at most 2^16 rows). Column block by
-/// column block, so that the rows' block stays in cache while every output reads it.
-fn linear_combinations(
+/// column block, so that the rows' block stays in cache while every output reads it; on
+/// half-word sums when every output's |weights| sum below 2^16 (see [`Accumulators`]).
+pub(super) fn linear_combinations(
     params: &Parameters,
     rows: &[&Ciphertext],
     weights: &[i32],
     biases: &[i128],
 ) -> Vec<Ciphertext> {
     let (n, level, size) = (params.degree(), rows[0].level(), rows[0].size());
-    let backend = params.backend();
     let moduli = &params.ciphertext_basis().moduli()[..level];
     let outputs = biases.len();
     assert_eq!(
@@ -236,26 +234,22 @@ fn linear_combinations(
     let mut polys: Vec<Vec<Vec<u32>>> = (0..outputs)
         .map(|_| (0..size).map(|_| alloc::vec![0u32; level * n]).collect())
         .collect();
-    let mut acc = alloc::vec![0i64; LINEAR_BLOCK.min(n)];
+    let mut combine = if fits_half_sums(weights.chunks_exact(rows.len())) {
+        LinearBlock::halves(weights, rows.len(), outputs, n)
+    } else {
+        LinearBlock::wide(n)
+    };
     for k in 0..size {
         for (l, q) in moduli.iter().enumerate() {
             for start in (0..n).step_by(LINEAR_BLOCK) {
                 let columns = l * n + start..l * n + (start + LINEAR_BLOCK).min(n);
                 let limbs: Vec<&[u32]> =
                     rows.iter().map(|ct| &ct.poly(k)[columns.clone()]).collect();
-                for (o, out) in polys.iter_mut().enumerate() {
-                    let acc = &mut acc[..columns.len()];
-                    acc.fill(0);
-                    backend.weighted_sum(
-                        acc,
-                        &limbs,
-                        &weights[o * rows.len()..(o + 1) * rows.len()],
-                    );
-                    out[k][columns.clone()]
-                        .iter_mut()
-                        .zip(acc.iter())
-                        .for_each(|(x, &a)| *x = q.reduce_i64(a));
-                }
+                let mut outs: Vec<&mut [u32]> = polys
+                    .iter_mut()
+                    .map(|out| &mut out[k][columns.clone()])
+                    .collect();
+                combine.apply(params, &limbs, weights, &mut outs, q);
             }
         }
     }
@@ -270,6 +264,124 @@ fn linear_combinations(
         .collect()
 }
 
+/// Whether every output's weights (one row each) have magnitudes summing below 2^16: its
+/// half-word sums then stay within i32 (a half is below 2^15).
+fn fits_half_sums<'w>(mut weight_rows: impl Iterator<Item = &'w [i32]>) -> bool {
+    weight_rows.all(|w| w.iter().map(|x| x.unsigned_abs() as u64).sum::<u64>() < 1 << 16)
+}
+
+/// The scratch of [`linear_combinations`] for one column block.
+enum LinearBlock {
+    /// Packed half-word pairs of the rows, the outputs' weight pairs and their sums.
+    Halves {
+        low_pairs: Vec<u32>,
+        high_pairs: Vec<u32>,
+        pair_weights: Vec<Vec<u32>>,
+        low_sums: Vec<u32>,
+        high_sums: Vec<u32>,
+        zeros: Vec<u32>,
+    },
+    /// One i64 accumulator per column.
+    Wide(Vec<i64>),
+}
+
+impl LinearBlock {
+    fn halves(weights: &[i32], rows: usize, outputs: usize, n: usize) -> Self {
+        let width = LINEAR_BLOCK.min(n);
+        let pairs = rows.div_ceil(2);
+        Self::Halves {
+            low_pairs: alloc::vec![0; pairs * width],
+            high_pairs: alloc::vec![0; pairs * width],
+            pair_weights: weights
+                .chunks_exact(rows)
+                .map(|w| {
+                    w.chunks(2)
+                        .map(|p| weight_pair(p[0], p.get(1).copied().unwrap_or(0)))
+                        .collect()
+                })
+                .collect(),
+            low_sums: alloc::vec![0; outputs * width],
+            high_sums: alloc::vec![0; outputs * width],
+            zeros: alloc::vec![0; width],
+        }
+    }
+
+    fn wide(n: usize) -> Self {
+        Self::Wide(alloc::vec![0; LINEAR_BLOCK.min(n)])
+    }
+
+    /// outs[o] = sum_r weights[o * rows + r] limbs[r] mod q, for one block of columns.
+    fn apply(
+        &mut self,
+        params: &Parameters,
+        limbs: &[&[u32]],
+        weights: &[i32],
+        outs: &mut [&mut [u32]],
+        q: &crate::Modulus,
+    ) {
+        let backend = params.backend();
+        let width = limbs[0].len();
+        match self {
+            Self::Halves {
+                low_pairs,
+                high_pairs,
+                pair_weights,
+                low_sums,
+                high_sums,
+                zeros,
+            } => {
+                let stride = zeros.len();
+                for (p, (lo, hi)) in low_pairs
+                    .chunks_exact_mut(stride)
+                    .zip(high_pairs.chunks_exact_mut(stride))
+                    .enumerate()
+                {
+                    let second = limbs.get(2 * p + 1).copied().unwrap_or(&zeros[..width]);
+                    pack_pairs(&mut lo[..width], &mut hi[..width], limbs[2 * p], second);
+                }
+                let weights: Vec<&[u32]> = pair_weights.iter().map(Vec::as_slice).collect();
+                for (pairs, sums) in [
+                    (&*low_pairs, &mut *low_sums),
+                    (&*high_pairs, &mut *high_sums),
+                ] {
+                    let pairs: Vec<&[u32]> =
+                        pairs.chunks_exact(stride).map(|p| &p[..width]).collect();
+                    let mut accs: Vec<&mut [u32]> = sums
+                        .chunks_exact_mut(stride)
+                        .map(|s| {
+                            let s = &mut s[..width];
+                            s.fill(HALF_SUM_START);
+                            s
+                        })
+                        .collect();
+                    backend.pair_weighted_sum(&mut accs, &pairs, &weights);
+                }
+                for ((out, lo), hi) in outs
+                    .iter_mut()
+                    .zip(low_sums.chunks_exact(stride))
+                    .zip(high_sums.chunks_exact(stride))
+                {
+                    backend.join_halves(out, &lo[..width], &hi[..width], q);
+                }
+            }
+            Self::Wide(acc) => {
+                let acc = &mut acc[..width];
+                for (o, out) in outs.iter_mut().enumerate() {
+                    acc.fill(0);
+                    backend.weighted_sum(
+                        acc,
+                        limbs,
+                        &weights[o * limbs.len()..(o + 1) * limbs.len()],
+                    );
+                    out.iter_mut()
+                        .zip(acc.iter())
+                        .for_each(|(x, &a)| *x = q.reduce_i64(a));
+                }
+            }
+        }
+    }
+}
+
 fn reduce_i128(m: &crate::Modulus, x: i128) -> u32 {
     let r = (x.unsigned_abs() % m.value() as u128) as u32;
     if x < 0 { m.neg(r) } else { r }
@@ -279,9 +391,9 @@ fn reduce_i128(m: &crate::Modulus, x: i128) -> u32 {
 /// group by group of inputs.
 ///
 /// With small weights (the trained models'), every product runs on the 15-bit halves of the
-/// residues, two per 32-bit lane (`pmaddwd`), into one i32 accumulator per half: exact for the
-/// whole layer when each output's |weights| sum below 2^16, since a half is below 2^15. Each
-/// task packs its columns of a group once and reuses them for every output. Otherwise the
+/// residues, two per 32-bit lane (`pmaddwd`), into one i32 accumulator per half, held with
+/// an offset of 2^31 as a u32 (`HALF_SUM_START`): exact for the whole layer when each
+/// output's |weights| sum below 2^16, since a half is below 2^15. Each task packs its columns of a group once and reuses them for every output. Otherwise the
 /// sums are i64 (`weighted_sum`).
 struct Accumulators {
     sums: Sums,
@@ -308,11 +420,11 @@ impl Accumulators {
     /// `halves`: every output's |weights| sum below 2^16 over all its inputs.
     fn new(params: &Parameters, outputs: usize, halves: bool, size: usize, level: usize) -> Self {
         let len = size * level * params.degree();
-        let zeros = |_| alloc::vec![0u32; len];
+        let starts = |_| alloc::vec![HALF_SUM_START; len];
         let sums = if halves {
             Sums::Halves {
-                low: (0..outputs).map(zeros).collect(),
-                high: (0..outputs).map(zeros).collect(),
+                low: (0..outputs).map(starts).collect(),
+                high: (0..outputs).map(starts).collect(),
             }
         } else {
             Sums::Wide((0..outputs).map(|_| alloc::vec![0i64; len]).collect())
@@ -418,16 +530,19 @@ impl Accumulators {
     /// Reduces every output mod q and adds its bias: the layer's output ciphertexts.
     fn finish(self, params: &Parameters, biases: &[i128]) -> Vec<Ciphertext> {
         let n = params.degree();
-        let level = self.level;
+        let (size, level) = (self.size, self.level);
         let moduli = &params.ciphertext_basis().moduli()[..level];
         let t = params.plaintext_modulus();
-        let size = self.size;
-        let ciphertext = |o: usize, value: &dyn Fn(usize) -> i64| {
+        let backend = params.backend();
+        // polys[k] limb l from the sums' columns (k level + l) n..
+        let ciphertext = |o: usize, limb: &dyn Fn(usize, &mut [u32], &crate::Modulus)| {
             let mut polys: Vec<Vec<u32>> = (0..size)
                 .map(|k| {
-                    (0..level * n)
-                        .map(|i| moduli[i / n].reduce_i64(value(k * level * n + i)))
-                        .collect()
+                    let mut poly = alloc::vec![0u32; level * n];
+                    for (l, (out, q)) in poly.chunks_exact_mut(n).zip(moduli).enumerate() {
+                        limb((k * level + l) * n, out, q);
+                    }
+                    poly
                 })
                 .collect();
             params.add_scaled_constant(&mut polys[0], reduce_i128(t, biases[o]));
@@ -435,11 +550,17 @@ impl Accumulators {
         };
         match &self.sums {
             Sums::Halves { low, high } => parallel::map(low.len(), |o| {
-                ciphertext(o, &|i| {
-                    ((high[o][i] as i32 as i64) << 15) + low[o][i] as i32 as i64
+                ciphertext(o, &|at, out, q| {
+                    backend.join_halves(out, &low[o][at..at + n], &high[o][at..at + n], q)
                 })
             }),
-            Sums::Wide(sums) => parallel::map(sums.len(), |o| ciphertext(o, &|i| sums[o][i])),
+            Sums::Wide(sums) => parallel::map(sums.len(), |o| {
+                ciphertext(o, &|at, out, q| {
+                    out.iter_mut()
+                        .zip(&sums[o][at..at + n])
+                        .for_each(|(x, &a)| *x = q.reduce_i64(a))
+                })
+            }),
         }
     }
 }
