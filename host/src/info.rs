@@ -11,6 +11,7 @@ fn cpu_features() -> Vec<(&'static str, bool)> {
             ("avx2", std::arch::is_x86_feature_detected!("avx2")),
             ("bmi2", std::arch::is_x86_feature_detected!("bmi2")),
             ("avx512f", std::arch::is_x86_feature_detected!("avx512f")),
+            ("avx512bw", std::arch::is_x86_feature_detected!("avx512bw")),
             (
                 "avx512ifma",
                 std::arch::is_x86_feature_detected!("avx512ifma"),

@@ -20,7 +20,7 @@ use cryptonets_host::mnist;
 #[derive(Debug, Parser)]
 #[command(name = "cryptonets", version, about, propagate_version = true)]
 struct Cli {
-    /// Kernel backend: portable, avx2 or neon (default: the fastest this CPU runs).
+    /// Kernel backend: portable, avx2, avx512 or neon (default: the fastest this CPU runs).
     #[arg(long, global = true)]
     backend: Option<String>,
     #[command(subcommand)]

@@ -1,13 +1,14 @@
-//! The NTT and pointwise kernels written once for any 8-lane vector of u32.
+//! The NTT and pointwise kernels written once for any vector of 8 or 16 u32 lanes.
 //!
-//! Each SIMD backend provides [`Lanes8`]: a handful of lane-wise operations and an 8x8
-//! transpose. The algorithms below never touch intrinsics; they are monomorphised and
+//! Each SIMD backend provides [`Lanes`]: a handful of lane-wise operations and 8x8
+//! transposes. The algorithms below never touch intrinsics; they are monomorphised and
 //! inlined into each backend's `#[target_feature]` entry points.
 //!
 //! Stages whose butterfly distance is at least 8 pair whole vectors with one broadcast
 //! twiddle. The three with distances 4, 2 and 1 run on blocks of 64 coefficients
 //! transposed so that they too pair whole vectors, each lane with its own twiddle
-//! (see `fill_tail` in [`crate::ntt`]).
+//! (see `fill_tail` in [`crate::ntt`]); a 16-lane vector holds the same row of two
+//! consecutive blocks, one per half.
 
 use super::check_lengths;
 use crate::ntt::{NttTable, TAIL_BLOCK, TAIL_WORDS};
@@ -15,13 +16,28 @@ use crate::zq::{Modulus, ShoupConstant};
 
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod avx2;
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod avx512;
 #[cfg(target_arch = "aarch64")]
 pub(crate) mod neon;
 
-/// Eight u32 lanes. Arithmetic wraps modulo 2^32 in every lane.
-pub(crate) trait Lanes8: Copy {
-    fn load(src: &[u32; 8]) -> Self;
-    fn store(self, dst: &mut [u32; 8]);
+/// [`Lanes::WIDTH`] u32 lanes (8 or 16), seen as `WIDTH / 8` groups of eight for the NTT's
+/// blocks. Arithmetic wraps modulo 2^32 in every lane.
+pub(crate) trait Lanes: Copy {
+    /// Lanes per vector: 8 or 16.
+    const WIDTH: usize;
+    /// Groups of eight lanes.
+    const GROUPS: usize = Self::WIDTH / 8;
+    /// The first `WIDTH` words of `src` (panics if it is shorter).
+    fn load(src: &[u32]) -> Self;
+    /// Into the first `WIDTH` words of `dst` (panics if it is shorter).
+    fn store(self, dst: &mut [u32]);
+    /// Group g's eight lanes from src[g stride..g stride + 8] (panics if `src` is shorter).
+    fn load_groups(src: &[u32], stride: usize) -> Self;
+    /// Group g's eight lanes into dst[g stride..g stride + 8] (panics if `dst` is shorter).
+    fn store_groups(self, dst: &mut [u32], stride: usize);
+    /// Group g's eight lanes all values[g stride] (panics if `values` is shorter).
+    fn splat_groups(values: &[u32], stride: usize) -> Self;
     fn splat(x: u32) -> Self;
     fn add(self, other: Self) -> Self;
     fn sub(self, other: Self) -> Self;
@@ -31,10 +47,10 @@ pub(crate) trait Lanes8: Copy {
     fn mul_lo(self, other: Self) -> Self;
     /// High 32 bits of the unsigned 64-bit lane products.
     fn mul_hi(self, other: Self) -> Self;
-    /// Transposes the 8x8 matrix whose rows are the vectors.
+    /// Transposes, in each group of eight lanes, the 8x8 matrix whose rows are the vectors.
     fn transpose(rows: &mut [Self; 8]);
 
-    // The lanes read as four u64 (lanes 2k and 2k + 1 are the low and high words of u64 k):
+    // The lanes read as WIDTH / 2 u64 (lanes 2k and 2k + 1 are the low and high words of u64 k):
     // the 64-bit accumulation of the dot-product kernels.
 
     /// u64 k = lane 2k of self times lane 2k of other (the odd lanes are ignored).
@@ -61,7 +77,7 @@ struct VectorModulus<V> {
     montgomery_r: (V, V),
 }
 
-impl<V: Lanes8> VectorModulus<V> {
+impl<V: Lanes> VectorModulus<V> {
     #[inline(always)]
     fn new(m: &Modulus) -> Self {
         let r = m.montgomery_r();
@@ -116,46 +132,162 @@ impl<V: Lanes8> VectorModulus<V> {
     }
 }
 
-/// Runs `butterfly` over every pair (x, y) of vectors `distance` words apart in group `i`.
+/// A butterfly applied to pairs of vectors, given their group. A trait, not a closure: a
+/// closure is compiled without its caller's target features, and an intrinsic that is not
+/// inlined costs a call per lane operation.
+trait PairStage<V> {
+    fn butterfly(&self, group: usize, x: &mut V, y: &mut V);
+}
+
+/// Runs `stage` over every pair (x, y) of vectors `distance` words apart, with its group.
 #[inline(always)]
-fn for_each_pair<V: Lanes8>(
-    a: &mut [u32],
-    distance: usize,
-    mut butterfly: impl FnMut(usize, &mut V, &mut V),
-) {
+fn for_each_pair<V: Lanes>(a: &mut [u32], distance: usize, stage: &impl PairStage<V>) {
     for (group, pair) in a.chunks_exact_mut(2 * distance).enumerate() {
         let (xs, ys) = pair.split_at_mut(distance);
-        let (xs, _) = xs.as_chunks_mut::<8>();
-        let (ys, _) = ys.as_chunks_mut::<8>();
-        for (xw, yw) in xs.iter_mut().zip(ys.iter_mut()) {
+        let xs = xs.chunks_exact_mut(V::WIDTH);
+        let ys = ys.chunks_exact_mut(V::WIDTH);
+        for (xw, yw) in xs.zip(ys) {
             let (mut x, mut y) = (V::load(xw), V::load(yw));
-            butterfly(group, &mut x, &mut y);
+            stage.butterfly(group, &mut x, &mut y);
             x.store(xw);
             y.store(yw);
         }
     }
 }
 
-/// Runs `stages` on every 64-coefficient block of `a` held as eight 8-lane rows, with the
-/// block's index and its tail twiddles, and stores it back.
+/// One wide forward stage: group g's twiddle broadcast.
+struct ForwardStage<'a, V> {
+    m: &'a VectorModulus<V>,
+    values: &'a [u32],
+    quotients: &'a [u32],
+}
+
+impl<V: Lanes> PairStage<V> for ForwardStage<'_, V> {
+    #[inline(always)]
+    fn butterfly(&self, g: usize, x: &mut V, y: &mut V) {
+        let (w, wq) = (V::splat(self.values[g]), V::splat(self.quotients[g]));
+        self.m.forward_butterfly(x, y, w, wq)
+    }
+}
+
+/// One wide inverse stage: group g's twiddle broadcast.
+struct InverseStage<'a, V> {
+    m: &'a VectorModulus<V>,
+    values: &'a [u32],
+    quotients: &'a [u32],
+}
+
+impl<V: Lanes> PairStage<V> for InverseStage<'_, V> {
+    #[inline(always)]
+    fn butterfly(&self, g: usize, x: &mut V, y: &mut V) {
+        let (w, wq) = (V::splat(self.values[g]), V::splat(self.quotients[g]));
+        self.m.inverse_butterfly(x, y, w, wq)
+    }
+}
+
+/// The last inverse stage with the scaling by 1/n folded in: sums times n^-1, differences
+/// times (inverse twiddle 1) n^-1, both fully reduced.
+struct LastInverseStage<V> {
+    m: VectorModulus<V>,
+    n_inv: (V, V),
+    n_inv_twiddle: (V, V),
+}
+
+impl<V: Lanes> PairStage<V> for LastInverseStage<V> {
+    #[inline(always)]
+    fn butterfly(&self, _: usize, x: &mut V, y: &mut V) {
+        let (m, (s, sq), (d, dq)) = (&self.m, self.n_inv, self.n_inv_twiddle);
+        let (u, v) = (*x, *y);
+        *x = VectorModulus::reduce_below(m.mul_shoup_lazy(u.add(v), s, sq), m.q);
+        *y = VectorModulus::reduce_below(m.mul_shoup_lazy(u.add(m.two_q).sub(v), d, dq), m.q);
+    }
+}
+
+/// The stages run on a 64-coefficient block in registers (see [`for_each_block`]).
+trait BlockStages<V> {
+    fn run(&self, first_block: usize, rows: &mut [V; 8], tail: TailTwiddles<'_>);
+}
+
+/// Runs `stages` on every 64-coefficient block of `a` held as eight rows of eight lanes
+/// (`V::GROUPS` consecutive blocks at once, one per group of lanes), with the first block's
+/// index and the blocks' tail twiddles, and stores them back.
 #[inline(always)]
-fn for_each_block<V: Lanes8>(
-    a: &mut [u32],
-    tail: &[u32],
-    mut stages: impl FnMut(usize, &mut [V; 8], TailTwiddles<'_>),
-) {
-    for (index, (block, twiddles)) in a
-        .chunks_exact_mut(TAIL_BLOCK)
-        .zip(tail.chunks_exact(TAIL_WORDS))
+fn for_each_block<V: Lanes>(a: &mut [u32], tail: &[u32], stages: &impl BlockStages<V>) {
+    for (index, (blocks, twiddles)) in a
+        .chunks_exact_mut(TAIL_BLOCK * V::GROUPS)
+        .zip(tail.chunks_exact(TAIL_WORDS * V::GROUPS))
         .enumerate()
     {
-        let (words, _) = block.as_chunks_mut::<8>();
-        let mut rows: [V; 8] = core::array::from_fn(|r| V::load(&words[r]));
-        let (tw, _) = twiddles.as_chunks::<8>();
-        stages(index, &mut rows, TailTwiddles(tw));
+        // Written out: a closure here (as in `array::from_fn`) would not inherit the target
+        // features, and its loads would not inline.
+        let mut rows: [V; 8] = [
+            V::load_groups(&blocks[0..], TAIL_BLOCK),
+            V::load_groups(&blocks[8..], TAIL_BLOCK),
+            V::load_groups(&blocks[16..], TAIL_BLOCK),
+            V::load_groups(&blocks[24..], TAIL_BLOCK),
+            V::load_groups(&blocks[32..], TAIL_BLOCK),
+            V::load_groups(&blocks[40..], TAIL_BLOCK),
+            V::load_groups(&blocks[48..], TAIL_BLOCK),
+            V::load_groups(&blocks[56..], TAIL_BLOCK),
+        ];
+        stages.run(index * V::GROUPS, &mut rows, TailTwiddles(twiddles));
         for (r, row) in rows.iter().enumerate() {
-            row.store(&mut words[r]);
+            row.store_groups(&mut blocks[8 * r..], TAIL_BLOCK);
         }
+    }
+}
+
+/// The forward transform's last six stages: three on the rows, then, transposed, three on
+/// the columns, and the full reduction.
+struct ForwardBlocks<'a, V> {
+    m: &'a VectorModulus<V>,
+    values: &'a [u32],
+    quotients: &'a [u32],
+    n: usize,
+}
+
+impl<V: Lanes> BlockStages<V> for ForwardBlocks<'_, V> {
+    #[inline(always)]
+    fn run(&self, block: usize, v: &mut [V; 8], tail: TailTwiddles<'_>) {
+        let m = self.m;
+        let rows = RowTwiddles {
+            values: self.values,
+            quotients: self.quotients,
+            n: self.n,
+            block,
+        };
+        radix8_forward(m, v, rows);
+        V::transpose(v);
+        radix8_forward(m, v, tail);
+        for x in v.iter_mut() {
+            *x = VectorModulus::reduce_below(VectorModulus::reduce_below(*x, m.two_q), m.q);
+        }
+        V::transpose(v);
+    }
+}
+
+/// The inverse transform's first six stages: three on the transposed columns, then three
+/// on the rows.
+struct InverseBlocks<'a, V> {
+    m: &'a VectorModulus<V>,
+    values: &'a [u32],
+    quotients: &'a [u32],
+    n: usize,
+}
+
+impl<V: Lanes> BlockStages<V> for InverseBlocks<'_, V> {
+    #[inline(always)]
+    fn run(&self, block: usize, v: &mut [V; 8], tail: TailTwiddles<'_>) {
+        let rows = RowTwiddles {
+            values: self.values,
+            quotients: self.quotients,
+            n: self.n,
+            block,
+        };
+        V::transpose(v);
+        radix8_inverse(self.m, v, tail);
+        V::transpose(v);
+        radix8_inverse(self.m, v, rows);
     }
 }
 
@@ -166,19 +298,23 @@ trait Twiddles<V> {
     fn get(&self, k: usize) -> (V, V);
 }
 
-/// A block's tail twiddles, one value per lane (see `fill_tail` in [`crate::ntt`]).
+/// The blocks' tail twiddles, one value per lane, [`TAIL_WORDS`] per block (see `fill_tail`
+/// in [`crate::ntt`]).
 #[derive(Clone, Copy)]
-struct TailTwiddles<'a>(&'a [[u32; 8]]);
+struct TailTwiddles<'a>(&'a [u32]);
 
-impl<V: Lanes8> Twiddles<V> for TailTwiddles<'_> {
+impl<V: Lanes> Twiddles<V> for TailTwiddles<'_> {
     #[inline(always)]
     fn get(&self, k: usize) -> (V, V) {
-        (V::load(&self.0[2 * k]), V::load(&self.0[2 * k + 1]))
+        (
+            V::load_groups(&self.0[16 * k..], TAIL_WORDS),
+            V::load_groups(&self.0[16 * k + 8..], TAIL_WORDS),
+        )
     }
 }
 
-/// Block `block`'s twiddles for its three row stages (distances of 32, 16 and 8
-/// coefficients, i.e. 4, 2 and 1 rows), broadcast.
+/// Twiddles of the three row stages (distances of 32, 16 and 8 coefficients, i.e. 4, 2 and 1
+/// rows) of blocks `block`, `block + 1`, ..., each broadcast over its group of lanes.
 #[derive(Clone, Copy)]
 struct RowTwiddles<'a> {
     values: &'a [u32],
@@ -187,18 +323,19 @@ struct RowTwiddles<'a> {
     block: usize,
 }
 
-impl<V: Lanes8> Twiddles<V> for RowTwiddles<'_> {
+impl<V: Lanes> Twiddles<V> for RowTwiddles<'_> {
     #[inline(always)]
     fn get(&self, k: usize) -> (V, V) {
         let (n, b) = (self.n, self.block);
-        let index = match k {
-            0 => n / 64 + b,
-            1 | 2 => n / 32 + 2 * b + (k - 1),
-            _ => n / 16 + 4 * b + (k - 3),
+        // The next block's twiddle of the same butterfly lies 1, 2 or 4 entries further.
+        let (index, stride) = match k {
+            0 => (n / 64 + b, 1),
+            1 | 2 => (n / 32 + 2 * b + (k - 1), 2),
+            _ => (n / 16 + 4 * b + (k - 3), 4),
         };
         (
-            V::splat(self.values[index]),
-            V::splat(self.quotients[index]),
+            V::splat_groups(&self.values[index..], stride),
+            V::splat_groups(&self.quotients[index..], stride),
         )
     }
 }
@@ -206,7 +343,7 @@ impl<V: Lanes8> Twiddles<V> for RowTwiddles<'_> {
 /// Three forward stages on eight vectors: pairs 4 apart with w[0], 2 apart with w[1] (first
 /// half) and w[2], 1 apart with w[3..7].
 #[inline(always)]
-fn radix8_forward<V: Lanes8>(m: &VectorModulus<V>, v: &mut [V; 8], w: impl Twiddles<V>) {
+fn radix8_forward<V: Lanes>(m: &VectorModulus<V>, v: &mut [V; 8], w: impl Twiddles<V>) {
     for c in 0..4 {
         let [x, y] = v.get_disjoint_mut([c, c + 4]).expect("distinct");
         let (t, tq) = w.get(0);
@@ -226,7 +363,7 @@ fn radix8_forward<V: Lanes8>(m: &VectorModulus<V>, v: &mut [V; 8], w: impl Twidd
 
 /// The three stages of [`radix8_forward`] undone, in reverse order.
 #[inline(always)]
-fn radix8_inverse<V: Lanes8>(m: &VectorModulus<V>, v: &mut [V; 8], w: impl Twiddles<V>) {
+fn radix8_inverse<V: Lanes>(m: &VectorModulus<V>, v: &mut [V; 8], w: impl Twiddles<V>) {
     for k in 0..4 {
         let [x, y] = v.get_disjoint_mut([2 * k, 2 * k + 1]).expect("distinct");
         let (t, tq) = w.get(3 + k);
@@ -248,7 +385,7 @@ fn radix8_inverse<V: Lanes8>(m: &VectorModulus<V>, v: &mut [V; 8], w: impl Twidd
 /// 64-coefficient block then runs the last six stages in registers, three on its rows and,
 /// after a transpose, three on its columns.
 #[inline(always)]
-pub(crate) fn forward_ntt<V: Lanes8, S: AsRef<[u32]>>(a: &mut [u32], table: &NttTable<S>) {
+pub(crate) fn forward_ntt<V: Lanes, S: AsRef<[u32]>>(a: &mut [u32], table: &NttTable<S>) {
     check_lengths(a.len(), table.n());
     let n = a.len();
     let m = VectorModulus::<V>::new(table.modulus());
@@ -256,93 +393,82 @@ pub(crate) fn forward_ntt<V: Lanes8, S: AsRef<[u32]>>(a: &mut [u32], table: &Ntt
     let mut groups = 1;
     let mut distance = n / 2;
     while distance >= 64 {
-        let (w, wq) = (&values[groups..2 * groups], &quotients[groups..2 * groups]);
-        for_each_pair::<V>(a, distance, |g, x, y| {
-            m.forward_butterfly(x, y, V::splat(w[g]), V::splat(wq[g]))
-        });
+        let stage = ForwardStage {
+            m: &m,
+            values: &values[groups..2 * groups],
+            quotients: &quotients[groups..2 * groups],
+        };
+        for_each_pair::<V>(a, distance, &stage);
         groups *= 2;
         distance /= 2;
     }
-    for_each_block::<V>(a, table.forward_tail(), |b, v, tail| {
-        radix8_forward(
-            &m,
-            v,
-            RowTwiddles {
-                values,
-                quotients,
-                n,
-                block: b,
-            },
-        );
-        V::transpose(v);
-        radix8_forward(&m, v, tail);
-        for x in v.iter_mut() {
-            *x = VectorModulus::reduce_below(VectorModulus::reduce_below(*x, m.two_q), m.q);
-        }
-        V::transpose(v);
-    });
+    let blocks = ForwardBlocks {
+        m: &m,
+        values,
+        quotients,
+        n,
+    };
+    for_each_block::<V>(a, table.forward_tail(), &blocks);
 }
 
 /// Inverse NTT: the six stages with distance <= 32 per block in registers (columns first),
 /// then the wider stages over memory, the last one scaled by 1/n.
 #[inline(always)]
-pub(crate) fn inverse_ntt<V: Lanes8, S: AsRef<[u32]>>(a: &mut [u32], table: &NttTable<S>) {
+pub(crate) fn inverse_ntt<V: Lanes, S: AsRef<[u32]>>(a: &mut [u32], table: &NttTable<S>) {
     check_lengths(a.len(), table.n());
     let n = a.len();
     let m = VectorModulus::<V>::new(table.modulus());
     let (values, quotients) = table.inverse_twiddles();
-    for_each_block::<V>(a, table.inverse_tail(), |b, v, tail| {
-        V::transpose(v);
-        radix8_inverse(&m, v, tail);
-        V::transpose(v);
-        radix8_inverse(
-            &m,
-            v,
-            RowTwiddles {
-                values,
-                quotients,
-                n,
-                block: b,
-            },
-        );
-    });
+    let blocks = InverseBlocks {
+        m: &m,
+        values,
+        quotients,
+        n,
+    };
+    for_each_block::<V>(a, table.inverse_tail(), &blocks);
     let mut groups = n / 128;
     let mut distance = 64;
     while groups > 1 {
-        let (w, wq) = (&values[groups..2 * groups], &quotients[groups..2 * groups]);
-        for_each_pair::<V>(a, distance, |g, x, y| {
-            m.inverse_butterfly(x, y, V::splat(w[g]), V::splat(wq[g]))
-        });
+        let stage = InverseStage {
+            m: &m,
+            values: &values[groups..2 * groups],
+            quotients: &quotients[groups..2 * groups],
+        };
+        for_each_pair::<V>(a, distance, &stage);
         groups /= 2;
         distance *= 2;
     }
     let (n_inv, n_inv_twiddle) = (table.n_inv(), table.n_inv_twiddle());
-    let (s, sq) = (V::splat(n_inv.value), V::splat(n_inv.quotient));
-    let (d, dq) = (
-        V::splat(n_inv_twiddle.value),
-        V::splat(n_inv_twiddle.quotient),
-    );
-    for_each_pair::<V>(a, n / 2, |_, x, y| {
-        let (u, v) = (*x, *y);
-        *x = VectorModulus::reduce_below(m.mul_shoup_lazy(u.add(v), s, sq), m.q);
-        *y = VectorModulus::reduce_below(m.mul_shoup_lazy(u.add(m.two_q).sub(v), d, dq), m.q);
-    });
+    let last = LastInverseStage {
+        m,
+        n_inv: (V::splat(n_inv.value), V::splat(n_inv.quotient)),
+        n_inv_twiddle: (
+            V::splat(n_inv_twiddle.value),
+            V::splat(n_inv_twiddle.quotient),
+        ),
+    };
+    for_each_pair::<V>(a, n / 2, &last);
 }
 
 /// Applies `f` to every 8-word chunk of `a` with the matching chunks of `b` and `c`, then the
 /// scalar `tail` to the words that do not fill a vector.
 #[inline(always)]
-fn zip3<V: Lanes8>(
+fn zip3<V: Lanes>(
     a: &mut [u32],
     b: &[u32],
     c: &[u32],
     f: impl Fn(V, V, V) -> V,
     tail: impl Fn(u32, u32, u32) -> u32,
 ) {
-    let (a8, a_rest) = a.as_chunks_mut::<8>();
-    let (b8, b_rest) = b.as_chunks::<8>();
-    let (c8, c_rest) = c.as_chunks::<8>();
-    for ((x, y), z) in a8.iter_mut().zip(b8).zip(c8) {
+    let vectors = V::WIDTH * (a.len() / V::WIDTH);
+    let (a_full, a_rest) = a.split_at_mut(vectors);
+    let (b_full, b_rest) = b.split_at(vectors);
+    let (c_full, c_rest) = c.split_at(vectors);
+    for ((x, y), z) in a_full
+        .chunks_exact_mut(V::WIDTH)
+        .zip(b_full.chunks_exact(V::WIDTH))
+        .zip(c_full.chunks_exact(V::WIDTH))
+    {
         f(V::load(x), V::load(y), V::load(z)).store(x);
     }
     for ((x, &y), &z) in a_rest.iter_mut().zip(b_rest).zip(c_rest) {
@@ -351,14 +477,14 @@ fn zip3<V: Lanes8>(
 }
 
 #[inline(always)]
-pub(crate) fn mul_assign<V: Lanes8>(a: &mut [u32], b: &[u32], modulus: &Modulus) {
+pub(crate) fn mul_assign<V: Lanes>(a: &mut [u32], b: &[u32], modulus: &Modulus) {
     check_lengths(a.len(), b.len());
     let m = VectorModulus::<V>::new(modulus);
     zip3::<V>(a, b, b, |x, y, _| m.mul(x, y), |x, y, _| modulus.mul(x, y));
 }
 
 #[inline(always)]
-pub(crate) fn mul_acc<V: Lanes8>(acc: &mut [u32], a: &[u32], b: &[u32], modulus: &Modulus) {
+pub(crate) fn mul_acc<V: Lanes>(acc: &mut [u32], a: &[u32], b: &[u32], modulus: &Modulus) {
     check_lengths(acc.len(), a.len());
     check_lengths(acc.len(), b.len());
     let m = VectorModulus::<V>::new(modulus);
@@ -372,25 +498,23 @@ pub(crate) fn mul_acc<V: Lanes8>(acc: &mut [u32], a: &[u32], b: &[u32], modulus:
 }
 
 #[inline(always)]
-pub(crate) fn mul_scalar_assign<V: Lanes8>(a: &mut [u32], w: ShoupConstant, modulus: &Modulus) {
+pub(crate) fn mul_scalar_assign<V: Lanes>(a: &mut [u32], w: ShoupConstant, modulus: &Modulus) {
     let m = VectorModulus::<V>::new(modulus);
     let (wv, wq) = (V::splat(w.value), V::splat(w.quotient));
-    let (a8, rest) = a.as_chunks_mut::<8>();
-    for x in a8 {
+    let mut words = a.chunks_exact_mut(V::WIDTH);
+    for x in &mut words {
         VectorModulus::reduce_below(m.mul_shoup_lazy(V::load(x), wv, wq), m.q).store(x);
     }
-    rest.iter_mut().for_each(|x| *x = modulus.mul_shoup(*x, w));
+    words
+        .into_remainder()
+        .iter_mut()
+        .for_each(|x| *x = modulus.mul_shoup(*x, w));
 }
 
 /// The vector form of [`super::linear::join_halves`], with the same results: 2^15 (high -
 /// 2^31) + (low - 2^31) is, mod q, high 2^15 + low + c for the constant c = -2^31 (2^15 + 1).
 #[inline(always)]
-pub(crate) fn join_halves<V: Lanes8>(
-    out: &mut [u32],
-    low: &[u32],
-    high: &[u32],
-    modulus: &Modulus,
-) {
+pub(crate) fn join_halves<V: Lanes>(out: &mut [u32], low: &[u32], high: &[u32], modulus: &Modulus) {
     check_lengths(out.len(), low.len());
     check_lengths(out.len(), high.len());
     let m = VectorModulus::<V>::new(modulus);
@@ -424,14 +548,14 @@ struct WideModulus<V> {
     low_words: V,
 }
 
-impl<V: Lanes8> WideModulus<V> {
+impl<V: Lanes> WideModulus<V> {
     #[inline(always)]
     fn new(modulus: &Modulus) -> Self {
         Self {
             p: V::splat(modulus.value()),
             neg_p_inv: V::splat(modulus.q_inv().wrapping_neg()),
             r32: V::splat(modulus.montgomery_r().value),
-            low_words: V::load(&[u32::MAX, 0, u32::MAX, 0, u32::MAX, 0, u32::MAX, 0]),
+            low_words: V::splat(u32::MAX).shr64_32(),
         }
     }
 
@@ -465,7 +589,7 @@ impl<V: Lanes8> WideModulus<V> {
         VectorModulus::reduce_below(t, self.p)
     }
 
-    /// Joins the reduced even-coefficient and odd-coefficient halves into eight residues.
+    /// Joins the reduced even-coefficient and odd-coefficient halves into one vector of residues.
     #[inline(always)]
     fn join(even: V, odd: V) -> V {
         even.add(odd.shl64_32())
@@ -473,11 +597,11 @@ impl<V: Lanes8> WideModulus<V> {
 }
 
 /// out[c] = sum_r rows[r][c] * weights[r] * 2^-32 mod p for row values and weights below
-/// 2^30, at most [`super::dot::MAX_ROWS`] rows: the even and odd coefficients of eight
+/// 2^30, at most [`super::dot::MAX_ROWS`] rows: the even and odd coefficients of a vector
 /// accumulate as u64 in two vectors, with one reduction per coefficient. Same contract and
 /// results as the portable [`super::dot::dot_montgomery`].
 #[inline(always)]
-pub(crate) fn dot_montgomery<V: Lanes8>(
+pub(crate) fn dot_montgomery<V: Lanes>(
     out: &mut [u32],
     rows: &[&[u32]],
     weights: &[u32],
@@ -494,8 +618,7 @@ pub(crate) fn dot_montgomery<V: Lanes8>(
     } else {
         dot_rows::<V, false>(out, rows, weights, modulus);
     }
-    let pairs = out.len() / 16;
-    let tail = 16 * pairs;
+    let tail = 2 * V::WIDTH * (out.len() / (2 * V::WIDTH));
     if tail < out.len() {
         let rest: heapless::Vec<&[u32], { super::dot::MAX_ROWS }> =
             rows.iter().map(|r| &r[tail..]).collect();
@@ -507,10 +630,10 @@ pub(crate) fn dot_montgomery<V: Lanes8>(
 /// no folding first (see [`WideModulus::redc_short`]).
 const SHORT_DOT_ROWS: usize = 12;
 
-/// The vector part of [`dot_montgomery`], 16 coefficients a pass: each row's address and
-/// weight serve two vectors.
+/// The vector part of [`dot_montgomery`], two vectors of coefficients a pass: each row's
+/// address and weight serve both.
 #[inline(always)]
-fn dot_rows<V: Lanes8, const SHORT: bool>(
+fn dot_rows<V: Lanes, const SHORT: bool>(
     out: &mut [u32],
     rows: &[&[u32]],
     weights: &[u32],
@@ -526,20 +649,19 @@ fn dot_rows<V: Lanes8, const SHORT: bool>(
             m.fold_redc(acc)
         }
     };
-    let (out16, _) = out.as_chunks_mut::<16>();
-    for (c, o) in out16.iter_mut().enumerate() {
+    let width = 2 * V::WIDTH;
+    for (c, o) in out.chunks_exact_mut(width).enumerate() {
         let mut acc = [V::splat(0); 4];
         for (row, &w) in rows.iter().zip(&w) {
-            let (x, _) = row[16 * c..16 * c + 16].as_chunks::<8>();
-            let (x0, x1) = (V::load(&x[0]), V::load(&x[1]));
+            let x = &row[width * c..width * (c + 1)];
+            let (x0, x1) = (V::load(x), V::load(&x[V::WIDTH..]));
             acc[0] = acc[0].add64(x0.mul_even(w));
             acc[1] = acc[1].add64(x0.shr64_32().mul_even(w));
             acc[2] = acc[2].add64(x1.mul_even(w));
             acc[3] = acc[3].add64(x1.shr64_32().mul_even(w));
         }
-        let (o, _) = o.as_chunks_mut::<8>();
-        WideModulus::join(reduce(acc[0]), reduce(acc[1])).store(&mut o[0]);
-        WideModulus::join(reduce(acc[2]), reduce(acc[3])).store(&mut o[1]);
+        WideModulus::join(reduce(acc[0]), reduce(acc[1])).store(o);
+        WideModulus::join(reduce(acc[2]), reduce(acc[3])).store(&mut o[V::WIDTH..]);
     }
 }
 
@@ -547,7 +669,7 @@ fn dot_rows<V: Lanes8, const SHORT: bool>(
 /// most [`super::dot::MAX_ROWS`] pairs; the vector form of the portable
 /// [`super::dot::dot_pointwise_montgomery`], with the same results.
 #[inline(always)]
-pub(crate) fn dot_pointwise_montgomery<V: Lanes8>(
+pub(crate) fn dot_pointwise_montgomery<V: Lanes>(
     out: &mut [u32],
     a: &[&[u32]],
     b: &[&[u32]],
@@ -561,19 +683,19 @@ pub(crate) fn dot_pointwise_montgomery<V: Lanes8>(
     );
     assert!(a.iter().chain(b).all(|r| r.len() == n), "dot operands");
     let m = WideModulus::<V>::new(modulus);
-    let vectors = n / 8;
+    let (width, vectors) = (V::WIDTH, n / V::WIDTH);
     for c in 0..vectors {
         let (mut even, mut odd) = (V::splat(0), V::splat(0));
         for (x, y) in a.iter().zip(b) {
-            let x = V::load(x[8 * c..8 * c + 8].try_into().expect("8 words"));
-            let y = V::load(y[8 * c..8 * c + 8].try_into().expect("8 words"));
+            let x = V::load(&x[width * c..width * (c + 1)]);
+            let y = V::load(&y[width * c..width * (c + 1)]);
             even = even.add64(x.mul_even(y));
             odd = odd.add64(x.shr64_32().mul_even(y.shr64_32()));
         }
         let joined = WideModulus::join(m.fold_redc(even), m.fold_redc(odd));
-        joined.store((&mut out[8 * c..8 * c + 8]).try_into().expect("8 words"));
+        joined.store(&mut out[width * c..width * (c + 1)]);
     }
-    let tail = 8 * vectors;
+    let tail = width * vectors;
     if tail < n {
         let rest_a: heapless::Vec<&[u32], { super::dot::MAX_ROWS }> =
             a.iter().map(|r| &r[tail..]).collect();
@@ -587,7 +709,7 @@ pub(crate) fn dot_pointwise_montgomery<V: Lanes8>(
 /// results: tiles of four outputs over four pairs a pass, so that each load of a pair feeds
 /// four products and each load of an accumulator four.
 #[inline(always)]
-pub(crate) fn pair_weighted_sum<V: Lanes8>(
+pub(crate) fn pair_weighted_sum<V: Lanes>(
     accs: &mut [&mut [u32]],
     pairs: &[&[u32]],
     weights: &[&[u32]],
@@ -600,14 +722,10 @@ pub(crate) fn pair_weighted_sum<V: Lanes8>(
             && weights.iter().all(|w| w.len() == pairs.len()),
         "pair weighted sum operands"
     );
-    let vectors = n / 8;
+    let (width, vectors) = (V::WIDTH, n / V::WIDTH);
     let mut outputs = accs.chunks_mut(4).zip(weights.chunks(4));
     for (accs, weights) in &mut outputs {
         let tile = accs.len();
-        let mut acc8: [&mut [[u32; 8]]; 4] = [&mut [], &mut [], &mut [], &mut []];
-        for (slot, acc) in acc8.iter_mut().zip(accs.iter_mut()) {
-            *slot = &mut acc.as_chunks_mut::<8>().0[..vectors];
-        }
         let mut p = 0;
         while p < pairs.len() {
             let quad = (pairs.len() - p).min(4);
@@ -621,23 +739,29 @@ pub(crate) fn pair_weighted_sum<V: Lanes8>(
                     })
                 })
             });
-            let x_rows: [&[[u32; 8]]; 4] =
-                core::array::from_fn(|r| &pairs[p + r.min(quad - 1)].as_chunks::<8>().0[..vectors]);
+            let x_rows: [&[u32]; 4] = core::array::from_fn(|r| pairs[p + r.min(quad - 1)]);
             for c in 0..vectors {
-                let x: [V; 4] = core::array::from_fn(|r| V::load(&x_rows[r][c]));
-                for (o, acc) in acc8.iter_mut().enumerate().take(tile) {
-                    let sum = V::load(&acc[c])
+                let columns = width * c..width * (c + 1);
+                let x = [
+                    V::load(&x_rows[0][columns.clone()]),
+                    V::load(&x_rows[1][columns.clone()]),
+                    V::load(&x_rows[2][columns.clone()]),
+                    V::load(&x_rows[3][columns.clone()]),
+                ];
+                for (o, acc) in accs.iter_mut().enumerate() {
+                    let acc = &mut acc[columns.clone()];
+                    let sum = V::load(acc)
                         .add(x[0].madd16(w[o][0]))
                         .add(x[1].madd16(w[o][1]))
                         .add(x[2].madd16(w[o][2]))
                         .add(x[3].madd16(w[o][3]));
-                    sum.store(&mut acc[c]);
+                    sum.store(acc);
                 }
             }
             p += quad;
         }
     }
-    let done = 8 * vectors;
+    let done = width * vectors;
     for (acc, weights) in accs.iter_mut().zip(weights) {
         for (p, &w) in pairs.iter().zip(weights.iter()) {
             for (a, &x) in acc[done..].iter_mut().zip(&p[done..]) {
@@ -831,11 +955,12 @@ macro_rules! kernels_via_entry_points {
 }
 pub(crate) use kernels_via_entry_points;
 
-/// Lane-by-lane checks of a [`Lanes8`] implementation against the scalar definitions,
+/// Lane-by-lane checks of a [`Lanes`] implementation against the scalar definitions,
 /// called by each backend's tests inside its `#[target_feature]` context.
 #[cfg(test)]
 pub(crate) mod lane_tests {
-    use super::Lanes8;
+    use super::Lanes;
+    use std::vec::Vec;
 
     const EDGES: [u32; 8] = [
         0,
@@ -848,14 +973,15 @@ pub(crate) mod lane_tests {
         0x5555_5555,
     ];
 
-    fn lanes<V: Lanes8>(v: V) -> [u32; 8] {
-        let mut out = [0; 8];
+    fn lanes<V: Lanes>(v: V) -> Vec<u32> {
+        let mut out = std::vec![0; V::WIDTH];
         v.store(&mut out);
         out
     }
 
     #[inline(always)]
-    pub(crate) fn check_all<V: Lanes8>() {
+    pub(crate) fn check_all<V: Lanes>() {
+        let width = V::WIDTH;
         let mut state = 0x9e37_79b9_7f4a_7c15u64;
         let mut next = move || {
             state ^= state << 13;
@@ -864,18 +990,18 @@ pub(crate) mod lane_tests {
             state as u32
         };
         for round in 0..2000 {
-            let (a, b): ([u32; 8], [u32; 8]) = match round {
-                0 => (EDGES, EDGES),
-                1 => (EDGES, [u32::MAX; 8]),
-                2 => (EDGES, core::array::from_fn(|i| EDGES[7 - i])),
-                _ => (
-                    core::array::from_fn(|_| next()),
-                    core::array::from_fn(|_| next()),
-                ),
+            let (a, b): (Vec<u32>, Vec<u32>) = match round {
+                0 => (0..width)
+                    .map(|i| (EDGES[i % 8], EDGES[(i + i / 8) % 8]))
+                    .unzip(),
+                1 => (0..width).map(|i| (EDGES[i % 8], u32::MAX)).unzip(),
+                2 => (0..width).map(|i| (EDGES[i % 8], EDGES[7 - i % 8])).unzip(),
+                _ => (0..width).map(|_| (next(), next())).unzip(),
             };
             let (va, vb) = (V::load(&a), V::load(&b));
-            let lane =
-                |f: fn(u32, u32) -> u32| -> [u32; 8] { core::array::from_fn(|i| f(a[i], b[i])) };
+            let lane = |f: fn(u32, u32) -> u32| -> Vec<u32> {
+                a.iter().zip(&b).map(|(&x, &y)| f(x, y)).collect()
+            };
             assert_eq!(lanes(va), a);
             assert_eq!(lanes(va.add(vb)), lane(u32::wrapping_add));
             assert_eq!(lanes(va.sub(vb)), lane(u32::wrapping_sub));
@@ -885,13 +1011,15 @@ pub(crate) mod lane_tests {
                 lanes(va.mul_hi(vb)),
                 lane(|x, y| ((x as u64 * y as u64) >> 32) as u32)
             );
-            assert_eq!(lanes(V::splat(a[3])), [a[3]; 8]);
-            let wide = |v: [u32; 8]| -> [u64; 4] {
-                core::array::from_fn(|k| v[2 * k] as u64 | (v[2 * k + 1] as u64) << 32)
+            assert_eq!(lanes(V::splat(a[3])), std::vec![a[3]; width]);
+            let wide = |v: Vec<u32>| -> Vec<u64> {
+                v.chunks_exact(2)
+                    .map(|w| w[0] as u64 | (w[1] as u64) << 32)
+                    .collect()
             };
-            let (a64, b64) = (wide(a), wide(b));
-            let lane64 = |f: &dyn Fn(u64, u64) -> u64| -> [u64; 4] {
-                core::array::from_fn(|k| f(a64[k], b64[k]))
+            let (a64, b64) = (wide(a.clone()), wide(b.clone()));
+            let lane64 = |f: &dyn Fn(u64, u64) -> u64| -> Vec<u64> {
+                a64.iter().zip(&b64).map(|(&x, &y)| f(x, y)).collect()
             };
             assert_eq!(
                 wide(lanes(va.mul_even(vb))),
@@ -903,12 +1031,31 @@ pub(crate) mod lane_tests {
             assert_eq!(lanes(va.and(vb)), lane(|x, y| x & y));
             assert_eq!(lanes(va.madd16(vb)), lane(crate::backend::linear::madd));
         }
-        let matrix: [[u32; 8]; 8] =
-            core::array::from_fn(|r| core::array::from_fn(|c| (r * 8 + c) as u32));
-        let mut rows = matrix.map(|row| V::load(&row));
+        // Groups: lanes 8g.. from / to / broadcast from offset g * stride.
+        let stride = 24;
+        let source: Vec<u32> = (0..stride * V::GROUPS).map(|i| i as u32 * 3 + 1).collect();
+        let grouped: Vec<u32> = (0..width)
+            .map(|i| source[(i / 8) * stride + i % 8])
+            .collect();
+        assert_eq!(lanes(V::load_groups(&source, stride)), grouped);
+        let mut target = std::vec![0u32; stride * V::GROUPS];
+        V::load(&grouped).store_groups(&mut target, stride);
+        for (i, &x) in target.iter().enumerate() {
+            let expected = if i % stride < 8 { source[i] } else { 0 };
+            assert_eq!(x, expected, "store_groups word {i}");
+        }
+        let splat: Vec<u32> = (0..width).map(|i| source[(i / 8) * stride]).collect();
+        assert_eq!(lanes(V::splat_groups(&source, stride)), splat);
+        // Transposes: group g holds the matrix m_g[r][c] = 100 g + 8 r + c.
+        let matrix = |g: usize, r: usize, c: usize| (100 * g + 8 * r + c) as u32;
+        let mut rows: [V; 8] = core::array::from_fn(|r| {
+            let row: Vec<u32> = (0..width).map(|i| matrix(i / 8, r, i % 8)).collect();
+            V::load(&row)
+        });
         V::transpose(&mut rows);
         for (c, row) in rows.iter().enumerate() {
-            assert_eq!(lanes(*row), core::array::from_fn(|r| matrix[r][c]));
+            let expected: Vec<u32> = (0..width).map(|i| matrix(i / 8, i % 8, c)).collect();
+            assert_eq!(lanes(*row), expected, "transposed row {c}");
         }
     }
 }

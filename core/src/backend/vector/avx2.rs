@@ -7,7 +7,7 @@
 
 use core::arch::x86_64::*;
 
-use super::{Lanes8, kernels_via_entry_points};
+use super::{Lanes, kernels_via_entry_points};
 
 cpufeatures::new!(cpuid_avx2, "avx2");
 
@@ -27,18 +27,37 @@ kernels_via_entry_points!(Avx2, Avx2Lanes, "avx2");
 #[derive(Clone, Copy)]
 pub(crate) struct Avx2Lanes(__m256i);
 
-impl Lanes8 for Avx2Lanes {
+impl Lanes for Avx2Lanes {
+    const WIDTH: usize = 8;
+
     #[inline(always)]
-    fn load(src: &[u32; 8]) -> Self {
+    fn load(src: &[u32]) -> Self {
+        let src = &src[..8];
         // SAFETY: `src` is valid for reading 32 bytes and the load is unaligned; AVX2 is
         // present wherever this type is used (module documentation).
         Self(unsafe { _mm256_loadu_si256(src.as_ptr().cast()) })
     }
 
     #[inline(always)]
-    fn store(self, dst: &mut [u32; 8]) {
+    fn store(self, dst: &mut [u32]) {
+        let dst = &mut dst[..8];
         // SAFETY: `dst` is valid for writing 32 bytes and the store is unaligned; AVX2 present.
         unsafe { _mm256_storeu_si256(dst.as_mut_ptr().cast(), self.0) }
+    }
+
+    #[inline(always)]
+    fn load_groups(src: &[u32], _stride: usize) -> Self {
+        Self::load(src)
+    }
+
+    #[inline(always)]
+    fn store_groups(self, dst: &mut [u32], _stride: usize) {
+        self.store(dst)
+    }
+
+    #[inline(always)]
+    fn splat_groups(values: &[u32], _stride: usize) -> Self {
+        Self::splat(values[0])
     }
 
     #[inline(always)]

@@ -5,7 +5,7 @@
 
 use core::arch::aarch64::*;
 
-use super::{Lanes8, kernels_via_entry_points};
+use super::{Lanes, kernels_via_entry_points};
 
 /// The NEON backend (always available on aarch64).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -48,20 +48,39 @@ fn transpose4(x: [uint32x4_t; 4]) -> [uint32x4_t; 4] {
     }
 }
 
-impl Lanes8 for NeonLanes {
+impl Lanes for NeonLanes {
+    const WIDTH: usize = 8;
+
     #[inline(always)]
-    fn load(src: &[u32; 8]) -> Self {
+    fn load(src: &[u32]) -> Self {
+        let src = &src[..8];
         // SAFETY: `src` is valid for reading 8 words; NEON loads need no alignment.
         unsafe { Self(vld1q_u32(src.as_ptr()), vld1q_u32(src.as_ptr().add(4))) }
     }
 
     #[inline(always)]
-    fn store(self, dst: &mut [u32; 8]) {
+    fn store(self, dst: &mut [u32]) {
+        let dst = &mut dst[..8];
         // SAFETY: `dst` is valid for writing 8 words; NEON stores need no alignment.
         unsafe {
             vst1q_u32(dst.as_mut_ptr(), self.0);
             vst1q_u32(dst.as_mut_ptr().add(4), self.1);
         }
+    }
+
+    #[inline(always)]
+    fn load_groups(src: &[u32], _stride: usize) -> Self {
+        Self::load(src)
+    }
+
+    #[inline(always)]
+    fn store_groups(self, dst: &mut [u32], _stride: usize) {
+        self.store(dst)
+    }
+
+    #[inline(always)]
+    fn splat_groups(values: &[u32], _stride: usize) -> Self {
+        Self::splat(values[0])
     }
 
     #[inline(always)]

@@ -1,0 +1,236 @@
+//! AVX-512 backend: sixteen u32 lanes in a `__m512i` (AVX-512F, and AVX-512BW for the 16-bit
+//! multiply-add). The NTT's 8x8 blocks go two at a time, one per 256-bit half.
+//!
+//! Every intrinsic here requires AVX-512F or AVX-512BW. The lane type is used only inside
+//! the `#[target_feature(enable = "avx512f,avx512bw")]` entry points that [`Avx512`]
+//! implements [`crate::backend::Kernels`] with, and an [`Avx512`] value exists only after
+//! run-time detection found both (via `cpufeatures`, which needs no std).
+
+use core::arch::x86_64::*;
+
+use super::{Lanes, kernels_via_entry_points};
+
+cpufeatures::new!(cpuid_avx512, "avx512f", "avx512bw");
+
+/// Proof that this CPU supports AVX-512F and AVX-512BW; obtain one with [`Avx512::new`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Avx512(());
+
+impl Avx512 {
+    /// `Some` if and only if the CPU supports AVX-512F and AVX-512BW.
+    pub fn new() -> Option<Self> {
+        cpuid_avx512::init().get().then_some(Avx512(()))
+    }
+}
+
+kernels_via_entry_points!(Avx512, Avx512Lanes, "avx512f,avx512bw");
+
+#[derive(Clone, Copy)]
+pub(crate) struct Avx512Lanes(__m512i);
+
+impl Lanes for Avx512Lanes {
+    const WIDTH: usize = 16;
+
+    #[inline(always)]
+    fn load(src: &[u32]) -> Self {
+        let src = &src[..16];
+        // SAFETY: `src` is valid for reading 64 bytes and the load is unaligned; AVX-512F is
+        // present wherever this type is used (module documentation).
+        Self(unsafe { _mm512_loadu_si512(src.as_ptr().cast()) })
+    }
+
+    #[inline(always)]
+    fn store(self, dst: &mut [u32]) {
+        let dst = &mut dst[..16];
+        // SAFETY: `dst` is valid for writing 64 bytes and the store is unaligned; AVX-512F
+        // present.
+        unsafe { _mm512_storeu_si512(dst.as_mut_ptr().cast(), self.0) }
+    }
+
+    #[inline(always)]
+    fn load_groups(src: &[u32], stride: usize) -> Self {
+        let (low, high) = (&src[..8], &src[stride..stride + 8]);
+        // SAFETY: both slices are valid for reading 32 bytes, unaligned loads; AVX-512F
+        // (which implies AVX2) present.
+        unsafe {
+            let low = _mm256_loadu_si256(low.as_ptr().cast());
+            let high = _mm256_loadu_si256(high.as_ptr().cast());
+            Self(_mm512_inserti64x4::<1>(_mm512_castsi256_si512(low), high))
+        }
+    }
+
+    #[inline(always)]
+    fn store_groups(self, dst: &mut [u32], stride: usize) {
+        let (low, high) = dst.split_at_mut(stride);
+        let (low, high) = (&mut low[..8], &mut high[..8]);
+        // SAFETY: both slices are valid for writing 32 bytes, unaligned stores; AVX-512F
+        // present.
+        unsafe {
+            _mm256_storeu_si256(low.as_mut_ptr().cast(), _mm512_castsi512_si256(self.0));
+            _mm256_storeu_si256(
+                high.as_mut_ptr().cast(),
+                _mm512_extracti64x4_epi64::<1>(self.0),
+            );
+        }
+    }
+
+    #[inline(always)]
+    fn splat_groups(values: &[u32], stride: usize) -> Self {
+        let (low, high) = (values[0], values[stride]);
+        // SAFETY: AVX-512F (which implies AVX2) is present wherever this type is used.
+        unsafe {
+            Self(_mm512_inserti64x4::<1>(
+                _mm512_set1_epi32(low as i32),
+                _mm256_set1_epi32(high as i32),
+            ))
+        }
+    }
+
+    #[inline(always)]
+    fn splat(x: u32) -> Self {
+        // SAFETY: AVX-512F is present wherever this type is used.
+        Self(unsafe { _mm512_set1_epi32(x as i32) })
+    }
+
+    #[inline(always)]
+    fn add(self, other: Self) -> Self {
+        // SAFETY: AVX-512F is present wherever this type is used.
+        Self(unsafe { _mm512_add_epi32(self.0, other.0) })
+    }
+
+    #[inline(always)]
+    fn sub(self, other: Self) -> Self {
+        // SAFETY: AVX-512F is present wherever this type is used.
+        Self(unsafe { _mm512_sub_epi32(self.0, other.0) })
+    }
+
+    #[inline(always)]
+    fn min(self, other: Self) -> Self {
+        // SAFETY: AVX-512F is present wherever this type is used.
+        Self(unsafe { _mm512_min_epu32(self.0, other.0) })
+    }
+
+    #[inline(always)]
+    fn mul_lo(self, other: Self) -> Self {
+        // SAFETY: AVX-512F is present wherever this type is used.
+        Self(unsafe { _mm512_mullo_epi32(self.0, other.0) })
+    }
+
+    #[inline(always)]
+    fn mul_hi(self, other: Self) -> Self {
+        // SAFETY: AVX-512F is present wherever this type is used.
+        unsafe {
+            // Even lanes' 64-bit products, and odd lanes' after shifting them down.
+            let even = _mm512_mul_epu32(self.0, other.0);
+            let odd = _mm512_mul_epu32(
+                _mm512_srli_epi64::<32>(self.0),
+                _mm512_srli_epi64::<32>(other.0),
+            );
+            // The even products' high words shifted into the even lanes; the odd products'
+            // high words are already in the odd lanes, which the mask takes from `odd`.
+            Self(_mm512_mask_blend_epi32(
+                0xaaaa,
+                _mm512_srli_epi64::<32>(even),
+                odd,
+            ))
+        }
+    }
+
+    #[inline(always)]
+    fn mul_even(self, other: Self) -> Self {
+        // SAFETY: AVX-512F is present wherever this type is used.
+        Self(unsafe { _mm512_mul_epu32(self.0, other.0) })
+    }
+
+    #[inline(always)]
+    fn add64(self, other: Self) -> Self {
+        // SAFETY: AVX-512F is present wherever this type is used.
+        Self(unsafe { _mm512_add_epi64(self.0, other.0) })
+    }
+
+    #[inline(always)]
+    fn shr64_32(self) -> Self {
+        // SAFETY: AVX-512F is present wherever this type is used.
+        Self(unsafe { _mm512_srli_epi64::<32>(self.0) })
+    }
+
+    #[inline(always)]
+    fn shl64_32(self) -> Self {
+        // SAFETY: AVX-512F is present wherever this type is used.
+        Self(unsafe { _mm512_slli_epi64::<32>(self.0) })
+    }
+
+    #[inline(always)]
+    fn and(self, other: Self) -> Self {
+        // SAFETY: AVX-512F is present wherever this type is used.
+        Self(unsafe { _mm512_and_si512(self.0, other.0) })
+    }
+
+    #[inline(always)]
+    fn madd16(self, other: Self) -> Self {
+        // SAFETY: AVX-512BW is present wherever this type is used.
+        Self(unsafe { _mm512_madd_epi16(self.0, other.0) })
+    }
+
+    #[inline(always)]
+    fn transpose(rows: &mut [Self; 8]) {
+        let [r0, r1, r2, r3, r4, r5, r6, r7] = rows.map(|r| r.0);
+        // SAFETY: AVX-512F is present wherever this type is used.
+        unsafe {
+            // Interleave 32-bit, then 64-bit elements within each 128-bit lane, as AVX2 does
+            // in each half ...
+            let t0 = _mm512_unpacklo_epi32(r0, r1);
+            let t1 = _mm512_unpackhi_epi32(r0, r1);
+            let t2 = _mm512_unpacklo_epi32(r2, r3);
+            let t3 = _mm512_unpackhi_epi32(r2, r3);
+            let t4 = _mm512_unpacklo_epi32(r4, r5);
+            let t5 = _mm512_unpackhi_epi32(r4, r5);
+            let t6 = _mm512_unpacklo_epi32(r6, r7);
+            let t7 = _mm512_unpackhi_epi32(r6, r7);
+            let u0 = _mm512_unpacklo_epi64(t0, t2);
+            let u1 = _mm512_unpackhi_epi64(t0, t2);
+            let u2 = _mm512_unpacklo_epi64(t1, t3);
+            let u3 = _mm512_unpackhi_epi64(t1, t3);
+            let u4 = _mm512_unpacklo_epi64(t4, t6);
+            let u5 = _mm512_unpackhi_epi64(t4, t6);
+            let u6 = _mm512_unpacklo_epi64(t5, t7);
+            let u7 = _mm512_unpackhi_epi64(t5, t7);
+            // ... then, in each half, join the first 128-bit lanes of a and b (columns 0-3)
+            // or their second ones (columns 4-7). Indices count u64s, 8 and up from b.
+            let first = _mm512_set_epi64(13, 12, 5, 4, 9, 8, 1, 0);
+            let second = _mm512_set_epi64(15, 14, 7, 6, 11, 10, 3, 2);
+            *rows = [
+                Self(_mm512_permutex2var_epi64(u0, first, u4)),
+                Self(_mm512_permutex2var_epi64(u1, first, u5)),
+                Self(_mm512_permutex2var_epi64(u2, first, u6)),
+                Self(_mm512_permutex2var_epi64(u3, first, u7)),
+                Self(_mm512_permutex2var_epi64(u0, second, u4)),
+                Self(_mm512_permutex2var_epi64(u1, second, u5)),
+                Self(_mm512_permutex2var_epi64(u2, second, u6)),
+                Self(_mm512_permutex2var_epi64(u3, second, u7)),
+            ];
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::vector::lane_tests;
+
+    #[test]
+    fn lanes_match_scalar_definitions() {
+        if Avx512::new().is_none() {
+            std::eprintln!(
+                "SKIPPED: this CPU has no AVX-512F/BW; the avx512 lane tests did not run"
+            );
+            return;
+        }
+        #[target_feature(enable = "avx512f,avx512bw")]
+        fn run() {
+            lane_tests::check_all::<Avx512Lanes>();
+        }
+        // SAFETY: AVX-512F and AVX-512BW were detected just above.
+        unsafe { run() }
+    }
+}
