@@ -33,11 +33,21 @@ pub(crate) trait Lanes: Copy {
     /// Into the first `WIDTH` words of `dst` (panics if it is shorter).
     fn store(self, dst: &mut [u32]);
     /// Group g's eight lanes from src[g stride..g stride + 8] (panics if `src` is shorter).
-    fn load_groups(src: &[u32], stride: usize) -> Self;
+    /// The default serves eight lanes, one group.
+    #[inline(always)]
+    fn load_groups(src: &[u32], _stride: usize) -> Self {
+        Self::load(src)
+    }
     /// Group g's eight lanes into dst[g stride..g stride + 8] (panics if `dst` is shorter).
-    fn store_groups(self, dst: &mut [u32], stride: usize);
+    #[inline(always)]
+    fn store_groups(self, dst: &mut [u32], _stride: usize) {
+        self.store(dst)
+    }
     /// Group g's eight lanes all values[g stride] (panics if `values` is shorter).
-    fn splat_groups(values: &[u32], stride: usize) -> Self;
+    #[inline(always)]
+    fn splat_groups(values: &[u32], _stride: usize) -> Self {
+        Self::splat(values[0])
+    }
     fn splat(x: u32) -> Self;
     fn add(self, other: Self) -> Self;
     fn sub(self, other: Self) -> Self;
@@ -160,33 +170,23 @@ fn for_each_pair<V: Lanes>(a: &mut [u32], distance: usize, stage: &impl PairStag
     }
 }
 
-/// One wide forward stage: group g's twiddle broadcast.
-struct ForwardStage<'a, V> {
+/// One wide stage, forward (Cooley-Tukey) or inverse (Gentleman-Sande): group g's twiddle
+/// broadcast.
+struct WideStage<'a, V, const INVERSE: bool> {
     m: &'a VectorModulus<V>,
     values: &'a [u32],
     quotients: &'a [u32],
 }
 
-impl<V: Lanes> PairStage<V> for ForwardStage<'_, V> {
+impl<V: Lanes, const INVERSE: bool> PairStage<V> for WideStage<'_, V, INVERSE> {
     #[inline(always)]
     fn butterfly(&self, g: usize, x: &mut V, y: &mut V) {
         let (w, wq) = (V::splat(self.values[g]), V::splat(self.quotients[g]));
-        self.m.forward_butterfly(x, y, w, wq)
-    }
-}
-
-/// One wide inverse stage: group g's twiddle broadcast.
-struct InverseStage<'a, V> {
-    m: &'a VectorModulus<V>,
-    values: &'a [u32],
-    quotients: &'a [u32],
-}
-
-impl<V: Lanes> PairStage<V> for InverseStage<'_, V> {
-    #[inline(always)]
-    fn butterfly(&self, g: usize, x: &mut V, y: &mut V) {
-        let (w, wq) = (V::splat(self.values[g]), V::splat(self.quotients[g]));
-        self.m.inverse_butterfly(x, y, w, wq)
+        if INVERSE {
+            self.m.inverse_butterfly(x, y, w, wq)
+        } else {
+            self.m.forward_butterfly(x, y, w, wq)
+        }
     }
 }
 
@@ -398,7 +398,7 @@ pub(crate) fn forward_ntt<V: Lanes, S: AsRef<[u32]>>(a: &mut [u32], table: &NttT
     let mut groups = 1;
     let mut distance = n / 2;
     while distance >= 64 {
-        let stage = ForwardStage {
+        let stage = WideStage::<V, false> {
             m: &m,
             values: &values[groups..2 * groups],
             quotients: &quotients[groups..2 * groups],
@@ -434,7 +434,7 @@ pub(crate) fn inverse_ntt<V: Lanes, S: AsRef<[u32]>>(a: &mut [u32], table: &NttT
     let mut groups = n / 128;
     let mut distance = 64;
     while groups > 1 {
-        let stage = InverseStage {
+        let stage = WideStage::<V, true> {
             m: &m,
             values: &values[groups..2 * groups],
             quotients: &quotients[groups..2 * groups],

@@ -46,21 +46,6 @@ impl Lanes for Avx2Lanes {
     }
 
     #[inline(always)]
-    fn load_groups(src: &[u32], _stride: usize) -> Self {
-        Self::load(src)
-    }
-
-    #[inline(always)]
-    fn store_groups(self, dst: &mut [u32], _stride: usize) {
-        self.store(dst)
-    }
-
-    #[inline(always)]
-    fn splat_groups(values: &[u32], _stride: usize) -> Self {
-        Self::splat(values[0])
-    }
-
-    #[inline(always)]
     fn splat(x: u32) -> Self {
         // SAFETY: AVX2 is present wherever this type is used.
         Self(unsafe { _mm256_set1_epi32(x as i32) })

@@ -69,21 +69,6 @@ impl Lanes for NeonLanes {
     }
 
     #[inline(always)]
-    fn load_groups(src: &[u32], _stride: usize) -> Self {
-        Self::load(src)
-    }
-
-    #[inline(always)]
-    fn store_groups(self, dst: &mut [u32], _stride: usize) {
-        self.store(dst)
-    }
-
-    #[inline(always)]
-    fn splat_groups(values: &[u32], _stride: usize) -> Self {
-        Self::splat(values[0])
-    }
-
-    #[inline(always)]
     fn splat(x: u32) -> Self {
         // SAFETY: NEON is present on every aarch64 target.
         unsafe { Self(vdupq_n_u32(x), vdupq_n_u32(x)) }
