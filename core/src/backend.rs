@@ -3,7 +3,7 @@
 //!
 //! - [`Portable`]: scalar Rust, every target (the reference the others are tested against);
 //! - `Avx2`: x86-64 AVX2 intrinsics, selected at run time (works without std);
-//! - `Avx512`: x86-64 AVX-512F/BW/VNNI intrinsics on sixteen lanes, selected at run time where
+//! - `Avx512`: x86-64 AVX-512F/BW intrinsics on sixteen lanes, selected at run time where
 //!   present (the same generic kernels as AVX2 and NEON, see `vector`);
 //! - `Neon`: aarch64 NEON intrinsics, always present on aarch64 (selected at compile time).
 //!

@@ -76,11 +76,6 @@ pub(crate) trait Lanes: Copy {
     /// Per 32-bit lane, the sum of the products of its signed 16-bit halves with other's
     /// (x86's `pmaddwd`); wraps only for -2^15 * -2^15 twice.
     fn madd16(self, other: Self) -> Self;
-    /// self + x.madd16(w), wrapping (one instruction where the CPU fuses them).
-    #[inline(always)]
-    fn madd16_add(self, x: Self, w: Self) -> Self {
-        self.add(x.madd16(w))
-    }
 }
 
 /// A modulus broadcast to all lanes, with the constants the kernels use.
@@ -756,10 +751,10 @@ pub(crate) fn pair_weighted_sum<V: Lanes>(
                 for (o, acc) in accs.iter_mut().enumerate() {
                     let acc = &mut acc[columns.clone()];
                     let sum = V::load(acc)
-                        .madd16_add(x[0], w[o][0])
-                        .madd16_add(x[1], w[o][1])
-                        .madd16_add(x[2], w[o][2])
-                        .madd16_add(x[3], w[o][3]);
+                        .add(x[0].madd16(w[o][0]))
+                        .add(x[1].madd16(w[o][1]))
+                        .add(x[2].madd16(w[o][2]))
+                        .add(x[3].madd16(w[o][3]));
                     sum.store(acc);
                 }
             }
@@ -1035,10 +1030,6 @@ pub(crate) mod lane_tests {
             assert_eq!(wide(lanes(va.shl64_32())), lane64(&|x, _| x << 32));
             assert_eq!(lanes(va.and(vb)), lane(|x, y| x & y));
             assert_eq!(lanes(va.madd16(vb)), lane(crate::backend::linear::madd));
-            assert_eq!(
-                lanes(vb.madd16_add(va, vb)),
-                lane(|x, y| y.wrapping_add(crate::backend::linear::madd(x, y)))
-            );
         }
         // Groups: lanes 8g.. from / to / broadcast from offset g * stride.
         let stride = 24;

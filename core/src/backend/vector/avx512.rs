@@ -1,11 +1,10 @@
-//! AVX-512 backend: sixteen u32 lanes in a `__m512i` (AVX-512F; AVX-512BW and AVX-512 VNNI
-//! for the 16-bit multiply-adds). The NTT's 8x8 blocks go two at a time, one per 256-bit half.
+//! AVX-512 backend: sixteen u32 lanes in a `__m512i` (AVX-512F, and AVX-512BW for the 16-bit
+//! multiply-add). The NTT's 8x8 blocks go two at a time, one per 256-bit half.
 //!
-//! Every intrinsic here requires AVX-512F, AVX-512BW or AVX-512 VNNI. The lane type is used
-//! only inside the `#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]` entry points
-//! that [`Avx512`] implements [`crate::backend::Kernels`] with, and an [`Avx512`] value
-//! exists only after run-time detection found all three (`cpufeatures` for F and BW, which
-//! also checks that the OS saves the 512-bit state, and CPUID leaf 7 for VNNI; no std).
+//! Every intrinsic here requires AVX-512F or AVX-512BW. The lane type is used only inside
+//! the `#[target_feature(enable = "avx512f,avx512bw")]` entry points that [`Avx512`]
+//! implements [`crate::backend::Kernels`] with, and an [`Avx512`] value exists only after
+//! run-time detection found both (via `cpufeatures`, which needs no std).
 
 use core::arch::x86_64::*;
 
@@ -13,28 +12,18 @@ use super::{Lanes, kernels_via_entry_points};
 
 cpufeatures::new!(cpuid_avx512, "avx512f", "avx512bw");
 
-/// Proof that this CPU supports AVX-512F, AVX-512BW and AVX-512 VNNI; obtain one with
-/// [`Avx512::new`].
+/// Proof that this CPU supports AVX-512F and AVX-512BW; obtain one with [`Avx512::new`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Avx512(());
 
 impl Avx512 {
-    /// `Some` if and only if the CPU supports AVX-512F, AVX-512BW and AVX-512 VNNI.
+    /// `Some` if and only if the CPU supports AVX-512F and AVX-512BW.
     pub fn new() -> Option<Self> {
-        (cpuid_avx512::init().get() && has_vnni()).then_some(Avx512(()))
+        cpuid_avx512::init().get().then_some(Avx512(()))
     }
 }
 
-/// CPUID.(EAX=7, ECX=0):ECX bit 11, AVX512_VNNI (not among `cpufeatures`' names).
-fn has_vnni() -> bool {
-    // SAFETY: CPUID exists on every x86-64 CPU, and leaf 7 is valid wherever AVX-512F was
-    // reported (it is reported in that same leaf).
-    #[allow(unused_unsafe)]
-    let leaf7 = unsafe { __cpuid_count(7, 0) };
-    leaf7.ecx & (1 << 11) != 0
-}
-
-kernels_via_entry_points!(Avx512, Avx512Lanes, "avx512f,avx512bw,avx512vnni");
+kernels_via_entry_points!(Avx512, Avx512Lanes, "avx512f,avx512bw");
 
 #[derive(Clone, Copy)]
 pub(crate) struct Avx512Lanes(__m512i);
@@ -184,12 +173,6 @@ impl Lanes for Avx512Lanes {
     }
 
     #[inline(always)]
-    fn madd16_add(self, x: Self, w: Self) -> Self {
-        // SAFETY: AVX-512 VNNI is present wherever this type is used.
-        Self(unsafe { _mm512_dpwssd_epi32(self.0, x.0, w.0) })
-    }
-
-    #[inline(always)]
     fn transpose(rows: &mut [Self; 8]) {
         let [r0, r1, r2, r3, r4, r5, r6, r7] = rows.map(|r| r.0);
         // SAFETY: AVX-512F is present wherever this type is used.
@@ -239,15 +222,15 @@ mod tests {
     fn lanes_match_scalar_definitions() {
         if Avx512::new().is_none() {
             std::eprintln!(
-                "SKIPPED: this CPU lacks AVX-512F/BW/VNNI; the avx512 lane tests did not run"
+                "SKIPPED: this CPU has no AVX-512F/BW; the avx512 lane tests did not run"
             );
             return;
         }
-        #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+        #[target_feature(enable = "avx512f,avx512bw")]
         fn run() {
             lane_tests::check_all::<Avx512Lanes>();
         }
-        // SAFETY: AVX-512F, AVX-512BW and AVX-512 VNNI were detected just above.
+        // SAFETY: AVX-512F and AVX-512BW were detected just above.
         unsafe { run() }
     }
 }
