@@ -42,6 +42,8 @@ pub trait Kernels {
     fn inverse_ntt<S: AsRef<[u32]>>(&self, a: &mut [u32], table: &NttTable<S>);
     /// a[i] = a[i] * b[i] mod q.
     fn mul_assign(&self, a: &mut [u32], b: &[u32], modulus: &Modulus);
+    /// a[i] = a[i]^2 mod q (without the copy `mul_assign` would need).
+    fn square_assign(&self, a: &mut [u32], modulus: &Modulus);
     /// acc[i] = acc[i] + a[i] * b[i] mod q.
     fn mul_acc(&self, acc: &mut [u32], a: &[u32], b: &[u32], modulus: &Modulus);
     /// a[i] = a[i] * w mod q, for a constant w given with its Shoup quotient.
@@ -218,6 +220,10 @@ impl Kernels for Backend {
     #[inline]
     fn mul_assign(&self, a: &mut [u32], b: &[u32], modulus: &Modulus) {
         dispatch!(self, k => k.mul_assign(a, b, modulus))
+    }
+    #[inline]
+    fn square_assign(&self, a: &mut [u32], modulus: &Modulus) {
+        dispatch!(self, k => k.square_assign(a, modulus))
     }
     #[inline]
     fn mul_acc(&self, acc: &mut [u32], a: &[u32], b: &[u32], modulus: &Modulus) {

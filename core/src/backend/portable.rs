@@ -83,6 +83,10 @@ impl Kernels for Portable {
             .for_each(|(x, &y)| *x = modulus.mul(*x, y));
     }
 
+    fn square_assign(&self, a: &mut [u32], modulus: &Modulus) {
+        a.iter_mut().for_each(|x| *x = modulus.mul(*x, *x));
+    }
+
     fn mul_acc(&self, acc: &mut [u32], a: &[u32], b: &[u32], modulus: &Modulus) {
         check_lengths(acc.len(), a.len());
         check_lengths(acc.len(), b.len());

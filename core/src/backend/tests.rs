@@ -165,6 +165,14 @@ fn pointwise_kernels_match_scalar_on_edges_and_remainders() {
                         "{backend} mul"
                     );
 
+                    let mut square = a.clone();
+                    backend.square_assign(&mut square, &m);
+                    assert_eq!(
+                        square,
+                        expect(&|i| a[i] as u64 * a[i] as u64 % q64),
+                        "{backend} square"
+                    );
+
                     let mut acc = c.clone();
                     backend.mul_acc(&mut acc, &a, &b, &m);
                     assert_eq!(

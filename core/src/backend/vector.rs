@@ -484,6 +484,20 @@ pub(crate) fn mul_assign<V: Lanes>(a: &mut [u32], b: &[u32], modulus: &Modulus) 
 }
 
 #[inline(always)]
+pub(crate) fn square_assign<V: Lanes>(a: &mut [u32], modulus: &Modulus) {
+    let m = VectorModulus::<V>::new(modulus);
+    let mut words = a.chunks_exact_mut(V::WIDTH);
+    for x in &mut words {
+        let v = V::load(x);
+        m.mul(v, v).store(x);
+    }
+    words
+        .into_remainder()
+        .iter_mut()
+        .for_each(|x| *x = modulus.mul(*x, *x));
+}
+
+#[inline(always)]
 pub(crate) fn mul_acc<V: Lanes>(acc: &mut [u32], a: &[u32], b: &[u32], modulus: &Modulus) {
     check_lengths(acc.len(), a.len());
     check_lengths(acc.len(), b.len());
@@ -818,6 +832,17 @@ macro_rules! kernels_via_entry_points {
                 #[allow(unused_unsafe)]
                 unsafe {
                     entry(a, b, modulus)
+                }
+            }
+            fn square_assign(&self, a: &mut [u32], modulus: &$crate::zq::Modulus) {
+                #[target_feature(enable = $feature)]
+                fn entry(a: &mut [u32], modulus: &$crate::zq::Modulus) {
+                    $crate::backend::vector::square_assign::<$lanes>(a, modulus)
+                }
+                // SAFETY: a token exists only where the feature is present.
+                #[allow(unused_unsafe)]
+                unsafe {
+                    entry(a, modulus)
                 }
             }
             fn mul_acc(

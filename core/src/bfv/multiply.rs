@@ -14,9 +14,10 @@ use crate::backend::Kernels;
 fn extend_to_ntt(params: &Parameters, poly: &[u32], level: usize) -> Vec<u32> {
     let n = params.degree();
     let l = params.auxiliary_basis().len();
-    let mut out = alloc::vec![0u32; (level + l) * n];
+    let mut out = Vec::with_capacity((level + l) * n);
+    out.extend_from_slice(poly);
+    out.resize((level + l) * n, 0);
     let (q_part, p_part) = out.split_at_mut(level * n);
-    q_part.copy_from_slice(poly);
     params
         .level_data(level)
         .q_to_p
@@ -56,16 +57,13 @@ pub(crate) fn tensor(params: &Parameters, a: &Ciphertext, b: Option<&Ciphertext>
             }
         }
         None => {
-            // (a0^2, 2 a0 a1, a1^2), squaring each limb through one limb-sized copy.
-            let mut copy = alloc::vec![0u32; n];
+            // (a0^2, 2 a0 a1, a1^2).
             for (i, m) in moduli.iter().enumerate() {
                 let r = i * n..(i + 1) * n;
                 backend.mul_assign(&mut c1[r.clone()], &c2[r.clone()], m);
                 c1[r.clone()].iter_mut().for_each(|x| *x = m.add(*x, *x));
-                for c in [&mut c0, &mut c2] {
-                    copy.copy_from_slice(&c[r.clone()]);
-                    backend.mul_assign(&mut c[r.clone()], &copy, m);
-                }
+                backend.square_assign(&mut c0[r.clone()], m);
+                backend.square_assign(&mut c2[r], m);
             }
         }
     }
