@@ -23,6 +23,7 @@ mod portable;
 mod vector;
 
 pub use portable::Portable;
+use portable::scaled_add_one;
 #[cfg(target_arch = "x86_64")]
 pub use vector::avx2::Avx2;
 #[cfg(target_arch = "x86_64")]
@@ -48,6 +49,20 @@ pub trait Kernels {
     fn mul_acc(&self, acc: &mut [u32], a: &[u32], b: &[u32], modulus: &Modulus);
     /// a[i] = a[i] * w mod q, for a constant w given with its Shoup quotient.
     fn mul_scalar_assign(&self, a: &mut [u32], w: ShoupConstant, modulus: &Modulus);
+    /// a[i] = w x[i] + offsets[i] + k + a[i] mod q, or with - a[i] when `subtract`, for any
+    /// x[i] and for offsets[i], k and a[i] below q: the one pass of encryption that adds the
+    /// scaled message, the error and the encryption of zero.
+    #[allow(clippy::too_many_arguments)]
+    fn scaled_add(
+        &self,
+        a: &mut [u32],
+        x: &[u32],
+        w: ShoupConstant,
+        offsets: &[u32],
+        k: u32,
+        subtract: bool,
+        modulus: &Modulus,
+    );
     /// out[c] = sum_r rows[r][c] * weights[r] * 2^-32 mod q (weights in Montgomery form);
     /// row values and weights below 2^30, q above 2^29, at most 16 rows.
     fn dot_montgomery(&self, out: &mut [u32], rows: &[&[u32]], weights: &[u32], modulus: &Modulus);
@@ -232,6 +247,19 @@ impl Kernels for Backend {
     #[inline]
     fn mul_scalar_assign(&self, a: &mut [u32], w: ShoupConstant, modulus: &Modulus) {
         dispatch!(self, k => k.mul_scalar_assign(a, w, modulus))
+    }
+    #[inline]
+    fn scaled_add(
+        &self,
+        a: &mut [u32],
+        x: &[u32],
+        w: ShoupConstant,
+        offsets: &[u32],
+        k: u32,
+        subtract: bool,
+        modulus: &Modulus,
+    ) {
+        dispatch!(self, b => b.scaled_add(a, x, w, offsets, k, subtract, modulus))
     }
     #[inline]
     fn dot_montgomery(&self, out: &mut [u32], rows: &[&[u32]], weights: &[u32], modulus: &Modulus) {

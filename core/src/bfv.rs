@@ -7,10 +7,13 @@
 
 use alloc::vec::Vec;
 
+use zeroize::Zeroize;
+
 use crate::Error;
 use crate::backend::{Backend, Kernels};
 use crate::ntt::NttTable;
 use crate::rns::{BaseConverter, RnsBasis, ScaleRound};
+use crate::sampling::CBD_ETA;
 use crate::zq::prime::ntt_primes;
 use crate::zq::{Modulus, ShoupConstant};
 
@@ -301,25 +304,41 @@ impl Parameters {
         &self.levels[level - 1]
     }
 
-    /// poly += round(Q_L m / t) modulo each of its limbs, for a plaintext m (coefficients in
-    /// [0, t)). Rounding rather than floor(Q_L / t) m keeps the scaling error below 1/2
-    /// instead of (Q_L mod t) m / Q_L < t: a fresh ciphertext or a plaintext bias then costs
-    /// log2 t fewer bits of noise budget. Constant time in m.
-    pub(crate) fn add_scaled_message(&self, poly: &mut [u32], m: &[u32]) {
+    /// poly = round(Q_L m / t) + e + poly (or - poly, with `subtract`) modulo each of its
+    /// limbs, for a plaintext m (coefficients in [0, t)) and an optional error e with
+    /// |e| <= [`CBD_ETA`]: one vector pass a limb. Rounding rather than floor(Q_L / t) m keeps
+    /// the scaling error below 1/2 instead of (Q_L mod t) m / Q_L < t: a fresh ciphertext or a
+    /// plaintext bias then costs log2 t fewer bits of noise budget. Constant time in m and e.
+    pub(crate) fn add_scaled_message(
+        &self,
+        poly: &mut [u32],
+        m: &[u32],
+        error: Option<&[i8]>,
+        subtract: bool,
+    ) {
         let n = self.n;
         let level = poly.len() / n;
         let data = self.level_data(level);
-        let rounded: Vec<u32> = m.iter().map(|&x| self.rounded_fraction(data, x)).collect();
-        let mut scaled = alloc::vec![0u32; n];
+        // offsets = round((Q_L mod t) m / t) + e + CBD_ETA, below t + 2 CBD_ETA < every q; the
+        // bias comes off through the constant k = -CBD_ETA. Branch-free in the secret e.
+        let mut offsets: Vec<u32> = m.iter().map(|&x| self.rounded_fraction(data, x)).collect();
+        let bias = match error {
+            Some(e) => {
+                for (o, &e) in offsets.iter_mut().zip(e) {
+                    debug_assert!(e.unsigned_abs() as u32 <= CBD_ETA);
+                    *o = (*o as i32 + e as i32 + CBD_ETA as i32) as u32;
+                }
+                CBD_ETA
+            }
+            None => 0,
+        };
         for (i, limb) in poly.chunks_exact_mut(n).enumerate() {
             let q = &self.q.moduli()[i];
-            scaled.copy_from_slice(m);
+            let k = q.neg(bias);
             self.backend
-                .mul_scalar_assign(&mut scaled, data.delta[i], q);
-            for ((c, &s), &r) in limb.iter_mut().zip(&scaled).zip(&rounded) {
-                *c = q.add(*c, q.add(s, q.reduce_once(r)));
-            }
+                .scaled_add(limb, m, data.delta[i], &offsets, k, subtract, q);
         }
+        offsets.zeroize();
     }
 
     /// round((Q_L mod t) x / t) = floor(((Q_L mod t) x + t/2) / t) < t for x < t: with

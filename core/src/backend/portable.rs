@@ -5,6 +5,25 @@ use super::{Kernels, check_lengths};
 use crate::ntt::NttTable;
 use crate::zq::{Modulus, ShoupConstant, reduce_once};
 
+/// One coefficient of [`Kernels::scaled_add`].
+#[inline(always)]
+pub(crate) fn scaled_add_one(
+    a: u32,
+    x: u32,
+    w: ShoupConstant,
+    offset: u32,
+    k: u32,
+    subtract: bool,
+    modulus: &Modulus,
+) -> u32 {
+    let sum = modulus.add(modulus.add(modulus.mul_shoup(x, w), offset), k);
+    if subtract {
+        modulus.sub(sum, a)
+    } else {
+        modulus.add(sum, a)
+    }
+}
+
 /// The portable scalar backend.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Portable;
@@ -97,6 +116,23 @@ impl Kernels for Portable {
 
     fn mul_scalar_assign(&self, a: &mut [u32], w: ShoupConstant, modulus: &Modulus) {
         a.iter_mut().for_each(|x| *x = modulus.mul_shoup(*x, w));
+    }
+
+    fn scaled_add(
+        &self,
+        a: &mut [u32],
+        x: &[u32],
+        w: ShoupConstant,
+        offsets: &[u32],
+        k: u32,
+        subtract: bool,
+        modulus: &Modulus,
+    ) {
+        check_lengths(a.len(), x.len());
+        check_lengths(a.len(), offsets.len());
+        for ((a, &x), &o) in a.iter_mut().zip(x).zip(offsets) {
+            *a = scaled_add_one(*a, x, w, o, k, subtract, modulus);
+        }
     }
 
     fn dot_montgomery(&self, out: &mut [u32], rows: &[&[u32]], weights: &[u32], modulus: &Modulus) {

@@ -181,6 +181,33 @@ fn pointwise_kernels_match_scalar_on_edges_and_remainders() {
                         "{backend} mul_acc"
                     );
 
+                    // scaled_add with x over all of u32 (the message words).
+                    let x: Vec<u32> = (0..len)
+                        .map(|i| match i % 4 {
+                            0 => u32::MAX,
+                            1 => 0,
+                            _ => c[i].wrapping_mul(2654435761),
+                        })
+                        .collect();
+                    for (w, k, subtract) in [
+                        (q - 1, q - 1, true),
+                        (a.first().copied().unwrap_or(3), 0, false),
+                    ] {
+                        let mut sum = a.clone();
+                        backend.scaled_add(&mut sum, &x, m.shoup(w), &b, k, subtract, &m);
+                        let scaled =
+                            |i: usize| (x[i] as u64 * w as u64 + b[i] as u64 + k as u64) % q64;
+                        assert_eq!(
+                            sum,
+                            expect(&|i| if subtract {
+                                (scaled(i) + q64 - a[i] as u64) % q64
+                            } else {
+                                (scaled(i) + a[i] as u64) % q64
+                            }),
+                            "{backend} scaled_add (subtract: {subtract})"
+                        );
+                    }
+
                     for w in [0, 1, q - 1, b.first().copied().unwrap_or(5)] {
                         let mut scaled = a.clone();
                         backend.mul_scalar_assign(&mut scaled, m.shoup(w), &m);

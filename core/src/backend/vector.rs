@@ -553,6 +553,37 @@ pub(crate) fn join_halves<V: Lanes>(out: &mut [u32], low: &[u32], high: &[u32], 
     );
 }
 
+/// The vector form of [`super::Kernels::scaled_add`], with the same results.
+#[inline(always)]
+pub(crate) fn scaled_add<V: Lanes, const SUBTRACT: bool>(
+    a: &mut [u32],
+    x: &[u32],
+    w: ShoupConstant,
+    offsets: &[u32],
+    k: u32,
+    modulus: &Modulus,
+) {
+    check_lengths(a.len(), x.len());
+    check_lengths(a.len(), offsets.len());
+    let m = VectorModulus::<V>::new(modulus);
+    let (wv, wq, kv) = (V::splat(w.value), V::splat(w.quotient), V::splat(k));
+    let reduce = |v: V| VectorModulus::reduce_below(v, m.q);
+    zip3::<V>(
+        a,
+        x,
+        offsets,
+        |a, x, o| {
+            let sum = reduce(reduce(reduce(m.mul_shoup_lazy(x, wv, wq)).add(o)).add(kv));
+            if SUBTRACT {
+                reduce(sum.add(m.q).sub(a))
+            } else {
+                reduce(sum.add(a))
+            }
+        },
+        |a, x, o| super::scaled_add_one(a, x, w, o, k, SUBTRACT, modulus),
+    );
+}
+
 /// The modulus constants of [`dot_montgomery`] and [`dot_pointwise_montgomery`].
 #[derive(Clone, Copy)]
 struct WideModulus<V> {
@@ -880,6 +911,39 @@ macro_rules! kernels_via_entry_points {
                 #[allow(unused_unsafe)]
                 unsafe {
                     entry(a, w, modulus)
+                }
+            }
+            fn scaled_add(
+                &self,
+                a: &mut [u32],
+                x: &[u32],
+                w: $crate::zq::ShoupConstant,
+                offsets: &[u32],
+                k: u32,
+                subtract: bool,
+                modulus: &$crate::zq::Modulus,
+            ) {
+                #[target_feature(enable = $feature)]
+                fn entry<const SUBTRACT: bool>(
+                    a: &mut [u32],
+                    x: &[u32],
+                    w: $crate::zq::ShoupConstant,
+                    offsets: &[u32],
+                    k: u32,
+                    modulus: &$crate::zq::Modulus,
+                ) {
+                    $crate::backend::vector::scaled_add::<$lanes, SUBTRACT>(
+                        a, x, w, offsets, k, modulus,
+                    )
+                }
+                // SAFETY: a token exists only where the feature is present.
+                #[allow(unused_unsafe)]
+                unsafe {
+                    if subtract {
+                        entry::<true>(a, x, w, offsets, k, modulus)
+                    } else {
+                        entry::<false>(a, x, w, offsets, k, modulus)
+                    }
                 }
             }
             fn dot_montgomery(

@@ -97,7 +97,7 @@ impl SecretKey {
         let (n, level) = (params.degree(), params.max_level());
         let mut seed = [0u8; 32];
         rng.fill_bytes(&mut seed);
-        // c0 = round(Q m / t) + e - a s, with the negation folded into the pass adding e.
+        // c0 = round(Q m / t) + e - a s: a s, then one pass adds the rest and negates it.
         let mut c0 = expand_seed(params, seed, level);
         for (i, limb) in c0.chunks_exact_mut(n).enumerate() {
             let q = &params.ciphertext_basis().moduli()[i];
@@ -110,13 +110,7 @@ impl SecretKey {
             .inverse(params.backend(), &mut c0, 0);
         let mut e = alloc::vec![0i8; n];
         centered_binomial(rng, &mut e);
-        for (i, limb) in c0.chunks_exact_mut(n).enumerate() {
-            let q = &params.ciphertext_basis().moduli()[i];
-            for (c, &e) in limb.iter_mut().zip(&e) {
-                *c = q.sub(small_to_residue(e, q), *c);
-            }
-        }
-        params.add_scaled_message(&mut c0, &m.coefficients);
+        params.add_scaled_message(&mut c0, &m.coefficients, Some(&e), true);
         e.zeroize();
         SeededCiphertext { level, c0, seed }
     }
@@ -221,8 +215,7 @@ impl PublicKey {
         }
         let mut e = alloc::vec![0i8; n];
         centered_binomial(rng, &mut e);
-        add_error(params, &mut polys[0], &e);
-        params.add_scaled_message(&mut polys[0], &m.coefficients);
+        params.add_scaled_message(&mut polys[0], &m.coefficients, Some(&e), false);
         centered_binomial(rng, &mut e);
         add_error(params, &mut polys[1], &e);
         e.zeroize();

@@ -99,7 +99,7 @@ impl<'a> Evaluator<'a> {
     pub fn add_plain_assign(&self, ct: &mut Ciphertext, m: &Plaintext) -> Result<(), Error> {
         self.check(ct)?;
         self.params
-            .add_scaled_message(&mut ct.polys[0], &m.coefficients);
+            .add_scaled_message(&mut ct.polys[0], &m.coefficients, None, false);
         Ok(())
     }
 
@@ -108,7 +108,8 @@ impl<'a> Evaluator<'a> {
         self.check(ct)?;
         let t = self.params.plaintext_modulus();
         let negated: Vec<u32> = m.coefficients.iter().map(|&c| t.neg(c)).collect();
-        self.params.add_scaled_message(&mut ct.polys[0], &negated);
+        self.params
+            .add_scaled_message(&mut ct.polys[0], &negated, None, false);
         Ok(())
     }
 
