@@ -23,7 +23,7 @@ mod portable;
 mod vector;
 
 pub use portable::Portable;
-use portable::scaled_add_one;
+use portable::{lift_one, scaled_add_one};
 #[cfg(target_arch = "x86_64")]
 pub use vector::avx2::Avx2;
 #[cfg(target_arch = "x86_64")]
@@ -43,6 +43,9 @@ pub trait Kernels {
     fn inverse_ntt<S: AsRef<[u32]>>(&self, a: &mut [u32], table: &NttTable<S>);
     /// a[i] = a[i] * b[i] mod q.
     fn mul_assign(&self, a: &mut [u32], b: &[u32], modulus: &Modulus);
+    /// out[i] = input[i] read as a centered residue mod `from` (above from / 2 stands for
+    /// input[i] - from), written mod `to`; both moduli between 2^29 and 2^30.
+    fn lift_centered(&self, out: &mut [u32], input: &[u32], from: &Modulus, to: &Modulus);
     /// a[i] = a[i]^2 mod q (without the copy `mul_assign` would need).
     fn square_assign(&self, a: &mut [u32], modulus: &Modulus);
     /// acc[i] = acc[i] + a[i] * b[i] mod q.
@@ -235,6 +238,10 @@ impl Kernels for Backend {
     #[inline]
     fn mul_assign(&self, a: &mut [u32], b: &[u32], modulus: &Modulus) {
         dispatch!(self, k => k.mul_assign(a, b, modulus))
+    }
+    #[inline]
+    fn lift_centered(&self, out: &mut [u32], input: &[u32], from: &Modulus, to: &Modulus) {
+        dispatch!(self, k => k.lift_centered(out, input, from, to))
     }
     #[inline]
     fn square_assign(&self, a: &mut [u32], modulus: &Modulus) {

@@ -5,6 +5,14 @@ use super::{Kernels, check_lengths};
 use crate::ntt::NttTable;
 use crate::zq::{Modulus, ShoupConstant, reduce_once};
 
+/// One coefficient of [`Kernels::lift_centered`]: x > half stands for x - from, which is
+/// x + (to - from) mod `to` (|x - from| < 2^29 < to). Branch-free.
+#[inline(always)]
+pub(crate) fn lift_one(x: u32, half: u32, shift: u32) -> u32 {
+    let above = half.wrapping_sub(x) >> 31;
+    x.wrapping_add(shift & 0u32.wrapping_sub(above))
+}
+
 /// One coefficient of [`Kernels::scaled_add`].
 #[inline(always)]
 pub(crate) fn scaled_add_one(
@@ -100,6 +108,14 @@ impl Kernels for Portable {
         a.iter_mut()
             .zip(b)
             .for_each(|(x, &y)| *x = modulus.mul(*x, y));
+    }
+
+    fn lift_centered(&self, out: &mut [u32], input: &[u32], from: &Modulus, to: &Modulus) {
+        check_lengths(out.len(), input.len());
+        let (half, shift) = (from.value() / 2, to.value().wrapping_sub(from.value()));
+        for (o, &x) in out.iter_mut().zip(input) {
+            *o = lift_one(x, half, shift);
+        }
     }
 
     fn square_assign(&self, a: &mut [u32], modulus: &Modulus) {

@@ -523,3 +523,46 @@ fn join_halves_matches_naive_values_on_every_backend() {
         }
     }
 }
+
+#[test]
+fn lift_centered_matches_naive_lifts_on_every_backend() {
+    // The ciphertext primes: 30 bits, so that a centered residue of one fits every other.
+    let moduli: Vec<Modulus> = ntt_primes(30, 64)
+        .take(3)
+        .map(|q| Modulus::new(q).unwrap())
+        .collect();
+    for from in &moduli {
+        for to in &moduli {
+            let (f, t) = (from.value(), to.value());
+            for len in [1usize, 7, 16, 33, 1000] {
+                let mut next = xorshift((len as u64) << 32 | f as u64 ^ t as u64);
+                let edges = [0, 1, f / 2 - 1, f / 2, f / 2 + 1, f - 2, f - 1];
+                let input: Vec<u32> = (0..len)
+                    .map(|i| {
+                        if i % 2 == 0 {
+                            edges[(i / 2) % edges.len()]
+                        } else {
+                            next() % f
+                        }
+                    })
+                    .collect();
+                for backend in Backend::available() {
+                    let mut out = std::vec![u32::MAX; len];
+                    backend.lift_centered(&mut out, &input, from, to);
+                    for (i, (&o, &x)) in out.iter().zip(&input).enumerate() {
+                        let centered = if x > f / 2 {
+                            x as i64 - f as i64
+                        } else {
+                            x as i64
+                        };
+                        assert_eq!(
+                            o as i64,
+                            centered.rem_euclid(t as i64),
+                            "{backend} from {f} to {t} len {len} index {i}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+}

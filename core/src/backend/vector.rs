@@ -73,6 +73,8 @@ pub(crate) trait Lanes: Copy {
     fn shl64_32(self) -> Self;
     /// Bitwise and.
     fn and(self, other: Self) -> Self;
+    /// Each 32-bit lane shifted right by 31 bits: its top bit.
+    fn shr32_31(self) -> Self;
     /// Per 32-bit lane, the sum of the products of its signed 16-bit halves with other's
     /// (x86's `pmaddwd`); wraps only for -2^15 * -2^15 twice.
     fn madd16(self, other: Self) -> Self;
@@ -483,6 +485,27 @@ pub(crate) fn mul_assign<V: Lanes>(a: &mut [u32], b: &[u32], modulus: &Modulus) 
     zip3::<V>(a, b, b, |x, y, _| m.mul(x, y), |x, y, _| modulus.mul(x, y));
 }
 
+/// The vector form of [`super::Kernels::lift_centered`]: (half - x) >> 31 is 1 exactly when
+/// x > half, and selects the shift by a multiplication.
+#[inline(always)]
+pub(crate) fn lift_centered<V: Lanes>(
+    out: &mut [u32],
+    input: &[u32],
+    from: &Modulus,
+    to: &Modulus,
+) {
+    check_lengths(out.len(), input.len());
+    let (half, shift) = (from.value() / 2, to.value().wrapping_sub(from.value()));
+    let (h, s) = (V::splat(half), V::splat(shift));
+    zip3::<V>(
+        out,
+        input,
+        input,
+        |_, x, _| x.add(h.sub(x).shr32_31().mul_lo(s)),
+        |_, x, _| super::lift_one(x, half, shift),
+    );
+}
+
 #[inline(always)]
 pub(crate) fn square_assign<V: Lanes>(a: &mut [u32], modulus: &Modulus) {
     let m = VectorModulus::<V>::new(modulus);
@@ -865,6 +888,28 @@ macro_rules! kernels_via_entry_points {
                     entry(a, b, modulus)
                 }
             }
+            fn lift_centered(
+                &self,
+                out: &mut [u32],
+                input: &[u32],
+                from: &$crate::zq::Modulus,
+                to: &$crate::zq::Modulus,
+            ) {
+                #[target_feature(enable = $feature)]
+                fn entry(
+                    out: &mut [u32],
+                    input: &[u32],
+                    from: &$crate::zq::Modulus,
+                    to: &$crate::zq::Modulus,
+                ) {
+                    $crate::backend::vector::lift_centered::<$lanes>(out, input, from, to)
+                }
+                // SAFETY: a token exists only where the feature is present.
+                #[allow(unused_unsafe)]
+                unsafe {
+                    entry(out, input, from, to)
+                }
+            }
             fn square_assign(&self, a: &mut [u32], modulus: &$crate::zq::Modulus) {
                 #[target_feature(enable = $feature)]
                 fn entry(a: &mut [u32], modulus: &$crate::zq::Modulus) {
@@ -1118,6 +1163,7 @@ pub(crate) mod lane_tests {
             assert_eq!(wide(lanes(va.shr64_32())), lane64(&|x, _| x >> 32));
             assert_eq!(wide(lanes(va.shl64_32())), lane64(&|x, _| x << 32));
             assert_eq!(lanes(va.and(vb)), lane(|x, y| x & y));
+            assert_eq!(lanes(va.shr32_31()), lane(|x, _| x >> 31));
             assert_eq!(lanes(va.madd16(vb)), lane(crate::backend::linear::madd));
         }
         // Groups: lanes 8g.. from / to / broadcast from offset g * stride.

@@ -223,7 +223,9 @@ impl<'a> Evaluator<'a> {
             let (kept, dropped) = p.split_at_mut((level - 1) * n);
             for (i, limb) in kept.chunks_exact_mut(n).enumerate() {
                 let q = &moduli[i];
-                super::multiply::lift_centered(dropped, &last, q, &mut lifted);
+                self.params
+                    .backend()
+                    .lift_centered(&mut lifted, dropped, &last, q);
                 limb.iter_mut()
                     .zip(&lifted)
                     .for_each(|(x, &r)| *x = q.sub(*x, r));

@@ -89,7 +89,8 @@ pub(crate) fn tensor(params: &Parameters, a: &Ciphertext, b: Option<&Ciphertext>
 
 /// c0 += sum_i d_i k0_i, c1 += sum_i d_i k1_i for the digits d_i = [c2]_{q_i} (centered).
 /// Limb by limb: all digits lifted to q_j and transformed, then one lazy dot product per key
-/// half (a single reduction per coefficient), corrected by 2^32 for its Montgomery factor.
+/// half (a single reduction per coefficient), transformed back and added corrected by 2^32
+/// for its Montgomery factor (the inverse NTT is linear, so the correction can follow it).
 pub(crate) fn relinearize(params: &Parameters, ct: &mut Ciphertext, key: &RelinearizationKey) {
     let (n, level) = (params.degree(), ct.level);
     let backend = params.backend();
@@ -98,9 +99,11 @@ pub(crate) fn relinearize(params: &Parameters, ct: &mut Ciphertext, key: &Reline
     let c2 = ct.polys.pop().expect("size 3");
     let mut digits = alloc::vec![0u32; level * n];
     let mut sum = alloc::vec![0u32; n];
+    let zeros = alloc::vec![0u32; n];
     for (j, qj) in moduli.iter().enumerate() {
+        let montgomery = qj.shoup(qj.montgomery_r().value);
         for (i, (qi, digit)) in moduli.iter().zip(digits.chunks_exact_mut(n)).enumerate() {
-            lift_centered(&c2[i * n..(i + 1) * n], qi, qj, digit);
+            backend.lift_centered(digit, &c2[i * n..(i + 1) * n], qi, qj);
             backend.forward_ntt(digit, basis.table(j));
         }
         let digit_rows: Vec<&[u32]> = digits.chunks_exact(n).collect();
@@ -117,36 +120,9 @@ pub(crate) fn relinearize(params: &Parameters, ct: &mut Ciphertext, key: &Reline
                 })
                 .collect();
             backend.dot_pointwise_montgomery(&mut sum, &digit_rows, &key_rows, qj);
-            backend.mul_scalar_assign(&mut sum, qj.shoup(qj.montgomery_r().value), qj);
-            basis_inverse_add(params, &mut sum, &mut poly[r.clone()], j);
+            backend.inverse_ntt(&mut sum, basis.table(j));
+            // poly limb += 2^32 INTT(sum), in one pass.
+            backend.scaled_add(&mut poly[r.clone()], &sum, montgomery, &zeros, 0, false, qj);
         }
-    }
-}
-
-/// poly_limb += INTT(sum) for limb j.
-fn basis_inverse_add(params: &Parameters, sum: &mut [u32], limb: &mut [u32], j: usize) {
-    let q = &params.ciphertext_basis().moduli()[j];
-    params
-        .backend()
-        .inverse_ntt(sum, params.ciphertext_basis().table(j));
-    limb.iter_mut()
-        .zip(sum.iter())
-        .for_each(|(x, &y)| *x = q.add(*x, y));
-}
-
-/// Residues mod `from` read as centered integers (|x| < from / 2), written mod `to`; both
-/// primes have 30 bits, so |x| < 2^29 < to and a negative x needs one addition of `to`.
-/// Branch-free.
-pub(crate) fn lift_centered(
-    input: &[u32],
-    from: &crate::Modulus,
-    to: &crate::Modulus,
-    out: &mut [u32],
-) {
-    let (half, shift) = (from.value() / 2, to.value().wrapping_sub(from.value()));
-    for (o, &x) in out.iter_mut().zip(input) {
-        // x > from / 2 stands for x - from; mod `to` that is x + (to - from).
-        let negative = 0u32.wrapping_sub((half.wrapping_sub(x) >> 31) & 1);
-        *o = x.wrapping_add(shift & negative);
     }
 }

@@ -124,6 +124,12 @@ impl Lanes for Avx2Lanes {
     }
 
     #[inline(always)]
+    fn shr32_31(self) -> Self {
+        // SAFETY: AVX2 is present wherever this type is used.
+        Self(unsafe { _mm256_srli_epi32::<31>(self.0) })
+    }
+
+    #[inline(always)]
     fn madd16(self, other: Self) -> Self {
         // SAFETY: AVX2 is present wherever this type is used.
         Self(unsafe { _mm256_madd_epi16(self.0, other.0) })

@@ -167,6 +167,12 @@ impl Lanes for Avx512Lanes {
     }
 
     #[inline(always)]
+    fn shr32_31(self) -> Self {
+        // SAFETY: AVX-512F is present wherever this type is used.
+        Self(unsafe { _mm512_srli_epi32::<31>(self.0) })
+    }
+
+    #[inline(always)]
     fn madd16(self, other: Self) -> Self {
         // SAFETY: AVX-512BW is present wherever this type is used.
         Self(unsafe { _mm512_madd_epi16(self.0, other.0) })

@@ -172,6 +172,12 @@ impl Lanes for NeonLanes {
     }
 
     #[inline(always)]
+    fn shr32_31(self) -> Self {
+        // SAFETY: NEON is present wherever this type is used.
+        unsafe { Self(vshrq_n_u32::<31>(self.0), vshrq_n_u32::<31>(self.1)) }
+    }
+
+    #[inline(always)]
     fn madd16(self, o: Self) -> Self {
         #[inline(always)]
         fn madd(a: uint32x4_t, b: uint32x4_t) -> uint32x4_t {
