@@ -120,12 +120,22 @@ fn unpack_poly(params: &Parameters, bytes: &[u8], level: usize) -> Result<Vec<u3
         offset += len;
         let bits = q.bits();
         let mask = (1u64 << bits) - 1;
-        let (mut buffer, mut filled) = (0u64, 0u32);
-        let mut input = limb.iter();
+        let (mut buffer, mut filled, mut pos) = (0u64, 0u32, 0usize);
         for _ in 0..n {
-            while filled < bits {
-                buffer |= (*input.next().ok_or(malformed("truncated limb"))? as u64) << filled;
-                filled += 8;
+            if filled < bits {
+                // Four bytes at a time (filled stays below bits + 32 <= 64), single bytes at
+                // the end of the limb.
+                if let Some(word) = limb.get(pos..pos + 4) {
+                    let word = u32::from_le_bytes(word.try_into().expect("4 bytes"));
+                    buffer |= (word as u64) << filled;
+                    (pos, filled) = (pos + 4, filled + 32);
+                } else {
+                    while filled < bits {
+                        let byte = *limb.get(pos).ok_or(malformed("truncated limb"))?;
+                        buffer |= (byte as u64) << filled;
+                        (pos, filled) = (pos + 1, filled + 8);
+                    }
+                }
             }
             let x = (buffer & mask) as u32;
             if x >= q.value() {
@@ -135,7 +145,7 @@ fn unpack_poly(params: &Parameters, bytes: &[u8], level: usize) -> Result<Vec<u3
             buffer >>= bits;
             filled -= bits;
         }
-        if buffer != 0 {
+        if buffer != 0 || limb[pos..].iter().any(|&b| b != 0) {
             return Err(malformed("nonzero padding bits"));
         }
     }
