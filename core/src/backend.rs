@@ -69,6 +69,10 @@ pub trait Kernels {
     /// out[c] = sum_r rows[r][c] * weights[r] * 2^-32 mod q (weights in Montgomery form);
     /// row values and weights below 2^30, q above 2^29, at most 16 rows.
     fn dot_montgomery(&self, out: &mut [u32], rows: &[&[u32]], weights: &[u32], modulus: &Modulus);
+    /// v[c] = trunc(0.5 + sum_i rows[i][c] reciprocals[i]) in f64, added in row order: the
+    /// wrap count of fast base conversion, identical on every backend (rows and sums below
+    /// 2^31).
+    fn wrap_counts(&self, v: &mut [u32], rows: &[&[u32]], reciprocals: &[f64]);
     /// out[c] = sum_r a[r][c] * b[r][c] * 2^-32 mod q, for residues mod q, q above 2^29, at
     /// most 16 pairs.
     fn dot_pointwise_montgomery(
@@ -271,6 +275,10 @@ impl Kernels for Backend {
     #[inline]
     fn dot_montgomery(&self, out: &mut [u32], rows: &[&[u32]], weights: &[u32], modulus: &Modulus) {
         dispatch!(self, k => k.dot_montgomery(out, rows, weights, modulus))
+    }
+    #[inline]
+    fn wrap_counts(&self, v: &mut [u32], rows: &[&[u32]], reciprocals: &[f64]) {
+        dispatch!(self, k => k.wrap_counts(v, rows, reciprocals))
     }
     #[inline]
     fn dot_pointwise_montgomery(

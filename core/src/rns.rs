@@ -182,18 +182,13 @@ impl BaseConverter {
         );
         // y_i = [x_i (F/q_i)^-1]_{q_i}, and v = round(sum_i y_i / q_i).
         let mut y = input.to_vec();
-        let mut sum = alloc::vec![0.5f64; n]; // the 0.5 makes truncation round
         for (i, limb) in y.chunks_exact_mut(n).enumerate() {
             backend.mul_scalar_assign(limb, self.inverse_cofactors[i], &self.from[i]);
-            let r = self.reciprocals[i];
-            // y < 2^30 and the sum < k + 1 fit i32, whose conversions are single vector ops.
-            sum.iter_mut()
-                .zip(limb.iter())
-                .for_each(|(s, &y)| *s += y as i32 as f64 * r);
         }
-        // sum >= 0.5 and below k + 1: truncation is round(sum - 0.5).
-        let v: Vec<u32> = sum.iter().map(|&s| s as i32 as u32).collect();
         let mut rows: Vec<&[u32]> = y.chunks_exact(n).collect();
+        // y < 2^30 and the sum < k + 1; the 0.5 makes truncation round.
+        let mut v = alloc::vec![0u32; n];
+        backend.wrap_counts(&mut v, &rows, &self.reciprocals);
         rows.push(&v);
         for ((p, out), weights) in self
             .to

@@ -115,3 +115,29 @@ pub(crate) fn dot_pointwise_montgomery(
         start += len;
     }
 }
+
+/// v[c] = trunc(0.5 + sum_i rows[i][c] * reciprocals[i]) in f64, added in row order (so every
+/// backend rounds alike): the fast base conversion's count of wraps of the CRT sum, for rows
+/// below 2^31 and sums below 2^31.
+#[inline(always)]
+pub(crate) fn wrap_counts(v: &mut [u32], rows: &[&[u32]], reciprocals: &[f64]) {
+    assert!(
+        rows.len() == reciprocals.len() && rows.iter().all(|r| r.len() == v.len()),
+        "wrap count operands"
+    );
+    let mut start = 0;
+    while start < v.len() {
+        let len = BLOCK.min(v.len() - start);
+        let mut sum = [0.5f64; BLOCK];
+        for (row, &r) in rows.iter().zip(reciprocals) {
+            // Rows fit i32, whose conversions to f64 are single vector instructions.
+            for (s, &y) in sum[..len].iter_mut().zip(&row[start..start + len]) {
+                *s += y as i32 as f64 * r;
+            }
+        }
+        for (v, &s) in v[start..start + len].iter_mut().zip(&sum[..len]) {
+            *v = s as i32 as u32;
+        }
+        start += len;
+    }
+}

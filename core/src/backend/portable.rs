@@ -155,6 +155,10 @@ impl Kernels for Portable {
         super::dot::dot_montgomery(out, rows, weights, modulus)
     }
 
+    fn wrap_counts(&self, v: &mut [u32], rows: &[&[u32]], reciprocals: &[f64]) {
+        super::dot::wrap_counts(v, rows, reciprocals)
+    }
+
     fn dot_pointwise_montgomery(
         &self,
         out: &mut [u32],

@@ -566,3 +566,47 @@ fn lift_centered_matches_naive_lifts_on_every_backend() {
         }
     }
 }
+
+#[test]
+fn wrap_counts_match_scalar_sums_on_every_backend() {
+    let moduli = test_moduli(64);
+    let reciprocals: Vec<f64> = moduli.iter().map(|q| 1.0 / q.value() as f64).collect();
+    for len in [1usize, 7, 256, 257, 1000] {
+        let rows: Vec<Vec<u32>> = moduli
+            .iter()
+            .enumerate()
+            .map(|(i, q)| {
+                let mut row = random_poly(len, q.value(), (len * 3 + i) as u64);
+                row.iter_mut().step_by(4).for_each(|x| *x = q.value() - 1);
+                row
+            })
+            .collect();
+        let refs: Vec<&[u32]> = rows.iter().map(Vec::as_slice).collect();
+        let expected: Vec<u32> = (0..len)
+            .map(|c| {
+                let mut sum = 0.5f64;
+                for (row, &r) in rows.iter().zip(&reciprocals) {
+                    sum += row[c] as i32 as f64 * r;
+                }
+                sum as i32 as u32
+            })
+            .collect();
+        // The counts themselves: within one of the exact sum's floor.
+        for (c, &v) in expected.iter().enumerate() {
+            let exact: f64 = rows
+                .iter()
+                .zip(&moduli)
+                .map(|(row, q)| row[c] as f64 / q.value() as f64)
+                .sum();
+            assert!(
+                (v as f64 - exact).abs() <= 0.5 + 1e-9,
+                "column {c}: {v} vs {exact}"
+            );
+        }
+        for backend in Backend::available() {
+            let mut v = std::vec![u32::MAX; len];
+            backend.wrap_counts(&mut v, &refs, &reciprocals);
+            assert_eq!(v, expected, "{backend} len {len}");
+        }
+    }
+}

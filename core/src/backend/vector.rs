@@ -1013,6 +1013,17 @@ macro_rules! kernels_via_entry_points {
                     entry(out, rows, weights, modulus)
                 }
             }
+            fn wrap_counts(&self, v: &mut [u32], rows: &[&[u32]], reciprocals: &[f64]) {
+                #[target_feature(enable = $feature)]
+                fn entry(v: &mut [u32], rows: &[&[u32]], reciprocals: &[f64]) {
+                    $crate::backend::dot::wrap_counts(v, rows, reciprocals)
+                }
+                // SAFETY: a token exists only where the feature is present.
+                #[allow(unused_unsafe)]
+                unsafe {
+                    entry(v, rows, reciprocals)
+                }
+            }
             fn dot_pointwise_montgomery(
                 &self,
                 out: &mut [u32],
