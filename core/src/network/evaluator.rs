@@ -270,6 +270,14 @@ fn fits_half_sums<'w>(mut weight_rows: impl Iterator<Item = &'w [i32]>) -> bool 
     weight_rows.all(|w| w.iter().map(|x| x.unsigned_abs() as u64).sum::<u64>() < 1 << 16)
 }
 
+/// One output's weights as the pairs of `pair_weighted_sum` (an odd last row pairs with 0).
+fn weight_pairs(weights: &[i32]) -> Vec<u32> {
+    weights
+        .chunks(2)
+        .map(|p| weight_pair(p[0], p.get(1).copied().unwrap_or(0)))
+        .collect()
+}
+
 /// The scratch of [`linear_combinations`] for one column block.
 enum LinearBlock {
     /// Packed half-word pairs of the rows, the outputs' weight pairs and their sums.
@@ -292,14 +300,7 @@ impl LinearBlock {
         Self::Halves {
             low_pairs: alloc::vec![0; pairs * width],
             high_pairs: alloc::vec![0; pairs * width],
-            pair_weights: weights
-                .chunks_exact(rows)
-                .map(|w| {
-                    w.chunks(2)
-                        .map(|p| weight_pair(p[0], p.get(1).copied().unwrap_or(0)))
-                        .collect()
-                })
-                .collect(),
+            pair_weights: weights.chunks_exact(rows).map(weight_pairs).collect(),
             low_sums: alloc::vec![0; outputs * width],
             high_sums: alloc::vec![0; outputs * width],
             zeros: alloc::vec![0; width],
@@ -474,14 +475,7 @@ impl Accumulators {
             .map(|o| (0..inputs.len()).map(|i| weight(o, i)).collect())
             .collect();
         let pair_weights: Vec<Vec<u32>> = if halves {
-            weights
-                .iter()
-                .map(|w| {
-                    w.chunks(2)
-                        .map(|p| weight_pair(p[0], p.get(1).copied().unwrap_or(0)))
-                        .collect()
-                })
-                .collect()
+            weights.iter().map(|w| weight_pairs(w)).collect()
         } else {
             Vec::new()
         };
