@@ -452,8 +452,8 @@ pub(crate) fn inverse_ntt<V: Lanes, S: AsRef<[u32]>>(a: &mut [u32], table: &NttT
     for_each_pair::<V>(a, n / 2, &last);
 }
 
-/// Applies `f` to every 8-word chunk of `a` with the matching chunks of `b` and `c`, then the
-/// scalar `tail` to the words that do not fill a vector.
+/// Applies `f` to every vector-sized chunk of `a` with the matching chunks of `b` and `c`,
+/// then the scalar `tail` to the words that do not fill a vector.
 #[inline(always)]
 fn zip3<V: Lanes>(
     a: &mut [u32],
