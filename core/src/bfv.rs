@@ -21,15 +21,17 @@ mod ciphertext;
 mod encoding;
 mod encryption;
 mod evaluation;
+mod galois;
 mod keys;
 mod multiply;
 mod noise;
 pub mod serialization;
 
 pub use ciphertext::{Ciphertext, Plaintext};
-pub use encoding::BatchEncoder;
+pub use encoding::{BatchEncoder, exponent_slot, slot_exponent};
 pub use encryption::SeededCiphertext;
 pub use evaluation::Evaluator;
+pub use galois::{GaloisKey, galois_slot};
 pub use keys::{KeyGenerator, PublicKey, RelinearizationKey, SecretKey};
 
 /// The HomomorphicEncryption.org bound on log2 Q for 128-bit security with ternary secrets
@@ -63,6 +65,9 @@ pub(crate) struct Level {
     pub p_to_q: BaseConverter,
     /// q_{L-1}^-1 mod q_i for i < L - 1 (modulus switching down from this level).
     pub last_inverse: Vec<ShoupConstant>,
+    /// Key switching's division by the special modulus S (none without special primes):
+    /// conversion of centered values from S to Q_L, and S^-1 mod q_i.
+    pub special_to_q: Option<(BaseConverter, Vec<ShoupConstant>)>,
 }
 
 /// A validated BFV parameter set with its precomputed tables.
@@ -71,6 +76,8 @@ pub struct Parameters {
     n: usize,
     q: RnsBasis,
     p: RnsBasis,
+    /// The special primes S of key switching (Galois keys live modulo Q S).
+    special: Option<RnsBasis>,
     t: Modulus,
     t_table: NttTable<Vec<u32>>,
     levels: Vec<Level>,
@@ -83,6 +90,7 @@ pub struct Parameters {
 pub struct ParametersBuilder {
     n: usize,
     q_primes: Vec<u32>,
+    special_primes: usize,
     t: u32,
     backend: Option<Backend>,
     insecure: bool,
@@ -104,6 +112,15 @@ impl ParametersBuilder {
     /// `count` ciphertext primes of `bits` bits (the largest such primes, in descending order).
     pub fn ciphertext_prime_sizes(mut self, bits: u32, count: usize) -> Self {
         self.q_primes = ntt_primes(bits, self.n.max(1)).take(count).collect();
+        self
+    }
+
+    /// `count` special 30-bit primes S for key switching (Galois keys): the largest NTT
+    /// primes not in Q. Key-switching noise is divided by S, so rotations of fresh
+    /// ciphertexts cost a few bits of budget instead of about 30 per prime; Q S counts
+    /// towards the security bound.
+    pub fn special_primes(mut self, count: usize) -> Self {
+        self.special_primes = count;
         self
     }
 
@@ -132,11 +149,18 @@ impl ParametersBuilder {
     }
 }
 
-/// Identifier of a parameter set: FNV-1a over (n, t, q primes). Not a security feature: it
-/// lets deserialization refuse data made for other parameters.
-fn parameter_id(n: usize, t: u32, q: &[u32]) -> u64 {
+/// Identifier of a parameter set: FNV-1a over (n, t, q primes) and, if there are any, the
+/// number of special primes and the primes (a count is never a 30-bit prime, so the two
+/// lists cannot be confused). Not a security feature: it lets deserialization refuse data
+/// made for other parameters.
+fn parameter_id(n: usize, t: u32, q: &[u32], special: &[u32]) -> u64 {
     let mut h = 0xcbf2_9ce4_8422_2325u64;
-    let words = [n as u32, t].into_iter().chain(q.iter().copied());
+    let marker = (!special.is_empty()).then_some(special.len() as u32);
+    let words = [n as u32, t]
+        .into_iter()
+        .chain(q.iter().copied())
+        .chain(marker)
+        .chain(special.iter().copied());
     for w in words {
         for b in w.to_le_bytes() {
             h = (h ^ b as u64).wrapping_mul(0x100_0000_01b3);
@@ -180,7 +204,22 @@ impl Parameters {
             });
         }
         let q = RnsBasis::new(n, &b.q_primes)?;
-        if !b.insecure && q.log2() > bound as f64 {
+        let special_primes: Vec<u32> = ntt_primes(30, n)
+            .filter(|p| !b.q_primes.contains(p) && *p != b.t)
+            .take(b.special_primes)
+            .collect();
+        if special_primes.len() != b.special_primes || b.special_primes > crate::rns::MAX_LIMBS {
+            return Err(Error::NotEnoughPrimes {
+                bits: 30,
+                count: b.special_primes,
+            });
+        }
+        let special = match special_primes.is_empty() {
+            true => None,
+            false => Some(RnsBasis::new(n, &special_primes)?),
+        };
+        let special_log2 = special.as_ref().map_or(0.0, RnsBasis::log2);
+        if !b.insecure && q.log2() + special_log2 > bound as f64 {
             return Err(Error::InvalidParameters {
                 reason: "log2 Q exceeds the HomomorphicEncryption.org bound for 128-bit security",
             });
@@ -201,7 +240,8 @@ impl Parameters {
         let needed = q.log2() + libm_log2(n as f64) + t.bits() as f64 + 3.0;
         let mut p_primes = Vec::new();
         let mut p_log2 = 0.0;
-        for prime in ntt_primes(30, n).filter(|p| !b.q_primes.contains(p) && *p != b.t) {
+        let fresh = |p: &u32| !b.q_primes.contains(p) && !special_primes.contains(p) && *p != b.t;
+        for prime in ntt_primes(30, n).filter(fresh) {
             if p_log2 > needed {
                 break;
             }
@@ -215,13 +255,17 @@ impl Parameters {
         }
         let p = RnsBasis::new(n, &p_primes)?;
         let levels = (1..=q.len())
-            .map(|l| Self::level(&q.moduli()[..l], p.moduli(), &t))
+            .map(|l| {
+                let special = special.as_ref().map(RnsBasis::moduli);
+                Self::level(&q.moduli()[..l], p.moduli(), special, &t)
+            })
             .collect();
         Ok(Self {
             n,
-            id: parameter_id(n, b.t, &b.q_primes),
+            id: parameter_id(n, b.t, &b.q_primes, &special_primes),
             q,
             p,
+            special,
             t,
             t_table,
             levels,
@@ -229,7 +273,7 @@ impl Parameters {
         })
     }
 
-    fn level(q: &[Modulus], p: &[Modulus], t: &Modulus) -> Level {
+    fn level(q: &[Modulus], p: &[Modulus], special: Option<&[Modulus]>, t: &Modulus) -> Level {
         // floor(Q / t) = (Q - (Q mod t)) / t, so mod q_i it is -(Q mod t) * t^-1.
         let q_mod_t = q.iter().fold(1, |acc, m| t.mul(acc, t.reduce(m.value())));
         let delta = q
@@ -241,6 +285,16 @@ impl Parameters {
             .iter()
             .map(|m| m.shoup(m.inv(m.reduce(last.value()))))
             .collect();
+        let special_to_q = special.map(|s| {
+            let inverses = q
+                .iter()
+                .map(|m| {
+                    let product = s.iter().fold(1, |acc, p| m.mul(acc, m.reduce(p.value())));
+                    m.shoup(m.inv(product))
+                })
+                .collect();
+            (BaseConverter::new(s, q), inverses)
+        });
         Level {
             delta,
             q_mod_t,
@@ -249,6 +303,7 @@ impl Parameters {
             scale: ScaleRound::with_auxiliary(q, t.value(), p),
             p_to_q: BaseConverter::new(p, q),
             last_inverse,
+            special_to_q,
         }
     }
 
@@ -270,6 +325,11 @@ impl Parameters {
     /// The auxiliary basis P of multiplication.
     pub fn auxiliary_basis(&self) -> &RnsBasis {
         &self.p
+    }
+
+    /// The special primes of key switching, if any.
+    pub fn special_basis(&self) -> Option<&RnsBasis> {
+        self.special.as_ref()
     }
 
     /// Number of levels (primes of Q).
@@ -295,7 +355,7 @@ impl Parameters {
         }
     }
 
-    /// Identifier of (n, t, Q), stored in serialized data.
+    /// Identifier of (n, t, Q, special primes), stored in serialized data.
     pub fn id(&self) -> u64 {
         self.id
     }

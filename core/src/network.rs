@@ -2,7 +2,9 @@
 //! the service's evaluation of the integer model on ciphertexts only.
 //!
 //! Each ciphertext holds one pixel (or neuron) of up to n = 8192 images, one image per slot,
-//! so one evaluation classifies a whole batch. The logits need more plaintext bits than one
+//! so one evaluation classifies a whole batch. A smaller batch (at most n / k images) is
+//! uploaded packed, k pixels a ciphertext, and unpacked by the service with Galois
+//! automorphisms ([`Packing`]), so that its upload shrinks with it. The logits need more plaintext bits than one
 //! batching prime t has, so the network runs once per plaintext CRT prime ("channel") and
 //! the owner combines the channels' residues (Garner). All channels share n and Q, so one
 //! key set serves them all (keys do not depend on t).
@@ -30,18 +32,25 @@ use crate::zq::Modulus;
 use crate::zq::prime::ntt_primes;
 
 mod evaluator;
+mod keys;
 mod noise;
+mod packing;
 mod parallel;
 
 pub use evaluator::NetworkEvaluator;
-pub use noise::{EvaluationPlan, NoiseEstimate};
+pub use keys::EvaluationKeys;
+pub use noise::{EvaluationPlan, Inputs, NoiseEstimate};
+pub use packing::{DEFAULT_MAX_PACKING, MAX_PACKING, Packing};
 
 /// Ring degree of the CryptoNets parameters: 8192 slots, so 8192 images a batch.
 pub const DEGREE: usize = 8192;
 /// Ciphertext primes (30 bits each) of the default parameters: log2 Q = 150, so a fresh
 /// seeded ciphertext of 784 pixels in three channels uploads about 43 KiB per image.
 pub const CIPHERTEXT_PRIMES: usize = 5;
-/// Input ciphertexts: one per pixel.
+/// Special primes of key switching (Galois keys): 60 bits, so that unpacking a packed batch
+/// costs about three bits of noise budget; log2 Q S = 210, within the 218 bits allowed.
+pub const SPECIAL_PRIMES: usize = 2;
+/// Pixels of an image: one input ciphertext each, unpacked.
 pub const INPUTS: usize = SIDE * SIDE;
 /// Most plaintext CRT channels.
 pub const MAX_CHANNELS: usize = 8;
@@ -127,6 +136,7 @@ impl NetworkParameters {
                 let builder = Parameters::builder()
                     .degree(n)
                     .ciphertext_prime_sizes(30, q_primes)
+                    .special_primes(SPECIAL_PRIMES)
                     .plaintext_modulus(t)
                     .backend(backend);
                 if insecure {
@@ -140,6 +150,16 @@ impl NetworkParameters {
             return Err(Error::NotEnoughPrimes {
                 bits: 30,
                 count: q_primes,
+            });
+        }
+        // One key set serves every channel: the same Q and special primes throughout.
+        let moduli = |p: &Parameters| {
+            let special = p.special_basis().map_or(&[][..], |s| s.moduli());
+            (p.ciphertext_basis().moduli().to_vec(), special.to_vec())
+        };
+        if channels.iter().any(|p| moduli(p) != moduli(&channels[0])) {
+            return Err(Error::InvalidParameters {
+                reason: "the CRT channels must share Q and the special primes",
             });
         }
         Ok(Self { channels })
@@ -188,24 +208,34 @@ impl NetworkParameters {
     }
 }
 
-/// The plaintexts of one channel: for each pixel, the quantized values of that pixel in
-/// every image of the batch, one image per slot (absent images are zero).
+/// The plaintexts of one channel: for each input ciphertext of `packing`, the quantized
+/// values of its pixels in every image of the batch, each in its image's slot of its block
+/// (absent images are zero).
 pub fn encode_images(
     params: &Parameters,
     model: &Model,
     images: &[[u8; INPUTS]],
+    packing: Packing,
 ) -> Result<Vec<Plaintext>, Error> {
-    if images.len() > params.degree() {
+    let n = params.degree();
+    if images.len() > packing.capacity(n) {
         return Err(Error::InvalidParameters {
-            reason: "more images than slots",
+            reason: "more images than this packing has slots for",
         });
     }
+    let slots: Vec<Vec<usize>> = (0..packing.factor())
+        .map(|block| packing.slots(n, images.len(), block))
+        .collect();
     let encoder = BatchEncoder::new(params);
-    parallel::map(INPUTS, |pixel| {
-        let values: Vec<u64> = images
-            .iter()
-            .map(|image| model.quantize_pixel(image[pixel]) as u64)
-            .collect();
+    parallel::map(packing.ciphertexts(), |ciphertext| {
+        let mut values = alloc::vec![0u64; n];
+        for (block, slots) in slots.iter().enumerate() {
+            if let Some(pixel) = packing.pixel(ciphertext, block) {
+                for (image, &slot) in images.iter().zip(slots) {
+                    values[slot] = model.quantize_pixel(image[pixel]) as u64;
+                }
+            }
+        }
         encoder.encode(&values)
     })
     .into_iter()
@@ -213,12 +243,13 @@ pub fn encode_images(
 }
 
 /// Decrypts every channel's 10 output ciphertexts and combines the residues into the exact
-/// logits of the first `count` images.
+/// logits of the first `count` images of a batch uploaded with `packing`.
 pub fn decrypt_logits(
     params: &NetworkParameters,
     secret: &SecretKey,
     outputs: &[Vec<Ciphertext>],
     count: usize,
+    packing: Packing,
 ) -> Result<Vec<[i128; CLASSES]>, Error> {
     let channels = params.channels();
     if outputs.len() != channels.len() || outputs.iter().any(|o| o.len() != CLASSES) {
@@ -226,11 +257,12 @@ pub fn decrypt_logits(
             reason: "expected 10 output ciphertexts per CRT channel",
         });
     }
-    if count > params.degree() {
+    if count > packing.capacity(params.degree()) {
         return Err(Error::InvalidParameters {
-            reason: "more images than slots",
+            reason: "more images than this packing has slots for",
         });
     }
+    let slots = packing.slots(params.degree(), count, 0);
     // residues[channel][class][image]
     let mut residues = Vec::with_capacity(channels.len());
     for (p, cts) in channels.iter().zip(outputs) {
@@ -248,12 +280,13 @@ pub fn decrypt_logits(
     }
     let moduli: Vec<Modulus> = channels.iter().map(|p| *p.plaintext_modulus()).collect();
     let crt = Crt::new(&moduli);
-    Ok((0..count)
-        .map(|image| {
+    Ok(slots
+        .iter()
+        .map(|&slot| {
             core::array::from_fn(|class| {
                 let r: heapless::Vec<u32, MAX_CHANNELS> = residues
                     .iter()
-                    .map(|per_class| per_class[class][image] as u32)
+                    .map(|per_class| per_class[class][slot] as u32)
                     .collect();
                 crt.combine(&r)
             })

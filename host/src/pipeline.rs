@@ -5,21 +5,22 @@
 //! - service: [`evaluate_batch`] (model, evaluation key and input file to output file; it
 //!   never reads a secret key).
 //!
-//! Batch file, version 1, little-endian:
+//! Batch file, version 2, little-endian:
 //!
 //! | bytes | field |
 //! | --- | --- |
 //! | 4 | magic `CNBT` |
-//! | 1 | version (1) |
+//! | 1 | version (2) |
 //! | 1 | kind: 1 encrypted images, 2 encrypted logits |
-//! | 2 | reserved (0) |
+//! | 1 | packing k: pixels per input ciphertext (1, 2, 4, 8 or 16; `network::Packing`) |
+//! | 1 | reserved (0) |
 //! | 4 | ring degree n |
 //! | 1 | ciphertext primes |
 //! | 1 | CRT channels c (1..=8) |
 //! | 2 | reserved (0) |
-//! | 4 | images in the batch (at most n) |
+//! | 4 | images in the batch (at most n / k) |
 //! | 4 c | plaintext CRT primes |
-//! | ... | per channel, 784 seeded ciphertexts (kind 1) or 10 ciphertexts (kind 2), each as a u32 byte length and the object (`core/src/bfv/serialization.rs`) |
+//! | ... | per channel, 784 / k seeded ciphertexts (kind 1, rounded up) or 10 ciphertexts (kind 2), each as a u32 byte length and the object (`core/src/bfv/serialization.rs`) |
 //!
 //! Reading checks every field, that the parameters are the ones the model needs, every length
 //! against the bytes present, and every ciphertext fully (`from_bytes`): never a panic, never
@@ -28,19 +29,18 @@
 use std::borrow::Cow;
 
 use cryptonets_core::Error;
-use cryptonets_core::bfv::{
-    Ciphertext, Parameters, RelinearizationKey, SecretKey, SeededCiphertext,
-};
+use cryptonets_core::bfv::{Ciphertext, Parameters, SecretKey, SeededCiphertext};
 use cryptonets_core::model::{CLASSES, Model};
 use cryptonets_core::network::{
-    INPUTS, MAX_CHANNELS, NetworkEvaluator, NetworkParameters, decrypt_logits, encode_images,
+    EvaluationKeys, INPUTS, MAX_CHANNELS, NetworkEvaluator, NetworkParameters, Packing,
+    decrypt_logits, encode_images,
 };
 use rand_chacha::ChaCha20Rng;
 use rand_core::{CryptoRng, SeedableRng};
 use rayon::prelude::*;
 
 const MAGIC: [u8; 4] = *b"CNBT";
-const VERSION: u8 = 1;
+const VERSION: u8 = 2;
 const HEADER: usize = 20;
 
 /// What a batch file holds.
@@ -53,9 +53,9 @@ pub enum BatchKind {
 }
 
 impl BatchKind {
-    fn per_channel(self) -> usize {
+    fn per_channel(self, packing: Packing) -> usize {
         match self {
-            BatchKind::Images => INPUTS,
+            BatchKind::Images => packing.ciphertexts(),
             BatchKind::Logits => CLASSES,
         }
     }
@@ -69,13 +69,15 @@ pub struct BatchFile<'a> {
     pub kind: BatchKind,
     /// Ring degree.
     pub n: u32,
+    /// Pixels per input ciphertext (and so where the logits' images sit in the slots).
+    pub packing: Packing,
     /// Ciphertext primes of the parameters.
     pub q_primes: u8,
     /// Plaintext CRT primes, one per channel.
     pub plaintext_primes: Vec<u32>,
     /// Images in the batch.
     pub images: u32,
-    /// Serialized ciphertexts, `kind.per_channel()` per channel, channel-major.
+    /// Serialized ciphertexts, `kind.per_channel(packing)` per channel, channel-major.
     pub items: Vec<Cow<'a, [u8]>>,
 }
 
@@ -87,12 +89,14 @@ impl<'a> BatchFile<'a> {
     fn new(
         kind: BatchKind,
         params: &NetworkParameters,
+        packing: Packing,
         images: usize,
         items: Vec<Vec<u8>>,
     ) -> Self {
         let items = items.into_iter().map(Cow::Owned).collect();
         Self {
             kind,
+            packing,
             n: params.degree() as u32,
             q_primes: params.ciphertext_primes() as u8,
             plaintext_primes: params.plaintext_primes(),
@@ -106,7 +110,7 @@ impl<'a> BatchFile<'a> {
         let body: usize = self.items.iter().map(|i| 4 + i.len()).sum();
         let mut out = Vec::with_capacity(HEADER + 4 * self.plaintext_primes.len() + body);
         out.extend_from_slice(&MAGIC);
-        out.extend_from_slice(&[VERSION, self.kind as u8, 0, 0]);
+        out.extend_from_slice(&[VERSION, self.kind as u8, self.packing.factor() as u8, 0]);
         out.extend_from_slice(&self.n.to_le_bytes());
         out.extend_from_slice(&[self.q_primes, self.plaintext_primes.len() as u8, 0, 0]);
         out.extend_from_slice(&self.images.to_le_bytes());
@@ -139,16 +143,18 @@ impl<'a> BatchFile<'a> {
                 BatchKind::Logits => "expected encrypted logits, found encrypted images",
             }));
         }
-        if bytes[6..8] != [0, 0] || bytes[14..16] != [0, 0] {
+        if bytes[7] != 0 || bytes[14..16] != [0, 0] {
             return Err(malformed("reserved bytes are not zero"));
         }
+        let packing = Packing::new(bytes[6] as usize)
+            .map_err(|_| malformed("packing is not a power of two from 1 to 16"))?;
         let word = |i: usize| u32::from_le_bytes(bytes[i..i + 4].try_into().expect("4 bytes"));
         let (n, q_primes, channels, images) = (word(8), bytes[12], bytes[13] as usize, word(16));
         if channels == 0 || channels > MAX_CHANNELS {
             return Err(malformed("one to eight CRT channels"));
         }
-        if images == 0 || images > n {
-            return Err(malformed("image count out of range"));
+        if images == 0 || images as usize > packing.capacity(n as usize) {
+            return Err(malformed("image count out of range for the packing"));
         }
         let mut offset = HEADER;
         let primes_end = offset + 4 * channels;
@@ -157,7 +163,7 @@ impl<'a> BatchFile<'a> {
         }
         let plaintext_primes = (0..channels).map(|c| word(offset + 4 * c)).collect();
         offset = primes_end;
-        let count = channels * kind.per_channel();
+        let count = channels * kind.per_channel(packing);
         // Each item takes at least its 4-byte length: bounds the allocation by the input.
         if (bytes.len() - offset) / 4 < count {
             return Err(malformed("truncated batch"));
@@ -180,6 +186,7 @@ impl<'a> BatchFile<'a> {
         }
         Ok(Self {
             kind,
+            packing,
             n,
             q_primes,
             plaintext_primes,
@@ -203,33 +210,36 @@ impl<'a> BatchFile<'a> {
 
     /// Serialized ciphertexts of channel c.
     fn channel(&self, c: usize) -> &[Cow<'a, [u8]>] {
-        let per = self.kind.per_channel();
+        let per = self.kind.per_channel(self.packing);
         &self.items[c * per..(c + 1) * per]
     }
 }
 
-/// The data owner's keys. The secret key never leaves the owner; the relinearization key is
-/// the service's evaluation key.
+/// The data owner's keys. The secret key never leaves the owner; the evaluation keys
+/// (relinearization, and Galois keys for packed batches) are the service's.
 #[derive(Debug)]
 pub struct Keys {
     /// Secret key (zeroized on drop).
     pub secret: SecretKey,
-    /// Relinearization key.
-    pub relin: RelinearizationKey,
+    /// Evaluation keys.
+    pub eval: EvaluationKeys,
 }
 
-/// The key files are written under the first channel's parameters: keys depend on n and Q,
-/// which every channel shares, not on t.
+/// The key files are written under the first channel's parameters: keys depend on n, Q and
+/// the special primes, which every channel shares, not on t.
 fn key_params(params: &NetworkParameters) -> &Parameters {
     &params.channels()[0]
 }
 
-/// Generates the owner's keys.
-pub fn keygen<R: CryptoRng + ?Sized>(params: &NetworkParameters, rng: &mut R) -> Keys {
-    let p = key_params(params);
-    let secret = SecretKey::generate(p, rng);
-    let relin = RelinearizationKey::new(p, &secret, rng);
-    Keys { secret, relin }
+/// Generates the owner's keys, for batches packed up to `max_packing` pixels a ciphertext.
+pub fn keygen<R: CryptoRng + ?Sized>(
+    params: &NetworkParameters,
+    max_packing: usize,
+    rng: &mut R,
+) -> Result<Keys, Error> {
+    let secret = SecretKey::generate(key_params(params), rng);
+    let eval = EvaluationKeys::generate(params, &secret, max_packing, rng)?;
+    Ok(Keys { secret, eval })
 }
 
 /// Serialized secret key.
@@ -237,9 +247,9 @@ pub fn secret_key_bytes(params: &NetworkParameters, keys: &Keys) -> Vec<u8> {
     keys.secret.to_bytes(key_params(params))
 }
 
-/// Serialized evaluation (relinearization) key.
+/// Serialized evaluation keys.
 pub fn eval_key_bytes(params: &NetworkParameters, keys: &Keys) -> Vec<u8> {
-    keys.relin.to_bytes(key_params(params))
+    keys.eval.to_bytes(params)
 }
 
 /// Parses a secret key file.
@@ -248,28 +258,28 @@ pub fn read_secret_key(params: &NetworkParameters, bytes: &[u8]) -> Result<Secre
 }
 
 /// Parses an evaluation key file.
-pub fn read_eval_key(
-    params: &NetworkParameters,
-    bytes: &[u8],
-) -> Result<RelinearizationKey, Error> {
-    RelinearizationKey::from_bytes(key_params(params), bytes)
+pub fn read_eval_key(params: &NetworkParameters, bytes: &[u8]) -> Result<EvaluationKeys, Error> {
+    EvaluationKeys::from_bytes(params, bytes)
 }
 
-/// Encrypts up to n images: per channel and pixel, one seeded secret-key ciphertext. The
-/// caller's generator seeds one ChaCha20 stream per ciphertext, so pixels encrypt in parallel
-/// and the file depends only on the caller's generator.
+/// Encrypts up to n / k images packed k pixels a ciphertext (`packing`): per channel and
+/// input ciphertext, one seeded secret-key ciphertext. The caller's generator seeds one
+/// ChaCha20 stream per ciphertext, so they encrypt in parallel and the file depends only on
+/// the caller's generator.
 pub fn encrypt_batch<R: CryptoRng + ?Sized>(
     params: &NetworkParameters,
     model: &Model,
     secret: &SecretKey,
     images: &[[u8; INPUTS]],
+    packing: Packing,
     rng: &mut R,
     progress: &(dyn Fn() + Sync),
 ) -> Result<BatchFile<'static>, Error> {
-    let mut items = Vec::with_capacity(params.channels().len() * INPUTS);
+    let per_channel = packing.ciphertexts();
+    let mut items = Vec::with_capacity(params.channels().len() * per_channel);
     for p in params.channels() {
-        let plaintexts = encode_images(p, model, images)?;
-        let seeds: Vec<[u8; 32]> = (0..INPUTS)
+        let plaintexts = encode_images(p, model, images, packing)?;
+        let seeds: Vec<[u8; 32]> = (0..per_channel)
             .map(|_| {
                 let mut seed = [0u8; 32];
                 rng.fill_bytes(&mut seed);
@@ -291,6 +301,7 @@ pub fn encrypt_batch<R: CryptoRng + ?Sized>(
     Ok(BatchFile::new(
         BatchKind::Images,
         params,
+        packing,
         images.len(),
         items,
     ))
@@ -331,13 +342,14 @@ pub fn evaluate_batch(
                 .map(|bytes| read(p, bytes).map(|s| s.expand(p)))
                 .collect::<Result<_, Error>>()?;
         }
-        let outputs = evaluator.evaluate_channel(c, &inputs)?;
+        let outputs = evaluator.evaluate_channel(c, &inputs, batch.packing)?;
         items.extend(outputs.iter().map(|ct| ct.to_bytes(p)));
         progress(c + 1);
     }
     Ok(BatchFile::new(
         BatchKind::Logits,
         params,
+        batch.packing,
         batch.images as usize,
         items,
     ))
@@ -362,7 +374,13 @@ pub fn decrypt_batch(
                 .collect()
         })
         .collect::<Result<_, Error>>()?;
-    decrypt_logits(params, secret, &outputs, batch.images as usize)
+    decrypt_logits(
+        params,
+        secret,
+        &outputs,
+        batch.images as usize,
+        batch.packing,
+    )
 }
 
 /// A generator seeded by the operating system.

@@ -6,7 +6,9 @@ use std::time::Instant;
 use clap::Args;
 use cryptonets_core::Backend;
 use cryptonets_core::model::{CLASSES, Model, argmax};
-use cryptonets_core::network::{INPUTS, NetworkEvaluator, NetworkParameters};
+use cryptonets_core::network::{
+    DEFAULT_MAX_PACKING, INPUTS, NetworkEvaluator, NetworkParameters, Packing,
+};
 use cryptonets_host::mnist;
 use cryptonets_host::pipeline::{
     BatchFile, BatchKind, decrypt_batch, encrypt_batch, eval_key_bytes, evaluate_batch, keygen,
@@ -78,14 +80,27 @@ pub(crate) struct KeygenArgs {
     /// Where to write the secret key (keep it private).
     #[arg(long)]
     secret_key: PathBuf,
-    /// Where to write the evaluation (relinearization) key for the service.
+    /// Where to write the evaluation keys for the service (relinearization, and the Galois
+    /// keys that unpack small batches).
     #[arg(long)]
     eval_key: PathBuf,
+    /// Densest packing of small batches the service will unpack: 1, 2, 4, 8 or 16 pixels a
+    /// ciphertext (k - 1 Galois keys, about 1 MiB each).
+    #[arg(long, default_value_t = DEFAULT_MAX_PACKING, value_parser = parse_packing)]
+    max_packing: usize,
+}
+
+fn parse_packing(text: &str) -> Result<usize, String> {
+    let k: usize = text.parse().map_err(|e| format!("{e}"))?;
+    Packing::new(k)
+        .map(|p| p.factor())
+        .map_err(|e| e.to_string())
 }
 
 pub(crate) fn keygen_command(args: &KeygenArgs, backend: Backend) -> Result<(), String> {
     let loaded = Loaded::new(&args.model, backend)?;
-    let keys = keygen(&loaded.params, &mut os_rng()?);
+    let keys =
+        keygen(&loaded.params, args.max_packing, &mut os_rng()?).map_err(|e| e.to_string())?;
     write(&args.secret_key, &secret_key_bytes(&loaded.params, &keys))?;
     let eval = eval_key_bytes(&loaded.params, &keys);
     write(&args.eval_key, &eval)?;
@@ -119,6 +134,10 @@ pub(crate) struct EncryptArgs {
     /// Number of test images (at most 8192, one batch).
     #[arg(long, default_value_t = 8192)]
     count: usize,
+    /// Densest packing to use (as given to keygen): a batch of at most 8192 / k images goes
+    /// k pixels a ciphertext, k times smaller.
+    #[arg(long, default_value_t = DEFAULT_MAX_PACKING, value_parser = parse_packing)]
+    max_packing: usize,
     /// Where to write the encrypted batch.
     #[arg(long)]
     out: PathBuf,
@@ -153,13 +172,15 @@ pub(crate) fn encrypt_command(args: &EncryptArgs, backend: Backend) -> Result<()
     let set = test_images(args.data.clone())?;
     let range = image_range(&set, args.offset, args.count, loaded.params.degree())?;
     let images: Vec<[u8; INPUTS]> = range.map(|i| image_array(&set, i)).collect();
-    let total = (loaded.params.channels().len() * INPUTS) as u64;
+    let packing = Packing::for_batch(loaded.params.degree(), images.len(), args.max_packing);
+    let total = (loaded.params.channels().len() * packing.ciphertexts()) as u64;
     let progress = bar(total, "encrypting", false);
     let batch = encrypt_batch(
         &loaded.params,
         &loaded.model(),
         &secret,
         &images,
+        packing,
         &mut os_rng()?,
         &|| progress.inc(1),
     )
@@ -168,8 +189,9 @@ pub(crate) fn encrypt_command(args: &EncryptArgs, backend: Backend) -> Result<()
     let bytes = batch.to_bytes();
     write(&args.out, &bytes)?;
     println!(
-        "{} images encrypted to {} ({} bytes, {:.1} KiB per image)",
+        "{} images encrypted, {} pixels a ciphertext, to {} ({} bytes, {:.1} KiB per image)",
         images.len(),
+        packing.factor(),
         args.out.display(),
         bytes.len(),
         bytes.len() as f64 / images.len() as f64 / 1024.0
@@ -196,11 +218,11 @@ pub(crate) struct EvalArgs {
 
 pub(crate) fn eval_command(args: &EvalArgs, backend: Backend) -> Result<(), String> {
     let loaded = Loaded::new(&args.model, backend)?;
-    let relin = read_eval_key(&loaded.params, &read(&args.eval_key)?)
+    let keys = read_eval_key(&loaded.params, &read(&args.eval_key)?)
         .map_err(|e| format!("{}: {e}", args.eval_key.display()))?;
     let model = loaded.model();
     let evaluator =
-        NetworkEvaluator::new(&loaded.params, &model, &relin).map_err(|e| e.to_string())?;
+        NetworkEvaluator::new(&loaded.params, &model, &keys).map_err(|e| e.to_string())?;
     let input = read(&args.input)?;
     let batch = BatchFile::from_bytes(&input, BatchKind::Images)
         .map_err(|e| format!("{}: {e}", args.input.display()))?;
@@ -305,6 +327,10 @@ pub(crate) struct RunArgs {
     /// Worker threads (default: one per core).
     #[arg(long)]
     threads: Option<usize>,
+    /// Densest packing of small batches: a batch of at most 8192 / k images is uploaded k
+    /// pixels a ciphertext and unpacked by the service (k - 1 Galois keys); 1 turns it off.
+    #[arg(long, default_value_t = DEFAULT_MAX_PACKING, value_parser = parse_packing)]
+    max_packing: usize,
     /// Print one JSON object instead of the report.
     #[arg(long)]
     json: bool,
@@ -321,6 +347,7 @@ struct RunReport {
     n: usize,
     log_q: f64,
     plaintext_primes: Vec<u32>,
+    packing: Vec<usize>,
     hidden_level: usize,
     output_level: usize,
     accuracy: f64,
@@ -332,12 +359,14 @@ struct RunReport {
     keygen_seconds: f64,
     encrypt_seconds_per_batch: f64,
     eval_seconds_per_batch: f64,
+    eval_seconds_full_batch: Option<f64>,
     decrypt_seconds_per_batch: f64,
     latency_seconds_per_batch: f64,
     predictions_per_hour: f64,
     predictions_per_hour_this_run: f64,
     upload_bytes_per_image: f64,
-    upload_bytes_per_image_full_batch: f64,
+    upload_bytes_per_image_full_batch: Option<f64>,
+    upload_bytes_per_image_with_keys: f64,
     download_bytes_per_image: f64,
     eval_key_bytes: usize,
     peak_rss_bytes: u64,
@@ -366,35 +395,47 @@ pub(crate) fn run_command(args: &RunArgs, backend: Backend) -> Result<(), String
     let mut rng = os_rng()?;
 
     let start = Instant::now();
-    let keys = keygen(params, &mut rng);
+    let keys = keygen(params, args.max_packing, &mut rng).map_err(|e| e.to_string())?;
     let keygen_seconds = start.elapsed().as_secs_f64();
     let eval_key = eval_key_bytes(params, &keys);
+    // The service works from the serialized keys, as it would after receiving them.
+    let service_keys = read_eval_key(params, &eval_key).map_err(|e| e.to_string())?;
     let evaluator =
-        NetworkEvaluator::new(params, &model, &keys.relin).map_err(|e| e.to_string())?;
+        NetworkEvaluator::new(params, &model, &service_keys).map_err(|e| e.to_string())?;
     let plan = *evaluator.plan();
     let secret =
         read_secret_key(params, &secret_key_bytes(params, &keys)).map_err(|e| e.to_string())?;
 
     let (mut encrypt_s, mut eval_s, mut decrypt_s) = (0.0, 0.0, 0.0);
-    let (mut upload, mut download, mut full_batch_upload) = (0usize, 0usize, 0usize);
+    let (mut upload, mut download) = (0usize, 0usize);
+    let mut full_batch_upload: Option<usize> = None;
+    let (mut full_batches, mut full_batch_eval_s) = (0usize, 0.0);
+    let mut estimated_budget = plan.estimate.output;
     let (mut correct, mut plain_correct, mut agree, mut exact) = (0usize, 0usize, 0usize, 0usize);
     let mut measured_budget = u32::MAX;
+    let mut output_level = plan.output_level;
     let batches: Vec<std::ops::Range<usize>> = (0..total)
         .step_by(args.batch_size)
         .map(|s| s..(s + args.batch_size).min(total))
         .collect();
+    let mut packings = Vec::with_capacity(batches.len());
     for (b, range) in batches.iter().enumerate() {
         let images: Vec<[u8; INPUTS]> = range.clone().map(|i| image_array(&set, i)).collect();
         let label = format!("batch {}/{}", b + 1, batches.len());
+        let packing = Packing::for_batch(n, images.len(), args.max_packing);
+        packings.push(packing.factor());
+        let batch_plan = evaluator.plan_for(packing).map_err(|e| e.to_string())?;
+        output_level = output_level.max(batch_plan.output_level);
+        estimated_budget = estimated_budget.min(batch_plan.estimate.output);
 
         // Data owner: encrypt and serialize (the upload).
         let progress = bar(
-            (params.channels().len() * INPUTS) as u64,
+            (params.channels().len() * packing.ciphertexts()) as u64,
             &format!("{label}: encrypt"),
             quiet,
         );
         let t = Instant::now();
-        let batch = encrypt_batch(params, &model, &secret, &images, &mut rng, &|| {
+        let batch = encrypt_batch(params, &model, &secret, &images, packing, &mut rng, &|| {
             progress.inc(1)
         })
         .map_err(|e| e.to_string())?;
@@ -403,7 +444,10 @@ pub(crate) fn run_command(args: &RunArgs, backend: Backend) -> Result<(), String
         encrypt_s += t.elapsed().as_secs_f64();
         progress.finish_and_clear();
         upload += upload_bytes.len();
-        full_batch_upload = upload_bytes.len();
+        let full = images.len() == args.batch_size;
+        if full {
+            full_batch_upload = Some(upload_bytes.len());
+        }
 
         // Service: parse, evaluate, serialize (the download).
         let progress = bar(
@@ -421,7 +465,12 @@ pub(crate) fn run_command(args: &RunArgs, backend: Backend) -> Result<(), String
         drop(received);
         drop(upload_bytes);
         let download_bytes = result.to_bytes();
-        eval_s += t.elapsed().as_secs_f64();
+        let seconds = t.elapsed().as_secs_f64();
+        eval_s += seconds;
+        if full {
+            full_batches += 1;
+            full_batch_eval_s += seconds;
+        }
         progress.finish_and_clear();
         download += download_bytes.len();
 
@@ -460,23 +509,31 @@ pub(crate) fn run_command(args: &RunArgs, backend: Backend) -> Result<(), String
         n,
         log_q: params.channels()[0].log_q(),
         plaintext_primes: params.plaintext_primes(),
+        packing: packings,
         hidden_level: plan.hidden_level,
-        output_level: plan.output_level,
+        output_level,
         accuracy: correct as f64 / total as f64,
         plaintext_accuracy: plain_correct as f64 / total as f64,
         agreement: agree as f64 / total as f64,
         exact_logits: exact as f64 / total as f64,
-        estimated_noise_budget_bits: (plan.estimate.output * 10.0).round() / 10.0,
+        estimated_noise_budget_bits: (estimated_budget * 10.0).round() / 10.0,
         measured_noise_budget_bits: measured_budget,
         keygen_seconds,
         encrypt_seconds_per_batch: encrypt_s / count,
         eval_seconds_per_batch: eval_s / count,
+        eval_seconds_full_batch: (full_batches > 0)
+            .then(|| full_batch_eval_s / full_batches as f64),
         decrypt_seconds_per_batch: decrypt_s / count,
         latency_seconds_per_batch: (encrypt_s + eval_s + decrypt_s) / count,
-        predictions_per_hour: args.batch_size as f64 * 3600.0 / (eval_s / count),
+        predictions_per_hour: match full_batches {
+            0 => total as f64 * 3600.0 / eval_s,
+            _ => args.batch_size as f64 * 3600.0 / (full_batch_eval_s / full_batches as f64),
+        },
         predictions_per_hour_this_run: total as f64 * 3600.0 / eval_s,
         upload_bytes_per_image: upload as f64 / total as f64,
-        upload_bytes_per_image_full_batch: full_batch_upload as f64 / args.batch_size as f64,
+        upload_bytes_per_image_full_batch: full_batch_upload
+            .map(|bytes| bytes as f64 / args.batch_size as f64),
+        upload_bytes_per_image_with_keys: (upload + eval_key.len()) as f64 / total as f64,
         download_bytes_per_image: download as f64 / total as f64,
         eval_key_bytes: eval_key.len(),
         peak_rss_bytes: peak_rss_bytes().unwrap_or(0),
@@ -523,6 +580,10 @@ fn print_report(r: &RunReport) {
         r.n, r.log_q, r.plaintext_primes, r.backend, r.threads
     );
     println!(
+        "pixels per input ciphertext, batch by batch: {:?} (small batches packed, unpacked by the service)",
+        r.packing
+    );
+    println!(
         "accuracy {:.4} (plaintext integer model {:.4}); encrypted = plaintext prediction on {:.4} of images, logits exact on {:.4}",
         r.accuracy, r.plaintext_accuracy, r.agreement, r.exact_logits
     );
@@ -531,9 +592,11 @@ fn print_report(r: &RunReport) {
         r.measured_noise_budget_bits, r.estimated_noise_budget_bits
     );
     println!(
-        "time per batch: encrypt {:.2} s, evaluate {:.2} s (server, all channels), decrypt {:.2} s; latency {:.2} s; keygen {:.2} s",
+        "time per batch: encrypt {:.2} s, evaluate {:.2} s (server, all channels; {} a full batch), decrypt {:.2} s; latency {:.2} s; keygen {:.2} s",
         r.encrypt_seconds_per_batch,
         r.eval_seconds_per_batch,
+        r.eval_seconds_full_batch
+            .map_or("none".into(), |s| format!("{s:.2} s")),
         r.decrypt_seconds_per_batch,
         r.latency_seconds_per_batch,
         r.keygen_seconds
@@ -543,9 +606,11 @@ fn print_report(r: &RunReport) {
         r.predictions_per_hour, r.predictions_per_hour_this_run
     );
     println!(
-        "traffic per image: upload {:.1} KiB ({:.1} KiB in full batches), download {:.2} KiB; evaluation key {:.1} MiB",
+        "traffic per image: upload {:.1} KiB ({} in full batches, {:.1} KiB with the evaluation keys), download {:.2} KiB; evaluation keys {:.1} MiB",
         r.upload_bytes_per_image / 1024.0,
-        r.upload_bytes_per_image_full_batch / 1024.0,
+        r.upload_bytes_per_image_full_batch
+            .map_or("none".into(), |b| format!("{:.1} KiB", b / 1024.0)),
+        r.upload_bytes_per_image_with_keys / 1024.0,
         r.download_bytes_per_image / 1024.0,
         r.eval_key_bytes as f64 / 1048576.0
     );

@@ -107,10 +107,17 @@ fn keygen_encrypt_eval_decrypt_equals_plaintext_inference() {
     corrupted[at..at + 8].fill(0xff);
     let mut foreign = good.clone();
     foreign[20] ^= 0x02; // the first plaintext CRT prime
+    assert_eq!(good[6], 4, "12 images go packed 4 pixels a ciphertext");
+    let mut repacked = good.clone();
+    repacked[6] = 2; // as many ciphertexts as packing by 4 has, read as packed by 2
+    let mut bad_packing = good.clone();
+    bad_packing[6] = 3;
     for (name, bytes) in [
         ("corrupted", corrupted),
         ("truncated", good[..good.len() / 2].to_vec()),
         ("foreign", foreign),
+        ("repacked", repacked),
+        ("bad-packing", bad_packing),
         ("empty", Vec::new()),
     ] {
         std::fs::write(tmp.join(name), bytes).unwrap();
@@ -139,7 +146,92 @@ fn keygen_encrypt_eval_decrypt_equals_plaintext_inference() {
         &p("x"),
     ]);
     assert!(
-        !out.status.success() && text(&out).contains("unexpected object kind"),
+        !out.status.success() && text(&out).contains("not a cryptonets evaluation key"),
+        "{}",
+        text(&out)
+    );
+
+    // Keys that unpack nothing: the packed batch is refused, and says why; a batch encrypted
+    // unpacked (--max-packing 1) evaluates with them.
+    let out = cryptonets(&[
+        "keygen",
+        "--max-packing",
+        "1",
+        "--secret-key",
+        &p("sk1"),
+        "--eval-key",
+        &p("ek1"),
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let encrypt = |max_packing: &str, out_file: &str| {
+        cryptonets(&[
+            "encrypt",
+            "--secret-key",
+            &p("sk1"),
+            "--data",
+            data,
+            "--offset",
+            "100",
+            "--count",
+            "3",
+            "--max-packing",
+            max_packing,
+            "--out",
+            &p(out_file),
+        ])
+    };
+    let out = encrypt("4", "packed.cnbt");
+    assert!(out.status.success(), "{}", text(&out));
+    let out = cryptonets(&[
+        "eval",
+        "--eval-key",
+        &p("ek1"),
+        "--input",
+        &p("packed.cnbt"),
+        "--out",
+        &p("x"),
+    ]);
+    assert!(
+        !out.status.success() && text(&out).contains("no Galois key for this packing"),
+        "{}",
+        text(&out)
+    );
+    let out = encrypt("1", "unpacked.cnbt");
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(std::fs::read(tmp.join("unpacked.cnbt")).unwrap()[6], 1);
+    let out = cryptonets(&[
+        "eval",
+        "--eval-key",
+        &p("ek1"),
+        "--input",
+        &p("unpacked.cnbt"),
+        "--out",
+        &p("unpacked-out.cnbt"),
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let out = cryptonets(&[
+        "decrypt",
+        "--secret-key",
+        &p("sk1"),
+        "--input",
+        &p("unpacked-out.cnbt"),
+        "--predictions",
+        &p("labels1.txt"),
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let got = std::fs::read_to_string(tmp.join("labels1.txt")).unwrap();
+    assert_eq!(got.lines().collect::<Vec<_>>(), expected[..3]);
+    let out = cryptonets(&[
+        "keygen",
+        "--max-packing",
+        "3",
+        "--secret-key",
+        "x",
+        "--eval-key",
+        "y",
+    ]);
+    assert!(
+        !out.status.success() && text(&out).contains("power of two"),
         "{}",
         text(&out)
     );
@@ -148,18 +240,37 @@ fn keygen_encrypt_eval_decrypt_equals_plaintext_inference() {
 #[test]
 fn run_json_reports_exact_agreement_on_a_small_batch() {
     let Some(dir) = data() else { return };
-    let out = cryptonets(&[
-        "run",
-        "--json",
-        "--images",
-        "40",
-        "--batch-size",
-        "30",
-        "--data",
-        dir.to_str().unwrap(),
-    ]);
-    assert!(out.status.success(), "{}", text(&out));
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+    let run = |max_packing: &str| {
+        let out = cryptonets(&[
+            "run",
+            "--json",
+            "--images",
+            "40",
+            "--batch-size",
+            "30",
+            "--max-packing",
+            max_packing,
+            "--data",
+            dir.to_str().unwrap(),
+        ]);
+        assert!(out.status.success(), "{}", text(&out));
+        let report: serde_json::Value =
+            serde_json::from_slice(&out.stdout).expect("one JSON object");
+        check_report(&report);
+        report
+    };
+    let packed = run("4");
+    let unpacked = run("1");
+    assert_eq!(packed["packing"], serde_json::json!([4, 4]));
+    assert_eq!(unpacked["packing"], serde_json::json!([1, 1]));
+    // Four pixels a ciphertext: a quarter of the ciphertexts (196 of 784 per channel).
+    let ratio = unpacked["upload_bytes_per_image"].as_f64().unwrap()
+        / packed["upload_bytes_per_image"].as_f64().unwrap();
+    assert!((ratio - 4.0).abs() < 0.01, "{ratio}");
+    assert!(packed["eval_key_bytes"].as_f64() > unpacked["eval_key_bytes"].as_f64());
+}
+
+fn check_report(report: &serde_json::Value) {
     assert_eq!(report["images"], 40);
     assert_eq!(report["batch_size"], 30);
     assert_eq!(report["batches"], 2);
@@ -174,6 +285,9 @@ fn run_json_reports_exact_agreement_on_a_small_batch() {
         "download_bytes_per_image",
         "peak_rss_bytes",
         "threads",
+        "upload_bytes_per_image_full_batch",
+        "upload_bytes_per_image_with_keys",
+        "eval_seconds_full_batch",
     ] {
         assert!(
             report[key].as_f64().is_some_and(|v| v > 0.0),

@@ -9,6 +9,17 @@ use alloc::vec::Vec;
 use super::{Parameters, Plaintext};
 use crate::Error;
 use crate::backend::Kernels;
+use crate::ntt::bit_reverse;
+
+/// The exponent e (odd, below 2n) of slot i: slot i holds m(psi_t^e).
+pub fn slot_exponent(n: usize, slot: usize) -> usize {
+    2 * bit_reverse(slot, n.trailing_zeros()) + 1
+}
+
+/// The slot that holds m(psi_t^e), for an odd exponent e (taken mod 2n).
+pub fn exponent_slot(n: usize, exponent: usize) -> usize {
+    bit_reverse((exponent % (2 * n)) / 2, n.trailing_zeros())
+}
 
 /// Encodes vectors of integers into plaintext slots and back.
 #[derive(Clone, Copy, Debug)]

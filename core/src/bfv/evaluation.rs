@@ -32,7 +32,7 @@ impl<'a> Evaluator<'a> {
         Self { params }
     }
 
-    fn check(&self, ct: &Ciphertext) -> Result<(), Error> {
+    pub(super) fn check(&self, ct: &Ciphertext) -> Result<(), Error> {
         if ct.n != self.params.degree() || ct.level == 0 || ct.level > self.params.max_level() {
             return Err(Error::Incompatible {
                 reason: "ciphertext does not fit these parameters",

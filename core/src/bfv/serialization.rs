@@ -10,17 +10,19 @@
 //!
 //! | kind | body |
 //! | --- | --- |
-//! | 1 parameters | n: u32, t: u32, k: u8, k primes: u32 |
+//! | 1 parameters | n: u32, t: u32, k: u8, k primes: u32, and with special primes s: u8, s primes: u32 |
 //! | 2 secret key | n ternary coefficients, 2 bits each (0, 1, 3 = -1) |
 //! | 3 public key | p0, p1 (NTT form, top level) |
 //! | 4 relinearization key | k digits of (k0, k1) (NTT form, top level) |
 //! | 5 ciphertext | level: u8, size: u8, size polynomials of level limbs |
 //! | 6 seeded ciphertext | level: u8, seed: 32 bytes, c0 of level limbs |
+//! | 7 Galois key | element: u32, then per prime of Q: seed of k1 (32 bytes), k0 (NTT form, limbs of Q then of the special primes) |
 
 use alloc::vec::Vec;
 
 use super::encryption::SeededCiphertext;
-use super::{Ciphertext, Parameters, PublicKey, RelinearizationKey, SecretKey};
+use super::galois::{GaloisDigit, check_element, expand_key_seed};
+use super::{Ciphertext, GaloisKey, Parameters, PublicKey, RelinearizationKey, SecretKey};
 use crate::Error;
 use crate::zq::Modulus;
 
@@ -39,6 +41,7 @@ enum Kind {
     RelinearizationKey = 4,
     Ciphertext = 5,
     SeededCiphertext = 6,
+    GaloisKey = 7,
 }
 
 fn malformed(reason: &'static str) -> Error {
@@ -81,15 +84,40 @@ fn limb_bytes(n: usize, q: &Modulus) -> usize {
 
 /// Bytes of a polynomial of `level` limbs.
 fn poly_bytes(params: &Parameters, level: usize) -> usize {
-    params.ciphertext_basis().moduli()[..level]
+    limbs_bytes(
+        params.degree(),
+        &params.ciphertext_basis().moduli()[..level],
+    )
+}
+
+/// Bytes of a polynomial with one limb per modulus.
+fn limbs_bytes(n: usize, moduli: &[Modulus]) -> usize {
+    moduli.iter().map(|q| limb_bytes(n, q)).sum()
+}
+
+/// The moduli of key-switching keys: Q, then the special primes.
+fn key_moduli(params: &Parameters) -> Vec<Modulus> {
+    let special = params.special_basis().map_or(&[][..], |s| s.moduli());
+    params
+        .ciphertext_basis()
+        .moduli()
         .iter()
-        .map(|q| limb_bytes(params.degree(), q))
-        .sum()
+        .chain(special)
+        .copied()
+        .collect()
 }
 
 fn pack_poly(params: &Parameters, poly: &[u32], out: &mut Vec<u8>) {
-    let n = params.degree();
-    for (limb, q) in poly.chunks_exact(n).zip(params.ciphertext_basis().moduli()) {
+    pack_limbs(
+        params.degree(),
+        params.ciphertext_basis().moduli(),
+        poly,
+        out,
+    )
+}
+
+fn pack_limbs(n: usize, moduli: &[Modulus], poly: &[u32], out: &mut Vec<u8>) {
+    for (limb, q) in poly.chunks_exact(n).zip(moduli) {
         let bits = q.bits();
         let (mut buffer, mut filled) = (0u64, 0u32);
         for &x in limb {
@@ -109,10 +137,18 @@ fn pack_poly(params: &Parameters, poly: &[u32], out: &mut Vec<u8>) {
 
 /// Unpacks `level` limbs from the front of `bytes`, checking every residue.
 fn unpack_poly(params: &Parameters, bytes: &[u8], level: usize) -> Result<Vec<u32>, Error> {
-    let n = params.degree();
-    let mut out = Vec::with_capacity(level * n);
+    unpack_limbs(
+        params.degree(),
+        &params.ciphertext_basis().moduli()[..level],
+        bytes,
+    )
+}
+
+/// Unpacks one limb per modulus from the front of `bytes`, checking every residue.
+fn unpack_limbs(n: usize, moduli: &[Modulus], bytes: &[u8]) -> Result<Vec<u32>, Error> {
+    let mut out = Vec::with_capacity(moduli.len() * n);
     let mut offset = 0;
-    for q in &params.ciphertext_basis().moduli()[..level] {
+    for q in moduli {
         let len = limb_bytes(n, q);
         let limb = bytes
             .get(offset..offset + len)
@@ -153,15 +189,27 @@ fn unpack_poly(params: &Parameters, bytes: &[u8], level: usize) -> Result<Vec<u3
 }
 
 impl Parameters {
-    /// Serializes (n, t, Q).
+    /// Serializes (n, t, Q, special primes).
     pub fn to_bytes(&self) -> Vec<u8> {
         let k = self.max_level();
-        let mut out = header(Kind::Parameters, self.id(), 9 + 4 * k);
+        let special = self.special_basis().map_or(&[][..], |s| s.moduli());
+        let extra = if special.is_empty() {
+            0
+        } else {
+            1 + 4 * special.len()
+        };
+        let mut out = header(Kind::Parameters, self.id(), 9 + 4 * k + extra);
         out.extend_from_slice(&(self.degree() as u32).to_le_bytes());
         out.extend_from_slice(&self.plaintext_modulus().value().to_le_bytes());
         out.push(k as u8);
         for q in self.ciphertext_basis().moduli() {
             out.extend_from_slice(&q.value().to_le_bytes());
+        }
+        if !special.is_empty() {
+            out.push(special.len() as u8);
+            for p in special {
+                out.extend_from_slice(&p.value().to_le_bytes());
+            }
         }
         out
     }
@@ -177,17 +225,39 @@ impl Parameters {
         };
         let (n, t) = (word(0)?, word(4)?);
         let k = *body.get(8).ok_or(malformed("truncated parameters"))? as usize;
-        if k == 0 || k > crate::rns::MAX_LIMBS || body.len() != 9 + 4 * k {
+        if k == 0 || k > crate::rns::MAX_LIMBS || body.len() < 9 + 4 * k {
             return Err(malformed("wrong parameter length"));
         }
         let primes = (0..k)
             .map(|i| word(9 + 4 * i))
             .collect::<Result<Vec<_>, _>>()?;
+        let s = match body.get(9 + 4 * k) {
+            None => 0,
+            Some(&s) => s as usize,
+        };
+        let expected_len = 9 + 4 * k + if s == 0 { 0 } else { 1 + 4 * s };
+        if body.len() != expected_len || (s == 0 && body.len() != 9 + 4 * k) {
+            return Err(malformed("wrong parameter length"));
+        }
+        let special = (0..s)
+            .map(|i| word(10 + 4 * k + 4 * i))
+            .collect::<Result<Vec<_>, _>>()?;
         let params = Parameters::builder()
             .degree(n as usize)
             .ciphertext_primes(&primes)
+            .special_primes(s)
             .plaintext_modulus(t)
             .build()?;
+        let chosen = params.special_basis().map_or(&[][..], |b| b.moduli());
+        if chosen
+            .iter()
+            .map(Modulus::value)
+            .ne(special.iter().copied())
+        {
+            return Err(malformed(
+                "special primes are not the ones these parameters use",
+            ));
+        }
         if params.id() != u64::from_le_bytes(bytes[8..16].try_into().expect("8 bytes")) {
             return Err(malformed(
                 "parameter identifier does not match the parameters",
@@ -330,6 +400,54 @@ impl RelinearizationKey {
             })
             .collect::<Result<Vec<_>, Error>>()?;
         Ok(Self { digits })
+    }
+}
+
+impl GaloisKey {
+    /// Serializes the Galois key: per digit the seed of k1 and k0, about half its size in
+    /// memory.
+    pub fn to_bytes(&self, params: &Parameters) -> Vec<u8> {
+        let moduli = key_moduli(params);
+        let per_digit = 32 + limbs_bytes(params.degree(), &moduli);
+        let mut out = header(
+            Kind::GaloisKey,
+            params.id(),
+            4 + self.digits.len() * per_digit,
+        );
+        out.extend_from_slice(&(self.element as u32).to_le_bytes());
+        for digit in &self.digits {
+            out.extend_from_slice(&digit.seed);
+            pack_limbs(params.degree(), &moduli, &digit.k0, &mut out);
+        }
+        out
+    }
+
+    /// Parses a Galois key made under `params` (which must have special primes), expanding
+    /// the seeds.
+    pub fn from_bytes(params: &Parameters, bytes: &[u8]) -> Result<Self, Error> {
+        let body = body(bytes, Kind::GaloisKey, Some(params.id()))?;
+        if params.special_basis().is_none() {
+            return Err(malformed("Galois keys need parameters with special primes"));
+        }
+        let n = params.degree();
+        let moduli = key_moduli(params);
+        let per_digit = 32 + limbs_bytes(n, &moduli);
+        let levels = params.max_level();
+        if body.len() != 4 + levels * per_digit {
+            return Err(malformed("wrong Galois key length"));
+        }
+        let element = u32::from_le_bytes(body[..4].try_into().expect("4 bytes")) as usize;
+        check_element(n, element).map_err(|_| malformed("not a Galois element"))?;
+        let digits = body[4..]
+            .chunks_exact(per_digit)
+            .map(|chunk| {
+                let seed: [u8; 32] = chunk[..32].try_into().expect("32 bytes");
+                let k0 = unpack_limbs(n, &moduli, &chunk[32..])?;
+                let k1 = expand_key_seed(params, seed);
+                Ok(GaloisDigit { seed, k0, k1 })
+            })
+            .collect::<Result<Vec<_>, Error>>()?;
+        Ok(Self { element, digits })
     }
 }
 

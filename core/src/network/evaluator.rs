@@ -2,12 +2,12 @@
 
 use alloc::vec::Vec;
 
-use super::noise::EvaluationPlan;
-use super::{INPUTS, NetworkParameters, parallel};
+use super::noise::{EvaluationPlan, Inputs};
+use super::{EvaluationKeys, INPUTS, NetworkParameters, Packing, parallel};
 use crate::Error;
 use crate::backend::Kernels;
 use crate::backend::linear::{HALF_SUM_START, pack_pairs, weight_pair};
-use crate::bfv::{Ciphertext, Evaluator, Parameters, RelinearizationKey};
+use crate::bfv::{Ciphertext, Evaluator, GaloisKey, Parameters};
 use crate::model::{CLASSES, CONV_SIDE, KERNEL, Model, SIDE};
 
 /// Convolution positions (each with every map) squared and handed to the first dense layer at a
@@ -20,12 +20,15 @@ const LINEAR_BLOCK: usize = 1024;
 const COLUMNS: usize = 512;
 
 /// Evaluates one model under one set of network parameters. Holds only public data: the
-/// weights, the relinearization key and the plan; it never sees a secret key.
+/// weights, the evaluation keys and the plans; it never sees a secret key.
 #[derive(Debug)]
 pub struct NetworkEvaluator<'a> {
     params: &'a NetworkParameters,
-    relin: &'a RelinearizationKey,
+    keys: &'a EvaluationKeys,
     plan: EvaluationPlan,
+    /// The plan of packed batches, whose inputs are unpacked by key switching first (an
+    /// error where the parameters leave too little budget for it).
+    unpacked_plan: Result<EvaluationPlan, Error>,
     /// Per convolution position, the input pixels its window covers inside the image.
     windows: Vec<heapless::Vec<u16, { KERNEL * KERNEL }>>,
     /// Per position, the weights of every map on its window: [map][pixel of the window].
@@ -51,9 +54,10 @@ impl<'a> NetworkEvaluator<'a> {
     pub fn new(
         params: &'a NetworkParameters,
         model: &Model,
-        relin: &'a RelinearizationKey,
+        keys: &'a EvaluationKeys,
     ) -> Result<Self, Error> {
         let plan = EvaluationPlan::new(params, model)?;
+        let unpacked_plan = EvaluationPlan::with_inputs(params, model, Inputs::Unpacked);
         let maps = model.maps();
         let features = maps * CONV_SIDE * CONV_SIDE;
         // Window offset k covers pixel (2 oy + k / 5 - 1, 2 ox + k % 5 - 1): padding of one.
@@ -84,8 +88,9 @@ impl<'a> NetworkEvaluator<'a> {
         let dense1_halves = fits_half_sums(dense1.chunks_exact(features));
         Ok(Self {
             params,
-            relin,
+            keys,
             plan,
+            unpacked_plan,
             windows,
             window_weights,
             conv_bias: (0..maps).map(|map| model.conv_bias(map)).collect(),
@@ -101,17 +106,35 @@ impl<'a> NetworkEvaluator<'a> {
         })
     }
 
-    /// The levels and noise estimates the evaluation follows.
+    /// The levels and noise estimates the evaluation of a full batch follows.
     pub fn plan(&self) -> &EvaluationPlan {
         &self.plan
     }
 
-    /// Checks that `inputs` are what channel `channel` takes: one fresh ciphertext per pixel,
-    /// size 2, at the top level of these parameters.
-    fn check_inputs(&self, params: &Parameters, inputs: &[Ciphertext]) -> Result<(), Error> {
-        if inputs.len() != INPUTS {
+    /// Those of a packed batch: its inputs are unpacked by key switching first.
+    pub fn unpacked_plan(&self) -> Result<&EvaluationPlan, Error> {
+        self.unpacked_plan.as_ref().map_err(|e| *e)
+    }
+
+    /// The plan a batch of this packing follows.
+    pub fn plan_for(&self, packing: Packing) -> Result<&EvaluationPlan, Error> {
+        match packing.factor() {
+            1 => Ok(&self.plan),
+            _ => self.unpacked_plan(),
+        }
+    }
+
+    /// Checks that `inputs` are what channel `channel` takes: one fresh ciphertext per input
+    /// of the packing, size 2, at the top level of these parameters.
+    fn check_inputs(
+        &self,
+        params: &Parameters,
+        inputs: &[Ciphertext],
+        packing: Packing,
+    ) -> Result<(), Error> {
+        if inputs.len() != packing.ciphertexts() {
             return Err(Error::Incompatible {
-                reason: "expected one input ciphertext per pixel (784)",
+                reason: "expected one input ciphertext per pixel (784), or per packed group of pixels",
             });
         }
         let n = params.degree();
@@ -127,12 +150,14 @@ impl<'a> NetworkEvaluator<'a> {
         Ok(())
     }
 
-    /// Evaluates the network on channel `channel`'s 784 input ciphertexts and returns its
-    /// 10 output ciphertexts (size 3, at the plan's output level).
+    /// Evaluates the network on channel `channel`'s input ciphertexts (784, or 784 / k for
+    /// a batch packed k pixels a ciphertext) and returns its 10 output ciphertexts (size 3,
+    /// at the plan's output level).
     pub fn evaluate_channel(
         &self,
         channel: usize,
         inputs: &[Ciphertext],
+        packing: Packing,
     ) -> Result<Vec<Ciphertext>, Error> {
         let params = self
             .params
@@ -141,9 +166,44 @@ impl<'a> NetworkEvaluator<'a> {
             .ok_or(Error::Incompatible {
                 reason: "no such CRT channel",
             })?;
-        self.check_inputs(params, inputs)?;
+        self.check_inputs(params, inputs, packing)?;
+        let plan = self.plan_for(packing)?;
+        if packing.factor() == 1 {
+            return Ok(self.evaluate(params, inputs, plan));
+        }
+        let n = params.degree();
+        let keys = (1..packing.factor())
+            .map(|block| {
+                self.keys
+                    .galois_key(packing.element(n, block))
+                    .ok_or(Error::Incompatible {
+                        reason: "the evaluation key has no Galois key for this packing",
+                    })
+            })
+            .collect::<Result<Vec<&GaloisKey>, Error>>()?;
         let evaluator = Evaluator::new(params);
-        let hidden_level = self.plan.hidden_level;
+        // Checked here, so that the tasks below cannot fail.
+        for key in &keys {
+            evaluator.check_galois_key(key)?;
+        }
+        let unpacked = parallel::map(INPUTS, |pixel| match packing.position(pixel) {
+            (ciphertext, 0) => inputs[ciphertext].clone(),
+            (ciphertext, block) => evaluator
+                .apply_galois(&inputs[ciphertext], keys[block - 1])
+                .expect("checked key and input"),
+        });
+        Ok(self.evaluate(params, &unpacked, plan))
+    }
+
+    /// The network on one channel's 784 checked inputs, one pixel each.
+    fn evaluate(
+        &self,
+        params: &Parameters,
+        inputs: &[Ciphertext],
+        plan: &EvaluationPlan,
+    ) -> Vec<Ciphertext> {
+        let evaluator = Evaluator::new(params);
+        let hidden_level = plan.hidden_level;
         let (maps, positions) = (self.maps, self.windows.len());
         let features = maps * positions;
 
@@ -190,26 +250,25 @@ impl<'a> NetworkEvaluator<'a> {
         // Relinearize and square the hidden units.
         parallel::for_each_mut(&mut hidden, |_, unit| {
             evaluator
-                .relinearize_assign(unit, self.relin)
+                .relinearize_assign(unit, &self.keys.relin)
                 .expect("checked shape");
             *unit = evaluator.square(unit).expect("size 2");
         });
 
         // Last dense layer, then down to the output level.
         let rows: Vec<&Ciphertext> = hidden.iter().collect();
-        let logits = parallel::map(CLASSES, |class| {
+        parallel::map(CLASSES, |class| {
             let weights = &self.dense2[class * self.hidden..(class + 1) * self.hidden];
             let bias = &self.dense2_bias[class..class + 1];
             let [mut logit] = <[_; 1]>::try_from(linear_combinations(params, &rows, weights, bias))
                 .expect("one output");
-            while logit.level() > self.plan.output_level {
+            while logit.level() > plan.output_level {
                 evaluator
                     .mod_switch_to_next_assign(&mut logit)
                     .expect("level above 1");
             }
             logit
-        });
-        Ok(logits)
+        })
     }
 }
 

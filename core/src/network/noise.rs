@@ -16,10 +16,19 @@ use crate::sampling::CBD_ETA;
 /// Bits of budget that must remain after the last step.
 pub const MARGIN_BITS: f64 = 4.0;
 
+/// What the network's input ciphertexts went through before the convolution.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Inputs {
+    /// Fresh secret-key encryptions (a full batch).
+    Fresh,
+    /// Fresh encryptions that a Galois automorphism and key switch unpacked (a packed batch).
+    Unpacked,
+}
+
 /// Estimated noise budget, in bits, after each step of the network (worst channel).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct NoiseEstimate {
-    /// A fresh input ciphertext.
+    /// An input ciphertext (fresh, or unpacked).
     pub fresh: f64,
     /// After the convolution.
     pub conv: f64,
@@ -63,6 +72,8 @@ struct Estimator {
     log_n: f64,
     /// log2 Q_l for l = 1..=L.
     log_q: [f64; 16],
+    /// log2 S, the special modulus of key switching.
+    log_s: f64,
 }
 
 impl Estimator {
@@ -87,6 +98,16 @@ impl Estimator {
         log_add(v, self.log_t - self.log_q[level] + absolute)
     }
 
+    /// A Galois automorphism with key switching at level l: the division by S rounds like a
+    /// modulus switch of a size-2 ciphertext, and leaves the relinearization-like sum of
+    /// digits times key errors divided by S.
+    fn unpack(&self, v: f64, level: usize) -> f64 {
+        let absolute =
+            libm_log2(6.0) + (libm_log2(level as f64) + self.log_n) / 2.0 + 30.0 - self.log_s;
+        let keys = self.log_t - self.log_q[level] + absolute;
+        log_add(v, log_add(self.rounding(level, 2), keys))
+    }
+
     fn switch(&self, v: f64, level: usize, size: usize) -> f64 {
         log_add(v, self.rounding(level, size))
     }
@@ -108,6 +129,15 @@ impl EvaluationPlan {
     /// Estimates every step and picks the lowest hidden and output levels that keep
     /// [`MARGIN_BITS`]; refuses parameters under which decryption could fail.
     pub fn new(params: &NetworkParameters, model: &Model) -> Result<Self, Error> {
+        Self::with_inputs(params, model, Inputs::Fresh)
+    }
+
+    /// As [`EvaluationPlan::new`], for inputs that went through `inputs`.
+    pub fn with_inputs(
+        params: &NetworkParameters,
+        model: &Model,
+        inputs: Inputs,
+    ) -> Result<Self, Error> {
         let first = &params.channels()[0];
         let top = first.max_level();
         let moduli = first.ciphertext_basis().moduli();
@@ -120,10 +150,17 @@ impl EvaluationPlan {
             .iter()
             .map(|p| libm_log2(p.plaintext_modulus().value() as f64))
             .fold(0.0, f64::max);
+        let log_s = first.special_basis().map_or(0.0, |s| s.log2());
+        if inputs == Inputs::Unpacked && first.special_basis().is_none() {
+            return Err(Error::InvalidParameters {
+                reason: "unpacking needs parameters with special primes",
+            });
+        }
         let e = Estimator {
             log_t,
             log_n: libm_log2(first.degree() as f64),
             log_q,
+            log_s,
         };
         let conv_l1 = (0..model.maps())
             .map(|m| {
@@ -152,6 +189,10 @@ impl EvaluationPlan {
             .unwrap_or(0);
 
         let fresh = log_t + libm_log2(CBD_ETA as f64 + 0.5) - log_q[top];
+        let fresh = match inputs {
+            Inputs::Fresh => fresh,
+            Inputs::Unpacked => e.unpack(fresh, top),
+        };
         let conv = e.linear(fresh, conv_l1, top);
         let conv_squared = e.square(conv, top);
         let run_hidden = |hidden: usize| {

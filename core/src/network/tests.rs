@@ -4,7 +4,7 @@ use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
 
 use super::*;
-use crate::bfv::KeyGenerator;
+use crate::bfv::{GaloisKey, galois_slot};
 use crate::model::{CONV_SIDE, ModelWriter};
 
 /// The committed MNIST model.
@@ -64,36 +64,49 @@ fn toy_params(model: &Model, q_primes: usize, backend: Backend) -> NetworkParame
     NetworkParameters::insecure_for_tests(1024, q_primes, &primes, backend).unwrap()
 }
 
-/// Encrypts, evaluates and decrypts `images`; returns the logits, the serialized outputs and
-/// the smallest measured noise budget of the outputs.
-fn run(
+/// Encrypts (packed as `packing`), evaluates and decrypts `images`; returns the logits, the
+/// serialized outputs and the smallest measured noise budget of the outputs.
+fn run_packed(
     params: &NetworkParameters,
     model: &Model,
     images: &[[u8; INPUTS]],
+    packing: Packing,
 ) -> (Vec<[i128; CLASSES]>, Vec<Vec<u8>>, u32) {
     let mut rng = ChaCha20Rng::seed_from_u64(7);
-    let (secret, _, relin) = KeyGenerator::generate(&params.channels()[0], &mut rng);
-    let evaluator = NetworkEvaluator::new(params, model, &relin)
+    let secret = SecretKey::generate(&params.channels()[0], &mut rng);
+    let keys = EvaluationKeys::generate(params, &secret, packing.factor(), &mut rng).unwrap();
+    let evaluator = NetworkEvaluator::new(params, model, &keys)
         .unwrap_or_else(|e| panic!("{e}: {:?}", EvaluationPlan::new(params, model)));
+    let plan = *evaluator.plan_for(packing).unwrap();
     let mut outputs = Vec::new();
     let mut bytes = Vec::new();
     let mut budget = u32::MAX;
     for (c, p) in params.channels().iter().enumerate() {
-        let inputs: Vec<Ciphertext> = encode_images(p, model, images)
+        let inputs: Vec<Ciphertext> = encode_images(p, model, images, packing)
             .unwrap()
             .iter()
             .map(|m| secret.encrypt(p, m, &mut rng))
             .collect();
-        let out = evaluator.evaluate_channel(c, &inputs).unwrap();
+        assert_eq!(inputs.len(), packing.ciphertexts());
+        let out = evaluator.evaluate_channel(c, &inputs, packing).unwrap();
         for ct in &out {
-            assert_eq!(ct.level(), evaluator.plan().output_level);
+            assert_eq!(ct.level(), plan.output_level);
             budget = budget.min(secret.noise_budget(p, ct));
             bytes.push(ct.to_bytes(p));
         }
         outputs.push(out);
     }
-    let logits = decrypt_logits(params, &secret, &outputs, images.len()).unwrap();
+    let logits = decrypt_logits(params, &secret, &outputs, images.len(), packing).unwrap();
     (logits, bytes, budget)
+}
+
+/// As [`run_packed`], one pixel a ciphertext.
+fn run(
+    params: &NetworkParameters,
+    model: &Model,
+    images: &[[u8; INPUTS]],
+) -> (Vec<[i128; CLASSES]>, Vec<Vec<u8>>, u32) {
+    run_packed(params, model, images, Packing::NONE)
 }
 
 #[test]
@@ -137,16 +150,26 @@ fn the_mnist_model_is_exact_and_the_noise_estimate_is_conservative() {
     let model = Model::parse(MNIST_MODEL).unwrap();
     let images = random_images(6, 11);
     let params = toy_params(&model, 5, Backend::detect());
-    let plan = EvaluationPlan::new(&params, &model).unwrap();
-    let (logits, _, measured) = run(&params, &model, &images);
     let expected: Vec<[i128; CLASSES]> = images.iter().map(|i| model.logits(i)).collect();
-    assert_eq!(logits, expected);
-    assert!(
-        plan.estimate.output <= measured as f64,
-        "estimated {:.1} bits left, measured {measured}",
-        plan.estimate.output
-    );
-    assert!(plan.estimate.output >= noise::MARGIN_BITS);
+    for (packing, inputs) in [
+        (Packing::NONE, Inputs::Fresh),
+        (Packing::new(4).unwrap(), Inputs::Unpacked),
+    ] {
+        let plan = EvaluationPlan::with_inputs(&params, &model, inputs).unwrap();
+        let (logits, _, measured) = run_packed(&params, &model, &images, packing);
+        assert_eq!(logits, expected, "{packing:?}");
+        assert!(
+            plan.estimate.output <= measured as f64,
+            "{packing:?}: estimated {:.1} bits left, measured {measured}",
+            plan.estimate.output
+        );
+        assert!(plan.estimate.output >= noise::MARGIN_BITS);
+    }
+    // Unpacking costs budget: the estimate says so, by a few bits.
+    let fresh = EvaluationPlan::new(&params, &model).unwrap();
+    let unpacked = EvaluationPlan::with_inputs(&params, &model, Inputs::Unpacked).unwrap();
+    let cost = fresh.estimate.fresh - unpacked.estimate.fresh;
+    assert!((1.0..8.0).contains(&cost), "{cost}");
 }
 
 #[cfg(feature = "parallel")]
@@ -180,8 +203,9 @@ fn too_few_ciphertext_primes_are_refused_before_evaluating() {
         "{err}"
     );
     let mut rng = ChaCha20Rng::seed_from_u64(1);
-    let (_, _, relin) = KeyGenerator::generate(&params.channels()[0], &mut rng);
-    assert!(NetworkEvaluator::new(&params, &model, &relin).is_err());
+    let secret = SecretKey::generate(&params.channels()[0], &mut rng);
+    let keys = EvaluationKeys::generate(&params, &secret, 1, &mut rng).unwrap();
+    assert!(NetworkEvaluator::new(&params, &model, &keys).is_err());
 }
 
 #[test]
@@ -191,13 +215,14 @@ fn malformed_inputs_are_refused() {
     let params = toy_params(&model, 5, Backend::detect());
     let p = &params.channels()[0];
     let mut rng = ChaCha20Rng::seed_from_u64(2);
-    let (secret, _, relin) = KeyGenerator::generate(p, &mut rng);
-    let evaluator = NetworkEvaluator::new(&params, &model, &relin).unwrap();
+    let secret = SecretKey::generate(p, &mut rng);
+    let keys = EvaluationKeys::generate(&params, &secret, 2, &mut rng).unwrap();
+    let evaluator = NetworkEvaluator::new(&params, &model, &keys).unwrap();
     let m = BatchEncoder::new(p).encode(&[1, 2, 3]).unwrap();
     let ct = secret.encrypt(p, &m, &mut rng);
     let too_few = std::vec![ct.clone(); INPUTS - 1];
     assert!(matches!(
-        evaluator.evaluate_channel(0, &too_few),
+        evaluator.evaluate_channel(0, &too_few, Packing::NONE),
         Err(Error::Incompatible { .. })
     ));
     let mut low = ct.clone();
@@ -206,9 +231,29 @@ fn malformed_inputs_are_refused() {
         .unwrap();
     let mut wrong_level = std::vec![ct.clone(); INPUTS];
     wrong_level[100] = low;
-    assert!(evaluator.evaluate_channel(0, &wrong_level).is_err());
-    let all = std::vec![ct; INPUTS];
-    assert!(evaluator.evaluate_channel(99, &all).is_err());
+    assert!(
+        evaluator
+            .evaluate_channel(0, &wrong_level, Packing::NONE)
+            .is_err()
+    );
+    let all = std::vec![ct.clone(); INPUTS];
+    assert!(evaluator.evaluate_channel(99, &all, Packing::NONE).is_err());
+    // Packed by 4 while the keys unpack at most 2: no Galois keys for blocks 2 and 3.
+    let four = Packing::new(4).unwrap();
+    let packed = std::vec![ct.clone(); four.ciphertexts()];
+    assert!(matches!(
+        evaluator.evaluate_channel(0, &packed, four),
+        Err(Error::Incompatible { .. })
+    ));
+    // 784 inputs under a packing that takes 392 are refused, as are 392 unpacked ones.
+    let two = Packing::new(2).unwrap();
+    assert!(evaluator.evaluate_channel(0, &all, two).is_err());
+    assert!(evaluator.evaluate_channel(0, &packed[..0], two).is_err());
+    assert!(
+        evaluator
+            .evaluate_channel(0, &std::vec![ct; two.ciphertexts()], Packing::NONE)
+            .is_err()
+    );
 }
 
 #[test]
@@ -291,4 +336,115 @@ fn linear_combinations_are_exact_on_half_word_and_wide_sums() {
             }
         }
     }
+}
+
+#[test]
+fn packed_batches_are_exact_on_every_backend_with_identical_bytes() {
+    let bytes = tiny_model();
+    let model = Model::parse(&bytes).unwrap();
+    for factor in [2, 4] {
+        let packing = Packing::new(factor).unwrap();
+        // A full packed batch at n = 1024 (1024 / k images), so that every slot of every
+        // block carries an image.
+        let images = random_images(packing.capacity(1024), 40 + factor as u64);
+        let expected: Vec<[i128; CLASSES]> = images.iter().map(|i| model.logits(i)).collect();
+        let mut reference: Option<Vec<Vec<u8>>> = None;
+        for backend in Backend::available() {
+            let params = toy_params(&model, 5, backend);
+            let (logits, outputs, budget) = run_packed(&params, &model, &images, packing);
+            assert!(logits == expected, "{backend}, packed {factor}");
+            assert!(budget > 0, "{backend}");
+            match &reference {
+                None => reference = Some(outputs),
+                Some(r) => assert!(r == &outputs, "{backend}: output bytes differ"),
+            }
+        }
+    }
+}
+
+#[test]
+fn the_packing_layout_is_a_partition_that_the_galois_elements_undo() {
+    for n in [1024, 8192] {
+        for factor in [1, 2, 4, 8, 16] {
+            let packing = Packing::new(factor).unwrap();
+            let images = packing.capacity(n);
+            let mut seen = std::vec![false; n];
+            for block in 0..factor {
+                let slots = packing.slots(n, images, block);
+                assert_eq!(slots.len(), images);
+                for (image, &slot) in slots.iter().enumerate() {
+                    assert_eq!(slot, packing.slot(n, image, block));
+                    assert!(!seen[slot], "n {n}, k {factor}: slot {slot} used twice");
+                    seen[slot] = true;
+                    // sigma_h moves block `block` of image j to image j's slot of block 0.
+                    let g = packing.element(n, block);
+                    assert_eq!(galois_slot(n, g, packing.slot(n, image, 0)), slot);
+                }
+            }
+            assert!(
+                seen.iter().all(|&s| s),
+                "every slot carries exactly one image and block"
+            );
+            // Every pixel has one (ciphertext, block), and back.
+            for pixel in 0..INPUTS {
+                let (c, b) = packing.position(pixel);
+                assert_eq!(packing.pixel(c, b), Some(pixel));
+            }
+            assert_eq!(packing.elements(n).len(), factor - 1);
+        }
+        assert_eq!(Packing::for_batch(n, n, 16), Packing::NONE);
+        assert_eq!(Packing::for_batch(n, n / 4, 4).factor(), 4);
+        assert_eq!(Packing::for_batch(n, n / 4 + 1, 4).factor(), 2);
+        assert_eq!(Packing::for_batch(n, 1, 4).factor(), 4);
+        assert_eq!(Packing::for_batch(n, 1, 1), Packing::NONE);
+    }
+    assert_eq!(Packing::for_batch(8192, 1808, 4).ciphertexts(), 196);
+    assert!(Packing::new(3).is_err() && Packing::new(32).is_err() && Packing::new(0).is_err());
+}
+
+#[test]
+fn evaluation_keys_round_trip_and_refuse_corruption() {
+    let bytes = tiny_model();
+    let model = Model::parse(&bytes).unwrap();
+    let params = toy_params(&model, 3, Backend::detect());
+    let mut rng = ChaCha20Rng::seed_from_u64(8);
+    let secret = SecretKey::generate(&params.channels()[0], &mut rng);
+    let keys = EvaluationKeys::generate(&params, &secret, 4, &mut rng).unwrap();
+    assert_eq!(keys.galois.len(), 3);
+    assert_eq!(keys.max_packing(1024).factor(), 4);
+    let serialized = keys.to_bytes(&params);
+    assert_eq!(
+        EvaluationKeys::from_bytes(&params, &serialized).unwrap(),
+        keys
+    );
+    let malformed = |b: &[u8]| EvaluationKeys::from_bytes(&params, b).is_err();
+    assert!(malformed(&serialized[..serialized.len() - 1]));
+    assert!(malformed(&[serialized.as_slice(), &[0]].concat()));
+    assert!(malformed(&[]));
+    for (at, value) in [(0, b'X'), (4, 2), (5, 4), (5, 200), (6, 1)] {
+        let mut bad = serialized.clone();
+        bad[at] = value;
+        assert!(malformed(&bad), "byte {at} = {value}");
+    }
+    // A repeated Galois key.
+    let mut repeated = EvaluationKeys {
+        relin: keys.relin.clone(),
+        galois: std::vec![keys.galois[0].clone(), keys.galois[0].clone()],
+    }
+    .to_bytes(&params);
+    assert!(malformed(&repeated));
+    repeated[8] ^= 0xff; // the relinearization key's length
+    assert!(malformed(&repeated));
+    // Keys without Galois keys unpack nothing; with only -1, pairs.
+    let only_relin = EvaluationKeys {
+        relin: keys.relin.clone(),
+        galois: Vec::new(),
+    };
+    assert_eq!(only_relin.max_packing(1024), Packing::NONE);
+    let minus_one = EvaluationKeys {
+        relin: keys.relin.clone(),
+        galois: std::vec![GaloisKey::new(&params.channels()[0], &secret, 2047, &mut rng).unwrap()],
+    };
+    assert_eq!(minus_one.max_packing(1024).factor(), 2);
+    assert!(EvaluationKeys::generate(&params, &secret, 3, &mut rng).is_err());
 }

@@ -1,0 +1,323 @@
+//! Galois automorphisms X -> X^g and the key switching that brings their results back under
+//! the secret key: the permutations of a batch's slots.
+//!
+//! sigma_g(c0 + c1 s) = sigma_g(c0) + sigma_g(c1) sigma_g(s), so the automorphism alone
+//! turns a ciphertext under s into one under sigma_g(s). The Galois key of g holds, for every
+//! prime q_i of Q, an encryption of S g_i sigma_g(s) modulo Q S (g_i the CRT idempotent of
+//! q_i, S the product of the special primes). Key switching takes the digits
+//! d_i = [sigma_g(c1)]_{q_i} (centered), forms sum_i d_i key_i modulo Q_L S and divides by
+//! S with rounding: the key errors, multiplied by digits as large as q_i / 2, shrink by S,
+//! and what is left is the rounding's noise of about sqrt(n), a few bits above a fresh
+//! ciphertext's.
+//!
+//! On slots ([`super::BatchEncoder`]): slot i holds m(psi^e) for its exponent
+//! e = [`slot_exponent`]`(n, i)`, and sigma_g(m)(psi^e) = m(psi^(e g)), so the result's slot
+//! of exponent e holds the input's slot of exponent e g mod 2n.
+
+use alloc::vec::Vec;
+
+use rand_chacha::ChaCha12Rng;
+use rand_core::{CryptoRng, SeedableRng};
+use zeroize::Zeroize;
+
+use super::encoding::slot_exponent;
+use super::keys::small_to_ntt;
+use super::{Ciphertext, Evaluator, Parameters, SecretKey};
+use crate::Error;
+use crate::backend::Kernels;
+use crate::ntt::NttTable;
+use crate::sampling::{centered_binomial, small_to_residue, uniform};
+use crate::zq::Modulus;
+
+/// One digit of a Galois key: (k0, k1) = (-k1 s + e + S g_i sigma_g(s), k1) in NTT form
+/// modulo Q S (the limbs of Q, then the special ones); k1 is expanded from `seed`, so a
+/// serialized key carries k0 and the seed only.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct GaloisDigit {
+    pub seed: [u8; 32],
+    pub k0: Vec<u32>,
+    pub k1: Vec<u32>,
+}
+
+/// The key switching key of one Galois element g: what [`Evaluator::apply_galois`] needs
+/// to apply X -> X^g to a ciphertext. Public (the service's).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GaloisKey {
+    pub(crate) element: usize,
+    pub(crate) digits: Vec<GaloisDigit>,
+}
+
+/// Checks that g is a Galois element of degree n other than the identity: odd, in (1, 2n).
+pub(crate) fn check_element(n: usize, element: usize) -> Result<(), Error> {
+    if element.is_multiple_of(2) || element <= 1 || element >= 2 * n {
+        return Err(Error::InvalidParameters {
+            reason: "a Galois element is odd and between 1 and 2n (exclusive)",
+        });
+    }
+    Ok(())
+}
+
+/// out = sigma_g(input) for one limb in coefficient form: coefficient i goes to i g mod 2n,
+/// negated past n (X^n = -1). The positions depend only on the public g.
+fn automorphism_limb(out: &mut [u32], input: &[u32], element: usize, q: &Modulus) {
+    let n = input.len();
+    let mask = 2 * n - 1;
+    let mut j = 0;
+    for &x in input {
+        if j < n {
+            out[j] = x;
+        } else {
+            out[j - n] = q.neg(x);
+        }
+        j = (j + element) & mask;
+    }
+}
+
+/// sigma_g of a small signed polynomial (the secret key): constant time in its values.
+fn automorphism_small(out: &mut [i8], input: &[i8], element: usize) {
+    let n = input.len();
+    let mask = 2 * n - 1;
+    let mut j = 0;
+    for &x in input {
+        if j < n {
+            out[j] = x;
+        } else {
+            out[j - n] = x.wrapping_neg();
+        }
+        j = (j + element) & mask;
+    }
+}
+
+/// The slot permutation of sigma_g: the result's slot i holds the input's slot
+/// `galois_slot(n, g, i)`.
+pub fn galois_slot(n: usize, element: usize, slot: usize) -> usize {
+    super::encoding::exponent_slot(n, slot_exponent(n, slot) * element % (2 * n))
+}
+
+/// The moduli of key-switching keys with their tables: every prime of Q, then the special
+/// primes.
+fn key_limbs(params: &Parameters) -> Vec<(&Modulus, &NttTable<Vec<u32>>)> {
+    let q = params.ciphertext_basis();
+    let mut limbs: Vec<_> = (0..q.len()).map(|i| (&q.moduli()[i], q.table(i))).collect();
+    if let Some(s) = params.special_basis() {
+        limbs.extend((0..s.len()).map(|i| (&s.moduli()[i], s.table(i))));
+    }
+    limbs
+}
+
+/// k1 of a Galois key digit: uniform in NTT form modulo Q S from `seed` (ChaCha12, as the
+/// seeded ciphertexts).
+pub(crate) fn expand_key_seed(params: &Parameters, seed: [u8; 32]) -> Vec<u32> {
+    let n = params.degree();
+    let limbs = key_limbs(params);
+    let mut a = alloc::vec![0u32; limbs.len() * n];
+    let mut rng = ChaCha12Rng::from_seed(seed);
+    for (limb, (q, _)) in a.chunks_exact_mut(n).zip(&limbs) {
+        uniform(&mut rng, q, limb);
+    }
+    a
+}
+
+impl GaloisKey {
+    /// Derives the Galois key of `element` from the secret key. The parameters need special
+    /// primes ([`super::ParametersBuilder::special_primes`]).
+    pub fn new<R: CryptoRng + ?Sized>(
+        params: &Parameters,
+        secret: &SecretKey,
+        element: usize,
+        rng: &mut R,
+    ) -> Result<Self, Error> {
+        let (n, levels) = (params.degree(), params.max_level());
+        check_element(n, element)?;
+        let special = params.special_basis().ok_or(Error::InvalidParameters {
+            reason: "Galois keys need special primes",
+        })?;
+        let backend = params.backend();
+        let limbs = key_limbs(params);
+        // s and e modulo Q S in NTT form.
+        let to_ntt = |small: &[i8]| {
+            let mut out = alloc::vec![0u32; limbs.len() * n];
+            for (limb, (q, table)) in out.chunks_exact_mut(n).zip(&limbs) {
+                limb.iter_mut()
+                    .zip(small)
+                    .for_each(|(x, &v)| *x = small_to_residue(v, q));
+                backend.forward_ntt(limb, table);
+            }
+            out
+        };
+        let mut s = to_ntt(&secret.coefficients);
+        let mut rotated = alloc::vec![0i8; n];
+        automorphism_small(&mut rotated, &secret.coefficients, element);
+        let mut rotated_ntt = small_to_ntt(params, &rotated, levels);
+        rotated.zeroize();
+        let mut e = alloc::vec![0i8; n];
+        let digits = (0..levels)
+            .map(|i| {
+                let mut seed = [0u8; 32];
+                rng.fill_bytes(&mut seed);
+                let k1 = expand_key_seed(params, seed);
+                centered_binomial(rng, &mut e);
+                let mut k0 = to_ntt(&e);
+                let mut product = alloc::vec![0u32; n];
+                for (j, (q, _)) in limbs.iter().enumerate() {
+                    let r = j * n..(j + 1) * n;
+                    product.copy_from_slice(&k1[r.clone()]);
+                    backend.mul_assign(&mut product, &s[r.clone()], q);
+                    k0[r]
+                        .iter_mut()
+                        .zip(&product)
+                        .for_each(|(k, &p)| *k = q.sub(*k, p));
+                }
+                product.zeroize();
+                // + S sigma_g(s) in limb i (S g_i sigma_g(s) is zero modulo every other prime).
+                let q = &limbs[i].0;
+                let s_mod_q = special
+                    .moduli()
+                    .iter()
+                    .fold(1, |acc, p| q.mul(acc, q.reduce(p.value())));
+                let factor = q.shoup(s_mod_q);
+                k0[i * n..(i + 1) * n]
+                    .iter_mut()
+                    .zip(&rotated_ntt[i * n..(i + 1) * n])
+                    .for_each(|(k, &r)| *k = q.add(*k, q.mul_shoup(r, factor)));
+                GaloisDigit { seed, k0, k1 }
+            })
+            .collect();
+        e.zeroize();
+        s.zeroize();
+        rotated_ntt.zeroize();
+        Ok(Self { element, digits })
+    }
+
+    /// The Galois element g.
+    pub fn element(&self) -> usize {
+        self.element
+    }
+}
+
+/// Key switching of d (coefficient form, `level` limbs): (sum_i d_i k0_i, sum_i d_i k1_i)
+/// modulo Q_level S, divided by S and rounded, modulo Q_level in coefficient form.
+fn switch_key(params: &Parameters, d: &[u32], level: usize, key: &GaloisKey) -> [Vec<u32>; 2] {
+    let n = params.degree();
+    let backend = params.backend();
+    let all = key_limbs(params);
+    let top = params.max_level();
+    // The limbs of Q_level S, each with its index in the key.
+    let limbs: Vec<(usize, &Modulus, &NttTable<Vec<u32>>)> = (0..level)
+        .chain(top..all.len())
+        .map(|k| (k, all[k].0, all[k].1))
+        .collect();
+    let moduli = &params.ciphertext_basis().moduli()[..level];
+    let mut sums = [
+        alloc::vec![0u32; limbs.len() * n],
+        alloc::vec![0u32; limbs.len() * n],
+    ];
+    let mut digits = alloc::vec![0u32; level * n];
+    for (j, &(k, m, table)) in limbs.iter().enumerate() {
+        for (i, (qi, digit)) in moduli.iter().zip(digits.chunks_exact_mut(n)).enumerate() {
+            let limb = &d[i * n..(i + 1) * n];
+            if i == j {
+                digit.copy_from_slice(limb);
+            } else {
+                backend.lift_centered(digit, limb, qi, m);
+            }
+            backend.forward_ntt(digit, table);
+        }
+        let rows: Vec<&[u32]> = digits.chunks_exact(n).collect();
+        let montgomery = m.shoup(m.montgomery_r().value);
+        for (half, sum) in sums.iter_mut().enumerate() {
+            let keys: Vec<&[u32]> = key.digits[..level]
+                .iter()
+                .map(|digit| {
+                    let poly = if half == 0 { &digit.k0 } else { &digit.k1 };
+                    &poly[k * n..(k + 1) * n]
+                })
+                .collect();
+            let out = &mut sum[j * n..(j + 1) * n];
+            backend.dot_pointwise_montgomery(out, &rows, &keys, m);
+            backend.inverse_ntt(out, table);
+            // The dot product's 2^-32, undone.
+            backend.mul_scalar_assign(out, montgomery, m);
+        }
+    }
+    let (converter, inverses) = params
+        .level_data(level)
+        .special_to_q
+        .as_ref()
+        .expect("checked: special primes");
+    sums.map(|mut sum| {
+        let (q_part, s_part) = sum.split_at_mut(level * n);
+        let mut correction = alloc::vec![0u32; level * n];
+        converter.convert(backend, s_part, &mut correction, n);
+        // (x - [x]_S) / S modulo each q_i: the rounded quotient.
+        for (i, (limb, c)) in q_part
+            .chunks_exact_mut(n)
+            .zip(correction.chunks_exact(n))
+            .enumerate()
+        {
+            let q = &moduli[i];
+            limb.iter_mut().zip(c).for_each(|(x, &c)| *x = q.sub(*x, c));
+            backend.mul_scalar_assign(limb, inverses[i], q);
+        }
+        sum.truncate(level * n);
+        sum
+    })
+}
+
+impl Evaluator<'_> {
+    /// Checks that `key` has the shape of a Galois key of these parameters.
+    pub fn check_galois_key(&self, key: &GaloisKey) -> Result<(), Error> {
+        let params = self.params;
+        let limbs = params.max_level() + params.special_basis().map_or(0, |s| s.len());
+        if params.special_basis().is_none()
+            || check_element(params.degree(), key.element).is_err()
+            || key.digits.len() != params.max_level()
+            || key
+                .digits
+                .iter()
+                .any(|d| d.k0.len() != limbs * params.degree() || d.k1.len() != d.k0.len())
+        {
+            return Err(Error::Incompatible {
+                reason: "Galois key does not fit these parameters",
+            });
+        }
+        Ok(())
+    }
+
+    /// sigma_g(ct) under the secret key again, with the Galois key of g: a ciphertext of
+    /// sigma_g(m), whose slots are m's permuted ([`galois_slot`]). ct has size 2, any level.
+    pub fn apply_galois(&self, ct: &Ciphertext, key: &GaloisKey) -> Result<Ciphertext, Error> {
+        self.check(ct)?;
+        if ct.size() != 2 {
+            return Err(Error::Incompatible {
+                reason: "Galois automorphisms take ciphertexts of size 2",
+            });
+        }
+        self.check_galois_key(key)?;
+        let params = self.params;
+        let (n, level) = (params.degree(), ct.level());
+        let moduli = &params.ciphertext_basis().moduli()[..level];
+        let rotate = |poly: &[u32]| {
+            let mut out = alloc::vec![0u32; level * n];
+            for ((o, x), q) in out
+                .chunks_exact_mut(n)
+                .zip(poly.chunks_exact(n))
+                .zip(moduli)
+            {
+                automorphism_limb(o, x, key.element, q);
+            }
+            out
+        };
+        let mut c0 = rotate(ct.poly(0));
+        let c1 = rotate(ct.poly(1));
+        let [s0, s1] = switch_key(params, &c1, level, key);
+        for (i, (c, s)) in c0.chunks_exact_mut(n).zip(s0.chunks_exact(n)).enumerate() {
+            let q = &moduli[i];
+            c.iter_mut().zip(s).for_each(|(c, &s)| *c = q.add(*c, s));
+        }
+        Ok(Ciphertext::from_parts(n, level, alloc::vec![c0, s1]))
+    }
+}
+
+#[cfg(test)]
+mod tests;
