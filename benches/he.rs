@@ -10,7 +10,8 @@ use criterion::{BenchmarkGroup, Criterion, criterion_group, criterion_main};
 use cryptonets_core::Backend;
 // Links the benches library, and with it the allocator the binary uses.
 use cryptonets_benches as _;
-use cryptonets_core::bfv::{BatchEncoder, Evaluator, KeyGenerator, Parameters};
+use cryptonets_core::bfv::{BatchEncoder, Evaluator, GaloisKey, KeyGenerator, Parameters};
+use cryptonets_core::network::Packing;
 use cryptonets_core::zq::prime::ntt_primes;
 use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
@@ -91,6 +92,46 @@ fn cryptonets(c: &mut Criterion) {
     group.finish();
 }
 
+/// Galois automorphisms under the network's parameters (five primes of Q and two special
+/// primes, 210 bits: Galois keys need the special primes, which the seven-prime preset has no
+/// room for): one element, and the three that unpack a batch packed by four, hoisted.
+fn galois(c: &mut Criterion) {
+    let mut group = c.benchmark_group("bfv_8192");
+    configure(&mut group);
+    for backend in Backend::available() {
+        let params = Parameters::builder()
+            .degree(8192)
+            .ciphertext_prime_sizes(30, 5)
+            .special_primes(2)
+            .plaintext_modulus(plaintext_modulus())
+            .backend(backend)
+            .build()
+            .unwrap();
+        let mut rng = ChaCha20Rng::seed_from_u64(2);
+        let (sk, _, _) = KeyGenerator::generate(&params, &mut rng);
+        let keys: Vec<GaloisKey> = Packing::new(4)
+            .unwrap()
+            .elements(8192)
+            .into_iter()
+            .map(|g| GaloisKey::new(&params, &sk, g, &mut rng).unwrap())
+            .collect();
+        let refs: Vec<&GaloisKey> = keys.iter().collect();
+        let pt = BatchEncoder::new(&params)
+            .encode(&(0..8192).map(|i| i % 97).collect::<Vec<u64>>())
+            .unwrap();
+        let a = sk.encrypt(&params, &pt, &mut rng);
+        let eval = Evaluator::new(&params);
+        group.bench_function(format!("apply_galois/cryptonets-{backend}"), |bench| {
+            bench.iter(|| eval.apply_galois(black_box(&a), &keys[0]).unwrap())
+        });
+        group.bench_function(
+            format!("apply_galois_x3_hoisted/cryptonets-{backend}"),
+            |bench| bench.iter(|| eval.apply_galois_many(black_box(&a), &refs).unwrap()),
+        );
+    }
+    group.finish();
+}
+
 fn fhe_rs(c: &mut Criterion) {
     use fhe::bfv::{
         BfvParametersBuilder, Ciphertext, Encoding, Plaintext, PublicKey, RelinearizationKey,
@@ -135,8 +176,18 @@ fn fhe_rs(c: &mut Criterion) {
             c
         })
     });
+    // fhe.rs's row rotation (the Galois element 2n - 1), its nearest equivalent.
+    let ek = fhe::bfv::EvaluationKeyBuilder::new(&sk)
+        .unwrap()
+        .enable_row_rotation()
+        .unwrap()
+        .build(&mut rng)
+        .unwrap();
+    group.bench_function("apply_galois/fhe.rs", |bench| {
+        bench.iter(|| ek.rotates_rows(black_box(&a)).unwrap())
+    });
     group.finish();
 }
 
-criterion_group!(benches, cryptonets, fhe_rs);
+criterion_group!(benches, cryptonets, galois, fhe_rs);
 criterion_main!(benches);

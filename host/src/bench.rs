@@ -45,6 +45,19 @@ struct HeReport {
     square_us: f64,
     relinearize_us: f64,
     mod_switch_us: f64,
+    /// Under the network's parameters (see [`galois`]).
+    galois: GaloisReport,
+}
+
+/// Galois automorphisms: one Galois key's generation, one automorphism with key switching,
+/// and the three of a batch packed by four on one ciphertext, hoisted.
+#[derive(Debug, Serialize)]
+struct GaloisReport {
+    q_primes: usize,
+    special_primes: usize,
+    keygen_us: f64,
+    apply_us: f64,
+    apply_three_hoisted_us: f64,
 }
 
 #[derive(Debug, Args)]
@@ -150,6 +163,50 @@ fn ntt(args: &NttArgs, backend: Option<&str>) -> Result<(), String> {
     Ok(())
 }
 
+/// Galois automorphisms under the network's parameters (five primes of Q, two special ones:
+/// the seven-prime preset leaves no room for special primes).
+fn galois(args: &HeArgs, backend: cryptonets_core::Backend) -> Result<GaloisReport, String> {
+    use cryptonets_core::bfv::{BatchEncoder, Evaluator, GaloisKey, Parameters, SecretKey};
+    use cryptonets_core::network::Packing;
+    use rand_chacha::ChaCha20Rng;
+    use rand_core::SeedableRng;
+
+    let t = ntt_primes(args.t_bits, 8192)
+        .next()
+        .ok_or("no such plaintext prime")?;
+    let params = Parameters::builder()
+        .degree(8192)
+        .ciphertext_prime_sizes(30, 5)
+        .special_primes(2)
+        .plaintext_modulus(t)
+        .backend(backend)
+        .build()
+        .map_err(|e| e.to_string())?;
+    let mut rng = ChaCha20Rng::seed_from_u64(2);
+    let sk = SecretKey::generate(&params, &mut rng);
+    let keys = Packing::new(4)
+        .map_err(|e| e.to_string())?
+        .elements(8192)
+        .into_iter()
+        .map(|g| GaloisKey::new(&params, &sk, g, &mut rng))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| e.to_string())?;
+    let refs: Vec<&GaloisKey> = keys.iter().collect();
+    let pt = BatchEncoder::new(&params)
+        .encode(&[1, 2, 3])
+        .map_err(|e| e.to_string())?;
+    let a = sk.encrypt(&params, &pt, &mut rng);
+    let eval = Evaluator::new(&params);
+    let us = |f: &mut dyn FnMut()| median_ns(args.samples, f) / 1e3;
+    Ok(GaloisReport {
+        q_primes: params.max_level(),
+        special_primes: 2,
+        keygen_us: us(&mut || drop(GaloisKey::new(&params, &sk, 3, &mut rng))),
+        apply_us: us(&mut || drop(eval.apply_galois(&a, &keys[0]))),
+        apply_three_hoisted_us: us(&mut || drop(eval.apply_galois_many(&a, &refs))),
+    })
+}
+
 fn he(args: &HeArgs, backend: Option<&str>) -> Result<(), String> {
     use cryptonets_core::bfv::{BatchEncoder, Evaluator, KeyGenerator, Parameters};
     use rand_chacha::ChaCha20Rng;
@@ -198,6 +255,7 @@ fn he(args: &HeArgs, backend: Option<&str>) -> Result<(), String> {
             let mut c = a.clone();
             eval.mod_switch_to_next_assign(&mut c).expect("level 7");
         }),
+        galois: galois(args, backend)?,
     };
     if args.json {
         println!(

@@ -21,7 +21,7 @@
 use alloc::vec::Vec;
 
 use super::encryption::SeededCiphertext;
-use super::galois::{GaloisDigit, check_element, expand_key_seed};
+use super::galois::{check_element, digit_from_parts, serialized_k0};
 use super::{Ciphertext, GaloisKey, Parameters, PublicKey, RelinearizationKey, SecretKey};
 use crate::Error;
 use crate::zq::Modulus;
@@ -417,7 +417,8 @@ impl GaloisKey {
         out.extend_from_slice(&(self.element as u32).to_le_bytes());
         for digit in &self.digits {
             out.extend_from_slice(&digit.seed);
-            pack_limbs(params.degree(), &moduli, &digit.k0, &mut out);
+            let k0 = serialized_k0(params, self.element, digit);
+            pack_limbs(params.degree(), &moduli, &k0, &mut out);
         }
         out
     }
@@ -443,8 +444,7 @@ impl GaloisKey {
             .map(|chunk| {
                 let seed: [u8; 32] = chunk[..32].try_into().expect("32 bytes");
                 let k0 = unpack_limbs(n, &moduli, &chunk[32..])?;
-                let k1 = expand_key_seed(params, seed);
-                Ok(GaloisDigit { seed, k0, k1 })
+                Ok(digit_from_parts(params, element, seed, &k0))
             })
             .collect::<Result<Vec<_>, Error>>()?;
         Ok(Self { element, digits })

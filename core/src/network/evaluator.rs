@@ -182,16 +182,22 @@ impl<'a> NetworkEvaluator<'a> {
             })
             .collect::<Result<Vec<&GaloisKey>, Error>>()?;
         let evaluator = Evaluator::new(params);
-        // Checked here, so that the tasks below cannot fail.
-        for key in &keys {
-            evaluator.check_galois_key(key)?;
-        }
-        let unpacked = parallel::map(INPUTS, |pixel| match packing.position(pixel) {
-            (ciphertext, 0) => inputs[ciphertext].clone(),
-            (ciphertext, block) => evaluator
-                .apply_galois(&inputs[ciphertext], keys[block - 1])
-                .expect("checked key and input"),
+        // Every block of a packed ciphertext at once: one decomposition for all keys.
+        let blocks = parallel::map(inputs.len(), |c| {
+            evaluator.apply_galois_many(&inputs[c], &keys)
         });
+        // Pixels in order meet each packed ciphertext's blocks in order.
+        let mut blocks = blocks
+            .into_iter()
+            .map(|b| b.map(Vec::into_iter))
+            .collect::<Result<Vec<_>, Error>>()?;
+        let unpacked: Vec<Ciphertext> = (0..INPUTS)
+            .map(|pixel| match packing.position(pixel) {
+                (ciphertext, 0) => inputs[ciphertext].clone(),
+                (ciphertext, _) => blocks[ciphertext].next().expect("one per block"),
+            })
+            .collect();
+        drop(blocks);
         Ok(self.evaluate(params, &unpacked, plan))
     }
 

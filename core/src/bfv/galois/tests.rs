@@ -294,3 +294,36 @@ proptest::proptest! {
         let _ = Parameters::from_bytes(&input);
     }
 }
+
+#[test]
+fn hoisted_automorphisms_equal_one_at_a_time_on_every_backend() {
+    for backend in Backend::available() {
+        let params = toy_params(backend);
+        let (n, t) = (params.degree(), params.plaintext_modulus().value());
+        let encoder = BatchEncoder::new(&params);
+        let mut rng = ChaCha20Rng::seed_from_u64(9);
+        let secret = SecretKey::generate(&params, &mut rng);
+        let values = random_slots(&mut rng, n, t);
+        let ct = secret.encrypt(&params, &encoder.encode(&values).unwrap(), &mut rng);
+        let keys: Vec<GaloisKey> = elements(n)
+            .into_iter()
+            .map(|g| GaloisKey::new(&params, &secret, g, &mut rng).unwrap())
+            .collect();
+        let refs: Vec<&GaloisKey> = keys.iter().collect();
+        let eval = Evaluator::new(&params);
+        let many = eval.apply_galois_many(&ct, &refs).unwrap();
+        assert_eq!(many.len(), keys.len());
+        for (key, rotated) in keys.iter().zip(&many) {
+            assert_eq!(rotated, &eval.apply_galois(&ct, key).unwrap(), "{backend}");
+            let got = encoder.decode(&secret.decrypt(&params, rotated));
+            assert!(
+                got.iter()
+                    .enumerate()
+                    .all(|(i, &v)| v == values[galois_slot(n, key.element(), i)]),
+                "{backend}: g = {}",
+                key.element()
+            );
+        }
+        assert!(eval.apply_galois_many(&ct, &[]).unwrap().is_empty());
+    }
+}
