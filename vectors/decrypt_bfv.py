@@ -6,14 +6,18 @@ core/src/bfv/serialization.rs, recomputes the parameter identifier, computes
 v = c0 + c1 s (+ c2 s^2) modulo each prime with its own negacyclic products
 (generate_ntt.py's recursive DFT), composes v modulo Q with Python integers, takes
 m = round(t v / Q) mod t, and decodes the slots as evaluations at psi_t^(2 bitrev(i) + 1).
+The galois_* files are images of one fresh ciphertext under X -> X^g: besides decrypting them
+to the slots in bfv/galois_expected.json, it checks those slots against its own permutation
+of the fresh ones, m(X^g)(psi^e) = m(psi^(e g)).
 
-Usage: decrypt_bfv.py    decrypts every ciphertext named in bfv/expected.json and compares
+Usage: decrypt_bfv.py    decrypts every ciphertext named in bfv/expected.json and
+                         bfv/galois_expected.json and compares
 """
 import json
 import sys
 from pathlib import Path
 
-from generate_ntt import forward, negacyclic_product, smallest_root
+from generate_ntt import bitrev, forward, negacyclic_product, smallest_root
 
 HERE = Path(__file__).resolve().parent / "bfv"
 KINDS = {"parameters": 1, "secret_key": 2, "ciphertext": 5}
@@ -37,7 +41,16 @@ def parse_parameters(data):
     ident, b = body(data, "parameters")
     n, t, k = int.from_bytes(b[0:4], "little"), int.from_bytes(b[4:8], "little"), b[8]
     primes = [int.from_bytes(b[9 + 4 * i:13 + 4 * i], "little") for i in range(k)]
-    if fnv1a([n, t] + primes) != ident:
+    rest = b[9 + 4 * k:]
+    special = []
+    if rest:
+        s = rest[0]
+        special = [int.from_bytes(rest[1 + 4 * i:5 + 4 * i], "little") for i in range(s)]
+        if s == 0 or len(rest) != 1 + 4 * s:
+            raise ValueError("bad special primes")
+    # The special primes, if any, follow their count (a count is never a 30-bit prime).
+    words = [n, t] + primes + ([len(special)] + special if special else [])
+    if fnv1a(words) != ident:
         raise ValueError("parameter identifier mismatch")
     return ident, n, t, primes
 
@@ -101,17 +114,40 @@ def decrypt(n, t, primes, s, level, polys):
     return forward(m, t, smallest_root(t, n))
 
 
-def main():
-    ident, n, t, primes = parse_parameters((HERE / "parameters.bin").read_bytes())
-    s = parse_secret_key((HERE / "secret_key.bin").read_bytes(), ident, n)
-    expected = json.loads((HERE / "expected.json").read_text())
+def galois_permutation(slots, g):
+    """The slots of m(X^g): slot i (exponent e = 2 bitrev(i) + 1) holds m(psi^(e g))."""
+    n = len(slots)
+    bits = n.bit_length() - 1
+    return [slots[bitrev((((2 * bitrev(i, bits) + 1) * g) % (2 * n)) // 2, bits)] for i in range(n)]
+
+
+def check_set(prefix, expected_name):
+    ident, n, t, primes = parse_parameters((HERE / f"{prefix}parameters.bin").read_bytes())
+    s = parse_secret_key((HERE / f"{prefix}secret_key.bin").read_bytes(), ident, n)
+    expected = json.loads((HERE / expected_name).read_text())
     ok = True
-    for name, slots in expected.items():
+    fresh = None
+    for name, entry in expected.items():
+        slots = entry["slots"] if isinstance(entry, dict) else entry
         level, polys = parse_ciphertext((HERE / name).read_bytes(), ident, n, primes)
         got = decrypt(n, t, primes, s, level, polys)
         match = got == slots
+        note = ""
+        if isinstance(entry, dict):
+            if entry["element"] == 1:
+                fresh = got
+            else:
+                permuted = galois_permutation(fresh, entry["element"])
+                match &= got == permuted
+                note = f", the fresh slots under X -> X^{entry['element']}"
         ok &= match
-        print(f"{name}: level {level}, size {len(polys)}: {'decrypts to the expected slots' if match else 'MISMATCH'}")
+        print(f"{name}: level {level}, size {len(polys)}: {'decrypts to the expected slots' + note if match else 'MISMATCH'}")
+    return ok
+
+
+def main():
+    ok = check_set("", "expected.json")
+    ok &= check_set("galois_", "galois_expected.json")
     sys.exit(0 if ok else 1)
 
 
