@@ -62,6 +62,7 @@ pub(crate) fn weighted_sum(acc: &mut [i64], rows: &[&[u32]], weights: &[i32]) {
 /// Packs the 15-bit halves of two rows of residues (below 2^30) into 16-bit pairs:
 /// lo[c] = a[c] mod 2^15 | (b[c] mod 2^15) << 16 and hi[c] = a[c] >> 15 | (b[c] >> 15) << 16,
 /// the operand layout of [`pair_weighted_sum`].
+#[cfg_attr(not(feature = "alloc"), allow(dead_code))]
 pub(crate) fn pack_pairs(lo: &mut [u32], hi: &mut [u32], a: &[u32], b: &[u32]) {
     const LOW: u32 = (1 << 15) - 1;
     for (((lo, hi), &a), &b) in lo.iter_mut().zip(hi.iter_mut()).zip(a).zip(b) {
@@ -71,6 +72,7 @@ pub(crate) fn pack_pairs(lo: &mut [u32], hi: &mut [u32], a: &[u32], b: &[u32]) {
 }
 
 /// The weight pair of rows (a, b) for [`pair_weighted_sum`]: w_a | w_b << 16 as i16 halves.
+#[cfg_attr(not(feature = "alloc"), allow(dead_code))]
 pub(crate) fn weight_pair(w_a: i32, w_b: i32) -> u32 {
     (w_a as i16 as u16 as u32) | (w_b as i16 as u16 as u32) << 16
 }
