@@ -76,7 +76,9 @@ fn produce_galois(backend: Backend) -> (Vec<(&'static str, Vec<u8>)>, String) {
     let mut rng = ChaCha20Rng::seed_from_u64(2025);
     let sk = SecretKey::generate(&params, &mut rng);
     let encoder = BatchEncoder::new(&params);
-    let x: Vec<u64> = (0..n as u64).map(|i| (5 * i * i + 3 * i + 11) % t as u64).collect();
+    let x: Vec<u64> = (0..n as u64)
+        .map(|i| (5 * i * i + 3 * i + 11) % t as u64)
+        .collect();
     let fresh = sk.encrypt(&params, &encoder.encode(&x).unwrap(), &mut rng);
     let eval = Evaluator::new(&params);
     let mut files = vec![
@@ -84,7 +86,8 @@ fn produce_galois(backend: Backend) -> (Vec<(&'static str, Vec<u8>)>, String) {
         ("bfv/galois_secret_key.bin", sk.to_bytes(&params)),
         ("bfv/galois_fresh_ciphertext.bin", fresh.to_bytes(&params)),
     ];
-    let mut expected = serde_json::json!({ "galois_fresh_ciphertext.bin": { "element": 1, "slots": x } });
+    let mut expected =
+        serde_json::json!({ "galois_fresh_ciphertext.bin": { "element": 1, "slots": x } });
     for (name, g) in [
         ("bfv/galois_rotated_3.bin", 3),
         ("bfv/galois_rotated_8191.bin", 2 * n - 1),
@@ -94,7 +97,8 @@ fn produce_galois(backend: Backend) -> (Vec<(&'static str, Vec<u8>)>, String) {
         let slots: Vec<u64> = (0..n).map(|i| x[galois_slot(n, g, i)]).collect();
         assert_eq!(encoder.decode(&sk.decrypt(&params, &rotated)), slots);
         files.push((name, rotated.to_bytes(&params)));
-        expected[name.trim_start_matches("bfv/")] = serde_json::json!({ "element": g, "slots": slots });
+        expected[name.trim_start_matches("bfv/")] =
+            serde_json::json!({ "element": g, "slots": slots });
     }
     (files, format!("{expected}\n"))
 }
