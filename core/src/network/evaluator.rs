@@ -14,8 +14,9 @@ use crate::model::{CLASSES, CONV_SIDE, KERNEL, Model, SIDE};
 /// time: bounds the memory of the squares (each about 3 x level x n x 4 bytes) while leaving
 /// every core work.
 const GROUP_POSITIONS: usize = 13;
-/// Columns of a linear combination computed at a time: the rows' blocks stay in L2.
-const LINEAR_BLOCK: usize = 1024;
+/// Columns of a linear combination computed at a time, one task each: the blocks of a group's
+/// input rows (5 rows of pixels, 140 ciphertexts) and outputs stay in L2.
+const LINEAR_BLOCK: usize = 512;
 /// Columns a dense-layer task accumulates: its rows and accumulators stay in L2.
 const COLUMNS: usize = 512;
 
@@ -222,19 +223,20 @@ impl<'a> NetworkEvaluator<'a> {
             let group = GROUP_POSITIONS.min(positions - start);
             // convs[i * maps + map] is feature map * positions + start + i. Squared in a second
             // pass, one task per square, so that every core has work to the end of the group.
-            let convs: Vec<Ciphertext> = parallel::map(group, |i| {
-                let window = &self.windows[start + i];
-                let rows: Vec<&Ciphertext> = window.iter().map(|&p| &inputs[p as usize]).collect();
-                linear_combinations(
-                    params,
-                    &rows,
-                    &self.window_weights[start + i],
-                    &self.conv_bias,
-                )
-            })
-            .into_iter()
-            .flatten()
-            .collect();
+            let windows: Vec<Combinations<'_>> = (start..start + group)
+                .map(|position| Combinations {
+                    rows: self.windows[position]
+                        .iter()
+                        .map(|&p| &inputs[p as usize])
+                        .collect(),
+                    weights: &self.window_weights[position],
+                    biases: &self.conv_bias,
+                })
+                .collect();
+            let convs: Vec<Ciphertext> = linear_combinations_of_sets(params, &windows)
+                .into_iter()
+                .flatten()
+                .collect();
             let squares = parallel::map(convs.len(), |j| {
                 let mut square = evaluator.square(&convs[j]).expect("checked shape");
                 while square.level() > hidden_level {
@@ -263,68 +265,123 @@ impl<'a> NetworkEvaluator<'a> {
 
         // Last dense layer, then down to the output level.
         let rows: Vec<&Ciphertext> = hidden.iter().collect();
-        parallel::map(CLASSES, |class| {
-            let weights = &self.dense2[class * self.hidden..(class + 1) * self.hidden];
-            let bias = &self.dense2_bias[class..class + 1];
-            let [mut logit] = <[_; 1]>::try_from(linear_combinations(params, &rows, weights, bias))
-                .expect("one output");
+        let mut logits = linear_combinations(params, &rows, &self.dense2, &self.dense2_bias);
+        parallel::for_each_mut(&mut logits, |_, logit| {
             while logit.level() > plan.output_level {
                 evaluator
-                    .mod_switch_to_next_assign(&mut logit)
+                    .mod_switch_to_next_assign(logit)
                     .expect("level above 1");
             }
-            logit
-        })
+        });
+        logits
     }
 }
 
-/// For each output o: biases[o] + sum_r weights[o * rows + r] rows[r], for ciphertexts of one
-/// size and level (weights of at most 2^15 in magnitude, at most 2^16 rows). Column block by
-/// column block, so that the rows' block stays in cache while every output reads it; on
-/// half-word sums when every output's |weights| sum below 2^16 (see [`Accumulators`]).
+/// One set of linear combinations of ciphertexts: for each output o,
+/// biases[o] + sum_r weights[o * rows + r] rows[r] (weights of at most 2^15 in magnitude, at
+/// most 2^16 rows; the rows of one size and level).
+pub(super) struct Combinations<'a> {
+    pub rows: Vec<&'a Ciphertext>,
+    pub weights: &'a [i32],
+    pub biases: &'a [i128],
+}
+
+/// The outputs of one set of [`Combinations`].
 pub(super) fn linear_combinations(
     params: &Parameters,
     rows: &[&Ciphertext],
     weights: &[i32],
     biases: &[i128],
 ) -> Vec<Ciphertext> {
-    let (n, level, size) = (params.degree(), rows[0].level(), rows[0].size());
-    let moduli = &params.ciphertext_basis().moduli()[..level];
-    let outputs = biases.len();
-    assert_eq!(
-        weights.len(),
-        outputs * rows.len(),
-        "weights per output and row"
-    );
-    let mut polys: Vec<Vec<Vec<u32>>> = (0..outputs)
-        .map(|_| (0..size).map(|_| alloc::vec![0u32; level * n]).collect())
-        .collect();
-    let mut combine = if fits_half_sums(weights.chunks_exact(rows.len())) {
-        LinearBlock::halves(weights, rows.len(), outputs, n)
-    } else {
-        LinearBlock::wide(n)
+    let set = Combinations {
+        rows: rows.to_vec(),
+        weights,
+        biases,
     };
-    for k in 0..size {
-        for (l, q) in moduli.iter().enumerate() {
-            for start in (0..n).step_by(LINEAR_BLOCK) {
-                let columns = l * n + start..l * n + (start + LINEAR_BLOCK).min(n);
-                let limbs: Vec<&[u32]> =
-                    rows.iter().map(|ct| &ct.poly(k)[columns.clone()]).collect();
-                let mut outs: Vec<&mut [u32]> = polys
-                    .iter_mut()
-                    .map(|out| &mut out[k][columns.clone()])
-                    .collect();
-                combine.apply(params, &limbs, weights, &mut outs, q);
+    linear_combinations_of_sets(params, &[set])
+        .pop()
+        .expect("one set")
+}
+
+/// The outputs of several sets of [`Combinations`] whose rows have one size and level, set by
+/// set. Column block by column block, one task a block on every core: a block of the rows is
+/// read once (from memory shared by the sets, such as overlapping convolution windows) and
+/// stays in cache while every output of every set reads it. On half-word sums for the sets
+/// whose outputs' |weights| sum below 2^16 (see [`Accumulators`]), else on i64.
+pub(super) fn linear_combinations_of_sets(
+    params: &Parameters,
+    sets: &[Combinations<'_>],
+) -> Vec<Vec<Ciphertext>> {
+    let first = sets[0].rows[0];
+    let (n, level, size) = (params.degree(), first.level(), first.size());
+    let moduli = &params.ciphertext_basis().moduli()[..level];
+    for set in sets {
+        assert_eq!(
+            set.weights.len(),
+            set.biases.len() * set.rows.len(),
+            "weights per output and row"
+        );
+    }
+    let width = LINEAR_BLOCK.min(n);
+    let plane = level * n;
+    // polys[set][output][poly], cut into blocks[b][set][output] of `width` columns.
+    let mut polys: Vec<Vec<Vec<Vec<u32>>>> = sets
+        .iter()
+        .map(|set| {
+            (0..set.biases.len())
+                .map(|_| (0..size).map(|_| alloc::vec![0u32; plane]).collect())
+                .collect()
+        })
+        .collect();
+    let blocks_per_poly = plane / width;
+    let mut blocks: Vec<Vec<Vec<&mut [u32]>>> = (0..size * blocks_per_poly)
+        .map(|_| sets.iter().map(|_| Vec::new()).collect())
+        .collect();
+    for (s, outputs) in polys.iter_mut().enumerate() {
+        for output in outputs.iter_mut() {
+            for (k, poly) in output.iter_mut().enumerate() {
+                for (b, chunk) in poly.chunks_exact_mut(width).enumerate() {
+                    blocks[k * blocks_per_poly + b][s].push(chunk);
+                }
             }
         }
     }
+    let pair_weights: Vec<Option<Vec<Vec<u32>>>> = sets
+        .iter()
+        .map(|set| {
+            let per_output = set.weights.chunks_exact(set.rows.len());
+            fits_half_sums(per_output.clone()).then(|| per_output.map(weight_pairs).collect())
+        })
+        .collect();
+    let most_rows = sets.iter().map(|s| s.rows.len()).max().unwrap_or(0);
+    let most_outputs = sets.iter().map(|s| s.biases.len()).max().unwrap_or(0);
+    parallel::for_each_mut(&mut blocks, |b, outs| {
+        let (k, offset) = (b / blocks_per_poly, (b % blocks_per_poly) * width);
+        let q = &moduli[offset / n];
+        let mut scratch = LinearBlock::new(most_rows, most_outputs, width);
+        for ((set, outs), pairs) in sets.iter().zip(outs.iter_mut()).zip(&pair_weights) {
+            let limbs: Vec<&[u32]> = set
+                .rows
+                .iter()
+                .map(|ct| &ct.poly(k)[offset..offset + width])
+                .collect();
+            scratch.apply(params, &limbs, set.weights, pairs.as_deref(), outs, q);
+        }
+    });
+    drop(blocks);
     let t = params.plaintext_modulus();
     polys
         .into_iter()
-        .zip(biases)
-        .map(|(mut polys, &bias)| {
-            params.add_scaled_constant(&mut polys[0], reduce_i128(t, bias));
-            Ciphertext::from_parts(n, level, polys)
+        .zip(sets)
+        .map(|(outputs, set)| {
+            outputs
+                .into_iter()
+                .zip(set.biases)
+                .map(|(mut polys, &bias)| {
+                    params.add_scaled_constant(&mut polys[0], reduce_i128(t, bias));
+                    Ciphertext::from_parts(n, level, polys)
+                })
+                .collect()
         })
         .collect()
 }
@@ -343,107 +400,90 @@ fn weight_pairs(weights: &[i32]) -> Vec<u32> {
         .collect()
 }
 
-/// The scratch of [`linear_combinations`] for one column block.
-enum LinearBlock {
-    /// Packed half-word pairs of the rows, the outputs' weight pairs and their sums.
-    Halves {
-        low_pairs: Vec<u32>,
-        high_pairs: Vec<u32>,
-        pair_weights: Vec<Vec<u32>>,
-        low_sums: Vec<u32>,
-        high_sums: Vec<u32>,
-        zeros: Vec<u32>,
-    },
-    /// One i64 accumulator per column.
-    Wide(Vec<i64>),
+/// The scratch of [`linear_combinations_of_sets`] for one column block: packed half-word
+/// pairs of the rows and the outputs' half sums, or one i64 accumulator per column.
+struct LinearBlock {
+    low_pairs: Vec<u32>,
+    high_pairs: Vec<u32>,
+    low_sums: Vec<u32>,
+    high_sums: Vec<u32>,
+    zeros: Vec<u32>,
+    wide: Vec<i64>,
 }
 
 impl LinearBlock {
-    fn halves(weights: &[i32], rows: usize, outputs: usize, n: usize) -> Self {
-        let width = LINEAR_BLOCK.min(n);
+    fn new(rows: usize, outputs: usize, width: usize) -> Self {
         let pairs = rows.div_ceil(2);
-        Self::Halves {
+        Self {
             low_pairs: alloc::vec![0; pairs * width],
             high_pairs: alloc::vec![0; pairs * width],
-            pair_weights: weights.chunks_exact(rows).map(weight_pairs).collect(),
             low_sums: alloc::vec![0; outputs * width],
             high_sums: alloc::vec![0; outputs * width],
             zeros: alloc::vec![0; width],
+            wide: alloc::vec![0; width],
         }
     }
 
-    fn wide(n: usize) -> Self {
-        Self::Wide(alloc::vec![0; LINEAR_BLOCK.min(n)])
-    }
-
-    /// outs[o] = sum_r weights[o * rows + r] limbs[r] mod q, for one block of columns.
+    /// outs[o] = sum_r weights[o * rows + r] limbs[r] mod q for one block of columns: on the
+    /// half-word sums of `pair_weights` (the outputs' weight pairs) if given, else on i64.
     fn apply(
         &mut self,
         params: &Parameters,
         limbs: &[&[u32]],
         weights: &[i32],
+        pair_weights: Option<&[Vec<u32>]>,
         outs: &mut [&mut [u32]],
         q: &crate::Modulus,
     ) {
         let backend = params.backend();
         let width = limbs[0].len();
-        match self {
-            Self::Halves {
-                low_pairs,
-                high_pairs,
-                pair_weights,
-                low_sums,
-                high_sums,
-                zeros,
-            } => {
-                let stride = zeros.len();
-                for (p, (lo, hi)) in low_pairs
-                    .chunks_exact_mut(stride)
-                    .zip(high_pairs.chunks_exact_mut(stride))
-                    .enumerate()
-                {
-                    let second = limbs.get(2 * p + 1).copied().unwrap_or(&zeros[..width]);
-                    pack_pairs(&mut lo[..width], &mut hi[..width], limbs[2 * p], second);
-                }
-                let weights: Vec<&[u32]> = pair_weights.iter().map(Vec::as_slice).collect();
-                for (pairs, sums) in [
-                    (&*low_pairs, &mut *low_sums),
-                    (&*high_pairs, &mut *high_sums),
-                ] {
-                    let pairs: Vec<&[u32]> =
-                        pairs.chunks_exact(stride).map(|p| &p[..width]).collect();
-                    let mut accs: Vec<&mut [u32]> = sums
-                        .chunks_exact_mut(stride)
-                        .map(|s| {
-                            let s = &mut s[..width];
-                            s.fill(HALF_SUM_START);
-                            s
-                        })
-                        .collect();
-                    backend.pair_weighted_sum(&mut accs, &pairs, &weights);
-                }
-                for ((out, lo), hi) in outs
-                    .iter_mut()
-                    .zip(low_sums.chunks_exact(stride))
-                    .zip(high_sums.chunks_exact(stride))
-                {
-                    backend.join_halves(out, &lo[..width], &hi[..width], q);
-                }
+        let Some(pair_weights) = pair_weights else {
+            let acc = &mut self.wide[..width];
+            for (o, out) in outs.iter_mut().enumerate() {
+                acc.fill(0);
+                backend.weighted_sum(acc, limbs, &weights[o * limbs.len()..(o + 1) * limbs.len()]);
+                out.iter_mut()
+                    .zip(acc.iter())
+                    .for_each(|(x, &a)| *x = q.reduce_i64(a));
             }
-            Self::Wide(acc) => {
-                let acc = &mut acc[..width];
-                for (o, out) in outs.iter_mut().enumerate() {
-                    acc.fill(0);
-                    backend.weighted_sum(
-                        acc,
-                        limbs,
-                        &weights[o * limbs.len()..(o + 1) * limbs.len()],
-                    );
-                    out.iter_mut()
-                        .zip(acc.iter())
-                        .for_each(|(x, &a)| *x = q.reduce_i64(a));
-                }
-            }
+            return;
+        };
+        let pairs = limbs.len().div_ceil(2);
+        for (p, (lo, hi)) in self
+            .low_pairs
+            .chunks_exact_mut(width)
+            .zip(self.high_pairs.chunks_exact_mut(width))
+            .take(pairs)
+            .enumerate()
+        {
+            let second = limbs
+                .get(2 * p + 1)
+                .copied()
+                .unwrap_or(&self.zeros[..width]);
+            pack_pairs(lo, hi, limbs[2 * p], second);
+        }
+        let weights: Vec<&[u32]> = pair_weights.iter().map(Vec::as_slice).collect();
+        for (packed, sums) in [
+            (&self.low_pairs, &mut self.low_sums),
+            (&self.high_pairs, &mut self.high_sums),
+        ] {
+            let packed: Vec<&[u32]> = packed.chunks_exact(width).take(pairs).collect();
+            let mut accs: Vec<&mut [u32]> = sums
+                .chunks_exact_mut(width)
+                .take(outs.len())
+                .map(|s| {
+                    s.fill(HALF_SUM_START);
+                    s
+                })
+                .collect();
+            backend.pair_weighted_sum(&mut accs, &packed, &weights);
+        }
+        for ((out, lo), hi) in outs
+            .iter_mut()
+            .zip(self.low_sums.chunks_exact(width))
+            .zip(self.high_sums.chunks_exact(width))
+        {
+            backend.join_halves(out, lo, hi, q);
         }
     }
 }

@@ -291,46 +291,67 @@ fn linear_combinations_are_exact_on_half_word_and_wide_sums() {
         let (n, level) = (params.degree(), params.max_level());
         let moduli = &params.ciphertext_basis().moduli()[..level];
         // 4-bit weights take the half-word sums, 15-bit ones (sums above 2^16) the i64 path.
-        for (bits, rows, size, outputs) in
-            [(4, 13, 2, 5), (4, 4, 3, 1), (15, 13, 2, 3), (15, 6, 3, 1)]
-        {
-            let cts: Vec<Ciphertext> = (0..rows)
-                .map(|_| {
-                    let polys = (0..size)
-                        .map(|_| {
-                            (0..level * n)
-                                .map(|i| match i % 7 {
-                                    0 => moduli[i / n].value() - 1,
-                                    _ => (next() % moduli[i / n].value() as u64) as u32,
-                                })
-                                .collect()
-                        })
-                        .collect();
-                    Ciphertext::from_parts(n, level, polys)
+        // Sets of one size go together through one call, sharing the column blocks.
+        for configurations in [
+            [(4, 13, 2, 5), (15, 13, 2, 3), (4, 25, 2, 5)],
+            [(4, 4, 3, 1), (15, 6, 3, 1), (4, 7, 3, 10)],
+        ] {
+            let mut all = Vec::new();
+            for (bits, rows, size, outputs) in configurations {
+                let cts: Vec<Ciphertext> = (0..rows)
+                    .map(|_| {
+                        let polys = (0..size)
+                            .map(|_| {
+                                (0..level * n)
+                                    .map(|i| match i % 7 {
+                                        0 => moduli[i / n].value() - 1,
+                                        _ => (next() % moduli[i / n].value() as u64) as u32,
+                                    })
+                                    .collect()
+                            })
+                            .collect();
+                        Ciphertext::from_parts(n, level, polys)
+                    })
+                    .collect();
+                let weights: Vec<i32> = (0..outputs * rows)
+                    .map(|i| match i % 5 {
+                        0 => -(1 << (bits - 1)),
+                        1 => (1 << (bits - 1)) - 1,
+                        _ => (next() % (1 << bits)) as i32 - (1 << (bits - 1)),
+                    })
+                    .collect();
+                all.push((bits, cts, weights, std::vec![0i128; outputs]));
+            }
+            let sets: Vec<evaluator::Combinations<'_>> = all
+                .iter()
+                .map(|(_, cts, weights, biases)| evaluator::Combinations {
+                    rows: cts.iter().collect(),
+                    weights,
+                    biases,
                 })
                 .collect();
-            let weights: Vec<i32> = (0..outputs * rows)
-                .map(|i| match i % 5 {
-                    0 => -(1 << (bits - 1)),
-                    1 => (1 << (bits - 1)) - 1,
-                    _ => (next() % (1 << bits)) as i32 - (1 << (bits - 1)),
-                })
-                .collect();
-            let refs: Vec<&Ciphertext> = cts.iter().collect();
-            let got =
-                evaluator::linear_combinations(params, &refs, &weights, &std::vec![0; outputs]);
-            for (o, ct) in got.iter().enumerate() {
-                for k in 0..size {
-                    for (i, &value) in ct.poly(k).iter().enumerate() {
-                        let q = moduli[i / n].value() as i128;
-                        let sum: i128 = (0..rows)
-                            .map(|r| weights[o * rows + r] as i128 * cts[r].poly(k)[i] as i128)
-                            .sum();
-                        assert_eq!(
-                            value as i128,
-                            sum.rem_euclid(q),
-                            "{backend}: {bits}-bit weights, output {o}, poly {k}, coefficient {i}"
-                        );
+            let together = evaluator::linear_combinations_of_sets(params, &sets);
+            for ((bits, cts, weights, biases), got) in all.iter().zip(&together) {
+                let refs: Vec<&Ciphertext> = cts.iter().collect();
+                let alone = evaluator::linear_combinations(params, &refs, weights, biases);
+                assert!(
+                    &alone == got,
+                    "{backend}: a set alone and with others differ"
+                );
+                let rows = cts.len();
+                for (o, ct) in got.iter().enumerate() {
+                    for k in 0..ct.size() {
+                        for (i, &value) in ct.poly(k).iter().enumerate() {
+                            let q = moduli[i / n].value() as i128;
+                            let sum: i128 = (0..rows)
+                                .map(|r| weights[o * rows + r] as i128 * cts[r].poly(k)[i] as i128)
+                                .sum();
+                            assert_eq!(
+                                value as i128,
+                                sum.rem_euclid(q),
+                                "{backend}: {bits}-bit weights, output {o}, poly {k}, coefficient {i}"
+                            );
+                        }
                     }
                 }
             }
