@@ -468,14 +468,8 @@ impl LinearBlock {
             (&self.high_pairs, &mut self.high_sums),
         ] {
             let packed: Vec<&[u32]> = packed.chunks_exact(width).take(pairs).collect();
-            let mut accs: Vec<&mut [u32]> = sums
-                .chunks_exact_mut(width)
-                .take(outs.len())
-                .map(|s| {
-                    s.fill(HALF_SUM_START);
-                    s
-                })
-                .collect();
+            let mut accs: Vec<&mut [u32]> = sums.chunks_exact_mut(width).take(outs.len()).collect();
+            accs.iter_mut().for_each(|s| s.fill(HALF_SUM_START));
             backend.pair_weighted_sum(&mut accs, &packed, &weights);
         }
         for ((out, lo), hi) in outs
