@@ -74,6 +74,16 @@ pub trait Kernels {
     /// wrap count of fast base conversion, identical on every backend (rows and sums below
     /// 2^31).
     fn wrap_counts(&self, v: &mut [u32], rows: &[&[u32]], reciprocals: &[f64]);
+    /// r[c] = floor(1/2 + sum_i rows[i][c] f_i) exactly, for fixed-point fractions f_i of four
+    /// 30-bit limbs (`dot::fraction_sums`), written as low[c] = r mod 2^30 and
+    /// high[c] = r >> 30: the rounding of scale-and-round. Rows below 2^30, at most 16.
+    fn fraction_sums(
+        &self,
+        low: &mut [u32],
+        high: &mut [u32],
+        rows: &[&[u32]],
+        fractions: &[[u32; dot::FRACTION_LIMBS]],
+    );
     /// out[c] = sum_r a[r][c] * b[r][c] * 2^-32 mod q, for residues mod q, q above 2^29, at
     /// most 16 pairs.
     fn dot_pointwise_montgomery(
@@ -280,6 +290,16 @@ impl Kernels for Backend {
     #[inline]
     fn wrap_counts(&self, v: &mut [u32], rows: &[&[u32]], reciprocals: &[f64]) {
         dispatch!(self, k => k.wrap_counts(v, rows, reciprocals))
+    }
+    #[inline]
+    fn fraction_sums(
+        &self,
+        low: &mut [u32],
+        high: &mut [u32],
+        rows: &[&[u32]],
+        fractions: &[[u32; dot::FRACTION_LIMBS]],
+    ) {
+        dispatch!(self, k => k.fraction_sums(low, high, rows, fractions))
     }
     #[inline]
     fn dot_pointwise_montgomery(

@@ -116,6 +116,56 @@ pub(crate) fn dot_pointwise_montgomery(
     }
 }
 
+/// Bits of one limb of a [`FRACTION_LIMBS`]-limb fixed-point fraction.
+pub const FRACTION_BITS: u32 = 30;
+/// Limbs of a fixed-point fraction: 120 bits.
+pub const FRACTION_LIMBS: usize = 4;
+
+/// r[c] = floor(1/2 + sum_i rows[i][c] f_i) for fractions f_i = sum_l fractions[i][l]
+/// 2^(-30 (l + 1)) (limbs below 2^30, most significant first), exactly; written as
+/// low[c] = r mod 2^30 and high[c] = r >> 30. Rows below 2^30, at most 16 of them: each limb's
+/// sum of products stays below 2^64, and every carry is propagated before rounding.
+#[inline(always)]
+pub(crate) fn fraction_sums(
+    low: &mut [u32],
+    high: &mut [u32],
+    rows: &[&[u32]],
+    fractions: &[[u32; FRACTION_LIMBS]],
+) {
+    assert!(
+        rows.len() == fractions.len()
+            && rows.len() <= 16
+            && low.len() == high.len()
+            && rows.iter().all(|r| r.len() == low.len()),
+        "fraction sum operands"
+    );
+    const MASK: u64 = (1 << FRACTION_BITS) - 1;
+    let mut start = 0;
+    while start < low.len() {
+        let len = BLOCK.min(low.len() - start);
+        let mut acc = [[0u64; BLOCK]; FRACTION_LIMBS];
+        for (row, f) in rows.iter().zip(fractions) {
+            for (limb, &w) in acc.iter_mut().zip(f) {
+                for (a, &x) in limb[..len].iter_mut().zip(&row[start..start + len]) {
+                    *a += x as u64 * w as u64;
+                }
+            }
+        }
+        // Carries from the least significant limb up, then + 1/2 (2^29 units of the top
+        // limb) and the integer part. The limbs' sums stay below 2^64 - 2^35 + 16, their
+        // carries below 2^34.
+        for c in 0..len {
+            let t2 = acc[2][c] + (acc[3][c] >> FRACTION_BITS);
+            let t1 = acc[1][c] + (t2 >> FRACTION_BITS);
+            let t0 = acc[0][c] + (t1 >> FRACTION_BITS);
+            let r = (t0 + (1 << (FRACTION_BITS - 1))) >> FRACTION_BITS;
+            low[start + c] = (r & MASK) as u32;
+            high[start + c] = (r >> FRACTION_BITS) as u32;
+        }
+        start += len;
+    }
+}
+
 /// v[c] = trunc(0.5 + sum_i rows[i][c] * reciprocals[i]) in f64, added in row order (so every
 /// backend rounds alike): the fast base conversion's count of wraps of the CRT sum, for rows
 /// below 2^31 and sums below 2^31.

@@ -159,6 +159,16 @@ impl Kernels for Portable {
         super::dot::wrap_counts(v, rows, reciprocals)
     }
 
+    fn fraction_sums(
+        &self,
+        low: &mut [u32],
+        high: &mut [u32],
+        rows: &[&[u32]],
+        fractions: &[[u32; super::dot::FRACTION_LIMBS]],
+    ) {
+        super::dot::fraction_sums(low, high, rows, fractions)
+    }
+
     fn dot_pointwise_montgomery(
         &self,
         out: &mut [u32],

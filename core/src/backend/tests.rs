@@ -610,3 +610,54 @@ fn wrap_counts_match_scalar_sums_on_every_backend() {
         }
     }
 }
+
+#[test]
+fn fraction_sums_round_exactly_on_every_backend() {
+    use num_bigint::BigUint;
+    let limit = (1u32 << 30) - 1;
+    for (rows, len) in [(1usize, 1usize), (5, 300), (12, 257), (16, 256)] {
+        // Extremes first (every limb and row at its largest, so that each limb's sum and its
+        // carries reach their bounds), then random values.
+        let values: Vec<Vec<u32>> = (0..rows)
+            .map(|i| {
+                let mut row = random_poly(len, limit, (rows * 7 + i) as u64);
+                row[0] = limit;
+                if len > 1 {
+                    row[1] = 0;
+                }
+                row
+            })
+            .collect();
+        let fractions: Vec<[u32; dot::FRACTION_LIMBS]> = (0..rows)
+            .map(|i| match i % 3 {
+                0 => [limit; dot::FRACTION_LIMBS],
+                1 => [1 << 29, 0, 0, 0],
+                _ => core::array::from_fn(|l| random_poly(1, limit, (i * 4 + l) as u64)[0]),
+            })
+            .collect();
+        let refs: Vec<&[u32]> = values.iter().map(Vec::as_slice).collect();
+        // floor(1/2 + sum x_i F_i / 2^120) with big integers.
+        let expected: Vec<u64> = (0..len)
+            .map(|c| {
+                let mut sum = BigUint::from(1u8) << 119u32;
+                for (row, f) in values.iter().zip(&fractions) {
+                    let big_f = f.iter().fold(BigUint::from(0u8), |acc, &l| {
+                        (acc << 30u32) + BigUint::from(l)
+                    });
+                    sum += big_f * BigUint::from(row[c]);
+                }
+                let r: BigUint = sum >> 120u32;
+                r.to_u64_digits().first().copied().unwrap_or(0)
+            })
+            .collect();
+        for backend in Backend::available() {
+            let (mut low, mut high) = (std::vec![u32::MAX; len], std::vec![u32::MAX; len]);
+            backend.fraction_sums(&mut low, &mut high, &refs, &fractions);
+            for c in 0..len {
+                let got = low[c] as u64 | (high[c] as u64) << 30;
+                assert!(low[c] < 1 << 30, "{backend}: low half in range");
+                assert_eq!(got, expected[c], "{backend}: {rows} rows, column {c}");
+            }
+        }
+    }
+}

@@ -1024,6 +1024,28 @@ macro_rules! kernels_via_entry_points {
                     entry(v, rows, reciprocals)
                 }
             }
+            fn fraction_sums(
+                &self,
+                low: &mut [u32],
+                high: &mut [u32],
+                rows: &[&[u32]],
+                fractions: &[[u32; $crate::backend::dot::FRACTION_LIMBS]],
+            ) {
+                #[target_feature(enable = $feature)]
+                fn entry(
+                    low: &mut [u32],
+                    high: &mut [u32],
+                    rows: &[&[u32]],
+                    fractions: &[[u32; $crate::backend::dot::FRACTION_LIMBS]],
+                ) {
+                    $crate::backend::dot::fraction_sums(low, high, rows, fractions)
+                }
+                // SAFETY: a token exists only where the feature is present.
+                #[allow(unused_unsafe)]
+                unsafe {
+                    entry(low, high, rows, fractions)
+                }
+            }
             fn dot_pointwise_montgomery(
                 &self,
                 out: &mut [u32],

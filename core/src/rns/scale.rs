@@ -4,11 +4,13 @@
 //! With x_i the residues of X mod the primes q_i of Q and w_i the CRT weight of q_i in the
 //! input basis, t X / Q = sum_i x_i (t P w_i / q_i) + (terms that are integers mod the
 //! outputs). Each t P w_i / q_i splits into an integer part, reduced mod every output prime,
-//! and a fraction kept as a 128-bit fixed-point number, so the rounding is exact whenever
-//! Q < 2^62 and wrong by one (a negligible extra noise) only within Q 2^-63 of a tie.
+//! and a fraction kept as a 120-bit fixed-point number (four 30-bit limbs, summed by the
+//! backend's [`Kernels::fraction_sums`]), so the rounding is exact whenever Q < 2^62 and
+//! wrong by one (a negligible extra noise) only within 2^-85 of a tie.
 
 use alloc::vec::Vec;
 
+use crate::backend::dot::{FRACTION_BITS, FRACTION_LIMBS};
 use crate::backend::{Backend, Kernels};
 use crate::zq::Modulus;
 
@@ -24,8 +26,8 @@ pub struct ScaleRound {
     outputs: Vec<Modulus>,
     /// floor(t P w_i / q_i) mod output j, at [j * inputs + i].
     integer_parts: Vec<u32>,
-    /// frac(t P w_i / q_i) * 2^128 as (high, low) 64-bit words.
-    fractions: Vec<(u64, u64)>,
+    /// floor(frac(t P w_i / q_i) 2^120) as four 30-bit limbs, most significant first.
+    fractions: Vec<[u32; FRACTION_LIMBS]>,
     /// With P, per output: Montgomery-form weights of the rows x_0 .. x_{k-1}, the low 30 and
     /// the high bits of the rounded fraction sum, and the output's own residue.
     dot_weights: Vec<Vec<u32>>,
@@ -76,9 +78,13 @@ impl ScaleRound {
                 // floor(A / q_i) mod o = ((A mod q_i o) - (A mod q_i)) / q_i.
                 integer_parts[j * k + i] = ((a_mod(m) + m - remainder) % m / qv) as u32;
             }
-            let high = (remainder << 64) / qv;
-            let low = (((remainder << 64) % qv) << 64) / qv;
-            fractions.push((high as u64, low as u64));
+            // Long division of remainder / q_i in base 2^30.
+            let mut rest = remainder;
+            fractions.push(core::array::from_fn(|_| {
+                let numerator = rest << FRACTION_BITS;
+                rest = numerator % qv;
+                (numerator / qv) as u32
+            }));
         }
         // With P: t Q^-1 mod p_j, the weight of the outputs' own residues.
         let own_weights: Option<Vec<u32>> = outputs_in_input.then(|| {
@@ -134,35 +140,18 @@ impl ScaleRound {
             !self.dot_weights.is_empty(),
             "auxiliary residues"
         );
-        // round(sum_i x_i frac_i) in 192-bit fixed point (high * 2^64 + low), block by block
-        // so that the 128-bit partial sums stay on the stack.
-        const BLOCK: usize = 256;
-        let mut rounded = alloc::vec![0u64; n];
-        for (block, out) in rounded.chunks_mut(BLOCK).enumerate() {
-            let (mut high, mut low) = ([0u128; BLOCK], [0u128; BLOCK]);
-            let range = block * BLOCK..block * BLOCK + out.len();
-            for (x, &(fh, fl)) in q_residues.chunks_exact(n).zip(&self.fractions) {
-                for ((h, l), &x) in high.iter_mut().zip(low.iter_mut()).zip(&x[range.clone()]) {
-                    *h += x as u128 * fh as u128;
-                    *l += x as u128 * fl as u128;
-                }
-            }
-            for ((r, &h), &l) in out.iter_mut().zip(&high).zip(&low) {
-                *r = ((h + (l >> 64) + (1 << 63)) >> 64) as u64;
-            }
-        }
+        // round(sum_i x_i frac_i) < k 2^30, as its low 30 and its high bits.
+        let (mut rounded_low, mut rounded_high) = (alloc::vec![0u32; n], alloc::vec![0u32; n]);
+        let rows: Vec<&[u32]> = q_residues.chunks_exact(n).collect();
+        backend.fraction_sums(&mut rounded_low, &mut rounded_high, &rows, &self.fractions);
         if let Some(own) = own_residues {
-            // rounded < k 2^30: split into two rows below 2^30 for the dot-product kernel.
-            let low_mask = (1u64 << 30) - 1;
-            let rounded_low: Vec<u32> = rounded.iter().map(|&r| (r & low_mask) as u32).collect();
-            let rounded_high: Vec<u32> = rounded.iter().map(|&r| (r >> 30) as u32).collect();
             for (j, (p, out)) in self
                 .outputs
                 .iter()
                 .zip(output.chunks_exact_mut(n))
                 .enumerate()
             {
-                let mut rows: Vec<&[u32]> = q_residues.chunks_exact(n).collect();
+                let mut rows = rows.clone();
                 rows.extend([
                     &rounded_low[..],
                     &rounded_high[..],
@@ -172,6 +161,11 @@ impl ScaleRound {
             }
             return;
         }
+        let rounded: Vec<u64> = rounded_low
+            .iter()
+            .zip(&rounded_high)
+            .map(|(&l, &h)| l as u64 | (h as u64) << FRACTION_BITS)
+            .collect();
         let mut acc = alloc::vec![0u64; n];
         for (j, (o, out)) in self
             .outputs
