@@ -114,9 +114,10 @@ pub(crate) fn check_element(n: usize, element: usize) -> Result<(), Error> {
     Ok(())
 }
 
-/// out = sigma_g(input) for one limb in coefficient form: coefficient i goes to i g mod 2n,
-/// negated past n (X^n = -1). The positions depend only on the public g.
-fn automorphism_limb(out: &mut [u32], input: &[u32], element: usize, q: &Modulus) {
+/// out = sigma_g(input) for one polynomial (one limb) in coefficient form: coefficient i goes
+/// to i g mod 2n, negated past n (X^n = -1). The positions depend only on the public g, not on
+/// the values (so it is constant time for the secret key too).
+fn automorphism<T: Copy>(out: &mut [T], input: &[T], element: usize, negate: impl Fn(T) -> T) {
     let n = input.len();
     let mask = 2 * n - 1;
     let mut j = 0;
@@ -124,22 +125,7 @@ fn automorphism_limb(out: &mut [u32], input: &[u32], element: usize, q: &Modulus
         if j < n {
             out[j] = x;
         } else {
-            out[j - n] = q.neg(x);
-        }
-        j = (j + element) & mask;
-    }
-}
-
-/// sigma_g of a small signed polynomial (the secret key): constant time in its values.
-fn automorphism_small(out: &mut [i8], input: &[i8], element: usize) {
-    let n = input.len();
-    let mask = 2 * n - 1;
-    let mut j = 0;
-    for &x in input {
-        if j < n {
-            out[j] = x;
-        } else {
-            out[j - n] = x.wrapping_neg();
+            out[j - n] = negate(x);
         }
         j = (j + element) & mask;
     }
@@ -204,7 +190,12 @@ impl GaloisKey {
         };
         let mut s = to_ntt(&secret.coefficients);
         let mut rotated = alloc::vec![0i8; n];
-        automorphism_small(&mut rotated, &secret.coefficients, element);
+        automorphism(
+            &mut rotated,
+            &secret.coefficients,
+            element,
+            i8::wrapping_neg,
+        );
         let mut rotated_ntt = small_to_ntt(params, &rotated, levels);
         rotated.zeroize();
         let mut e = alloc::vec![0i8; n];
@@ -388,7 +379,7 @@ impl Evaluator<'_> {
                 .zip(poly.chunks_exact(n))
                 .zip(moduli)
             {
-                automorphism_limb(o, x, element, q);
+                automorphism(o, x, element, |x| q.neg(x));
             }
             out
         };

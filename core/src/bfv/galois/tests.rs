@@ -40,6 +40,18 @@ fn random_slots(rng: &mut ChaCha20Rng, n: usize, t: u32) -> Vec<u64> {
     (0..n).map(|_| (rng.next_u32() % t) as u64).collect()
 }
 
+/// A secret key, random slots and their fresh encryption, from one seed.
+fn encrypted_slots(
+    params: &Parameters,
+    rng: &mut ChaCha20Rng,
+) -> (SecretKey, Vec<u64>, Ciphertext) {
+    let secret = SecretKey::generate(params, rng);
+    let values = random_slots(rng, params.degree(), params.plaintext_modulus().value());
+    let m = BatchEncoder::new(params).encode(&values).unwrap();
+    let ct = secret.encrypt(params, &m, rng);
+    (secret, values, ct)
+}
+
 /// Elements worth testing: -1 (the row swap), 3 and a power of 3 (column rotations), their
 /// products with -1, and 2n - 3^(n/4) (a packing element).
 fn elements(n: usize) -> Vec<usize> {
@@ -92,12 +104,10 @@ fn apply_galois_permutes_the_slots_on_every_backend_with_identical_bytes() {
         let mut reference: Option<Vec<Vec<u8>>> = None;
         for backend in Backend::available() {
             let params = make(backend);
-            let (n, t) = (params.degree(), params.plaintext_modulus().value());
+            let n = params.degree();
             let encoder = BatchEncoder::new(&params);
             let mut rng = ChaCha20Rng::seed_from_u64(2);
-            let secret = SecretKey::generate(&params, &mut rng);
-            let values = random_slots(&mut rng, n, t);
-            let fresh = secret.encrypt(&params, &encoder.encode(&values).unwrap(), &mut rng);
+            let (secret, values, fresh) = encrypted_slots(&params, &mut rng);
             let fresh_budget = secret.noise_budget(&params, &fresh);
             let eval = Evaluator::new(&params);
             let mut bytes = Vec::new();
@@ -144,12 +154,10 @@ fn apply_galois_permutes_the_slots_on_every_backend_with_identical_bytes() {
 fn galois_keys_compose() {
     // sigma_g then sigma_h is sigma_(g h): two key switches in a row still decrypt.
     let params = toy_params(Backend::detect());
-    let (n, t) = (params.degree(), params.plaintext_modulus().value());
+    let n = params.degree();
     let encoder = BatchEncoder::new(&params);
     let mut rng = ChaCha20Rng::seed_from_u64(3);
-    let secret = SecretKey::generate(&params, &mut rng);
-    let values = random_slots(&mut rng, n, t);
-    let ct = secret.encrypt(&params, &encoder.encode(&values).unwrap(), &mut rng);
+    let (secret, values, ct) = encrypted_slots(&params, &mut rng);
     let eval = Evaluator::new(&params);
     let (g, h) = (3, 2 * n - 1);
     let kg = GaloisKey::new(&params, &secret, g, &mut rng).unwrap();
@@ -299,12 +307,10 @@ proptest::proptest! {
 fn hoisted_automorphisms_equal_one_at_a_time_on_every_backend() {
     for backend in Backend::available() {
         let params = toy_params(backend);
-        let (n, t) = (params.degree(), params.plaintext_modulus().value());
+        let n = params.degree();
         let encoder = BatchEncoder::new(&params);
         let mut rng = ChaCha20Rng::seed_from_u64(9);
-        let secret = SecretKey::generate(&params, &mut rng);
-        let values = random_slots(&mut rng, n, t);
-        let ct = secret.encrypt(&params, &encoder.encode(&values).unwrap(), &mut rng);
+        let (secret, values, ct) = encrypted_slots(&params, &mut rng);
         let keys: Vec<GaloisKey> = elements(n)
             .into_iter()
             .map(|g| GaloisKey::new(&params, &secret, g, &mut rng).unwrap())
