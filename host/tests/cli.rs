@@ -31,6 +31,36 @@ fn info_names_version_features_and_backend() {
 }
 
 #[test]
+fn bench_he_json_reports_every_operation_with_galois_automorphisms() {
+    let out = cryptonets(&["bench", "he", "--json", "--samples", "1"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+    for key in [
+        "square_us",
+        "relinearize_us",
+        "encrypt_sk_us",
+        "multiply_us",
+    ] {
+        assert!(
+            report[key].as_f64().is_some_and(|v| v > 0.0),
+            "{key}: {report}"
+        );
+    }
+    let galois = &report["galois"];
+    assert_eq!(galois["special_primes"], 2);
+    for key in ["keygen_us", "apply_us", "apply_three_hoisted_us"] {
+        assert!(
+            galois[key].as_f64().is_some_and(|v| v > 0.0),
+            "{key}: {report}"
+        );
+    }
+}
+
+#[test]
 fn bench_ntt_json_has_one_line_per_backend_with_medians() {
     let out = cryptonets(&[
         "bench",
