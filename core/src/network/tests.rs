@@ -179,18 +179,18 @@ fn parallel_evaluation_is_bit_identical_to_one_thread() {
     let model = Model::parse(&bytes).unwrap();
     let images = random_images(5, 5);
     let params = toy_params(&model, 5, Backend::detect());
-    let one = rayon::ThreadPoolBuilder::new()
-        .num_threads(1)
-        .build()
-        .unwrap()
-        .install(|| run(&params, &model, &images));
-    let many = rayon::ThreadPoolBuilder::new()
-        .num_threads(4)
-        .build()
-        .unwrap()
-        .install(|| run(&params, &model, &images));
-    assert!(one.1 == many.1);
-    assert_eq!(one.0, many.0);
+    for packing in [Packing::NONE, Packing::new(4).unwrap()] {
+        let in_pool = |threads: usize| {
+            rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap()
+                .install(|| run_packed(&params, &model, &images, packing))
+        };
+        let (one, many) = (in_pool(1), in_pool(4));
+        assert!(one.1 == many.1, "{packing:?}");
+        assert_eq!(one.0, many.0);
+    }
 }
 
 #[test]
