@@ -231,12 +231,10 @@ impl Parameters {
         let primes = (0..k)
             .map(|i| word(9 + 4 * i))
             .collect::<Result<Vec<_>, _>>()?;
-        let s = match body.get(9 + 4 * k) {
-            None => 0,
-            Some(&s) => s as usize,
-        };
+        // Special primes, if any: their count (never 0 when present), then the primes.
+        let s = body.get(9 + 4 * k).map_or(0, |&s| s as usize);
         let expected_len = 9 + 4 * k + if s == 0 { 0 } else { 1 + 4 * s };
-        if body.len() != expected_len || (s == 0 && body.len() != 9 + 4 * k) {
+        if body.len() != expected_len || s > crate::rns::MAX_LIMBS {
             return Err(malformed("wrong parameter length"));
         }
         let special = (0..s)

@@ -259,6 +259,16 @@ fn galois_keys_and_parameters_with_special_primes_round_trip_and_refuse_corrupti
         restored.special_basis().unwrap().moduli(),
         secure.special_basis().unwrap().moduli()
     );
+    // A count of zero special primes is never written: refused, as is a truncated list.
+    let plain = Parameters::builder()
+        .degree(4096)
+        .ciphertext_prime_sizes(30, 2)
+        .plaintext_modulus(secure.plaintext_modulus().value())
+        .build()
+        .unwrap();
+    assert!(Parameters::from_bytes(&[plain.to_bytes().as_slice(), &[0]].concat()).is_err());
+    let with_special = secure.to_bytes();
+    assert!(Parameters::from_bytes(&with_special[..with_special.len() - 4]).is_err());
     let mut other_special = secure.to_bytes();
     let at = other_special.len() - 4;
     other_special[at] ^= 2;
