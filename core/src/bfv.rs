@@ -332,6 +332,15 @@ impl Parameters {
         self.special.as_ref()
     }
 
+    /// The limbs key material lives modulo, with their NTT tables: every prime of Q, then the
+    /// special primes (if any).
+    pub(crate) fn key_limbs(&self) -> Vec<(&Modulus, &NttTable<Vec<u32>>)> {
+        let bases = core::iter::once(&self.q).chain(self.special.as_ref());
+        bases
+            .flat_map(|b| (0..b.len()).map(move |i| (&b.moduli()[i], b.table(i))))
+            .collect()
+    }
+
     /// Number of levels (primes of Q).
     pub fn max_level(&self) -> usize {
         self.q.len()

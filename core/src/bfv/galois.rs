@@ -27,12 +27,13 @@ use rand_core::{CryptoRng, SeedableRng};
 use zeroize::Zeroize;
 
 use super::encoding::slot_exponent;
-use super::keys::small_to_ntt;
+use super::keys::{error_minus_product, small_to_ntt, small_to_ntt_over};
+use super::multiply::ntt_digits;
 use super::{Ciphertext, Evaluator, Parameters, SecretKey};
 use crate::Error;
 use crate::backend::Kernels;
 use crate::ntt::NttTable;
-use crate::sampling::{centered_binomial, small_to_residue, uniform};
+use crate::sampling::{centered_binomial, uniform};
 use crate::zq::Modulus;
 
 /// One digit of a Galois key: (k0, k1) = (-k1 s + e + S g_i sigma_g(s), k1) in NTT form
@@ -139,22 +140,11 @@ pub fn galois_slot(n: usize, element: usize, slot: usize) -> usize {
     super::encoding::exponent_slot(n, slot_exponent(n, slot) * element % (2 * n))
 }
 
-/// The moduli of key-switching keys with their tables: every prime of Q, then the special
-/// primes.
-fn key_limbs(params: &Parameters) -> Vec<(&Modulus, &NttTable<Vec<u32>>)> {
-    let q = params.ciphertext_basis();
-    let mut limbs: Vec<_> = (0..q.len()).map(|i| (&q.moduli()[i], q.table(i))).collect();
-    if let Some(s) = params.special_basis() {
-        limbs.extend((0..s.len()).map(|i| (&s.moduli()[i], s.table(i))));
-    }
-    limbs
-}
-
 /// k1 of a Galois key digit: uniform in NTT form modulo Q S from `seed` (ChaCha12, as the
 /// seeded ciphertexts).
 pub(crate) fn expand_key_seed(params: &Parameters, seed: [u8; 32]) -> Vec<u32> {
     let n = params.degree();
-    let limbs = key_limbs(params);
+    let limbs = params.key_limbs();
     let mut a = alloc::vec![0u32; limbs.len() * n];
     let mut rng = ChaCha12Rng::from_seed(seed);
     for (limb, (q, _)) in a.chunks_exact_mut(n).zip(&limbs) {
@@ -177,20 +167,9 @@ impl GaloisKey {
         let special = params.special_basis().ok_or(Error::InvalidParameters {
             reason: "Galois keys need special primes",
         })?;
-        let backend = params.backend();
-        let limbs = key_limbs(params);
-        // s and e modulo Q S in NTT form.
-        let to_ntt = |small: &[i8]| {
-            let mut out = alloc::vec![0u32; limbs.len() * n];
-            for (limb, (q, table)) in out.chunks_exact_mut(n).zip(&limbs) {
-                limb.iter_mut()
-                    .zip(small)
-                    .for_each(|(x, &v)| *x = small_to_residue(v, q));
-                backend.forward_ntt(limb, table);
-            }
-            out
-        };
-        let mut s = to_ntt(&secret.coefficients);
+        let limbs = params.key_limbs();
+        // s modulo Q S in NTT form.
+        let mut s = small_to_ntt_over(params, &limbs, &secret.coefficients);
         let mut rotated = alloc::vec![0i8; n];
         automorphism(&mut rotated, &secret.coefficients, element, |x, negate| {
             // x or -x, by a mask of all ones or zeros.
@@ -207,18 +186,7 @@ impl GaloisKey {
                 rng.fill_bytes(&mut seed);
                 let k1 = expand_key_seed(params, seed);
                 centered_binomial(rng, &mut e);
-                let mut k0 = to_ntt(&e);
-                let mut product = alloc::vec![0u32; n];
-                for (j, (q, _)) in limbs.iter().enumerate() {
-                    let r = j * n..(j + 1) * n;
-                    product.copy_from_slice(&k1[r.clone()]);
-                    backend.mul_assign(&mut product, &s[r.clone()], q);
-                    k0[r]
-                        .iter_mut()
-                        .zip(&product)
-                        .for_each(|(k, &p)| *k = q.sub(*k, p));
-                }
-                product.zeroize();
+                let mut k0 = error_minus_product(params, &limbs, &e, &k1, &s);
                 // + S sigma_g(s) in limb i (S g_i sigma_g(s) is zero modulo every other prime).
                 let q = &limbs[i].0;
                 let s_mod_q = special
@@ -261,7 +229,7 @@ fn switch_keys(
 ) -> Vec<[Vec<u32>; 2]> {
     let n = params.degree();
     let backend = params.backend();
-    let all = key_limbs(params);
+    let all = params.key_limbs();
     let top = params.max_level();
     // The limbs of Q_level S, each with its index in the keys.
     let limbs: Vec<(usize, &Modulus, &NttTable<Vec<u32>>)> = (0..level)
@@ -275,15 +243,7 @@ fn switch_keys(
         .collect();
     let mut digits = alloc::vec![0u32; level * n];
     for (j, &(k, m, table)) in limbs.iter().enumerate() {
-        for (i, (qi, digit)) in moduli.iter().zip(digits.chunks_exact_mut(n)).enumerate() {
-            let limb = &d[i * n..(i + 1) * n];
-            if i == j {
-                digit.copy_from_slice(limb);
-            } else {
-                backend.lift_centered(digit, limb, qi, m);
-            }
-            backend.forward_ntt(digit, table);
-        }
+        ntt_digits(params, d, moduli, m, table, &mut digits);
         let rows: Vec<&[u32]> = digits.chunks_exact(n).collect();
         let montgomery = m.shoup(m.montgomery_r().value);
         for (key, sums) in keys.iter().zip(sums.iter_mut()) {

@@ -7,7 +7,9 @@ use zeroize::{Zeroize, ZeroizeOnDrop};
 
 use super::Parameters;
 use crate::backend::Kernels;
+use crate::ntt::NttTable;
 use crate::sampling::{centered_binomial, small_to_residue, ternary, uniform};
+use crate::zq::Modulus;
 
 /// The secret key: a ternary polynomial. Zeroized on drop.
 #[derive(Clone)]
@@ -48,18 +50,50 @@ pub struct RelinearizationKey {
 
 /// Lifts a small signed polynomial to NTT form modulo the first `level` primes of Q.
 pub(crate) fn small_to_ntt(params: &Parameters, small: &[i8], level: usize) -> Vec<u32> {
+    small_to_ntt_over(params, &params.key_limbs()[..level], small)
+}
+
+/// Lifts a small signed polynomial to NTT form modulo each of `limbs`.
+pub(crate) fn small_to_ntt_over(
+    params: &Parameters,
+    limbs: &[(&Modulus, &NttTable<Vec<u32>>)],
+    small: &[i8],
+) -> Vec<u32> {
     let n = params.degree();
-    let mut out = alloc::vec![0u32; level * n];
-    for (i, limb) in out.chunks_exact_mut(n).enumerate() {
-        let q = &params.ciphertext_basis().moduli()[i];
+    let mut out = alloc::vec![0u32; limbs.len() * n];
+    for (limb, (q, table)) in out.chunks_exact_mut(n).zip(limbs) {
         limb.iter_mut()
             .zip(small)
             .for_each(|(x, &s)| *x = small_to_residue(s, q));
-        params
-            .backend()
-            .forward_ntt(limb, params.ciphertext_basis().table(i));
+        params.backend().forward_ntt(limb, table);
     }
     out
+}
+
+/// e - a s modulo each of `limbs`, for a and s in NTT form over them: the first half of an
+/// encryption of zero.
+pub(crate) fn error_minus_product(
+    params: &Parameters,
+    limbs: &[(&Modulus, &NttTable<Vec<u32>>)],
+    e: &[i8],
+    a: &[u32],
+    s: &[u32],
+) -> Vec<u32> {
+    let n = params.degree();
+    let mut b = small_to_ntt_over(params, limbs, e);
+    let mut a_s = alloc::vec![0u32; n];
+    for (((b, a), s), (q, _)) in b
+        .chunks_exact_mut(n)
+        .zip(a.chunks_exact(n))
+        .zip(s.chunks_exact(n))
+        .zip(limbs)
+    {
+        a_s.copy_from_slice(a);
+        params.backend().mul_assign(&mut a_s, s, q);
+        b.iter_mut().zip(&a_s).for_each(|(b, &x)| *b = q.sub(*b, x));
+    }
+    a_s.zeroize();
+    b
 }
 
 /// (-a s + e, a) in NTT form at the top level, for a fresh uniform a and error e.
@@ -75,20 +109,8 @@ fn encrypt_zero_ntt<R: CryptoRng + ?Sized>(
     }
     let mut e_small = alloc::vec![0i8; n];
     centered_binomial(rng, &mut e_small);
-    let mut b = small_to_ntt(params, &e_small, level);
+    let b = error_minus_product(params, &params.key_limbs()[..level], &e_small, &a, s_ntt);
     e_small.zeroize();
-    for (i, (b, (a, s))) in b
-        .chunks_exact_mut(n)
-        .zip(a.chunks_exact(n).zip(s_ntt.chunks_exact(n)))
-        .enumerate()
-    {
-        let q = &params.ciphertext_basis().moduli()[i];
-        // b = e - a s
-        let mut a_s = a.to_vec();
-        params.backend().mul_assign(&mut a_s, s, q);
-        b.iter_mut().zip(&a_s).for_each(|(b, &x)| *b = q.sub(*b, x));
-        a_s.zeroize();
-    }
     (b, a)
 }
 

@@ -9,6 +9,8 @@ use alloc::vec::Vec;
 
 use super::{Ciphertext, Parameters, RelinearizationKey};
 use crate::backend::Kernels;
+use crate::ntt::NttTable;
+use crate::zq::Modulus;
 
 /// A polynomial mod Q_L extended to Q_L u P, in NTT form (Q limbs first).
 fn extend_to_ntt(params: &Parameters, poly: &[u32], level: usize) -> Vec<u32> {
@@ -87,6 +89,32 @@ pub(crate) fn tensor(params: &Parameters, a: &Ciphertext, b: Option<&Ciphertext>
     Ciphertext { level, n, polys }
 }
 
+/// digits[i] = NTT mod `to` of [d]_{q_i}: the gadget digits of `d` (coefficient form, one limb
+/// per prime of `from`), each read as a centered residue and lifted to `to`.
+pub(crate) fn ntt_digits(
+    params: &Parameters,
+    d: &[u32],
+    from: &[Modulus],
+    to: &Modulus,
+    table: &NttTable<Vec<u32>>,
+    digits: &mut [u32],
+) {
+    let n = params.degree();
+    let backend = params.backend();
+    for ((qi, limb), digit) in from
+        .iter()
+        .zip(d.chunks_exact(n))
+        .zip(digits.chunks_exact_mut(n))
+    {
+        if qi == to {
+            digit.copy_from_slice(limb);
+        } else {
+            backend.lift_centered(digit, limb, qi, to);
+        }
+        backend.forward_ntt(digit, table);
+    }
+}
+
 /// c0 += sum_i d_i k0_i, c1 += sum_i d_i k1_i for the digits d_i = [c2]_{q_i} (centered).
 /// Limb by limb: all digits lifted to q_j and transformed, then one lazy dot product per key
 /// half (a single reduction per coefficient), transformed back and added corrected by 2^32
@@ -102,10 +130,7 @@ pub(crate) fn relinearize(params: &Parameters, ct: &mut Ciphertext, key: &Reline
     let zeros = alloc::vec![0u32; n];
     for (j, qj) in moduli.iter().enumerate() {
         let montgomery = qj.shoup(qj.montgomery_r().value);
-        for (i, (qi, digit)) in moduli.iter().zip(digits.chunks_exact_mut(n)).enumerate() {
-            backend.lift_centered(digit, &c2[i * n..(i + 1) * n], qi, qj);
-            backend.forward_ntt(digit, basis.table(j));
-        }
+        ntt_digits(params, &c2, moduli, qj, basis.table(j), &mut digits);
         let digit_rows: Vec<&[u32]> = digits.chunks_exact(n).collect();
         let r = j * n..(j + 1) * n;
         for (k, poly) in ct.polys.iter_mut().enumerate() {

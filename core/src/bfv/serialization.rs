@@ -97,14 +97,7 @@ fn limbs_bytes(n: usize, moduli: &[Modulus]) -> usize {
 
 /// The moduli of key-switching keys: Q, then the special primes.
 fn key_moduli(params: &Parameters) -> Vec<Modulus> {
-    let special = params.special_basis().map_or(&[][..], |s| s.moduli());
-    params
-        .ciphertext_basis()
-        .moduli()
-        .iter()
-        .chain(special)
-        .copied()
-        .collect()
+    params.key_limbs().iter().map(|&(q, _)| *q).collect()
 }
 
 fn pack_poly(params: &Parameters, poly: &[u32], out: &mut Vec<u8>) {
