@@ -170,7 +170,7 @@ impl<'a> NetworkEvaluator<'a> {
         self.check_inputs(params, inputs, packing)?;
         let plan = self.plan_for(packing)?;
         if packing.factor() == 1 {
-            return Ok(self.evaluate(params, inputs, plan));
+            return Ok(self.evaluate(params, &inputs.iter().collect::<Vec<_>>(), plan));
         }
         let n = params.degree();
         let keys = (1..packing.factor())
@@ -187,18 +187,14 @@ impl<'a> NetworkEvaluator<'a> {
         let blocks = parallel::map(inputs.len(), |c| {
             evaluator.apply_galois_many(&inputs[c], &keys)
         });
-        // Pixels in order meet each packed ciphertext's blocks in order.
-        let mut blocks = blocks
-            .into_iter()
-            .map(|b| b.map(Vec::into_iter))
-            .collect::<Result<Vec<_>, Error>>()?;
-        let unpacked: Vec<Ciphertext> = (0..INPUTS)
+        let blocks = blocks.into_iter().collect::<Result<Vec<_>, Error>>()?;
+        // Block 0 of a packed ciphertext is already in place: it is used as it is.
+        let unpacked: Vec<&Ciphertext> = (0..INPUTS)
             .map(|pixel| match packing.position(pixel) {
-                (ciphertext, 0) => inputs[ciphertext].clone(),
-                (ciphertext, _) => blocks[ciphertext].next().expect("one per block"),
+                (ciphertext, 0) => &inputs[ciphertext],
+                (ciphertext, block) => &blocks[ciphertext][block - 1],
             })
             .collect();
-        drop(blocks);
         Ok(self.evaluate(params, &unpacked, plan))
     }
 
@@ -206,7 +202,7 @@ impl<'a> NetworkEvaluator<'a> {
     fn evaluate(
         &self,
         params: &Parameters,
-        inputs: &[Ciphertext],
+        inputs: &[&Ciphertext],
         plan: &EvaluationPlan,
     ) -> Vec<Ciphertext> {
         let evaluator = Evaluator::new(params);
@@ -227,7 +223,7 @@ impl<'a> NetworkEvaluator<'a> {
                 .map(|position| Combinations {
                     rows: self.windows[position]
                         .iter()
-                        .map(|&p| &inputs[p as usize])
+                        .map(|&p| inputs[p as usize])
                         .collect(),
                     weights: &self.window_weights[position],
                     biases: &self.conv_bias,
