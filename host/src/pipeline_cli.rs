@@ -413,7 +413,7 @@ pub(crate) fn run_command(args: &RunArgs, backend: Backend) -> Result<(), String
     let mut estimated_budget = plan.estimate.output;
     let (mut correct, mut plain_correct, mut agree, mut exact) = (0usize, 0usize, 0usize, 0usize);
     let mut measured_budget = u32::MAX;
-    let mut output_level = plan.output_level;
+    let (mut hidden_level, mut output_level) = (plan.hidden_level, plan.output_level);
     let batches: Vec<std::ops::Range<usize>> = (0..total)
         .step_by(args.batch_size)
         .map(|s| s..(s + args.batch_size).min(total))
@@ -425,6 +425,7 @@ pub(crate) fn run_command(args: &RunArgs, backend: Backend) -> Result<(), String
         let packing = Packing::for_batch(n, images.len(), args.max_packing);
         packings.push(packing.factor());
         let batch_plan = evaluator.plan_for(packing).map_err(|e| e.to_string())?;
+        hidden_level = hidden_level.max(batch_plan.hidden_level);
         output_level = output_level.max(batch_plan.output_level);
         estimated_budget = estimated_budget.min(batch_plan.estimate.output);
 
@@ -510,7 +511,7 @@ pub(crate) fn run_command(args: &RunArgs, backend: Backend) -> Result<(), String
         log_q: params.channels()[0].log_q(),
         plaintext_primes: params.plaintext_primes(),
         packing: packings,
-        hidden_level: plan.hidden_level,
+        hidden_level,
         output_level,
         accuracy: correct as f64 / total as f64,
         plaintext_accuracy: plain_correct as f64 / total as f64,
