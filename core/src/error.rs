@@ -59,6 +59,21 @@ pub enum Error {
         /// Estimated budget left after that layer, in bits (at most the required margin).
         estimated_bits: i32,
     },
+    /// An integer computation left its range (a defect if it happens: bounds are checked
+    /// before any computation that could reach it).
+    Overflow {
+        /// The computation.
+        what: &'static str,
+    },
+    /// The planned memory of a computation exceeds the caller's limit.
+    ResourceLimit {
+        /// What the estimate is for.
+        what: &'static str,
+        /// The estimate, in bytes.
+        estimated_bytes: u64,
+        /// The limit, in bytes.
+        limit_bytes: u64,
+    },
     /// The requested backend cannot run on this CPU.
     BackendUnavailable {
         /// Backend name.
@@ -98,6 +113,18 @@ impl fmt::Display for Error {
                 "the parameters leave too little noise budget for this model: about \
                  {estimated_bits} bits after the {layer} layer (decryption would be wrong); use \
                  more ciphertext primes or a model with smaller weights"
+            ),
+            Error::Overflow { what } => write!(f, "integer overflow in {what}"),
+            Error::ResourceLimit {
+                what,
+                estimated_bytes,
+                limit_bytes,
+            } => write!(
+                f,
+                "{what} is estimated to need {:.2} GiB of memory, above the limit of {:.2} GiB \
+                 (raise --max-memory, or use a smaller model or batch)",
+                *estimated_bytes as f64 / (1u64 << 30) as f64,
+                *limit_bytes as f64 / (1u64 << 30) as f64
             ),
             Error::BackendUnavailable { backend } => {
                 write!(f, "the {backend} backend is not supported by this CPU")

@@ -105,6 +105,25 @@ fn malformed(reason: &'static str) -> Error {
     Error::Malformed { reason }
 }
 
+fn too_big() -> Error {
+    malformed("a layer's worst-case magnitude exceeds 2^120")
+}
+
+/// A bound that was computed without overflow and is at most 2^120 - 1.
+fn within_limit(bound: Option<u128>) -> Result<u128, Error> {
+    bound
+        .filter(|x| x >> MAX_BOUND_BITS == 0)
+        .ok_or_else(too_big)
+}
+
+/// An i128 sum or product that the validated bounds keep in range; checked anyway, so that a
+/// bound computed wrongly surfaces as an error, never as a wrapped logit.
+fn checked(value: Option<i128>) -> Result<i128, Error> {
+    value.ok_or(Error::Overflow {
+        what: "plaintext inference",
+    })
+}
+
 fn i16_at(bytes: &[u8], index: usize) -> i64 {
     i16::from_le_bytes([bytes[2 * index], bytes[2 * index + 1]]) as i64
 }
@@ -183,54 +202,57 @@ impl<'a> Model<'a> {
         Ok(model)
     }
 
-    /// Worst cases layer by layer, refusing any that would leave i128 headroom behind.
+    /// Worst cases layer by layer in checked arithmetic: any product or sum that would not
+    /// fit, and any layer above 2^120, is refused (never a wrapped, too small bound that
+    /// would choose too few CRT primes).
     fn compute_bounds(&self) -> Result<Bounds, Error> {
-        let too_big = || malformed("a layer's worst-case magnitude exceeds 2^120");
-        let check = |x: u128| {
-            if x >> MAX_BOUND_BITS == 0 {
-                Ok(x)
-            } else {
-                Err(too_big())
-            }
-        };
         let levels = self.input_levels as u128;
         // Per map: every input pixel can be at either extreme, biases add.
         let mut conv_map = [0u128; MAX_MAPS];
-        for (m, bound) in conv_map.iter_mut().enumerate().take(self.maps) {
-            let weights: u128 = (0..KERNEL * KERNEL)
-                .map(|k| self.conv_weight(m, k).unsigned_abs() as u128)
-                .sum();
-            *bound = check(weights * levels + self.conv_bias(m).unsigned_abs())?;
+        let mut conv_map_squared = [0u128; MAX_MAPS];
+        for m in 0..self.maps {
+            let weights = (0..KERNEL * KERNEL)
+                .try_fold(0u128, |sum, k| {
+                    sum.checked_add(self.conv_weight(m, k).unsigned_abs() as u128)
+                })
+                .ok_or_else(too_big)?;
+            let bound = weights
+                .checked_mul(levels)
+                .and_then(|x| x.checked_add(self.conv_bias(m).unsigned_abs()));
+            conv_map[m] = within_limit(bound)?;
+            conv_map_squared[m] = within_limit(conv_map[m].checked_mul(conv_map[m]))?;
         }
         let conv = conv_map[..self.maps].iter().copied().max().unwrap_or(0);
+        let conv_squared = conv_map_squared[..self.maps]
+            .iter()
+            .copied()
+            .max()
+            .unwrap_or(0);
         let features = self.maps * CONV_SIDE * CONV_SIDE;
         let mut dense1 = 0u128;
         for unit in 0..self.hidden {
-            let mut sum = self.dense1_bias(unit).unsigned_abs();
+            let mut sum = within_limit(Some(self.dense1_bias(unit).unsigned_abs()))?;
             for f in 0..features {
-                let square = conv_map[f / (CONV_SIDE * CONV_SIDE)].pow(2);
-                sum = check(
-                    sum + self.dense1_weight(unit, f).unsigned_abs() as u128 * check(square)?,
-                )?;
+                let term = (self.dense1_weight(unit, f).unsigned_abs() as u128)
+                    .checked_mul(conv_map_squared[f / (CONV_SIDE * CONV_SIDE)]);
+                sum = within_limit(term.and_then(|t| t.checked_add(sum)))?;
             }
             dense1 = dense1.max(sum);
         }
-        let dense1_squared = check(dense1.checked_mul(dense1).ok_or_else(too_big)?)?;
+        let dense1_squared = within_limit(dense1.checked_mul(dense1))?;
         let mut logits = 0u128;
         for class in 0..CLASSES {
-            let mut sum = self.dense2_bias(class).unsigned_abs();
+            let mut sum = within_limit(Some(self.dense2_bias(class).unsigned_abs()))?;
             for unit in 0..self.hidden {
-                let w = self.dense2_weight(class, unit).unsigned_abs() as u128;
-                sum = check(
-                    sum.checked_add(w.checked_mul(dense1_squared).ok_or_else(too_big)?)
-                        .ok_or_else(too_big)?,
-                )?;
+                let term = (self.dense2_weight(class, unit).unsigned_abs() as u128)
+                    .checked_mul(dense1_squared);
+                sum = within_limit(term.and_then(|t| t.checked_add(sum)))?;
             }
             logits = logits.max(sum);
         }
         Ok(Bounds {
             conv,
-            conv_squared: conv * conv,
+            conv_squared,
             dense1,
             dense1_squared,
             logits,
@@ -309,9 +331,9 @@ impl<'a> Model<'a> {
         }
     }
 
-    /// Exact integer inference: the ten logits of one image. Never overflows: every
-    /// intermediate is below the validated bounds (< 2^120).
-    pub fn logits(&self, pixels: &[u8; SIDE * SIDE]) -> [i128; CLASSES] {
+    /// Exact integer inference: the ten logits of one image. Every operation is checked;
+    /// the validated bounds (< 2^120) keep them in range, so an error means a defect.
+    pub fn logits(&self, pixels: &[u8; SIDE * SIDE]) -> Result<[i128; CLASSES], Error> {
         let features = self.maps * CONV_SIDE * CONV_SIDE;
         let mut squared = [0i128; MAX_MAPS * CONV_SIDE * CONV_SIDE];
         for m in 0..self.maps {
@@ -323,9 +345,12 @@ impl<'a> Model<'a> {
                             (2 * oy + k / KERNEL) as isize - 1,
                             (2 * ox + k % KERNEL) as isize - 1,
                         );
-                        z += (self.conv_weight(m, k) * self.padded(pixels, y, x)) as i128;
+                        // |weight| <= 2^15 and pixels <= 255: the product fits an i64.
+                        let product = self.conv_weight(m, k) * self.padded(pixels, y, x);
+                        z = checked(z.checked_add(product as i128))?;
                     }
-                    squared[m * CONV_SIDE * CONV_SIDE + oy * CONV_SIDE + ox] = z * z;
+                    squared[m * CONV_SIDE * CONV_SIDE + oy * CONV_SIDE + ox] =
+                        checked(z.checked_mul(z))?;
                 }
             }
         }
@@ -336,19 +361,21 @@ impl<'a> Model<'a> {
         for unit in 0..self.hidden {
             let mut z = self.dense1_bias(unit);
             for (f, &s) in squared[..features].iter().enumerate() {
-                z += self.dense1_weight(unit, f) as i128 * s;
+                let product = (self.dense1_weight(unit, f) as i128).checked_mul(s);
+                z = checked(product.and_then(|p| p.checked_add(z)))?;
             }
-            let a = z * z;
+            let a = checked(z.checked_mul(z))?;
             for (class, logit) in logits.iter_mut().enumerate() {
-                *logit += self.dense2_weight(class, unit) as i128 * a;
+                let product = (self.dense2_weight(class, unit) as i128).checked_mul(a);
+                *logit = checked(product.and_then(|p| p.checked_add(*logit)))?;
             }
         }
-        logits
+        Ok(logits)
     }
 
     /// The predicted digit: the first largest logit.
-    pub fn predict(&self, pixels: &[u8; SIDE * SIDE]) -> usize {
-        argmax(&self.logits(pixels))
+    pub fn predict(&self, pixels: &[u8; SIDE * SIDE]) -> Result<usize, Error> {
+        Ok(argmax(&self.logits(pixels)?))
     }
 }
 
@@ -509,7 +536,7 @@ mod tests {
                 state = state.wrapping_mul(1_103_515_245).wrapping_add(12345);
                 (state >> 24) as u8
             });
-            let logits = model.logits(&pixels);
+            let logits = model.logits(&pixels).unwrap();
             assert_eq!(logits.to_vec(), reference(&w, &pixels));
             let b = model.bounds();
             assert!(logits.iter().all(|l| l.unsigned_abs() <= b.logits));
@@ -520,6 +547,7 @@ mod tests {
             assert!(
                 model
                     .logits(&pixels)
+                    .unwrap()
                     .iter()
                     .all(|l| l.unsigned_abs() <= model.bounds().logits)
             );
@@ -546,5 +574,72 @@ mod tests {
         huge.dense2_weights.iter_mut().for_each(|w| *w = i16::MAX);
         huge.input_levels = 255;
         assert!(bad(&huge.to_bytes()));
+    }
+
+    /// The two reproductions: bounds that wrapped in unchecked u128 arithmetic to a
+    /// conv^2 bound of 0, so that too few CRT primes were chosen.
+    #[test]
+    fn bounds_that_would_wrap_are_refused() {
+        let refused = |w: &ModelWriter| {
+            assert_eq!(
+                Model::parse(&w.to_bytes()).unwrap_err(),
+                Error::Malformed {
+                    reason: "a layer's worst-case magnitude exceeds 2^120"
+                }
+            );
+        };
+        // Map 0: zero weights and a bias of 2^64, so conv = 2^64 and conv^2 = 2^128.
+        let mut bias = tiny(2, 3);
+        bias.conv_weights[..25].iter_mut().for_each(|w| *w = 0);
+        bias.conv_biases[0] = 1 << 64;
+        refused(&bias);
+        // A bias of 2^57 (conv^2 = 2^114) times first-dense weights of 2^14 on that map.
+        let mut product = tiny(2, 3);
+        product.conv_weights[..25].iter_mut().for_each(|w| *w = 0);
+        product.conv_biases[0] = 1 << 57;
+        for unit in 0..3 {
+            product.dense1_weights[unit * 338..unit * 338 + 169]
+                .iter_mut()
+                .for_each(|w| *w = 16384);
+        }
+        refused(&product);
+        // Negative extremes too.
+        let mut negative = tiny(1, 1);
+        negative.conv_biases[0] = i128::MIN;
+        refused(&negative);
+        negative.conv_biases[0] = 0;
+        negative.dense2_biases[3] = i128::MIN;
+        refused(&negative);
+    }
+
+    /// A model whose logits reach exactly 2^120 - 1 is accepted and inferred exactly; one
+    /// more and it is refused.
+    #[test]
+    fn largest_accepted_bounds_are_exact() {
+        let mut w = tiny(1, 1);
+        w.conv_weights.iter_mut().for_each(|x| *x = 0);
+        w.conv_biases[0] = 0;
+        w.dense1_weights.iter_mut().for_each(|x| *x = 0);
+        w.dense1_biases[0] = 1 << 59; // dense1^2 = 2^118
+        w.dense2_weights.iter_mut().for_each(|x| *x = 0);
+        w.dense2_weights[0] = 1;
+        w.dense2_biases.iter_mut().for_each(|b| *b = 0);
+        w.dense2_biases[0] = (1i128 << 120) - 1 - (1i128 << 118);
+        let bytes = w.to_bytes();
+        let model = Model::parse(&bytes).unwrap();
+        assert_eq!(model.bounds().logits, (1u128 << 120) - 1);
+        assert_eq!(model.bounds().plaintext_bits(), 121);
+        let logits = model.logits(&[200u8; 784]).unwrap();
+        assert_eq!(logits[0], (1i128 << 120) - 1);
+        assert_eq!(logits[0], reference(&w, &[200u8; 784])[0]);
+        w.dense2_biases[0] += 1;
+        assert!(Model::parse(&w.to_bytes()).is_err());
+        // Every weight at its extreme with the largest topology still parses to a bound or
+        // a typed error, never a panic (debug builds check overflow).
+        let mut huge = tiny(MAX_MAPS, 4);
+        huge.conv_weights.iter_mut().for_each(|x| *x = i16::MIN);
+        huge.conv_biases.iter_mut().for_each(|b| *b = i128::MAX);
+        huge.input_levels = 255;
+        assert!(Model::parse(&huge.to_bytes()).is_err());
     }
 }

@@ -109,6 +109,24 @@ impl Dataset {
     pub fn image(&self, i: usize) -> &[u8] {
         &self.pixels[i * PIXELS..(i + 1) * PIXELS]
     }
+
+    /// The first `len - held_out` images and the last `held_out` (a validation split taken
+    /// from the end of the training set); `held_out` is capped at the set's size.
+    pub fn hold_out(&self, held_out: usize) -> (Dataset, Dataset) {
+        let at = self.len() - held_out.min(self.len());
+        let (front_pixels, back_pixels) = self.pixels.split_at(at * PIXELS);
+        let (front_labels, back_labels) = self.labels.split_at(at);
+        (
+            Dataset {
+                pixels: front_pixels.to_vec(),
+                labels: front_labels.to_vec(),
+            },
+            Dataset {
+                pixels: back_pixels.to_vec(),
+                labels: back_labels.to_vec(),
+            },
+        )
+    }
 }
 
 fn big_endian(bytes: &[u8], word: usize) -> Option<u32> {

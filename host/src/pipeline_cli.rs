@@ -484,7 +484,7 @@ pub(crate) fn run_command(args: &RunArgs, backend: Backend) -> Result<(), String
         measured_budget = measured_budget.min(measured_output_budget(params, &secret, &outputs)?);
 
         for (i, (image, encrypted)) in range.clone().zip(&logits).enumerate() {
-            let plain = model.logits(&images[i]);
+            let plain = model.logits(&images[i]).map_err(|e| e.to_string())?;
             let predicted = argmax(encrypted);
             correct += (predicted == set.labels[image] as usize) as usize;
             plain_correct += (argmax(&plain) == set.labels[image] as usize) as usize;

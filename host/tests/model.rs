@@ -23,13 +23,13 @@ fn committed_model_scores_its_recorded_accuracy_with_integer_inference() {
     let correct = (0..test.len())
         .filter(|&i| {
             let pixels: &[u8; PIXELS] = test.image(i).try_into().unwrap();
-            let logits = model.logits(pixels);
+            let logits = model.logits(pixels).unwrap();
             assert!(
                 logits
                     .iter()
                     .all(|l| l.unsigned_abs() <= model.bounds().logits)
             );
-            model.predict(pixels) == test.labels[i] as usize
+            model.predict(pixels) == Ok(test.labels[i] as usize)
         })
         .count();
     let (float, integer) = model.recorded_accuracy();

@@ -93,7 +93,7 @@ fn keygen_encrypt_eval_decrypt_equals_plaintext_inference() {
     let model = Model::parse(&model_bytes).unwrap();
     let set = mnist::load(&dir, mnist::Split::Test).unwrap();
     let expected: Vec<String> = (100..112)
-        .map(|i| argmax(&model.logits(set.image(i).try_into().unwrap())).to_string())
+        .map(|i| argmax(&model.logits(set.image(i).try_into().unwrap()).unwrap()).to_string())
         .collect();
     let got = std::fs::read_to_string(tmp.join("labels.txt")).unwrap();
     assert_eq!(got.lines().collect::<Vec<_>>(), expected);

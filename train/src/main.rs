@@ -13,14 +13,19 @@ use rand_core::{Rng, SeedableRng};
 
 mod onnx;
 mod quantize;
-use quantize::{BatchNormStats, FloatNet, Precision, fold_batch_norm, integer_model};
+use quantize::{BatchNormStats, FloatNet, fold_batch_norm, integer_model};
 
 #[derive(Debug, Parser)]
 struct Args {
     #[arg(long)]
     data: Option<std::path::PathBuf>,
-    #[arg(long, default_value_t = 12)]
+    #[arg(long, default_value_t = 15)]
     epochs: usize,
+    /// Training images held out (the last ones of the training set) as the validation split
+    /// that every choice is scored on: epochs are reported and the integer precision is chosen
+    /// on it. The test set is used once, at the end, for the accuracies recorded in the model.
+    #[arg(long, default_value_t = 5000)]
+    validation: usize,
     #[arg(long, default_value_t = 1e-3)]
     learning_rate: f64,
     #[arg(long, default_value_t = 64)]
@@ -198,11 +203,11 @@ fn seeded_init(vars: &VarMap, rng: &mut ChaCha8Rng) -> candle_core::Result<()> {
 fn train_float(
     args: &Args,
     train: &mnist::Dataset,
-    test: &mnist::Dataset,
+    validation: &mnist::Dataset,
 ) -> candle_core::Result<FloatNet> {
     let dev = Device::Cpu;
     let (train_x, train_y) = tensors(train, &dev)?;
-    let (test_x, test_y) = tensors(test, &dev)?;
+    let (val_x, val_y) = tensors(validation, &dev)?;
     let vars = VarMap::new();
     let net = Net::new(VarBuilder::from_varmap(&vars, DType::F32, &dev))?;
     let mut rng = ChaCha8Rng::seed_from_u64(args.seed);
@@ -242,9 +247,9 @@ fn train_float(
             opt.backward_step(&l)?;
             total += l.to_scalar::<f32>()? as f64;
         }
-        let acc = accuracy(&net, &test_x, &test_y)?;
+        let acc = accuracy(&net, &val_x, &val_y)?;
         eprintln!(
-            "epoch {epoch}: loss {:.4} test accuracy {:.4} ({:.1}s)",
+            "epoch {epoch}: loss {:.4} validation accuracy {:.4} ({:.1}s)",
             total / (n / args.batch) as f64,
             acc,
             start.elapsed().as_secs_f64()
@@ -256,8 +261,21 @@ fn train_float(
 fn main() -> candle_core::Result<()> {
     let args = Args::parse();
     let dir = args.data.clone().unwrap_or_else(mnist::default_dir);
-    let train = mnist::load(&dir, Split::Train).map_err(candle_core::Error::wrap)?;
+    let full_train = mnist::load(&dir, Split::Train).map_err(candle_core::Error::wrap)?;
     let test = mnist::load(&dir, Split::Test).map_err(candle_core::Error::wrap)?;
+    if args.validation == 0 || args.validation >= full_train.len() {
+        return Err(candle_core::Error::Msg(format!(
+            "--validation must be between 1 and {}",
+            full_train.len() - 1
+        )));
+    }
+    let (train, validation) = full_train.hold_out(args.validation);
+    drop(full_train);
+    eprintln!(
+        "{} training images, {} held out for validation",
+        train.len(),
+        validation.len()
+    );
     let float = match &args.onnx {
         Some(path) => {
             let bytes = std::fs::read(path).map_err(|e| {
@@ -269,65 +287,31 @@ fn main() -> candle_core::Result<()> {
             eprintln!("imported {}", path.display());
             net
         }
-        None => train_float(&args, &train, &test)?,
+        None => train_float(&args, &train, &validation)?,
     };
-    let float_accuracy = quantize::float_accuracy(&float, &test);
-    eprintln!("float network with batch normalization folded: test accuracy {float_accuracy:.4}");
-    // Greedy: from a fine precision, coarsen each knob while the integer model stays within
-    // 0.2 points of the float one and at 99.0% or more.
-    let floor = (float_accuracy - 0.002).max(0.99);
-    let evaluate = |p: Precision| -> f64 {
-        let bytes = integer_model(&float, p).to_bytes();
-        let model = cryptonets_core::model::Model::parse(&bytes).expect("consistent model");
-        quantize::integer_accuracy(&model, &test)
-    };
-    let mut best = Precision {
-        levels: 15,
-        bits: [6, 5, 6],
-    };
-    let mut best_accuracy = evaluate(best);
-    eprintln!("{best:?}: integer accuracy {best_accuracy:.4}");
-    loop {
-        let candidates = [
-            Precision {
-                levels: best.levels / 2,
-                ..best
-            },
-            Precision {
-                bits: [best.bits[0] - 1, best.bits[1], best.bits[2]],
-                ..best
-            },
-            Precision {
-                bits: [best.bits[0], best.bits[1] - 1, best.bits[2]],
-                ..best
-            },
-            Precision {
-                bits: [best.bits[0], best.bits[1], best.bits[2] - 1],
-                ..best
-            },
-        ];
-        let accepted = candidates
-            .into_iter()
-            .filter(|c| c.levels >= 1 && c.bits.iter().all(|&b| b >= 2))
-            .map(|c| (c, evaluate(c)))
-            .inspect(|(c, a)| eprintln!("{c:?}: integer accuracy {a:.4}"))
-            .find(|&(_, a)| a >= floor);
-        match accepted {
-            Some((c, a)) => (best, best_accuracy) = (c, a),
-            None => break,
-        }
-    }
+    let float_validation = quantize::float_accuracy(&float, &validation);
+    eprintln!(
+        "float network with batch normalization folded: validation accuracy {float_validation:.4}"
+    );
+    let best = quantize::choose_precision(&float, &validation, float_validation);
+    // The test set, once: the accuracies recorded in the model file.
     let mut writer = integer_model(&float, best);
-    writer.float_accuracy = (float_accuracy * 10000.0).round() as u16;
-    writer.integer_accuracy = (best_accuracy * 10000.0).round() as u16;
+    let model_bytes = writer.to_bytes();
+    let model = cryptonets_core::model::Model::parse(&model_bytes)
+        .map_err(|e| candle_core::Error::Msg(format!("quantized model refused: {e}")))?;
+    let integer_test = quantize::integer_accuracy(&model, &test);
+    let float_test = quantize::float_accuracy(&float, &test);
+    writer.float_accuracy = (float_test * 10000.0).round() as u16;
+    writer.integer_accuracy = (integer_test * 10000.0).round() as u16;
     let bytes = writer.to_bytes();
-    let model = cryptonets_core::model::Model::parse(&bytes).expect("consistent model");
+    let model = cryptonets_core::model::Model::parse(&bytes)
+        .map_err(|e| candle_core::Error::Msg(format!("quantized model refused: {e}")))?;
     if let Some(dir) = args.output.parent() {
         std::fs::create_dir_all(dir)?;
     }
     std::fs::write(&args.output, &bytes)?;
     eprintln!(
-        "wrote {} ({} bytes): {best:?}, integer accuracy {best_accuracy:.4} (float {float_accuracy:.4}), plaintext bits {}",
+        "wrote {} ({} bytes): {best:?}; test accuracy (measured once) integer {integer_test:.4}, float {float_test:.4}; plaintext bits {}",
         args.output.display(),
         bytes.len(),
         model.bounds().plaintext_bits()

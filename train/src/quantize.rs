@@ -96,12 +96,62 @@ pub fn integer_model(net: &FloatNet, precision: Precision) -> ModelWriter {
     }
 }
 
-/// Test accuracy of an integer model with the core's exact inference.
+/// The coarsest precision found greedily, scored on `validation` only: from 16 pixel levels
+/// and 6/5/6-bit weights, each knob is coarsened while the integer model stays within 0.2
+/// points of the float one (`float_accuracy`, on the same split).
+pub fn choose_precision(net: &FloatNet, validation: &Dataset, float_accuracy: f64) -> Precision {
+    let floor = float_accuracy - 0.002;
+    let evaluate = |p: Precision| -> Option<f64> {
+        let bytes = integer_model(net, p).to_bytes();
+        let model = Model::parse(&bytes).ok()?;
+        Some(integer_accuracy(&model, validation))
+    };
+    let mut best = Precision {
+        levels: 15,
+        bits: [6, 5, 6],
+    };
+    eprintln!(
+        "{best:?}: validation integer accuracy {:.4}",
+        evaluate(best).unwrap_or(0.0)
+    );
+    loop {
+        let candidates = [
+            Precision {
+                levels: best.levels / 2,
+                ..best
+            },
+            Precision {
+                bits: [best.bits[0] - 1, best.bits[1], best.bits[2]],
+                ..best
+            },
+            Precision {
+                bits: [best.bits[0], best.bits[1] - 1, best.bits[2]],
+                ..best
+            },
+            Precision {
+                bits: [best.bits[0], best.bits[1], best.bits[2] - 1],
+                ..best
+            },
+        ];
+        let accepted = candidates
+            .into_iter()
+            .filter(|c| c.levels >= 1 && c.bits.iter().all(|&b| b >= 2))
+            .filter_map(|c| Some((c, evaluate(c)?)))
+            .inspect(|(c, a)| eprintln!("{c:?}: validation integer accuracy {a:.4}"))
+            .find(|&(_, a)| a >= floor);
+        match accepted {
+            Some((c, _)) => best = c,
+            None => return best,
+        }
+    }
+}
+
+/// Accuracy of an integer model with the core's exact inference.
 pub fn integer_accuracy(model: &Model<'_>, test: &Dataset) -> f64 {
     let correct = (0..test.len())
         .filter(|&i| {
             let pixels: &[u8; PIXELS] = test.image(i).try_into().expect("784 pixels");
-            model.predict(pixels) == test.labels[i] as usize
+            model.predict(pixels) == Ok(test.labels[i] as usize)
         })
         .count();
     correct as f64 / test.len() as f64

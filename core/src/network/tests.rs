@@ -114,7 +114,7 @@ fn encrypted_inference_equals_plaintext_inference_on_every_backend() {
     let bytes = tiny_model();
     let model = Model::parse(&bytes).unwrap();
     let images = random_images(9, 3);
-    let expected: Vec<[i128; CLASSES]> = images.iter().map(|i| model.logits(i)).collect();
+    let expected: Vec<[i128; CLASSES]> = images.iter().map(|i| model.logits(i).unwrap()).collect();
     let mut reference: Option<Vec<Vec<u8>>> = None;
     for backend in Backend::available() {
         let params = toy_params(&model, 5, backend);
@@ -140,7 +140,7 @@ fn large_weights_take_the_64_bit_path_and_stay_exact() {
     let images = random_images(5, 21);
     let params = toy_params(&model, 5, Backend::detect());
     let (logits, _, budget) = run(&params, &model, &images);
-    let expected: Vec<[i128; CLASSES]> = images.iter().map(|i| model.logits(i)).collect();
+    let expected: Vec<[i128; CLASSES]> = images.iter().map(|i| model.logits(i).unwrap()).collect();
     assert_eq!(logits, expected);
     assert!(budget > 0);
 }
@@ -150,7 +150,7 @@ fn the_mnist_model_is_exact_and_the_noise_estimate_is_conservative() {
     let model = Model::parse(MNIST_MODEL).unwrap();
     let images = random_images(6, 11);
     let params = toy_params(&model, 5, Backend::detect());
-    let expected: Vec<[i128; CLASSES]> = images.iter().map(|i| model.logits(i)).collect();
+    let expected: Vec<[i128; CLASSES]> = images.iter().map(|i| model.logits(i).unwrap()).collect();
     for (packing, inputs) in [
         (Packing::NONE, Inputs::Fresh),
         (Packing::new(4).unwrap(), Inputs::Unpacked),
@@ -368,7 +368,8 @@ fn packed_batches_are_exact_on_every_backend_with_identical_bytes() {
         // A full packed batch at n = 1024 (1024 / k images), so that every slot of every
         // block carries an image.
         let images = random_images(packing.capacity(1024), 40 + factor as u64);
-        let expected: Vec<[i128; CLASSES]> = images.iter().map(|i| model.logits(i)).collect();
+        let expected: Vec<[i128; CLASSES]> =
+            images.iter().map(|i| model.logits(i).unwrap()).collect();
         let mut reference: Option<Vec<Vec<u8>>> = None;
         for backend in Backend::available() {
             let params = toy_params(&model, 5, backend);
