@@ -42,21 +42,21 @@ fn cryptonets(c: &mut Criterion) {
             .encode(&(0..8192).map(|i| i % 97).collect::<Vec<u64>>())
             .unwrap();
         let eval = Evaluator::new(&params);
-        let a = sk.encrypt(&params, &pt, &mut rng);
-        let b = pk.encrypt(&params, &pt, &mut rng);
+        let a = sk.encrypt(&params, &pt, &mut rng).unwrap();
+        let b = pk.encrypt(&params, &pt, &mut rng).unwrap();
         let product = eval.multiply(&a, &b).unwrap();
         let name = |op: &str| format!("{op}/cryptonets-{backend}");
         group.bench_function(name("keygen"), |bench| {
             bench.iter(|| KeyGenerator::generate(&params, &mut rng))
         });
         group.bench_function(name("encrypt_pk"), |bench| {
-            bench.iter(|| pk.encrypt(&params, &pt, &mut rng))
+            bench.iter(|| pk.encrypt(&params, &pt, &mut rng).unwrap())
         });
         group.bench_function(name("encrypt_sk"), |bench| {
-            bench.iter(|| sk.encrypt_seeded(&params, &pt, &mut rng))
+            bench.iter(|| sk.encrypt_seeded(&params, &pt, &mut rng).unwrap())
         });
         group.bench_function(name("decrypt"), |bench| {
-            bench.iter(|| sk.decrypt(&params, black_box(&a)))
+            bench.iter(|| sk.decrypt(&params, black_box(&a)).unwrap())
         });
         group.bench_function(name("add"), |bench| {
             bench.iter(|| eval.add(black_box(&a), &b).unwrap())
@@ -119,7 +119,7 @@ fn galois(c: &mut Criterion) {
         let pt = BatchEncoder::new(&params)
             .encode(&(0..8192).map(|i| i % 97).collect::<Vec<u64>>())
             .unwrap();
-        let a = sk.encrypt(&params, &pt, &mut rng);
+        let a = sk.encrypt(&params, &pt, &mut rng).unwrap();
         let eval = Evaluator::new(&params);
         group.bench_function(format!("apply_galois/cryptonets-{backend}"), |bench| {
             bench.iter(|| eval.apply_galois(black_box(&a), &keys[0]).unwrap())

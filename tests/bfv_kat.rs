@@ -34,17 +34,21 @@ fn produce(backend: Backend) -> (Vec<(&'static str, Vec<u8>)>, String) {
     let encoder = BatchEncoder::new(&params);
     let x: Vec<u64> = (0..4096u64).map(|i| (i * i + 7) % t as u64).collect();
     let y: Vec<u64> = (0..4096u64).map(|i| (3 * i + 1) % t as u64).collect();
-    let cx = sk.encrypt(&params, &encoder.encode(&x).unwrap(), &mut rng);
-    let cy = pk.encrypt(&params, &encoder.encode(&y).unwrap(), &mut rng);
+    let cx = sk
+        .encrypt(&params, &encoder.encode(&x).unwrap(), &mut rng)
+        .unwrap();
+    let cy = pk
+        .encrypt(&params, &encoder.encode(&y).unwrap(), &mut rng)
+        .unwrap();
     let eval = Evaluator::new(&params);
     let mut product = eval.multiply(&cx, &cy).unwrap();
     eval.relinearize_assign(&mut product, &rlk).unwrap();
     eval.mod_switch_to_next_assign(&mut product).unwrap();
     let xy: Vec<u64> = x.iter().zip(&y).map(|(a, b)| a * b % t as u64).collect();
-    assert_eq!(encoder.decode(&sk.decrypt(&params, &product)), xy);
+    assert_eq!(encoder.decode(&sk.decrypt(&params, &product).unwrap()), xy);
     let files = vec![
         ("bfv/parameters.bin", params.to_bytes()),
-        ("bfv/secret_key.bin", sk.to_bytes(&params)),
+        ("bfv/secret_key.bin", sk.to_bytes(&params).to_vec()),
         ("bfv/fresh_ciphertext.bin", cx.to_bytes(&params)),
         ("bfv/product_ciphertext.bin", product.to_bytes(&params)),
     ];
@@ -79,11 +83,13 @@ fn produce_galois(backend: Backend) -> (Vec<(&'static str, Vec<u8>)>, String) {
     let x: Vec<u64> = (0..n as u64)
         .map(|i| (5 * i * i + 3 * i + 11) % t as u64)
         .collect();
-    let fresh = sk.encrypt(&params, &encoder.encode(&x).unwrap(), &mut rng);
+    let fresh = sk
+        .encrypt(&params, &encoder.encode(&x).unwrap(), &mut rng)
+        .unwrap();
     let eval = Evaluator::new(&params);
     let mut files = vec![
         ("bfv/galois_parameters.bin", params.to_bytes()),
-        ("bfv/galois_secret_key.bin", sk.to_bytes(&params)),
+        ("bfv/galois_secret_key.bin", sk.to_bytes(&params).to_vec()),
         ("bfv/galois_fresh_ciphertext.bin", fresh.to_bytes(&params)),
     ];
     let mut expected =
@@ -95,7 +101,10 @@ fn produce_galois(backend: Backend) -> (Vec<(&'static str, Vec<u8>)>, String) {
         let key = GaloisKey::new(&params, &sk, g, &mut rng).unwrap();
         let rotated = eval.apply_galois(&fresh, &key).unwrap();
         let slots: Vec<u64> = (0..n).map(|i| x[galois_slot(n, g, i)]).collect();
-        assert_eq!(encoder.decode(&sk.decrypt(&params, &rotated)), slots);
+        assert_eq!(
+            encoder.decode(&sk.decrypt(&params, &rotated).unwrap()),
+            slots
+        );
         files.push((name, rotated.to_bytes(&params)));
         expected[name.trim_start_matches("bfv/")] =
             serde_json::json!({ "element": g, "slots": slots });

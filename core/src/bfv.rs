@@ -83,6 +83,7 @@ pub struct Parameters {
     levels: Vec<Level>,
     backend: Backend,
     id: u64,
+    ring_id: u64,
 }
 
 /// Builds [`Parameters`]: ring degree, ciphertext primes, plaintext modulus.
@@ -263,6 +264,8 @@ impl Parameters {
         Ok(Self {
             n,
             id: parameter_id(n, b.t, &b.q_primes, &special_primes),
+            // t = 0 is never a plaintext modulus, so a ring id never equals a parameter id.
+            ring_id: parameter_id(n, 0, &b.q_primes, &special_primes),
             q,
             p,
             special,
@@ -367,6 +370,43 @@ impl Parameters {
     /// Identifier of (n, t, Q, special primes), stored in serialized data.
     pub fn id(&self) -> u64 {
         self.id
+    }
+
+    /// Identifier of the ring alone (n, Q, special primes), without t: keys depend on it and
+    /// nothing else, so the CRT channels of a network (one t each) share one set of keys.
+    /// Every key carries the ring id it was made for, and every ciphertext its parameters'
+    /// [`Parameters::id`]; operations compare them before any work.
+    pub fn ring_id(&self) -> u64 {
+        self.ring_id
+    }
+
+    /// `Ok` if a key made for the ring `ring` fits these parameters.
+    pub(crate) fn check_ring(&self, ring: u64, what: &'static str) -> Result<(), Error> {
+        match ring == self.ring_id {
+            true => Ok(()),
+            false => Err(Error::Incompatible { reason: what }),
+        }
+    }
+
+    /// `Ok` if a ciphertext made under the parameters `id` fits these parameters.
+    pub(crate) fn check_id(&self, id: u64) -> Result<(), Error> {
+        match id == self.id {
+            true => Ok(()),
+            false => Err(Error::Incompatible {
+                reason: "ciphertext made under other parameters",
+            }),
+        }
+    }
+
+    /// `Ok` if `m` is a plaintext of these parameters: n coefficients below t.
+    pub(crate) fn check_plaintext(&self, m: &Plaintext) -> Result<(), Error> {
+        let t = self.t.value();
+        match m.coefficients.len() == self.n && m.coefficients.iter().all(|&c| c < t) {
+            true => Ok(()),
+            false => Err(Error::Incompatible {
+                reason: "plaintext made under other parameters",
+            }),
+        }
     }
 
     pub(crate) fn level_data(&self, level: usize) -> &Level {

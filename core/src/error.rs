@@ -74,6 +74,15 @@ pub enum Error {
         /// The limit, in bytes.
         limit_bytes: u64,
     },
+    /// A ciphertext's measured noise budget is too low for its decryption to be trusted:
+    /// the secret key is not the one it was encrypted under, or it was corrupted or
+    /// tampered with (an honest evaluation leaves the planned margin).
+    NoiseExhausted {
+        /// The lowest budget measured, in bits.
+        budget_bits: u32,
+        /// The least budget accepted, in bits.
+        required_bits: u32,
+    },
     /// The requested backend cannot run on this CPU.
     BackendUnavailable {
         /// Backend name.
@@ -125,6 +134,13 @@ impl fmt::Display for Error {
                  (raise --max-memory, or use a smaller model or batch)",
                 *estimated_bytes as f64 / (1u64 << 30) as f64,
                 *limit_bytes as f64 / (1u64 << 30) as f64
+            ),
+            Error::NoiseExhausted {
+                budget_bits,
+                required_bits,
+            } => write!(
+                f,
+                "the result cannot be trusted: its noise budget is {budget_bits} bits, below the                  {required_bits} bits an honest evaluation leaves (wrong secret key, or a                  corrupted or tampered result)"
             ),
             Error::BackendUnavailable { backend } => {
                 write!(f, "the {backend} backend is not supported by this CPU")

@@ -45,6 +45,15 @@ const HEADER: usize = 16;
 const MAX_BOUND_BITS: u32 = 120;
 /// Most convolution maps (bounds the stack of plaintext inference).
 pub const MAX_MAPS: usize = 16;
+/// Most hidden units.
+pub const MAX_HIDDEN: usize = 4096;
+/// The largest model file: every layer at its limit. A reader may refuse larger files
+/// before reading them.
+pub const MAX_MODEL_BYTES: usize = HEADER
+    + MAX_MAPS * (2 * KERNEL * KERNEL + 16)
+    + MAX_HIDDEN * (2 * MAX_MAPS * CONV_SIDE * CONV_SIDE + 16)
+    + 2 * CLASSES * MAX_HIDDEN
+    + 16 * CLASSES;
 
 /// A validated model borrowing its file's bytes.
 #[derive(Clone, Copy, Debug)]
@@ -150,7 +159,7 @@ impl<'a> Model<'a> {
         if maps == 0
             || maps > MAX_MAPS
             || hidden == 0
-            || hidden > 4096
+            || hidden > MAX_HIDDEN
             || input_levels == 0
             || input_levels > 255
         {

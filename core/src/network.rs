@@ -36,11 +36,13 @@ mod keys;
 mod noise;
 mod packing;
 mod parallel;
+mod resources;
 
 pub use evaluator::NetworkEvaluator;
 pub use keys::EvaluationKeys;
-pub use noise::{EvaluationPlan, Inputs, NoiseEstimate};
+pub use noise::{EvaluationPlan, Inputs, MARGIN_BITS, NoiseEstimate};
 pub use packing::{DEFAULT_MAX_PACKING, MAX_PACKING, Packing};
+pub use resources::ResourceEstimate;
 
 /// Ring degree of the CryptoNets parameters: 8192 slots, so 8192 images a batch.
 pub const DEGREE: usize = 8192;
@@ -54,12 +56,16 @@ pub const SPECIAL_PRIMES: usize = 2;
 pub const INPUTS: usize = SIDE * SIDE;
 /// Most plaintext CRT channels.
 pub const MAX_CHANNELS: usize = 8;
+/// Largest plaintext CRT prime, in bits: below the 30-bit primes of Q, S and P.
+pub const MAX_PLAINTEXT_PRIME_BITS: u32 = 29;
 
 /// The plaintext CRT primes for logits of `bits` signed bits: the fewest primes, each
-/// 1 mod 2n (for batching) and as small as possible, whose product exceeds 2^bits.
+/// 1 mod 2n (for batching) and as small as possible, whose product exceeds 2^bits. They
+/// have at most 29 bits, so they never collide with a ciphertext, special or auxiliary prime
+/// (all exactly 30 bits).
 pub fn crt_primes(bits: u32, n: usize) -> Result<Vec<u32>, Error> {
     for count in 1..=MAX_CHANNELS {
-        for prime_bits in 17..=30u32 {
+        for prime_bits in 17..=MAX_PLAINTEXT_PRIME_BITS {
             let primes: Vec<u32> = ntt_primes(prime_bits, n).take(count).collect();
             let product_bits: f64 = primes
                 .iter()
@@ -242,15 +248,36 @@ pub fn encode_images(
     .collect()
 }
 
+/// The least noise budget, in bits, that [`decrypt_logits`] accepts in an output ciphertext:
+/// the planner's margin ([`MARGIN_BITS`]), which every honest evaluation keeps by
+/// construction (the committed model's outputs measure 16 to 17 bits). One bit would already
+/// decrypt exactly; the margin is what makes garbage visible. A ciphertext decrypted under
+/// another key, or of random residues, has every phase coefficient spread over all of Q, and
+/// passes with probability about 16^-n. A changed residue randomizes one coefficient of the
+/// phase, which passes with probability 1/16; k changed residues with 16^-k.
+pub const MIN_OUTPUT_BUDGET_BITS: u32 = noise::MARGIN_BITS as u32;
+
+/// Logits decrypted by [`decrypt_logits`], with the noise budget they were checked against.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DecryptedLogits {
+    /// The exact logits of each image, in batch order.
+    pub logits: Vec<[i128; CLASSES]>,
+    /// The lowest noise budget measured over the output ciphertexts, in bits.
+    pub min_budget_bits: u32,
+}
+
 /// Decrypts every channel's 10 output ciphertexts and combines the residues into the exact
-/// logits of the first `count` images of a batch uploaded with `packing`.
+/// logits of the first `count` images of a batch uploaded with `packing`. The noise budget of
+/// every ciphertext is measured first (with the owner's secret key, which never leaves the
+/// owner), and a result below [`MIN_OUTPUT_BUDGET_BITS`] is refused with
+/// [`Error::NoiseExhausted`] rather than decrypted to garbage.
 pub fn decrypt_logits(
     params: &NetworkParameters,
     secret: &SecretKey,
     outputs: &[Vec<Ciphertext>],
     count: usize,
     packing: Packing,
-) -> Result<Vec<[i128; CLASSES]>, Error> {
+) -> Result<DecryptedLogits, Error> {
     let channels = params.channels();
     if outputs.len() != channels.len() || outputs.iter().any(|o| o.len() != CLASSES) {
         return Err(Error::Incompatible {
@@ -265,6 +292,7 @@ pub fn decrypt_logits(
     let slots = packing.slots(params.degree(), count, 0);
     // residues[channel][class][image]
     let mut residues = Vec::with_capacity(channels.len());
+    let mut min_budget_bits = u32::MAX;
     for (p, cts) in channels.iter().zip(outputs) {
         let encoder = BatchEncoder::new(p);
         let mut per_class = Vec::with_capacity(CLASSES);
@@ -274,24 +302,36 @@ pub fn decrypt_logits(
                     reason: "output ciphertext does not fit the parameters",
                 });
             }
-            per_class.push(encoder.decode(&secret.decrypt(p, ct)));
+            let budget = secret.noise_budget(p, ct)?;
+            min_budget_bits = min_budget_bits.min(budget);
+            if budget < MIN_OUTPUT_BUDGET_BITS {
+                return Err(Error::NoiseExhausted {
+                    budget_bits: budget,
+                    required_bits: MIN_OUTPUT_BUDGET_BITS,
+                });
+            }
+            per_class.push(encoder.decode(&secret.decrypt(p, ct)?));
         }
         residues.push(per_class);
     }
     let moduli: Vec<Modulus> = channels.iter().map(|p| *p.plaintext_modulus()).collect();
-    let crt = Crt::new(&moduli);
-    Ok(slots
-        .iter()
-        .map(|&slot| {
-            core::array::from_fn(|class| {
-                let r: heapless::Vec<u32, MAX_CHANNELS> = residues
-                    .iter()
-                    .map(|per_class| per_class[class][slot] as u32)
-                    .collect();
-                crt.combine(&r)
-            })
-        })
-        .collect())
+    let crt = Crt::new(&moduli)?;
+    let mut logits = Vec::with_capacity(slots.len());
+    for &slot in &slots {
+        let mut image = [0i128; CLASSES];
+        for (class, logit) in image.iter_mut().enumerate() {
+            let r: heapless::Vec<u32, MAX_CHANNELS> = residues
+                .iter()
+                .map(|per_class| per_class[class][slot] as u32)
+                .collect();
+            *logit = crt.combine(&r)?;
+        }
+        logits.push(image);
+    }
+    Ok(DecryptedLogits {
+        logits,
+        min_budget_bits,
+    })
 }
 
 /// Garner's mixed-radix reconstruction of a signed integer from residues modulo distinct
@@ -305,14 +345,22 @@ pub struct Crt {
 }
 
 impl Crt {
-    /// Precomputes for these moduli (at most [`MAX_CHANNELS`], product below 2^126).
-    pub fn new(moduli: &[Modulus]) -> Self {
-        assert!(moduli.len() <= MAX_CHANNELS, "too many CRT moduli");
-        let product = moduli.iter().fold(1u128, |acc, m| {
-            acc.checked_mul(m.value() as u128)
-                .filter(|p| p >> 126 == 0)
-                .expect("CRT product below 2^126")
+    /// Precomputes for these moduli: distinct primes, at most [`MAX_CHANNELS`], product
+    /// below 2^126.
+    pub fn new(moduli: &[Modulus]) -> Result<Self, Error> {
+        let refuse = |reason| Err(Error::InvalidParameters { reason });
+        if moduli.is_empty() || moduli.len() > MAX_CHANNELS {
+            return refuse("one to eight CRT moduli");
+        }
+        if (1..moduli.len()).any(|k| moduli[..k].iter().any(|m| m.value() == moduli[k].value())) {
+            return refuse("CRT moduli must be distinct");
+        }
+        let product = moduli.iter().try_fold(1u128, |acc, m| {
+            acc.checked_mul(m.value() as u128).filter(|p| p >> 126 == 0)
         });
+        let Some(product) = product else {
+            return refuse("the product of the CRT moduli must be below 2^126");
+        };
         let inverses = moduli
             .iter()
             .enumerate()
@@ -323,15 +371,26 @@ impl Crt {
                     .collect()
             })
             .collect();
-        Self {
+        Ok(Self {
             moduli: moduli.iter().copied().collect(),
             inverses,
             product,
-        }
+        })
     }
 
-    /// The integer x in (-M/2, M/2] with x = residues[k] mod t_k. Constant time.
-    pub fn combine(&self, residues: &[u32]) -> i128 {
+    /// The integer x in (-M/2, M/2] with x = residues[k] mod t_k, one residue per modulus
+    /// (each below it). Constant time in the residues.
+    pub fn combine(&self, residues: &[u32]) -> Result<i128, Error> {
+        if residues.len() != self.moduli.len()
+            || residues
+                .iter()
+                .zip(&self.moduli)
+                .any(|(&r, t)| r >= t.value())
+        {
+            return Err(Error::Incompatible {
+                reason: "one residue below its modulus per CRT modulus",
+            });
+        }
         let mut digits = [0u32; MAX_CHANNELS];
         for (k, tk) in self.moduli.iter().enumerate() {
             let mut v = residues[k];
@@ -347,7 +406,7 @@ impl Crt {
         }
         // x > M / 2 stands for x - M.
         let above_half = ((self.product / 2).wrapping_sub(x) >> 127) as i128;
-        x as i128 - self.product as i128 * above_half
+        Ok(x as i128 - self.product as i128 * above_half)
     }
 }
 

@@ -195,7 +195,9 @@ fn galois(args: &HeArgs, backend: cryptonets_core::Backend) -> Result<GaloisRepo
     let pt = BatchEncoder::new(&params)
         .encode(&[1, 2, 3])
         .map_err(|e| e.to_string())?;
-    let a = sk.encrypt(&params, &pt, &mut rng);
+    let a = sk
+        .encrypt(&params, &pt, &mut rng)
+        .map_err(|e| e.to_string())?;
     let eval = Evaluator::new(&params);
     let us = |f: &mut dyn FnMut()| median_ns(args.samples, f) / 1e3;
     Ok(GaloisReport {
@@ -227,8 +229,12 @@ fn he(args: &HeArgs, backend: Option<&str>) -> Result<(), String> {
     let values: Vec<u64> = (0..8192).map(|i| i % 100).collect();
     let pt = encoder.encode(&values).map_err(|e| e.to_string())?;
     let eval = Evaluator::new(&params);
-    let a = sk.encrypt(&params, &pt, &mut rng);
-    let b = pk.encrypt(&params, &pt, &mut rng);
+    let a = sk
+        .encrypt(&params, &pt, &mut rng)
+        .map_err(|e| e.to_string())?;
+    let b = pk
+        .encrypt(&params, &pt, &mut rng)
+        .map_err(|e| e.to_string())?;
     let product = eval.multiply(&a, &b).map_err(|e| e.to_string())?;
     let report = HeReport {
         backend: backend.name(),

@@ -1,5 +1,6 @@
 //! The host side of CryptoNets: MNIST data and what the `cryptonets` binary shares with the
 //! trainer.
 
+pub mod files;
 pub mod mnist;
 pub mod pipeline;

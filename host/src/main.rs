@@ -59,15 +59,12 @@ enum ModelCommand {
     Info {
         /// The model file (for example models/cryptonets-mnist.cnmd).
         file: std::path::PathBuf,
-        /// Size in bits of the plaintext CRT primes (each 1 mod 16384 for batching at n = 8192).
-        #[arg(long, default_value_t = 26)]
-        t_bits: u32,
     },
 }
 
-fn model_info(file: &std::path::Path, t_bits: u32) -> Result<(), String> {
-    use cryptonets_core::model::Model;
-    let bytes = std::fs::read(file).map_err(|e| format!("cannot read {}: {e}", file.display()))?;
+fn model_info(file: &std::path::Path) -> Result<(), String> {
+    use cryptonets_core::model::{MAX_MODEL_BYTES, Model};
+    let bytes = cryptonets_host::files::read_checked(file, MAX_MODEL_BYTES as u64, "model")?;
     let model = Model::parse(&bytes).map_err(|e| format!("{}: {e}", file.display()))?;
     let b = model.bounds();
     let bits = |x: u128| 128 - x.leading_zeros();
@@ -88,24 +85,17 @@ fn model_info(file: &std::path::Path, t_bits: u32) -> Result<(), String> {
     );
     let needed = b.max_bits();
     println!("plaintext bits (signed, every layer): {needed}");
-    let primes: Vec<u32> = cryptonets_core::zq::prime::ntt_primes(t_bits, 8192).collect();
-    let mut product_bits = 0.0;
-    let mut count = 0;
-    for &p in &primes {
-        if product_bits >= needed as f64 {
-            break;
-        }
-        product_bits += (p as f64).log2();
-        count += 1;
-    }
-    if product_bits < needed as f64 {
-        return Err(format!(
-            "not enough {t_bits}-bit primes 1 mod 16384 for {needed} bits"
-        ));
-    }
+    // The primes the pipeline uses, from the same function.
+    let primes = cryptonets_core::network::crt_primes(needed, cryptonets_core::network::DEGREE)
+        .map_err(|e| format!("{}: {e}", file.display()))?;
+    let params = cryptonets_core::network::NetworkParameters::for_model(&model, Backend::detect())
+        .map_err(|e| format!("{}: {e}", file.display()))?;
     println!(
-        "CRT primes of {t_bits} bits (1 mod 16384): {count} ({:?})",
-        &primes[..count]
+        "plaintext CRT primes (1 mod {}): {} ({primes:?}); n = {}, {} ciphertext primes",
+        2 * params.degree(),
+        primes.len(),
+        params.degree(),
+        params.ciphertext_primes()
     );
     let (float, integer) = model.recorded_accuracy();
     println!(
@@ -156,7 +146,7 @@ fn main() -> ExitCode {
         Command::Info => info::run(cli.backend.as_deref()),
         Command::Bench(command) => bench::run(command, cli.backend.as_deref()),
         Command::Mnist(MnistCommand::Check { data }) => mnist_check(data),
-        Command::Model(ModelCommand::Info { file, t_bits }) => model_info(&file, t_bits),
+        Command::Model(ModelCommand::Info { file }) => model_info(&file),
         Command::Keygen(args) => pipeline_cli::keygen_command(&args, backend),
         Command::Encrypt(args) => pipeline_cli::encrypt_command(&args, backend),
         Command::Eval(args) => pipeline_cli::eval_command(&args, backend),

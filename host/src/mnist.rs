@@ -184,11 +184,17 @@ pub fn parse_labels(bytes: &[u8]) -> Result<&[u8], String> {
     Ok(labels)
 }
 
+const MAX_FILE_BYTES: u64 = 47_040_016;
+
 fn read_verified(dir: &Path, name: &str) -> Result<Vec<u8>, MnistError> {
     let path = dir.join(name);
-    let bytes = std::fs::read(&path).map_err(|source| MnistError::Io {
-        path: path.clone(),
-        source,
+    // The largest MNIST file (training images) is 47,040,016 bytes; anything else is refused
+    // before it is read, as is a path that is not a regular file.
+    let bytes = crate::files::read_checked(&path, MAX_FILE_BYTES, "MNIST file").map_err(|e| {
+        MnistError::Io {
+            path: path.clone(),
+            source: std::io::Error::other(e),
+        }
     })?;
     let recorded = DIGESTS
         .lines()

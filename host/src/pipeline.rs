@@ -5,12 +5,12 @@
 //! - service: [`evaluate_batch`] (model, evaluation key and input file to output file; it
 //!   never reads a secret key).
 //!
-//! Batch file, version 2, little-endian:
+//! Batch file, version 3, little-endian:
 //!
 //! | bytes | field |
 //! | --- | --- |
 //! | 4 | magic `CNBT` |
-//! | 1 | version (2) |
+//! | 1 | version (3) |
 //! | 1 | kind: 1 encrypted images, 2 encrypted logits |
 //! | 1 | packing k: pixels per input ciphertext (1, 2, 4, 8 or 16; `network::Packing`) |
 //! | 1 | reserved (0) |
@@ -19,12 +19,18 @@
 //! | 1 | CRT channels c (1..=8) |
 //! | 2 | reserved (0) |
 //! | 4 | images in the batch (at most n / k) |
+//! | 8 | ring id of the keys (`Parameters::ring_id`: n, Q, special primes) |
+//! | 16 | batch id: random, chosen by the owner; the service copies it into the logits |
 //! | 4 c | plaintext CRT primes |
 //! | ... | per channel, 784 / k seeded ciphertexts (kind 1, rounded up) or 10 ciphertexts (kind 2), each as a u32 byte length and the object (`core/src/bfv/serialization.rs`) |
 //!
 //! Reading checks every field, that the parameters are the ones the model needs, every length
 //! against the bytes present, and every ciphertext fully (`from_bytes`): never a panic, never
 //! an allocation sized by an unchecked field.
+//!
+//! The owner keeps a [`BatchRecord`] of every batch it encrypts (batch id, image count,
+//! packing, parameters) and decrypts logits only against it: a result whose count or packing
+//! was edited, or that answers another batch, is refused before decryption.
 
 use std::borrow::Cow;
 
@@ -32,16 +38,18 @@ use cryptonets_core::Error;
 use cryptonets_core::bfv::{Ciphertext, Parameters, SecretKey, SeededCiphertext};
 use cryptonets_core::model::{CLASSES, Model};
 use cryptonets_core::network::{
-    EvaluationKeys, INPUTS, MAX_CHANNELS, NetworkEvaluator, NetworkParameters, Packing,
-    decrypt_logits, encode_images,
+    DecryptedLogits, EvaluationKeys, INPUTS, MAX_CHANNELS, NetworkEvaluator, NetworkParameters,
+    Packing, decrypt_logits, encode_images,
 };
 use rand_chacha::ChaCha20Rng;
 use rand_core::{CryptoRng, SeedableRng};
 use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+use zeroize::{Zeroize, Zeroizing};
 
 const MAGIC: [u8; 4] = *b"CNBT";
-const VERSION: u8 = 2;
-const HEADER: usize = 20;
+const VERSION: u8 = 3;
+const HEADER: usize = 44;
 
 /// What a batch file holds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -77,6 +85,10 @@ pub struct BatchFile<'a> {
     pub plaintext_primes: Vec<u32>,
     /// Images in the batch.
     pub images: u32,
+    /// Ring id of the parameters (and of the keys).
+    pub ring_id: u64,
+    /// The owner's random id of the batch (the logits carry their images' id).
+    pub batch_id: [u8; 16],
     /// Serialized ciphertexts, `kind.per_channel(packing)` per channel, channel-major.
     pub items: Vec<Cow<'a, [u8]>>,
 }
@@ -91,6 +103,7 @@ impl<'a> BatchFile<'a> {
         params: &NetworkParameters,
         packing: Packing,
         images: usize,
+        batch_id: [u8; 16],
         items: Vec<Vec<u8>>,
     ) -> Self {
         let items = items.into_iter().map(Cow::Owned).collect();
@@ -101,8 +114,22 @@ impl<'a> BatchFile<'a> {
             q_primes: params.ciphertext_primes() as u8,
             plaintext_primes: params.plaintext_primes(),
             images: images as u32,
+            ring_id: key_params(params).ring_id(),
+            batch_id,
             items,
         }
+    }
+
+    /// The largest file of `kind` for `params` (unpacked, the most ciphertexts): what a
+    /// reader may accept before reading it.
+    pub fn max_len(params: &NetworkParameters, kind: BatchKind) -> usize {
+        let p = &params.channels()[0];
+        let item = match kind {
+            BatchKind::Images => p.seeded_ciphertext_bytes(),
+            BatchKind::Logits => p.max_ciphertext_bytes(),
+        };
+        let channels = params.channels().len();
+        HEADER + 4 * channels + channels * kind.per_channel(Packing::NONE) * (4 + item)
     }
 
     /// Serializes.
@@ -114,6 +141,8 @@ impl<'a> BatchFile<'a> {
         out.extend_from_slice(&self.n.to_le_bytes());
         out.extend_from_slice(&[self.q_primes, self.plaintext_primes.len() as u8, 0, 0]);
         out.extend_from_slice(&self.images.to_le_bytes());
+        out.extend_from_slice(&self.ring_id.to_le_bytes());
+        out.extend_from_slice(&self.batch_id);
         for p in &self.plaintext_primes {
             out.extend_from_slice(&p.to_le_bytes());
         }
@@ -130,7 +159,9 @@ impl<'a> BatchFile<'a> {
             return Err(malformed("not a cryptonets batch file (bad magic)"));
         }
         if bytes[4] != VERSION {
-            return Err(malformed("unsupported batch file version"));
+            return Err(malformed(
+                "unsupported batch file version (this build reads version 3; encrypt again)",
+            ));
         }
         let kind = match bytes[5] {
             1 => BatchKind::Images,
@@ -156,6 +187,8 @@ impl<'a> BatchFile<'a> {
         if images == 0 || images as usize > packing.capacity(n as usize) {
             return Err(malformed("image count out of range for the packing"));
         }
+        let ring_id = u64::from_le_bytes(bytes[20..28].try_into().expect("8 bytes"));
+        let batch_id: [u8; 16] = bytes[28..44].try_into().expect("16 bytes");
         let mut offset = HEADER;
         let primes_end = offset + 4 * channels;
         if bytes.len() < primes_end {
@@ -191,6 +224,8 @@ impl<'a> BatchFile<'a> {
             q_primes,
             plaintext_primes,
             images,
+            ring_id,
+            batch_id,
             items,
         })
     }
@@ -200,6 +235,7 @@ impl<'a> BatchFile<'a> {
         if self.n as usize != params.degree()
             || self.q_primes as usize != params.ciphertext_primes()
             || self.plaintext_primes != params.plaintext_primes()
+            || self.ring_id != key_params(params).ring_id()
         {
             return Err(Error::Incompatible {
                 reason: "the batch was made for other parameters than this model's",
@@ -242,8 +278,8 @@ pub fn keygen<R: CryptoRng + ?Sized>(
     Ok(Keys { secret, eval })
 }
 
-/// Serialized secret key.
-pub fn secret_key_bytes(params: &NetworkParameters, keys: &Keys) -> Vec<u8> {
+/// Serialized secret key (zeroized when dropped).
+pub fn secret_key_bytes(params: &NetworkParameters, keys: &Keys) -> Zeroizing<Vec<u8>> {
     keys.secret.to_bytes(key_params(params))
 }
 
@@ -279,30 +315,36 @@ pub fn encrypt_batch<R: CryptoRng + ?Sized>(
     let mut items = Vec::with_capacity(params.channels().len() * per_channel);
     for p in params.channels() {
         let plaintexts = encode_images(p, model, images, packing)?;
-        let seeds: Vec<[u8; 32]> = (0..per_channel)
-            .map(|_| {
-                let mut seed = [0u8; 32];
-                rng.fill_bytes(&mut seed);
-                seed
-            })
-            .collect();
+        // The seeds of the streams that draw each ciphertext's error: secret, zeroized.
+        let seeds: Zeroizing<Vec<[u8; 32]>> = Zeroizing::new(
+            (0..per_channel)
+                .map(|_| {
+                    let mut seed = [0u8; 32];
+                    rng.fill_bytes(&mut seed);
+                    seed
+                })
+                .collect(),
+        );
         let channel: Vec<Vec<u8>> = plaintexts
             .par_iter()
-            .zip(&seeds)
+            .zip(seeds.par_iter())
             .map(|(m, seed)| {
                 let mut rng = ChaCha20Rng::from_seed(*seed);
-                let ct = secret.encrypt_seeded(p, m, &mut rng);
+                let ct = secret.encrypt_seeded(p, m, &mut rng)?;
                 progress();
-                ct.to_bytes(p)
+                Ok(ct.to_bytes(p))
             })
-            .collect();
+            .collect::<Result<_, Error>>()?;
         items.extend(channel);
     }
+    let mut batch_id = [0u8; 16];
+    rng.fill_bytes(&mut batch_id);
     Ok(BatchFile::new(
         BatchKind::Images,
         params,
         packing,
         images.len(),
+        batch_id,
         items,
     ))
 }
@@ -335,11 +377,11 @@ pub fn evaluate_batch(
             inputs
                 .par_iter_mut()
                 .zip(channel.par_iter())
-                .try_for_each(|(ct, bytes)| read(p, bytes).map(|s| s.expand_into(p, ct)))?;
+                .try_for_each(|(ct, bytes)| read(p, bytes)?.expand_into(p, ct))?;
         } else {
             inputs = channel
                 .par_iter()
-                .map(|bytes| read(p, bytes).map(|s| s.expand(p)))
+                .map(|bytes| read(p, bytes)?.expand(p))
                 .collect::<Result<_, Error>>()?;
         }
         let outputs = evaluator.evaluate_channel(c, &inputs, batch.packing)?;
@@ -351,16 +393,111 @@ pub fn evaluate_batch(
         params,
         batch.packing,
         batch.images as usize,
+        batch.batch_id,
         items,
     ))
 }
 
-/// The owner: decrypts the encrypted logits of a batch.
+/// The owner's record of a batch it encrypted: what the answer must match. Written by
+/// `encrypt` beside the batch (JSON), read by `decrypt`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BatchRecord {
+    /// Always `cryptonets-batch-record`.
+    pub format: String,
+    /// Record version (1).
+    pub version: u32,
+    /// The batch id, 32 hex digits.
+    pub batch_id: String,
+    /// Images in the batch.
+    pub images: u32,
+    /// Pixels per input ciphertext.
+    pub packing: u32,
+    /// The keys' ring id, 16 hex digits.
+    pub ring_id: String,
+    /// The plaintext CRT primes.
+    pub plaintext_primes: Vec<u32>,
+    /// The first test image of the batch, when it came from the MNIST test set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offset: Option<usize>,
+}
+
+/// The largest record file accepted.
+pub const MAX_RECORD_BYTES: u64 = 4096;
+const RECORD_FORMAT: &str = "cryptonets-batch-record";
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+impl BatchRecord {
+    /// The record of an encrypted batch.
+    pub fn of(batch: &BatchFile<'_>, offset: Option<usize>) -> Self {
+        Self {
+            format: RECORD_FORMAT.into(),
+            version: 1,
+            batch_id: hex(&batch.batch_id),
+            images: batch.images,
+            packing: batch.packing.factor() as u32,
+            ring_id: hex(&batch.ring_id.to_be_bytes()),
+            plaintext_primes: batch.plaintext_primes.clone(),
+            offset,
+        }
+    }
+
+    /// Serialized (JSON, one line).
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).expect("a record serializes")
+    }
+
+    /// Parses a record.
+    pub fn from_json(bytes: &[u8]) -> Result<Self, String> {
+        let record: Self =
+            serde_json::from_slice(bytes).map_err(|e| format!("not a batch record: {e}"))?;
+        if record.format != RECORD_FORMAT || record.version != 1 {
+            return Err("not a version 1 cryptonets batch record".into());
+        }
+        Ok(record)
+    }
+
+    /// Checks that `logits` answer the batch this record describes, naming what differs.
+    pub fn check(&self, logits: &BatchFile<'_>) -> Result<(), String> {
+        if self.batch_id != hex(&logits.batch_id) {
+            return Err(format!(
+                "these logits answer batch {}, not batch {} of the record: they belong to another batch",
+                hex(&logits.batch_id),
+                self.batch_id
+            ));
+        }
+        if self.images != logits.images {
+            return Err(format!(
+                "the logits claim {} images but the batch had {}: the image count was altered",
+                logits.images, self.images
+            ));
+        }
+        if self.packing as usize != logits.packing.factor() {
+            return Err(format!(
+                "the logits claim packing {} but the batch was packed {} pixels a ciphertext: the packing was altered",
+                logits.packing.factor(),
+                self.packing
+            ));
+        }
+        if self.ring_id != hex(&logits.ring_id.to_be_bytes())
+            || self.plaintext_primes != logits.plaintext_primes
+        {
+            return Err("the logits were made under other parameters than the batch".into());
+        }
+        Ok(())
+    }
+}
+
+/// The owner: decrypts the encrypted logits of a batch, refusing a result whose noise budget
+/// shows it was not honestly evaluated under this key (see `decrypt_logits`).
 pub fn decrypt_batch(
     params: &NetworkParameters,
     secret: &SecretKey,
     batch: &BatchFile<'_>,
-) -> Result<Vec<[i128; CLASSES]>, Error> {
+) -> Result<DecryptedLogits, Error> {
     batch.check_parameters(params)?;
     let outputs: Vec<Vec<Ciphertext>> = params
         .channels()
@@ -387,7 +524,9 @@ pub fn decrypt_batch(
 pub fn os_rng() -> Result<ChaCha20Rng, String> {
     let mut seed = [0u8; 32];
     getrandom::fill(&mut seed).map_err(|e| format!("no randomness from the system: {e}"))?;
-    Ok(ChaCha20Rng::from_seed(seed))
+    let rng = ChaCha20Rng::from_seed(seed);
+    seed.zeroize();
+    Ok(rng)
 }
 
 /// Peak resident memory of this process (VmHWM), where the system reports it.

@@ -5,14 +5,17 @@ use std::time::Instant;
 
 use clap::Args;
 use cryptonets_core::Backend;
-use cryptonets_core::model::{CLASSES, Model, argmax};
+use cryptonets_core::model::{MAX_MODEL_BYTES, Model, argmax};
 use cryptonets_core::network::{
-    DEFAULT_MAX_PACKING, INPUTS, NetworkEvaluator, NetworkParameters, Packing,
+    DEFAULT_MAX_PACKING, EvaluationKeys, INPUTS, NetworkEvaluator, NetworkParameters, Packing,
+    ResourceEstimate,
 };
+use cryptonets_host::files::{read_checked, read_secret, write, write_secret};
 use cryptonets_host::mnist;
 use cryptonets_host::pipeline::{
-    BatchFile, BatchKind, decrypt_batch, encrypt_batch, eval_key_bytes, evaluate_batch, keygen,
-    os_rng, peak_rss_bytes, read_eval_key, read_secret_key, secret_key_bytes,
+    BatchFile, BatchKind, BatchRecord, MAX_RECORD_BYTES, decrypt_batch, encrypt_batch,
+    eval_key_bytes, evaluate_batch, keygen, os_rng, peak_rss_bytes, read_eval_key, read_secret_key,
+    secret_key_bytes,
 };
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
@@ -20,12 +23,91 @@ use serde::Serialize;
 /// The committed model, relative to the working directory.
 pub(crate) const DEFAULT_MODEL: &str = "models/cryptonets-mnist.cnmd";
 
-fn read(path: &Path) -> Result<Vec<u8>, String> {
-    std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
+/// Most worker threads `--threads` accepts.
+pub(crate) const MAX_THREADS: usize = 1024;
+
+fn read_secret_key_file(
+    params: &NetworkParameters,
+    path: &Path,
+) -> Result<cryptonets_core::bfv::SecretKey, String> {
+    let max = params.channels()[0].secret_key_bytes() as u64;
+    let bytes = read_secret(path, max, "secret key")?;
+    read_secret_key(params, &bytes).map_err(|e| format!("{}: {e}", path.display()))
 }
 
-fn write(path: &Path, bytes: &[u8]) -> Result<(), String> {
-    std::fs::write(path, bytes).map_err(|e| format!("cannot write {}: {e}", path.display()))
+fn read_eval_key_file(params: &NetworkParameters, path: &Path) -> Result<EvaluationKeys, String> {
+    let max = EvaluationKeys::max_serialized_len(params) as u64;
+    let bytes = read_checked(path, max, "evaluation key")?;
+    read_eval_key(params, &bytes).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+fn read_batch_file(
+    params: &NetworkParameters,
+    path: &Path,
+    kind: BatchKind,
+) -> Result<Vec<u8>, String> {
+    let what = match kind {
+        BatchKind::Images => "batch of encrypted images",
+        BatchKind::Logits => "file of encrypted logits",
+    };
+    read_checked(path, BatchFile::max_len(params, kind) as u64, what)
+}
+
+/// A memory size: bytes, or with a suffix K, M, G or T (powers of 1024; `KiB` etc. too).
+pub(crate) fn parse_size(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let digits = t
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(t.len());
+    let (number, unit) = t.split_at(digits);
+    let number: f64 = number
+        .parse()
+        .map_err(|_| format!("'{text}' is not a size (for example 8G, 512M or 1000000)"))?;
+    let shift = match unit
+        .trim()
+        .to_ascii_uppercase()
+        .trim_end_matches("IB")
+        .trim_end_matches('B')
+    {
+        "" => 0,
+        "K" => 10,
+        "M" => 20,
+        "G" => 30,
+        "T" => 40,
+        _ => return Err(format!("'{text}': unknown unit (use K, M, G or T)")),
+    };
+    let bytes = number * (1u64 << shift) as f64;
+    if !(1.0..=u64::MAX as f64).contains(&bytes) {
+        return Err(format!("'{text}' is out of range"));
+    }
+    Ok(bytes as u64)
+}
+
+/// The default memory limit: what the system reports available (MemAvailable), or 4 GiB
+/// where it does not.
+pub(crate) fn available_memory() -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|text| {
+            let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
+            let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+            kib.checked_mul(1024)
+        })
+        .unwrap_or(4 << 30)
+}
+
+fn limit(max_memory: Option<u64>) -> u64 {
+    max_memory.unwrap_or_else(available_memory)
+}
+
+fn describe(estimate: &ResourceEstimate, limit: u64) -> String {
+    format!(
+        "planned: peak memory about {:.2} GiB (limit {:.2} GiB), about {:.1} s on {} threads",
+        estimate.peak_bytes as f64 / (1u64 << 30) as f64,
+        limit as f64 / (1u64 << 30) as f64,
+        estimate.seconds,
+        rayon::current_num_threads()
+    )
 }
 
 /// A model file with its parsed view and parameters.
@@ -36,7 +118,7 @@ struct Loaded {
 
 impl Loaded {
     fn new(path: &Path, backend: Backend) -> Result<Self, String> {
-        let bytes = read(path)?;
+        let bytes = read_checked(path, MAX_MODEL_BYTES as u64, "model")?;
         let model = Model::parse(&bytes).map_err(|e| format!("{}: {e}", path.display()))?;
         let params = NetworkParameters::for_model(&model, backend)
             .map_err(|e| format!("{}: {e}", path.display()))?;
@@ -101,7 +183,7 @@ pub(crate) fn keygen_command(args: &KeygenArgs, backend: Backend) -> Result<(), 
     let loaded = Loaded::new(&args.model, backend)?;
     let keys =
         keygen(&loaded.params, args.max_packing, &mut os_rng()?).map_err(|e| e.to_string())?;
-    write(&args.secret_key, &secret_key_bytes(&loaded.params, &keys))?;
+    write_secret(&args.secret_key, &secret_key_bytes(&loaded.params, &keys))?;
     let eval = eval_key_bytes(&loaded.params, &keys);
     write(&args.eval_key, &eval)?;
     println!(
@@ -141,6 +223,16 @@ pub(crate) struct EncryptArgs {
     /// Where to write the encrypted batch.
     #[arg(long)]
     out: PathBuf,
+    /// Where to keep the owner's record of the batch, which `decrypt` checks the logits
+    /// against (default: OUT.record).
+    #[arg(long)]
+    record: Option<PathBuf>,
+}
+
+fn record_path(batch: &Path) -> PathBuf {
+    let mut name = batch.as_os_str().to_owned();
+    name.push(".record");
+    PathBuf::from(name)
 }
 
 fn image_range(
@@ -167,8 +259,7 @@ fn image_range(
 
 pub(crate) fn encrypt_command(args: &EncryptArgs, backend: Backend) -> Result<(), String> {
     let loaded = Loaded::new(&args.model, backend)?;
-    let secret = read_secret_key(&loaded.params, &read(&args.secret_key)?)
-        .map_err(|e| format!("{}: {e}", args.secret_key.display()))?;
+    let secret = read_secret_key_file(&loaded.params, &args.secret_key)?;
     let set = test_images(args.data.clone())?;
     let range = image_range(&set, args.offset, args.count, loaded.params.degree())?;
     let images: Vec<[u8; INPUTS]> = range.map(|i| image_array(&set, i)).collect();
@@ -188,13 +279,24 @@ pub(crate) fn encrypt_command(args: &EncryptArgs, backend: Backend) -> Result<()
     progress.finish_and_clear();
     let bytes = batch.to_bytes();
     write(&args.out, &bytes)?;
+    let record = args
+        .record
+        .clone()
+        .unwrap_or_else(|| record_path(&args.out));
+    write(
+        &record,
+        BatchRecord::of(&batch, Some(args.offset))
+            .to_json()
+            .as_bytes(),
+    )?;
     println!(
-        "{} images encrypted, {} pixels a ciphertext, to {} ({} bytes, {:.1} KiB per image)",
+        "{} images encrypted, {} pixels a ciphertext, to {} ({} bytes, {:.1} KiB per image); record of the batch in {}",
         images.len(),
         packing.factor(),
         args.out.display(),
         bytes.len(),
-        bytes.len() as f64 / images.len() as f64 / 1024.0
+        bytes.len() as f64 / images.len() as f64 / 1024.0,
+        record.display()
     );
     Ok(())
 }
@@ -214,18 +316,34 @@ pub(crate) struct EvalArgs {
     /// Where to write the encrypted logits.
     #[arg(long)]
     out: PathBuf,
+    /// Refuse batches whose planned peak memory is above this (bytes, or K, M, G, T;
+    /// default: the memory the system reports available).
+    #[arg(long, value_parser = parse_size)]
+    max_memory: Option<u64>,
 }
 
 pub(crate) fn eval_command(args: &EvalArgs, backend: Backend) -> Result<(), String> {
     let loaded = Loaded::new(&args.model, backend)?;
-    let keys = read_eval_key(&loaded.params, &read(&args.eval_key)?)
-        .map_err(|e| format!("{}: {e}", args.eval_key.display()))?;
+    let keys = read_eval_key_file(&loaded.params, &args.eval_key)?;
     let model = loaded.model();
     let evaluator =
         NetworkEvaluator::new(&loaded.params, &model, &keys).map_err(|e| e.to_string())?;
-    let input = read(&args.input)?;
+    let input = read_batch_file(&loaded.params, &args.input, BatchKind::Images)?;
     let batch = BatchFile::from_bytes(&input, BatchKind::Images)
         .map_err(|e| format!("{}: {e}", args.input.display()))?;
+    batch
+        .check_parameters(&loaded.params)
+        .map_err(|e| format!("{}: {e}", args.input.display()))?;
+    let limit = limit(args.max_memory);
+    let estimate = evaluator
+        .estimate(
+            batch.packing,
+            input.len() as u64,
+            rayon::current_num_threads(),
+        )
+        .map_err(|e| e.to_string())?;
+    eprintln!("{}", describe(&estimate, limit));
+    estimate.check_memory(limit).map_err(|e| e.to_string())?;
     let start = Instant::now();
     let progress = bar(
         loaded.params.channels().len() as u64,
@@ -270,41 +388,94 @@ pub(crate) struct DecryptArgs {
     /// Write the predicted digits here, one per line.
     #[arg(long)]
     predictions: Option<PathBuf>,
+    /// The owner's record of the batch (written by `encrypt` as BATCH.record): the logits
+    /// must answer that batch, with its image count and packing.
+    #[arg(long)]
+    record: PathBuf,
+    /// Print one JSON object instead of the report.
+    #[arg(long)]
+    json: bool,
+}
+
+/// What `decrypt --json` prints.
+#[derive(Debug, Serialize)]
+struct DecryptReport {
+    images: usize,
+    batch_id: String,
+    packing: usize,
+    min_noise_budget_bits: u32,
+    required_noise_budget_bits: u32,
+    predictions: Vec<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    accuracy: Option<f64>,
 }
 
 pub(crate) fn decrypt_command(args: &DecryptArgs, backend: Backend) -> Result<(), String> {
     let loaded = Loaded::new(&args.model, backend)?;
-    let secret = read_secret_key(&loaded.params, &read(&args.secret_key)?)
-        .map_err(|e| format!("{}: {e}", args.secret_key.display()))?;
-    let bytes = read(&args.input)?;
+    let secret = read_secret_key_file(&loaded.params, &args.secret_key)?;
+    let record = read_checked(&args.record, MAX_RECORD_BYTES, "batch record")?;
+    let record =
+        BatchRecord::from_json(&record).map_err(|e| format!("{}: {e}", args.record.display()))?;
+    let bytes = read_batch_file(&loaded.params, &args.input, BatchKind::Logits)?;
     let batch = BatchFile::from_bytes(&bytes, BatchKind::Logits)
         .map_err(|e| format!("{}: {e}", args.input.display()))?;
-    let logits = decrypt_batch(&loaded.params, &secret, &batch)
+    record
+        .check(&batch)
         .map_err(|e| format!("{}: {e}", args.input.display()))?;
-    let predictions: Vec<usize> = logits.iter().map(|l| argmax(l)).collect();
-    let shown: Vec<String> = predictions.iter().take(20).map(|p| p.to_string()).collect();
-    println!(
-        "{} predictions: {}{}",
-        predictions.len(),
-        shown.join(" "),
-        if predictions.len() > 20 { " ..." } else { "" }
-    );
+    let decrypted = decrypt_batch(&loaded.params, &secret, &batch)
+        .map_err(|e| format!("{}: {e}", args.input.display()))?;
+    let predictions: Vec<usize> = decrypted.logits.iter().map(|l| argmax(l)).collect();
     if let Some(path) = &args.predictions {
         let text: String = predictions.iter().map(|p| format!("{p}\n")).collect();
         write(path, text.as_bytes())?;
     }
-    if let Some(offset) = args.offset {
-        let set = test_images(args.data.clone())?;
-        let range = image_range(&set, offset, predictions.len(), loaded.params.degree())?;
-        let correct = range
-            .zip(&predictions)
-            .filter(|&(i, &p)| set.labels[i] as usize == p)
-            .count();
+    let offset = args.offset.or(record.offset);
+    let accuracy = match offset {
+        Some(offset) if args.offset.is_some() || args.data.is_some() => {
+            let set = test_images(args.data.clone())?;
+            let range = image_range(&set, offset, predictions.len(), loaded.params.degree())?;
+            let correct = range
+                .zip(&predictions)
+                .filter(|&(i, &p)| set.labels[i] as usize == p)
+                .count();
+            Some(correct as f64 / predictions.len() as f64)
+        }
+        _ => None,
+    };
+    let report = DecryptReport {
+        images: predictions.len(),
+        batch_id: record.batch_id.clone(),
+        packing: batch.packing.factor(),
+        min_noise_budget_bits: decrypted.min_budget_bits,
+        required_noise_budget_bits: cryptonets_core::network::MIN_OUTPUT_BUDGET_BITS,
+        predictions,
+        accuracy,
+    };
+    if args.json {
         println!(
-            "accuracy: {correct}/{} = {:.4}",
-            predictions.len(),
-            correct as f64 / predictions.len() as f64
+            "{}",
+            serde_json::to_string(&report).map_err(|e| e.to_string())?
         );
+        return Ok(());
+    }
+    let shown: Vec<String> = report
+        .predictions
+        .iter()
+        .take(20)
+        .map(|p| p.to_string())
+        .collect();
+    println!(
+        "{} predictions: {}{}",
+        report.images,
+        shown.join(" "),
+        if report.images > 20 { " ..." } else { "" }
+    );
+    println!(
+        "noise budget left in the outputs: {} bits at least (results below {} bits are refused)",
+        report.min_noise_budget_bits, report.required_noise_budget_bits
+    );
+    if let Some(accuracy) = report.accuracy {
+        println!("accuracy: {accuracy:.4} on {} images", report.images);
     }
     Ok(())
 }
@@ -324,9 +495,13 @@ pub(crate) struct RunArgs {
     /// Images per batch (at most n = 8192, one per slot).
     #[arg(long, default_value_t = 8192)]
     batch_size: usize,
-    /// Worker threads (default: one per core).
-    #[arg(long)]
-    threads: Option<usize>,
+    /// Worker threads (default: one per core; at most 1024).
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=MAX_THREADS as i64))]
+    threads: Option<u16>,
+    /// Refuse to start if a batch's planned peak memory is above this (bytes, or K, M, G, T;
+    /// default: the memory the system reports available).
+    #[arg(long, value_parser = parse_size)]
+    max_memory: Option<u64>,
     /// Densest packing of small batches: a batch of at most 8192 / k images is uploaded k
     /// pixels a ciphertext and unpacked by the service (k - 1 Galois keys); 1 turns it off.
     #[arg(long, default_value_t = DEFAULT_MAX_PACKING, value_parser = parse_packing)]
@@ -375,7 +550,7 @@ struct RunReport {
 pub(crate) fn run_command(args: &RunArgs, backend: Backend) -> Result<(), String> {
     if let Some(threads) = args.threads {
         rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
+            .num_threads(threads as usize)
             .build_global()
             .map_err(|e| format!("cannot start {threads} threads: {e}"))?;
     }
@@ -392,6 +567,7 @@ pub(crate) fn run_command(args: &RunArgs, backend: Backend) -> Result<(), String
         return Err("--images must be at least 1".into());
     }
     let quiet = args.json;
+    let memory_limit = limit(args.max_memory);
     let mut rng = os_rng()?;
 
     let start = Instant::now();
@@ -425,6 +601,18 @@ pub(crate) fn run_command(args: &RunArgs, backend: Backend) -> Result<(), String
         let packing = Packing::for_batch(n, images.len(), args.max_packing);
         packings.push(packing.factor());
         let batch_plan = evaluator.plan_for(packing).map_err(|e| e.to_string())?;
+        // The upload's size is known from the parameters: plan before encrypting anything.
+        let upload_estimate = (params.channels().len() * packing.ciphertexts()) as u64
+            * (4 + params.channels()[0].seeded_ciphertext_bytes() as u64);
+        let estimate = evaluator
+            .estimate(packing, upload_estimate, rayon::current_num_threads())
+            .map_err(|e| e.to_string())?;
+        if !quiet && b == 0 {
+            eprintln!("{}", describe(&estimate, memory_limit));
+        }
+        estimate
+            .check_memory(memory_limit)
+            .map_err(|e| e.to_string())?;
         hidden_level = hidden_level.max(batch_plan.hidden_level);
         output_level = output_level.max(batch_plan.output_level);
         estimated_budget = estimated_budget.min(batch_plan.estimate.output);
@@ -441,6 +629,7 @@ pub(crate) fn run_command(args: &RunArgs, backend: Backend) -> Result<(), String
         })
         .map_err(|e| e.to_string())?;
         let upload_bytes = batch.to_bytes();
+        let record = BatchRecord::of(&batch, Some(range.start));
         drop(batch);
         encrypt_s += t.elapsed().as_secs_f64();
         progress.finish_and_clear();
@@ -479,9 +668,11 @@ pub(crate) fn run_command(args: &RunArgs, backend: Backend) -> Result<(), String
         let t = Instant::now();
         let outputs =
             BatchFile::from_bytes(&download_bytes, BatchKind::Logits).map_err(|e| e.to_string())?;
-        let logits = decrypt_batch(params, &secret, &outputs).map_err(|e| e.to_string())?;
+        record.check(&outputs)?;
+        let decrypted = decrypt_batch(params, &secret, &outputs).map_err(|e| e.to_string())?;
         decrypt_s += t.elapsed().as_secs_f64();
-        measured_budget = measured_budget.min(measured_output_budget(params, &secret, &outputs)?);
+        measured_budget = measured_budget.min(decrypted.min_budget_bits);
+        let logits = decrypted.logits;
 
         for (i, (image, encrypted)) in range.clone().zip(&logits).enumerate() {
             let plain = model.logits(&images[i]).map_err(|e| e.to_string())?;
@@ -551,24 +742,6 @@ pub(crate) fn run_command(args: &RunArgs, backend: Backend) -> Result<(), String
         return Err("encrypted inference differs from plaintext inference".into());
     }
     Ok(())
-}
-
-/// The smallest noise budget left in any output ciphertext (a diagnostic the data owner can
-/// compute; the service cannot).
-fn measured_output_budget(
-    params: &NetworkParameters,
-    secret: &cryptonets_core::bfv::SecretKey,
-    outputs: &BatchFile<'_>,
-) -> Result<u32, String> {
-    let mut worst = u32::MAX;
-    for (c, p) in params.channels().iter().enumerate() {
-        for bytes in &outputs.items[c * CLASSES..(c + 1) * CLASSES] {
-            let ct = cryptonets_core::bfv::Ciphertext::from_bytes(p, bytes)
-                .map_err(|e| e.to_string())?;
-            worst = worst.min(secret.noise_budget(p, &ct));
-        }
-    }
-    Ok(worst)
 }
 
 fn print_report(r: &RunReport) {

@@ -162,7 +162,7 @@ fn model_info_reports_the_committed_model_and_refuses_malformed_files() {
         "5 maps",
         "dense 100",
         "plaintext bits",
-        "CRT primes of 26 bits",
+        "plaintext CRT primes (1 mod 16384): 3",
         "test accuracy recorded",
     ] {
         assert!(text.contains(expected), "{expected} missing in:\n{text}");

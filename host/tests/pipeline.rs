@@ -79,6 +79,8 @@ fn keygen_encrypt_eval_decrypt_equals_plaintext_inference() {
         &p("sk"),
         "--input",
         &p("out.cnbt"),
+        "--record",
+        &p("in.cnbt.record"),
         "--data",
         data,
         "--offset",
@@ -106,7 +108,7 @@ fn keygen_encrypt_eval_decrypt_equals_plaintext_inference() {
     let at = corrupted.len() - 40;
     corrupted[at..at + 8].fill(0xff);
     let mut foreign = good.clone();
-    foreign[20] ^= 0x02; // the first plaintext CRT prime
+    foreign[44] ^= 0x02; // the first plaintext CRT prime
     assert_eq!(good[6], 4, "12 images go packed 4 pixels a ciphertext");
     let mut repacked = good.clone();
     repacked[6] = 2; // as many ciphertexts as packing by 4 has, read as packed by 2
@@ -215,6 +217,8 @@ fn keygen_encrypt_eval_decrypt_equals_plaintext_inference() {
         &p("sk1"),
         "--input",
         &p("unpacked-out.cnbt"),
+        "--record",
+        &p("unpacked.cnbt.record"),
         "--predictions",
         &p("labels1.txt"),
     ]);

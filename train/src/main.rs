@@ -26,6 +26,10 @@ struct Args {
     /// on it. The test set is used once, at the end, for the accuracies recorded in the model.
     #[arg(long, default_value_t = 5000)]
     validation: usize,
+    /// Validation accuracy the integer model may lose against the float one: the precision
+    /// search keeps the smallest plaintext that stays within it.
+    #[arg(long, default_value_t = 0.001)]
+    tolerance: f64,
     #[arg(long, default_value_t = 1e-3)]
     learning_rate: f64,
     #[arg(long, default_value_t = 64)]
@@ -293,7 +297,7 @@ fn main() -> candle_core::Result<()> {
     eprintln!(
         "float network with batch normalization folded: validation accuracy {float_validation:.4}"
     );
-    let best = quantize::choose_precision(&float, &validation, float_validation);
+    let best = quantize::choose_precision(&float, &validation, float_validation - args.tolerance);
     // The test set, once: the accuracies recorded in the model file.
     let mut writer = integer_model(&float, best);
     let model_bytes = writer.to_bytes();

@@ -97,10 +97,9 @@ pub fn integer_model(net: &FloatNet, precision: Precision) -> ModelWriter {
 }
 
 /// The coarsest precision found greedily, scored on `validation` only: from 16 pixel levels
-/// and 6/5/6-bit weights, each knob is coarsened while the integer model stays within 0.2
-/// points of the float one (`float_accuracy`, on the same split).
-pub fn choose_precision(net: &FloatNet, validation: &Dataset, float_accuracy: f64) -> Precision {
-    let floor = float_accuracy - 0.002;
+/// and 6/5/6-bit weights, each knob is coarsened while the integer model's validation
+/// accuracy stays at or above `floor` (the float model's, less the trainer's `--tolerance`).
+pub fn choose_precision(net: &FloatNet, validation: &Dataset, floor: f64) -> Precision {
     let evaluate = |p: Precision| -> Option<f64> {
         let bytes = integer_model(net, p).to_bytes();
         let model = Model::parse(&bytes).ok()?;

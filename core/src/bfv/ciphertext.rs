@@ -33,6 +33,8 @@ impl Plaintext {
 /// modulo the first `level` primes of Q, each stored limb by limb.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Ciphertext {
+    /// [`Parameters::id`] of the parameters it was made under.
+    pub(crate) params: u64,
     pub(crate) level: usize,
     pub(crate) n: usize,
     pub(crate) polys: Vec<Vec<u32>>,
@@ -41,9 +43,20 @@ pub struct Ciphertext {
 impl Ciphertext {
     /// Assembles a ciphertext from polynomials of `level` limbs each (crate-internal: callers
     /// guarantee the shapes and the residue ranges).
-    pub(crate) fn from_parts(n: usize, level: usize, polys: Vec<Vec<u32>>) -> Self {
+    pub(crate) fn from_parts(params: &Parameters, level: usize, polys: Vec<Vec<u32>>) -> Self {
+        let n = params.degree();
         debug_assert!(polys.iter().all(|p| p.len() == level * n));
-        Self { level, n, polys }
+        Self {
+            params: params.id(),
+            level,
+            n,
+            polys,
+        }
+    }
+
+    /// [`Parameters::id`] of the parameters the ciphertext was made under.
+    pub fn parameters_id(&self) -> u64 {
+        self.params
     }
 
     /// Number of primes of Q the ciphertext is defined modulo.

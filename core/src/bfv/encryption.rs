@@ -8,6 +8,7 @@ use zeroize::Zeroize;
 
 use super::keys::small_to_ntt;
 use super::{Ciphertext, Parameters, Plaintext, PublicKey, SecretKey};
+use crate::Error;
 use crate::backend::Kernels;
 use crate::sampling::{centered_binomial, small_to_residue, ternary, uniform};
 
@@ -15,6 +16,8 @@ use crate::sampling::{centered_binomial, small_to_residue, ternary, uniform};
 /// half the size of a [`Ciphertext`] in transit (the client's upload).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SeededCiphertext {
+    /// [`Parameters::id`] of the parameters it was made under.
+    pub(crate) params: u64,
     pub(crate) level: usize,
     pub(crate) c0: Vec<u32>,
     pub(crate) seed: [u8; 32],
@@ -59,21 +62,24 @@ impl SeededCiphertext {
         &self.seed
     }
 
+    /// [`Parameters::id`] of the parameters the ciphertext was made under.
+    pub fn parameters_id(&self) -> u64 {
+        self.params
+    }
+
     /// Expands the seed into a full ciphertext.
-    pub fn expand(&self, params: &Parameters) -> Ciphertext {
-        let mut out = Ciphertext {
-            level: self.level,
-            n: params.degree(),
-            polys: Vec::new(),
-        };
-        self.expand_into(params, &mut out);
-        out
+    pub fn expand(&self, params: &Parameters) -> Result<Ciphertext, Error> {
+        let mut out = Ciphertext::from_parts(params, self.level, Vec::new());
+        self.expand_into(params, &mut out)?;
+        Ok(out)
     }
 
     /// Expands the seed into `out`, reusing its buffers: a batch of ciphertexts read again
     /// and again (one CRT channel after another) then needs no fresh memory.
-    pub fn expand_into(&self, params: &Parameters, out: &mut Ciphertext) {
+    pub fn expand_into(&self, params: &Parameters, out: &mut Ciphertext) -> Result<(), Error> {
+        params.check_id(self.params)?;
         let len = self.level * params.degree();
+        out.params = self.params;
         out.level = self.level;
         out.n = params.degree();
         out.polys.resize_with(2, Vec::new);
@@ -83,6 +89,7 @@ impl SeededCiphertext {
         a.resize(len, 0);
         expand_seed_into(params, self.seed, a);
         params.ciphertext_basis().inverse(params.backend(), a, 0);
+        Ok(())
     }
 }
 
@@ -93,7 +100,9 @@ impl SecretKey {
         params: &Parameters,
         m: &Plaintext,
         rng: &mut R,
-    ) -> SeededCiphertext {
+    ) -> Result<SeededCiphertext, Error> {
+        params.check_ring(self.ring, "secret key made for another ring")?;
+        params.check_plaintext(m)?;
         let (n, level) = (params.degree(), params.max_level());
         let mut seed = [0u8; 32];
         rng.fill_bytes(&mut seed);
@@ -112,7 +121,14 @@ impl SecretKey {
         centered_binomial(rng, &mut e);
         params.add_scaled_message(&mut c0, &m.coefficients, Some(&e), true);
         e.zeroize();
-        SeededCiphertext { level, c0, seed }
+        let ciphertext = SeededCiphertext {
+            params: params.id(),
+            level,
+            c0,
+            seed,
+        };
+        seed.zeroize();
+        Ok(ciphertext)
     }
 
     /// Secret-key encryption, expanded to a full ciphertext.
@@ -121,8 +137,25 @@ impl SecretKey {
         params: &Parameters,
         m: &Plaintext,
         rng: &mut R,
-    ) -> Ciphertext {
-        self.encrypt_seeded(params, m, rng).expand(params)
+    ) -> Result<Ciphertext, Error> {
+        self.encrypt_seeded(params, m, rng)?.expand(params)
+    }
+
+    /// `Ok` if this key and `ct` belong to `params` and `ct` has a shape they allow: checked
+    /// before any work with the secret.
+    fn check_decryptable(&self, params: &Parameters, ct: &Ciphertext) -> Result<(), Error> {
+        params.check_ring(self.ring, "secret key made for another ring")?;
+        params.check_id(ct.params)?;
+        let fits = ct.n == params.degree()
+            && (1..=params.max_level()).contains(&ct.level)
+            && (2..=3).contains(&ct.polys.len())
+            && ct.polys.iter().all(|p| p.len() == ct.level * ct.n);
+        match fits {
+            true => Ok(()),
+            false => Err(Error::Incompatible {
+                reason: "ciphertext does not fit these parameters",
+            }),
+        }
     }
 
     /// c0 + c1 s (+ c2 s^2) modulo Q_L, in coefficient form: Delta m + noise.
@@ -163,7 +196,8 @@ impl SecretKey {
     }
 
     /// Decrypts: round(t (c0 + c1 s + c2 s^2) / Q) mod t.
-    pub fn decrypt(&self, params: &Parameters, ct: &Ciphertext) -> Plaintext {
+    pub fn decrypt(&self, params: &Parameters, ct: &Ciphertext) -> Result<Plaintext, Error> {
+        self.check_decryptable(params, ct)?;
         let n = params.degree();
         let mut phase = self.phase(params, ct);
         let mut coefficients = alloc::vec![0u32; n];
@@ -175,17 +209,18 @@ impl SecretKey {
             n,
         );
         phase.zeroize();
-        Plaintext { coefficients }
+        Ok(Plaintext { coefficients })
     }
 
     /// Remaining noise budget in bits: log2(Q / (2 |t v mod Q|)) maximised over coefficients,
     /// where v is the phase. Decryption is correct while it is positive. A diagnostic: it runs
     /// on secret data in variable time, so never expose it to a remote party.
-    pub fn noise_budget(&self, params: &Parameters, ct: &Ciphertext) -> u32 {
+    pub fn noise_budget(&self, params: &Parameters, ct: &Ciphertext) -> Result<u32, Error> {
+        self.check_decryptable(params, ct)?;
         let mut phase = self.phase(params, ct);
         let budget = super::noise::budget(params, &phase, ct.level);
         phase.zeroize();
-        budget
+        Ok(budget)
     }
 }
 
@@ -196,13 +231,15 @@ impl PublicKey {
         params: &Parameters,
         m: &Plaintext,
         rng: &mut R,
-    ) -> Ciphertext {
+    ) -> Result<Ciphertext, Error> {
+        params.check_ring(self.ring, "public key made for another ring")?;
+        params.check_plaintext(m)?;
         let (n, level) = (params.degree(), params.max_level());
         let backend = params.backend();
         let basis = params.ciphertext_basis();
         let mut u = alloc::vec![0i8; n];
         ternary(rng, &mut u);
-        let u_ntt = small_to_ntt(params, &u, level);
+        let mut u_ntt = small_to_ntt(params, &u, level);
         u.zeroize();
         let mut polys = Vec::with_capacity(2);
         for key in [&self.p0, &self.p1] {
@@ -219,6 +256,7 @@ impl PublicKey {
         centered_binomial(rng, &mut e);
         add_error(params, &mut polys[1], &e);
         e.zeroize();
-        Ciphertext { level, n, polys }
+        u_ntt.zeroize();
+        Ok(Ciphertext::from_parts(params, level, polys))
     }
 }

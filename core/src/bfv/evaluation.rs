@@ -13,6 +13,11 @@ pub struct Evaluator<'a> {
 }
 
 fn same_shape(a: &Ciphertext, b: &Ciphertext) -> Result<(), Error> {
+    if a.params != b.params {
+        return Err(Error::Incompatible {
+            reason: "ciphertexts made under different parameters",
+        });
+    }
     if a.level != b.level {
         return Err(Error::Incompatible {
             reason: "ciphertexts are at different levels",
@@ -33,6 +38,7 @@ impl<'a> Evaluator<'a> {
     }
 
     pub(super) fn check(&self, ct: &Ciphertext) -> Result<(), Error> {
+        self.params.check_id(ct.params)?;
         if ct.n != self.params.degree() || ct.level == 0 || ct.level > self.params.max_level() {
             return Err(Error::Incompatible {
                 reason: "ciphertext does not fit these parameters",
@@ -98,6 +104,7 @@ impl<'a> Evaluator<'a> {
     /// ct += m (plaintext): c0 += round(Q m / t).
     pub fn add_plain_assign(&self, ct: &mut Ciphertext, m: &Plaintext) -> Result<(), Error> {
         self.check(ct)?;
+        self.params.check_plaintext(m)?;
         self.params
             .add_scaled_message(&mut ct.polys[0], &m.coefficients, None, false);
         Ok(())
@@ -106,6 +113,7 @@ impl<'a> Evaluator<'a> {
     /// ct -= m (plaintext): c0 += round(Q (t - m) / t), which is -round(Q m / t) mod Q.
     pub fn sub_plain_assign(&self, ct: &mut Ciphertext, m: &Plaintext) -> Result<(), Error> {
         self.check(ct)?;
+        self.params.check_plaintext(m)?;
         let t = self.params.plaintext_modulus();
         let negated: Vec<u32> = m.coefficients.iter().map(|&c| t.neg(c)).collect();
         self.params
@@ -133,6 +141,7 @@ impl<'a> Evaluator<'a> {
     /// ct *= m for a plaintext m (slot-wise product with m's slots).
     pub fn mul_plain_assign(&self, ct: &mut Ciphertext, m: &Plaintext) -> Result<(), Error> {
         self.check(ct)?;
+        self.params.check_plaintext(m)?;
         let (n, level) = (self.params.degree(), ct.level);
         let basis = self.params.ciphertext_basis();
         let backend = self.params.backend();
@@ -195,6 +204,8 @@ impl<'a> Evaluator<'a> {
                 reason: "relinearization takes a ciphertext of size 3",
             });
         }
+        self.params
+            .check_ring(key.ring, "relinearization key made for another ring")?;
         if key.digits.len() != self.params.max_level() {
             return Err(Error::Incompatible {
                 reason: "relinearization key does not fit these parameters",

@@ -101,6 +101,8 @@ pub(crate) fn serialized_k0(params: &Parameters, element: usize, digit: &GaloisD
 /// to apply X -> X^g to a ciphertext. Public (the service's).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct GaloisKey {
+    /// [`Parameters::ring_id`] of the ring it was made for.
+    pub(crate) ring: u64,
     pub(crate) element: usize,
     pub(crate) digits: Vec<GaloisDigit>,
 }
@@ -163,6 +165,7 @@ impl GaloisKey {
         rng: &mut R,
     ) -> Result<Self, Error> {
         let (n, levels) = (params.degree(), params.max_level());
+        params.check_ring(secret.ring, "secret key made for another ring")?;
         check_element(n, element)?;
         let special = params.special_basis().ok_or(Error::InvalidParameters {
             reason: "Galois keys need special primes",
@@ -208,7 +211,16 @@ impl GaloisKey {
         e.zeroize();
         s.zeroize();
         rotated_ntt.zeroize();
-        Ok(Self { element, digits })
+        Ok(Self {
+            ring: params.ring_id(),
+            element,
+            digits,
+        })
+    }
+
+    /// [`Parameters::ring_id`] of the ring the key was made for.
+    pub fn ring_id(&self) -> u64 {
+        self.ring
     }
 
     /// The Galois element g.
@@ -291,6 +303,7 @@ impl Evaluator<'_> {
     /// Checks that `key` has the shape of a Galois key of these parameters.
     pub fn check_galois_key(&self, key: &GaloisKey) -> Result<(), Error> {
         let params = self.params;
+        params.check_ring(key.ring, "Galois key made for another ring")?;
         let limbs = params.max_level() + params.special_basis().map_or(0, |s| s.len());
         if params.special_basis().is_none()
             || check_element(params.degree(), key.element).is_err()
@@ -364,7 +377,7 @@ impl Evaluator<'_> {
                 }
                 let c0 = rotate(&s0, key.element);
                 let c1 = rotate(&s1, key.element);
-                Ciphertext::from_parts(n, level, alloc::vec![c0, c1])
+                Ciphertext::from_parts(params, level, alloc::vec![c0, c1])
             })
             .collect())
     }

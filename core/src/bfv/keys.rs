@@ -6,6 +6,7 @@ use rand_core::CryptoRng;
 use zeroize::{Zeroize, ZeroizeOnDrop};
 
 use super::Parameters;
+use crate::Error;
 use crate::backend::Kernels;
 use crate::ntt::NttTable;
 use crate::sampling::{centered_binomial, small_to_residue, ternary, uniform};
@@ -14,15 +15,23 @@ use crate::zq::Modulus;
 /// The secret key: a ternary polynomial. Zeroized on drop.
 #[derive(Clone)]
 pub struct SecretKey {
+    /// [`Parameters::ring_id`] of the ring it was made for.
+    pub(crate) ring: u64,
     pub(crate) coefficients: Vec<i8>,
     /// s in NTT form modulo every prime of Q, limb by limb.
     pub(crate) ntt: Vec<u32>,
 }
 
-impl Drop for SecretKey {
-    fn drop(&mut self) {
+impl Zeroize for SecretKey {
+    fn zeroize(&mut self) {
         self.coefficients.zeroize();
         self.ntt.zeroize();
+    }
+}
+
+impl Drop for SecretKey {
+    fn drop(&mut self) {
+        self.zeroize();
     }
 }
 
@@ -37,6 +46,7 @@ impl core::fmt::Debug for SecretKey {
 /// The public key (p0, p1) = (-a s + e, a), in NTT form modulo Q.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PublicKey {
+    pub(crate) ring: u64,
     pub(crate) p0: Vec<u32>,
     pub(crate) p1: Vec<u32>,
 }
@@ -45,6 +55,7 @@ pub struct PublicKey {
 /// CRT idempotent of q_i (1 mod q_i, 0 mod the others). NTT form modulo Q.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RelinearizationKey {
+    pub(crate) ring: u64,
     pub(crate) digits: Vec<(Vec<u32>, Vec<u32>)>,
 }
 
@@ -120,7 +131,16 @@ impl SecretKey {
         let mut coefficients = alloc::vec![0i8; params.degree()];
         ternary(rng, &mut coefficients);
         let ntt = small_to_ntt(params, &coefficients, params.max_level());
-        Self { coefficients, ntt }
+        Self {
+            ring: params.ring_id(),
+            coefficients,
+            ntt,
+        }
+    }
+
+    /// [`Parameters::ring_id`] of the ring the key was made for.
+    pub fn ring_id(&self) -> u64 {
+        self.ring
     }
 
     /// The ternary coefficients (for export to an external decryptor; handle with care).
@@ -137,12 +157,18 @@ impl SecretKey {
         if coefficients.len() != params.degree()
             || coefficients.iter().any(|c| !(-1..=1).contains(c))
         {
+            let mut coefficients = coefficients;
+            coefficients.zeroize();
             return Err(crate::Error::InvalidParameters {
                 reason: "secret key needs n ternary coefficients",
             });
         }
         let ntt = small_to_ntt(params, &coefficients, params.max_level());
-        Ok(Self { coefficients, ntt })
+        Ok(Self {
+            ring: params.ring_id(),
+            coefficients,
+            ntt,
+        })
     }
 
     /// s^2 in NTT form modulo the first `level` primes.
@@ -164,9 +190,19 @@ impl PublicKey {
         params: &Parameters,
         secret: &SecretKey,
         rng: &mut R,
-    ) -> Self {
+    ) -> Result<Self, Error> {
+        params.check_ring(secret.ring, "secret key made for another ring")?;
         let (p0, p1) = encrypt_zero_ntt(params, &secret.ntt, rng);
-        Self { p0, p1 }
+        Ok(Self {
+            ring: params.ring_id(),
+            p0,
+            p1,
+        })
+    }
+
+    /// [`Parameters::ring_id`] of the ring the key was made for.
+    pub fn ring_id(&self) -> u64 {
+        self.ring
     }
 }
 
@@ -176,7 +212,8 @@ impl RelinearizationKey {
         params: &Parameters,
         secret: &SecretKey,
         rng: &mut R,
-    ) -> Self {
+    ) -> Result<Self, Error> {
+        params.check_ring(secret.ring, "secret key made for another ring")?;
         let n = params.degree();
         let mut s2 = secret.square_ntt(params, params.max_level());
         let digits = (0..params.max_level())
@@ -192,7 +229,15 @@ impl RelinearizationKey {
             })
             .collect();
         s2.zeroize();
-        Self { digits }
+        Ok(Self {
+            ring: params.ring_id(),
+            digits,
+        })
+    }
+
+    /// [`Parameters::ring_id`] of the ring the key was made for.
+    pub fn ring_id(&self) -> u64 {
+        self.ring
     }
 }
 
@@ -207,8 +252,9 @@ impl KeyGenerator {
         rng: &mut R,
     ) -> (SecretKey, PublicKey, RelinearizationKey) {
         let secret = SecretKey::generate(params, rng);
-        let public = PublicKey::new(params, &secret, rng);
-        let relin = RelinearizationKey::new(params, &secret, rng);
+        let public = PublicKey::new(params, &secret, rng).expect("a key of these parameters");
+        let relin =
+            RelinearizationKey::new(params, &secret, rng).expect("a key of these parameters");
         (secret, public, relin)
     }
 }

@@ -86,7 +86,7 @@ pub(crate) fn tensor(params: &Parameters, a: &Ciphertext, b: Option<&Ciphertext>
             out
         })
         .collect();
-    Ciphertext { level, n, polys }
+    Ciphertext::from_parts(params, level, polys)
 }
 
 /// digits[i] = NTT mod `to` of [d]_{q_i}: the gadget digits of `d` (coefficient form, one limb

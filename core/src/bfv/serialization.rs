@@ -25,6 +25,7 @@ use super::galois::{check_element, digit_from_parts, serialized_k0};
 use super::{Ciphertext, GaloisKey, Parameters, PublicKey, RelinearizationKey, SecretKey};
 use crate::Error;
 use crate::zq::Modulus;
+use zeroize::{Zeroize, Zeroizing};
 
 /// The four bytes every serialized object starts with.
 pub const MAGIC: [u8; 4] = *b"CNET";
@@ -258,12 +259,42 @@ impl Parameters {
     }
 }
 
+impl Parameters {
+    /// The largest serialized [`Ciphertext`] of these parameters (size 3, top level): what a
+    /// reader may accept before parsing one.
+    pub fn max_ciphertext_bytes(&self) -> usize {
+        HEADER + 2 + 3 * poly_bytes(self, self.max_level())
+    }
+
+    /// The serialized size of a fresh [`SeededCiphertext`] (top level).
+    pub fn seeded_ciphertext_bytes(&self) -> usize {
+        HEADER + 33 + poly_bytes(self, self.max_level())
+    }
+
+    /// The serialized size of a [`RelinearizationKey`].
+    pub fn relinearization_key_bytes(&self) -> usize {
+        HEADER + 2 * self.max_level() * poly_bytes(self, self.max_level())
+    }
+
+    /// The serialized size of a [`GaloisKey`] (special primes included).
+    pub fn galois_key_bytes(&self) -> usize {
+        HEADER + 4 + self.max_level() * (32 + limbs_bytes(self.degree(), &key_moduli(self)))
+    }
+
+    /// The serialized size of a [`SecretKey`].
+    pub fn secret_key_bytes(&self) -> usize {
+        HEADER + self.degree().div_ceil(4)
+    }
+}
+
 impl Ciphertext {
     /// Serializes the ciphertext.
     pub fn to_bytes(&self, params: &Parameters) -> Vec<u8> {
+        // The ciphertext's own identity: serialized under parameters it does not belong to,
+        // it is refused when parsed with them (or with its own, by the length checks).
         let mut out = header(
             Kind::Ciphertext,
-            params.id(),
+            self.params,
             2 + self.size() * poly_bytes(params, self.level),
         );
         out.extend_from_slice(&[self.level as u8, self.size() as u8]);
@@ -292,11 +323,7 @@ impl Ciphertext {
             .chunks_exact(per_poly)
             .map(|chunk| unpack_poly(params, chunk, level))
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(Ciphertext {
-            level,
-            n: params.degree(),
-            polys,
-        })
+        Ok(Ciphertext::from_parts(params, level, polys))
     }
 }
 
@@ -305,7 +332,7 @@ impl SeededCiphertext {
     pub fn to_bytes(&self, params: &Parameters) -> Vec<u8> {
         let mut out = header(
             Kind::SeededCiphertext,
-            params.id(),
+            self.params,
             33 + poly_bytes(params, self.level),
         );
         out.push(self.level as u8);
@@ -326,7 +353,12 @@ impl SeededCiphertext {
         }
         let seed: [u8; 32] = body[1..33].try_into().expect("32 bytes");
         let c0 = unpack_poly(params, &body[33..], level)?;
-        Ok(SeededCiphertext { level, c0, seed })
+        Ok(SeededCiphertext {
+            params: params.id(),
+            level,
+            c0,
+            seed,
+        })
     }
 }
 
@@ -352,7 +384,11 @@ impl PublicKey {
         }
         let p0 = unpack_poly(params, &body[..per_poly], params.max_level())?;
         let p1 = unpack_poly(params, &body[per_poly..], params.max_level())?;
-        Ok(Self { p0, p1 })
+        Ok(Self {
+            ring: params.ring_id(),
+            p0,
+            p1,
+        })
     }
 }
 
@@ -390,7 +426,10 @@ impl RelinearizationKey {
                 ))
             })
             .collect::<Result<Vec<_>, Error>>()?;
-        Ok(Self { digits })
+        Ok(Self {
+            ring: params.ring_id(),
+            digits,
+        })
     }
 }
 
@@ -438,14 +477,23 @@ impl GaloisKey {
                 Ok(digit_from_parts(params, element, seed, &k0))
             })
             .collect::<Result<Vec<_>, Error>>()?;
-        Ok(Self { element, digits })
+        Ok(Self {
+            ring: params.ring_id(),
+            element,
+            digits,
+        })
     }
 }
 
 impl SecretKey {
-    /// Serializes the secret key (2 bits per coefficient). Keep the bytes secret and zeroize
-    /// them after use.
-    pub fn to_bytes(&self, params: &Parameters) -> Vec<u8> {
+    /// Serializes the secret key (2 bits per coefficient). The bytes are zeroized when the
+    /// returned buffer is dropped; keep them secret until then.
+    pub fn to_bytes(&self, params: &Parameters) -> Zeroizing<Vec<u8>> {
+        debug_assert_eq!(
+            self.ring,
+            params.ring_id(),
+            "serialized with its own parameters"
+        );
         let mut out = header(
             Kind::SecretKey,
             params.id(),
@@ -459,7 +507,7 @@ impl SecretKey {
                 .fold(0u8, |acc, (i, &c)| acc | (((c as u8) & 3) << (2 * i)));
             out.push(byte);
         }
-        out
+        Zeroizing::new(out)
     }
 
     /// Parses a secret key made under `params`.
@@ -481,6 +529,7 @@ impl SecretKey {
         }
         coefficients.truncate(n);
         if invalid != 0 {
+            coefficients.zeroize();
             return Err(malformed("secret key coefficient is not ternary"));
         }
         SecretKey::from_coefficients(params, coefficients)

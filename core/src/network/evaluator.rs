@@ -13,7 +13,7 @@ use crate::model::{CLASSES, CONV_SIDE, KERNEL, Model, SIDE};
 /// Convolution positions (each with every map) squared and handed to the first dense layer at a
 /// time: bounds the memory of the squares (each about 3 x level x n x 4 bytes) while leaving
 /// every core work.
-const GROUP_POSITIONS: usize = 13;
+pub(super) const GROUP_POSITIONS: usize = 13;
 /// Columns of a linear combination computed at a time, one task each: the blocks of a group's
 /// input rows (5 rows of pixels, 140 ciphertexts) and outputs stay in L2.
 const LINEAR_BLOCK: usize = 512;
@@ -57,6 +57,7 @@ impl<'a> NetworkEvaluator<'a> {
         model: &Model,
         keys: &'a EvaluationKeys,
     ) -> Result<Self, Error> {
+        keys.check(params)?;
         let plan = EvaluationPlan::new(params, model)?;
         let unpacked_plan = EvaluationPlan::with_inputs(params, model, Inputs::Unpacked);
         let maps = model.maps();
@@ -105,6 +106,18 @@ impl<'a> NetworkEvaluator<'a> {
             hidden,
             dense1_halves,
         })
+    }
+
+    pub(super) fn params(&self) -> &NetworkParameters {
+        self.params
+    }
+
+    pub(super) fn maps(&self) -> usize {
+        self.maps
+    }
+
+    pub(super) fn hidden(&self) -> usize {
+        self.hidden
     }
 
     /// The levels and noise estimates the evaluation of a full batch follows.
@@ -375,7 +388,7 @@ pub(super) fn linear_combinations_of_sets(
                 .zip(set.biases)
                 .map(|(mut polys, &bias)| {
                     params.add_scaled_constant(&mut polys[0], reduce_i128(t, bias));
-                    Ciphertext::from_parts(n, level, polys)
+                    Ciphertext::from_parts(params, level, polys)
                 })
                 .collect()
         })
@@ -635,7 +648,7 @@ impl Accumulators {
                 })
                 .collect();
             params.add_scaled_constant(&mut polys[0], reduce_i128(t, biases[o]));
-            Ciphertext::from_parts(n, level, polys)
+            Ciphertext::from_parts(params, level, polys)
         };
         match &self.sums {
             Sums::Halves { low, high } => parallel::map(low.len(), |o| {

@@ -53,13 +53,32 @@ impl EvaluationKeys {
     ) -> Result<Self, Error> {
         let p = key_params(params);
         let packing = Packing::new(max_packing)?;
-        let relin = RelinearizationKey::new(p, secret, rng);
+        let relin = RelinearizationKey::new(p, secret, rng)?;
         let galois = packing
             .elements(p.degree())
             .into_iter()
             .map(|g| GaloisKey::new(p, secret, g, rng))
             .collect::<Result<_, _>>()?;
         Ok(Self { relin, galois })
+    }
+
+    /// `Ok` if these keys were made for the ring of `params` (every channel shares it) and
+    /// have its shape: checked by [`super::NetworkEvaluator::new`] before any work.
+    pub fn check(&self, params: &NetworkParameters) -> Result<(), Error> {
+        let p = key_params(params);
+        if params.channels().iter().any(|c| c.ring_id() != p.ring_id())
+            || self.relin.ring_id() != p.ring_id()
+            || self.galois.iter().any(|k| k.ring_id() != p.ring_id())
+        {
+            return Err(Error::Incompatible {
+                reason: "evaluation keys made for other parameters than this model's",
+            });
+        }
+        let evaluator = crate::bfv::Evaluator::new(p);
+        for key in &self.galois {
+            evaluator.check_galois_key(key)?;
+        }
+        Ok(())
     }
 
     /// The Galois key of element g, if present.
@@ -83,6 +102,13 @@ impl EvaluationKeys {
             factor *= 2;
         }
         best
+    }
+
+    /// The largest serialized size of evaluation keys for `params` (every Galois key
+    /// present): what a reader may accept before parsing them.
+    pub fn max_serialized_len(params: &NetworkParameters) -> usize {
+        let p = key_params(params);
+        HEADER + 4 + p.relinearization_key_bytes() + (MAX_PACKING - 1) * (4 + p.galois_key_bytes())
     }
 
     /// Serializes.

@@ -85,19 +85,20 @@ fn run_packed(
         let inputs: Vec<Ciphertext> = encode_images(p, model, images, packing)
             .unwrap()
             .iter()
-            .map(|m| secret.encrypt(p, m, &mut rng))
+            .map(|m| secret.encrypt(p, m, &mut rng).unwrap())
             .collect();
         assert_eq!(inputs.len(), packing.ciphertexts());
         let out = evaluator.evaluate_channel(c, &inputs, packing).unwrap();
         for ct in &out {
             assert_eq!(ct.level(), plan.output_level);
-            budget = budget.min(secret.noise_budget(p, ct));
+            budget = budget.min(secret.noise_budget(p, ct).unwrap());
             bytes.push(ct.to_bytes(p));
         }
         outputs.push(out);
     }
-    let logits = decrypt_logits(params, &secret, &outputs, images.len(), packing).unwrap();
-    (logits, bytes, budget)
+    let decrypted = decrypt_logits(params, &secret, &outputs, images.len(), packing).unwrap();
+    assert_eq!(decrypted.min_budget_bits, budget);
+    (decrypted.logits, bytes, budget)
 }
 
 /// As [`run_packed`], one pixel a ciphertext.
@@ -219,7 +220,7 @@ fn malformed_inputs_are_refused() {
     let keys = EvaluationKeys::generate(&params, &secret, 2, &mut rng).unwrap();
     let evaluator = NetworkEvaluator::new(&params, &model, &keys).unwrap();
     let m = BatchEncoder::new(p).encode(&[1, 2, 3]).unwrap();
-    let ct = secret.encrypt(p, &m, &mut rng);
+    let ct = secret.encrypt(p, &m, &mut rng).unwrap();
     let too_few = std::vec![ct.clone(); INPUTS - 1];
     assert!(matches!(
         evaluator.evaluate_channel(0, &too_few, Packing::NONE),
@@ -264,7 +265,7 @@ fn crt_reconstructs_signed_values_exactly() {
     let product: u128 = primes.iter().map(|&p| p as u128).product();
     assert!(product > 1 << 63);
     let moduli: Vec<Modulus> = primes.iter().map(|&p| Modulus::new(p).unwrap()).collect();
-    let crt = Crt::new(&moduli);
+    let crt = Crt::new(&moduli).unwrap();
     let half = (product / 2) as i128;
     let mut next = xorshift(5);
     let values = [0i128, 1, -1, half, -half + 1, (1 << 62) - 1, -(1 << 62) + 1]
@@ -275,9 +276,26 @@ fn crt_reconstructs_signed_values_exactly() {
             .iter()
             .map(|&p| x.rem_euclid(p as i128) as u32)
             .collect();
-        assert_eq!(crt.combine(&residues), x);
+        assert_eq!(crt.combine(&residues), Ok(x));
     }
     assert!(crt_primes(400, 8192).is_err());
+    // Refused, not a panic: repeated or too many moduli, a product past 2^126, residues of
+    // the wrong count or range.
+    assert!(Crt::new(&[moduli[0], moduli[0]]).is_err());
+    assert!(Crt::new(&[]).is_err());
+    let big: Vec<Modulus> = crate::zq::prime::ntt_primes(29, 8192)
+        .take(5)
+        .map(|p| Modulus::new(p).unwrap())
+        .collect();
+    assert!(Crt::new(&big).is_err());
+    assert!(Crt::new(&big[..4]).is_ok());
+    assert!(crt.combine(&[0, 0]).is_err());
+    assert!(crt.combine(&[primes[0], 0, 0]).is_err());
+    // The plaintext primes never reach the 30 bits of the ciphertext primes.
+    for bits in [20, 60, 90, 120, 200] {
+        let primes = crt_primes(bits, 8192).unwrap();
+        assert!(primes.iter().all(|&p| p < 1 << 29), "{bits}: {primes:?}");
+    }
 }
 
 #[test]
@@ -310,7 +328,7 @@ fn linear_combinations_are_exact_on_half_word_and_wide_sums() {
                                     .collect()
                             })
                             .collect();
-                        Ciphertext::from_parts(n, level, polys)
+                        Ciphertext::from_parts(params, level, polys)
                     })
                     .collect();
                 let weights: Vec<i32> = (0..outputs * rows)
@@ -469,4 +487,138 @@ fn evaluation_keys_round_trip_and_refuse_corruption() {
     };
     assert_eq!(minus_one.max_packing(1024).factor(), 2);
     assert!(EvaluationKeys::generate(&params, &secret, 3, &mut rng).is_err());
+}
+
+#[test]
+fn keys_and_ciphertexts_of_other_parameters_are_refused_before_any_work() {
+    let bytes = tiny_model();
+    let model = Model::parse(&bytes).unwrap();
+    let params = toy_params(&model, 5, Backend::detect());
+    let other = toy_params(&model, 6, Backend::detect());
+    let mut rng = ChaCha20Rng::seed_from_u64(21);
+    let foreign_secret = SecretKey::generate(&other.channels()[0], &mut rng);
+    let foreign = EvaluationKeys::generate(&other, &foreign_secret, 2, &mut rng).unwrap();
+    let err = NetworkEvaluator::new(&params, &model, &foreign).unwrap_err();
+    assert!(std::format!("{err}").contains("other parameters"), "{err}");
+    // A key of the right ring but of the wrong shape of Galois key is caught too: the
+    // ring id is what keys are compared by, and every use checks it.
+    let secret = SecretKey::generate(&params.channels()[0], &mut rng);
+    let keys = EvaluationKeys::generate(&params, &secret, 2, &mut rng).unwrap();
+    assert!(NetworkEvaluator::new(&params, &model, &keys).is_ok());
+    let p = &params.channels()[0];
+    let q = &other.channels()[0];
+    let evaluator = crate::bfv::Evaluator::new(p);
+    let encoder = BatchEncoder::new(p);
+    let m = encoder.encode(&[1, 2, 3]).unwrap();
+    let ct = secret.encrypt(p, &m, &mut rng).unwrap();
+    // Secret key, ciphertext or relinearization key of other parameters: typed errors.
+    assert!(foreign_secret.encrypt(p, &m, &mut rng).is_err());
+    assert!(foreign_secret.decrypt(p, &ct).is_err());
+    assert!(secret.decrypt(q, &ct).is_err());
+    let mut square = evaluator.square(&ct).unwrap();
+    assert!(
+        evaluator
+            .relinearize_assign(&mut square, &foreign.relin)
+            .is_err()
+    );
+    assert!(crate::bfv::Evaluator::new(q).square(&ct).is_err());
+    assert!(evaluator.apply_galois(&ct, &foreign.galois[0]).is_err());
+    // Channels share keys (a ring id has no t) but not ciphertexts (a parameter id has).
+    if params.channels().len() > 1 {
+        let c1 = &params.channels()[1];
+        assert_eq!(c1.ring_id(), p.ring_id());
+        assert_ne!(c1.id(), p.id());
+        assert!(crate::bfv::Evaluator::new(c1).square(&ct).is_err());
+    }
+}
+
+#[test]
+fn decryption_under_another_key_or_of_altered_residues_is_refused() {
+    let bytes = tiny_model();
+    let model = Model::parse(&bytes).unwrap();
+    let params = toy_params(&model, 5, Backend::detect());
+    let images = random_images(3, 8);
+    let mut rng = ChaCha20Rng::seed_from_u64(30);
+    let secret = SecretKey::generate(&params.channels()[0], &mut rng);
+    let keys = EvaluationKeys::generate(&params, &secret, 1, &mut rng).unwrap();
+    let evaluator = NetworkEvaluator::new(&params, &model, &keys).unwrap();
+    let outputs: Vec<Vec<Ciphertext>> = params
+        .channels()
+        .iter()
+        .enumerate()
+        .map(|(c, p)| {
+            let inputs: Vec<Ciphertext> = encode_images(p, &model, &images, Packing::NONE)
+                .unwrap()
+                .iter()
+                .map(|m| secret.encrypt(p, m, &mut rng).unwrap())
+                .collect();
+            evaluator
+                .evaluate_channel(c, &inputs, Packing::NONE)
+                .unwrap()
+        })
+        .collect();
+    let honest = decrypt_logits(&params, &secret, &outputs, 3, Packing::NONE).unwrap();
+    assert!(honest.min_budget_bits >= MIN_OUTPUT_BUDGET_BITS);
+    for (i, image) in images.iter().enumerate() {
+        assert_eq!(honest.logits[i], model.logits(image).unwrap());
+    }
+    // Another owner's key: every coefficient of the phase is garbage.
+    let stranger = SecretKey::generate(&params.channels()[0], &mut rng);
+    let err = decrypt_logits(&params, &stranger, &outputs, 3, Packing::NONE).unwrap_err();
+    assert!(matches!(err, Error::NoiseExhausted { .. }), "{err}");
+    // Residues changed over a span of coefficients (as a corrupted or tampered download).
+    let mut altered = outputs.clone();
+    let q0 = params.channels()[0].ciphertext_basis().moduli()[0].value();
+    for x in altered[0][3].polys[0][..64].iter_mut() {
+        *x = (*x + 123_457) % q0;
+    }
+    let err = decrypt_logits(&params, &secret, &altered, 3, Packing::NONE).unwrap_err();
+    assert!(matches!(err, Error::NoiseExhausted { .. }), "{err}");
+}
+
+#[test]
+fn resource_estimates_grow_with_the_model_and_refuse_above_the_limit() {
+    let small = Model::parse(MNIST_MODEL).unwrap();
+    let params = NetworkParameters::for_model(&small, Backend::detect()).unwrap();
+    let mut rng = ChaCha20Rng::seed_from_u64(2);
+    let secret = SecretKey::generate(&params.channels()[0], &mut rng);
+    let keys = EvaluationKeys::generate(&params, &secret, 1, &mut rng).unwrap();
+    let evaluator = NetworkEvaluator::new(&params, &small, &keys).unwrap();
+    let estimate = evaluator.estimate(Packing::NONE, 0, 2).unwrap();
+    // The committed model's full batch measures about 0.9 to 1.3 GB of peak RSS with the
+    // upload held (run --json): the estimate (without the upload here) is of that order.
+    assert!(
+        (300 << 20..3 << 30).contains(&estimate.peak_bytes),
+        "{estimate:?}"
+    );
+    assert!(estimate.check_memory(estimate.peak_bytes).is_ok());
+    let err = estimate.check_memory(estimate.peak_bytes - 1).unwrap_err();
+    assert!(matches!(err, Error::ResourceLimit { .. }));
+    // The model at the parser's limits: 16 maps, 4096 hidden units.
+    let features = 16 * CONV_SIDE * CONV_SIDE;
+    let huge = ModelWriter {
+        maps: 16,
+        hidden: 4096,
+        input_levels: 3,
+        float_accuracy: 0,
+        integer_accuracy: 0,
+        conv_weights: std::vec![1; 16 * 25],
+        conv_biases: std::vec![0; 16],
+        dense1_weights: std::vec![1; 4096 * features],
+        dense1_biases: std::vec![0; 4096],
+        dense2_weights: std::vec![1; 10 * 4096],
+        dense2_biases: std::vec![0; 10],
+    }
+    .to_bytes();
+    let huge = Model::parse(&huge).unwrap();
+    let params = NetworkParameters::for_model(&huge, Backend::detect()).unwrap();
+    let keys = EvaluationKeys::generate(&params, &secret, 1, &mut rng).unwrap();
+    let evaluator = NetworkEvaluator::new(&params, &huge, &keys).unwrap();
+    let big = evaluator.estimate(Packing::NONE, 0, 2).unwrap();
+    assert!(big.peak_bytes > 4 << 30, "{big:?}");
+    assert!(big.peak_bytes > 4 * estimate.peak_bytes);
+    assert!(
+        big.seconds > 20.0 * estimate.seconds,
+        "{big:?} vs {estimate:?}"
+    );
 }

@@ -48,7 +48,7 @@ fn encrypted_slots(
     let secret = SecretKey::generate(params, rng);
     let values = random_slots(rng, params.degree(), params.plaintext_modulus().value());
     let m = BatchEncoder::new(params).encode(&values).unwrap();
-    let ct = secret.encrypt(params, &m, rng);
+    let ct = secret.encrypt(params, &m, rng).unwrap();
     (secret, values, ct)
 }
 
@@ -108,14 +108,14 @@ fn apply_galois_permutes_the_slots_on_every_backend_with_identical_bytes() {
             let encoder = BatchEncoder::new(&params);
             let mut rng = ChaCha20Rng::seed_from_u64(2);
             let (secret, values, fresh) = encrypted_slots(&params, &mut rng);
-            let fresh_budget = secret.noise_budget(&params, &fresh);
+            let fresh_budget = secret.noise_budget(&params, &fresh).unwrap();
             let eval = Evaluator::new(&params);
             let mut bytes = Vec::new();
             for g in elements(n) {
                 let key = GaloisKey::new(&params, &secret, g, &mut rng).unwrap();
                 assert_eq!(key.element(), g);
                 let rotated = eval.apply_galois(&fresh, &key).unwrap();
-                let got = encoder.decode(&secret.decrypt(&params, &rotated));
+                let got = encoder.decode(&secret.decrypt(&params, &rotated).unwrap());
                 for (i, &v) in got.iter().enumerate() {
                     assert_eq!(
                         v,
@@ -124,7 +124,7 @@ fn apply_galois_permutes_the_slots_on_every_backend_with_identical_bytes() {
                     );
                 }
                 // The division by S leaves only the rounding's noise: a few bits.
-                let budget = secret.noise_budget(&params, &rotated);
+                let budget = secret.noise_budget(&params, &rotated).unwrap();
                 assert!(
                     budget + 8 >= fresh_budget,
                     "{backend}: g = {g}: {budget} bits left of {fresh_budget}"
@@ -135,7 +135,7 @@ fn apply_galois_permutes_the_slots_on_every_backend_with_identical_bytes() {
                 let rotated_low = eval.apply_galois(&low, &key).unwrap();
                 assert_eq!(rotated_low.level(), low.level());
                 assert_eq!(
-                    encoder.decode(&secret.decrypt(&params, &rotated_low)),
+                    encoder.decode(&secret.decrypt(&params, &rotated_low).unwrap()),
                     got,
                     "{backend}: g = {g}, one level down"
                 );
@@ -165,7 +165,7 @@ fn galois_keys_compose() {
     let twice = eval
         .apply_galois(&eval.apply_galois(&ct, &kg).unwrap(), &kh)
         .unwrap();
-    let got = encoder.decode(&secret.decrypt(&params, &twice));
+    let got = encoder.decode(&secret.decrypt(&params, &twice).unwrap());
     for (i, &v) in got.iter().enumerate() {
         assert_eq!(v, values[galois_slot(n, g * h % (2 * n), i)]);
     }
@@ -193,18 +193,22 @@ fn galois_keys_refuse_what_they_cannot_do() {
     let plain_secret = SecretKey::generate(&plain, &mut rng);
     assert!(GaloisKey::new(&plain, &plain_secret, 3, &mut rng).is_err());
     let key = GaloisKey::new(&params, &secret, 3, &mut rng).unwrap();
-    let ct = plain_secret.encrypt(
-        &plain,
-        &BatchEncoder::new(&plain).encode(&[1]).unwrap(),
-        &mut rng,
-    );
+    let ct = plain_secret
+        .encrypt(
+            &plain,
+            &BatchEncoder::new(&plain).encode(&[1]).unwrap(),
+            &mut rng,
+        )
+        .unwrap();
     assert!(Evaluator::new(&plain).apply_galois(&ct, &key).is_err());
     // Size-3 ciphertexts are refused.
-    let ct = secret.encrypt(
-        &params,
-        &BatchEncoder::new(&params).encode(&[1]).unwrap(),
-        &mut rng,
-    );
+    let ct = secret
+        .encrypt(
+            &params,
+            &BatchEncoder::new(&params).encode(&[1]).unwrap(),
+            &mut rng,
+        )
+        .unwrap();
     let eval = Evaluator::new(&params);
     let square = eval.square(&ct).unwrap();
     assert!(eval.apply_galois(&square, &key).is_err());
@@ -288,7 +292,7 @@ fn galois_keys_and_parameters_with_special_primes_round_trip_and_refuse_corrupti
     residue[16 + 4 + 32..16 + 4 + 32 + 8].fill(0xff);
     assert!(malformed(&residue), "a residue above its prime");
     // A relinearization key is not a Galois key, nor the reverse.
-    let relin = RelinearizationKey::new(&params, &secret, &mut rng);
+    let relin = RelinearizationKey::new(&params, &secret, &mut rng).unwrap();
     assert!(malformed(&relin.to_bytes(&params)));
     assert!(RelinearizationKey::from_bytes(&params, &bytes).is_err());
 }
@@ -331,7 +335,7 @@ fn hoisted_automorphisms_equal_one_at_a_time_on_every_backend() {
         assert_eq!(many.len(), keys.len());
         for (key, rotated) in keys.iter().zip(&many) {
             assert_eq!(rotated, &eval.apply_galois(&ct, key).unwrap(), "{backend}");
-            let got = encoder.decode(&secret.decrypt(&params, rotated));
+            let got = encoder.decode(&secret.decrypt(&params, rotated).unwrap());
             assert!(
                 got.iter()
                     .enumerate()

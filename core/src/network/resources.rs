@@ -1,0 +1,108 @@
+//! A priori resource estimates: peak memory and time of one batch, from the model's sizes,
+//! the parameters and the packing, computed before anything is evaluated so that a service
+//! can refuse work it cannot finish (a model at the parser's limits needs gigabytes).
+//!
+//! Memory counts what the evaluator and the batch path hold at their peak, channel by
+//! channel: the expanded inputs of one channel (every pixel unpacked: 784 ciphertexts of two
+//! polynomials at the top level), the first dense layer's accumulators (8 bytes a residue:
+//! two half-word sums or one i64, for every hidden unit and the three polynomials of a
+//! product before relinearization), one group of convolutions and their squares, the
+//! outputs, and the serialized batch itself (which stays in memory while it is read). Time
+//! counts the dominant operations (squares with relinearization, and multiply-accumulates of
+//! the linear layers) at rates measured on the development machine, so it is an order of
+//! magnitude, not a promise.
+
+use super::evaluator::GROUP_POSITIONS;
+use super::{INPUTS, NetworkEvaluator, Packing};
+use crate::Error;
+use crate::model::{CLASSES, CONV_SIDE, KERNEL};
+
+/// Bytes of a residue in memory.
+const RESIDUE: u64 = 4;
+/// Bytes of an accumulator residue of the first dense layer.
+const ACCUMULATOR: u64 = 8;
+/// What the allocator and the threads' scratch add, as a fraction of the counted total.
+const OVERHEAD: f64 = 0.15;
+/// Seconds of one square with relinearization, per ciphertext prime, on one core (measured:
+/// about 0.4 ms a limb at n = 8192 with AVX-512), scaled linearly in n.
+const SQUARE_SECONDS_PER_LIMB_8192: f64 = 0.4e-3;
+/// Seconds of one residue multiply-accumulate in the linear layers, on one core.
+const MAC_SECONDS: f64 = 0.35e-9;
+
+/// The estimate of one batch on one machine.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ResourceEstimate {
+    /// Peak memory, in bytes (the serialized batch included).
+    pub peak_bytes: u64,
+    /// Wall-clock seconds with `threads` threads, an order of magnitude.
+    pub seconds: f64,
+}
+
+impl ResourceEstimate {
+    /// `Ok` if the peak fits `limit_bytes`, else [`Error::ResourceLimit`] with the estimate.
+    pub fn check_memory(&self, limit_bytes: u64) -> Result<(), Error> {
+        match self.peak_bytes <= limit_bytes {
+            true => Ok(()),
+            false => Err(Error::ResourceLimit {
+                what: "evaluating this batch",
+                estimated_bytes: self.peak_bytes,
+                limit_bytes,
+            }),
+        }
+    }
+}
+
+impl NetworkEvaluator<'_> {
+    /// Estimates one batch of `packing` whose serialized form takes `batch_bytes`, on
+    /// `threads` threads. Saturating arithmetic: a model too large to count is "huge".
+    pub fn estimate(
+        &self,
+        packing: Packing,
+        batch_bytes: u64,
+        threads: usize,
+    ) -> Result<ResourceEstimate, Error> {
+        let plan = self.plan_for(packing)?;
+        let first = &self.params().channels()[0];
+        let n = first.degree() as u64;
+        let top = first.max_level() as u64;
+        let (hidden_level, output_level) = (plan.hidden_level as u64, plan.output_level as u64);
+        let (maps, hidden) = (self.maps() as u64, self.hidden() as u64);
+        let features = maps.saturating_mul((CONV_SIDE * CONV_SIDE) as u64);
+        let poly = |level: u64, size: u64| size.saturating_mul(level).saturating_mul(n);
+        let inputs = (INPUTS as u64)
+            .saturating_mul(poly(top, 2))
+            .saturating_mul(RESIDUE);
+        let accumulators = hidden
+            .saturating_mul(poly(hidden_level, 3))
+            .saturating_mul(ACCUMULATOR);
+        let group = (GROUP_POSITIONS as u64)
+            .saturating_mul(maps)
+            .saturating_mul(poly(top, 5))
+            .saturating_mul(RESIDUE);
+        let second = hidden
+            .saturating_mul(poly(hidden_level, 2))
+            .saturating_mul(RESIDUE);
+        let outputs = (CLASSES as u64)
+            .saturating_mul(
+                poly(hidden_level, 3).saturating_mul(ACCUMULATOR) + poly(output_level, 2) * RESIDUE,
+            )
+            .saturating_mul(self.params().channels().len() as u64);
+        let counted = [inputs, accumulators, group, second, outputs, batch_bytes]
+            .into_iter()
+            .fold(0u64, u64::saturating_add);
+        let peak_bytes = (counted as f64 * (1.0 + OVERHEAD)) as u64;
+
+        let squares = features.saturating_add(hidden) as f64;
+        let square_seconds =
+            squares * (top as f64 * SQUARE_SECONDS_PER_LIMB_8192 * n as f64 / 8192.0);
+        let macs = (features as f64 * (KERNEL * KERNEL) as f64 * poly(top, 2) as f64)
+            + (hidden as f64 * features as f64 * poly(hidden_level, 3) as f64)
+            + (CLASSES as f64 * hidden as f64 * poly(hidden_level, 2) as f64);
+        let channels = self.params().channels().len() as f64;
+        let seconds = channels * (square_seconds + macs * MAC_SECONDS) / threads.max(1) as f64;
+        Ok(ResourceEstimate {
+            peak_bytes,
+            seconds,
+        })
+    }
+}
