@@ -140,7 +140,9 @@ impl fmt::Display for Error {
                 required_bits,
             } => write!(
                 f,
-                "the result cannot be trusted: its noise budget is {budget_bits} bits, below the                  {required_bits} bits an honest evaluation leaves (wrong secret key, or a                  corrupted or tampered result)"
+                "the result cannot be trusted: its noise budget is {budget_bits} bits, below the \
+                 {required_bits} bits an honest evaluation leaves (wrong secret key, or a \
+                 corrupted or tampered result)"
             ),
             Error::BackendUnavailable { backend } => {
                 write!(f, "the {backend} backend is not supported by this CPU")

@@ -351,6 +351,10 @@ mod tests {
     fn real_test_split_when_present() {
         let dir = default_dir();
         if !dir.join("t10k-images-idx3-ubyte").exists() {
+            assert!(
+                std::env::var("CI").is_err(),
+                "MNIST is required in CI (CI is set): fetch it with bash scripts/fetch-mnist.sh"
+            );
             eprintln!(
                 "SKIPPED: no MNIST in {} (bash scripts/fetch-mnist.sh)",
                 dir.display()

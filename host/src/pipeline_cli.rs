@@ -545,6 +545,9 @@ struct RunReport {
     download_bytes_per_image: f64,
     eval_key_bytes: usize,
     peak_rss_bytes: u64,
+    planned_peak_bytes: u64,
+    planned_eval_seconds_per_batch: f64,
+    max_memory_bytes: u64,
 }
 
 pub(crate) fn run_command(args: &RunArgs, backend: Backend) -> Result<(), String> {
@@ -568,6 +571,7 @@ pub(crate) fn run_command(args: &RunArgs, backend: Backend) -> Result<(), String
     }
     let quiet = args.json;
     let memory_limit = limit(args.max_memory);
+    let (mut planned_peak, mut planned_seconds) = (0u64, 0.0f64);
     let mut rng = os_rng()?;
 
     let start = Instant::now();
@@ -613,6 +617,8 @@ pub(crate) fn run_command(args: &RunArgs, backend: Backend) -> Result<(), String
         estimate
             .check_memory(memory_limit)
             .map_err(|e| e.to_string())?;
+        planned_peak = planned_peak.max(estimate.peak_bytes);
+        planned_seconds += estimate.seconds;
         hidden_level = hidden_level.max(batch_plan.hidden_level);
         output_level = output_level.max(batch_plan.output_level);
         estimated_budget = estimated_budget.min(batch_plan.estimate.output);
@@ -729,6 +735,9 @@ pub(crate) fn run_command(args: &RunArgs, backend: Backend) -> Result<(), String
         download_bytes_per_image: download as f64 / total as f64,
         eval_key_bytes: eval_key.len(),
         peak_rss_bytes: peak_rss_bytes().unwrap_or(0),
+        planned_peak_bytes: planned_peak,
+        planned_eval_seconds_per_batch: planned_seconds / count,
+        max_memory_bytes: memory_limit,
     };
     if args.json {
         println!(
@@ -789,7 +798,10 @@ fn print_report(r: &RunReport) {
         r.eval_key_bytes as f64 / 1048576.0
     );
     println!(
-        "peak memory (RSS): {:.0} MiB",
-        r.peak_rss_bytes as f64 / 1048576.0
+        "peak memory (RSS): {:.0} MiB (planned {:.0} MiB a batch, limit {:.0} MiB); evaluation planned at {:.1} s a batch",
+        r.peak_rss_bytes as f64 / 1048576.0,
+        r.planned_peak_bytes as f64 / 1048576.0,
+        r.max_memory_bytes as f64 / 1048576.0,
+        r.planned_eval_seconds_per_batch
     );
 }

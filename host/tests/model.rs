@@ -7,6 +7,10 @@ use cryptonets_host::mnist::{self, PIXELS, Split};
 fn committed_model_scores_its_recorded_accuracy_with_integer_inference() {
     let dir = mnist::default_dir();
     if !dir.join("t10k-images-idx3-ubyte").exists() {
+        assert!(
+            std::env::var("CI").is_err(),
+            "MNIST is required in CI (CI is set): fetch it with bash scripts/fetch-mnist.sh"
+        );
         eprintln!(
             "SKIPPED: no MNIST in {} (bash scripts/fetch-mnist.sh)",
             dir.display()

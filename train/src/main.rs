@@ -19,7 +19,9 @@ use quantize::{BatchNormStats, FloatNet, fold_batch_norm, integer_model};
 struct Args {
     #[arg(long)]
     data: Option<std::path::PathBuf>,
-    #[arg(long, default_value_t = 15)]
+    /// Training epochs (25: chosen on the validation split, which peaks there; 15 gave 0.9906
+    /// float validation accuracy, 25 gave 0.9916).
+    #[arg(long, default_value_t = 25)]
     epochs: usize,
     /// Training images held out (the last ones of the training set) as the validation split
     /// that every choice is scored on: epochs are reported and the integer precision is chosen

@@ -1129,6 +1129,18 @@ pub(crate) mod lane_tests {
     use super::Lanes;
     use std::vec::Vec;
 
+    /// A lane test that cannot run on this CPU: a failure if CI named the backend in
+    /// `CRYPTONETS_EXPECT_BACKENDS` (it expected this machine to exercise it), else a
+    /// visible skip.
+    pub(crate) fn unavailable(backend: &str) {
+        let expected = std::env::var("CRYPTONETS_EXPECT_BACKENDS").unwrap_or_default();
+        assert!(
+            !expected.split(',').any(|name| name.trim() == backend),
+            "CRYPTONETS_EXPECT_BACKENDS names {backend}, but this CPU cannot run its lane tests"
+        );
+        std::eprintln!("SKIPPED: this CPU cannot run {backend}; its lane tests did not run");
+    }
+
     const EDGES: [u32; 8] = [
         0,
         1,

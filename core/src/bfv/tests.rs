@@ -582,20 +582,126 @@ fn malformed_serialized_data_gives_typed_errors() {
     ));
 }
 
-proptest::proptest! {
-    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(200))]
-    #[test]
-    fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..64), keep_header in proptest::prelude::any::<bool>()) {
-        let params = small_params(Backend::Portable(crate::backend::Portable));
-        let mut input = bytes;
-        if keep_header && input.len() >= 18 {
-            input[..16].copy_from_slice(&Ciphertext::from_parts(&params, 1, std::vec![std::vec![0; 4096]; 2]).to_bytes(&params)[..16]);
+/// Byte-level mutations of a valid serialized object: (position, xor) pairs, then an
+/// optional truncation or extension. Starting from valid bytes, every check after the length
+/// checks (header fields, residue ranges, ternary codes, Galois elements) is reached.
+#[derive(Clone, Debug)]
+pub(super) struct Mutation {
+    flips: Vec<(usize, u8)>,
+    resize: Option<usize>,
+}
+
+pub(super) fn mutation() -> impl proptest::strategy::Strategy<Value = Mutation> {
+    use proptest::prelude::*;
+    (
+        proptest::collection::vec((any::<usize>(), 1..=255u8), 1..6),
+        proptest::option::weighted(0.2, any::<usize>()),
+    )
+        .prop_map(|(flips, resize)| Mutation { flips, resize })
+}
+
+impl Mutation {
+    /// The mutated bytes; flips land in the header (first 40 bytes) half of the time, since
+    /// that is where most fields live.
+    pub(super) fn apply(&self, valid: &[u8]) -> Vec<u8> {
+        let mut bytes = valid.to_vec();
+        for &(at, xor) in &self.flips {
+            let len = if at % 2 == 0 {
+                bytes.len().min(40)
+            } else {
+                bytes.len()
+            };
+            if len > 0 {
+                bytes[(at / 2) % len] ^= xor;
+            }
         }
-        let _ = Ciphertext::from_bytes(&params, &input);
-        let _ = SeededCiphertext::from_bytes(&params, &input);
-        let _ = PublicKey::from_bytes(&params, &input);
-        let _ = RelinearizationKey::from_bytes(&params, &input);
-        let _ = SecretKey::from_bytes(&params, &input);
-        let _ = Parameters::from_bytes(&input);
+        if let Some(len) = self.resize {
+            bytes.resize(len % (valid.len() + 64), 0x5a);
+        }
+        bytes
     }
+}
+
+/// Parses `bytes` with `parse`: it must not panic, and whatever it accepts must serialize
+/// back to exactly those bytes (a parser that accepts a changed object must have read it
+/// faithfully, not silently repaired or misread it).
+pub(super) fn parses_canonically<T>(
+    bytes: &[u8],
+    parse: impl Fn(&[u8]) -> Result<T, Error>,
+    serialize: impl Fn(&T) -> Vec<u8>,
+) -> Result<(), proptest::test_runner::TestCaseError> {
+    if let Ok(object) = parse(bytes) {
+        proptest::prop_assert_eq!(serialize(&object), bytes.to_vec());
+    }
+    Ok(())
+}
+
+/// Valid serialized objects of every kind under `small_params`, made once.
+fn valid_objects() -> &'static (Parameters, [Vec<u8>; 6]) {
+    static OBJECTS: std::sync::OnceLock<(Parameters, [Vec<u8>; 6])> = std::sync::OnceLock::new();
+    OBJECTS.get_or_init(|| {
+        let params = small_params(Backend::Portable(crate::backend::Portable));
+        let mut rng = ChaCha20Rng::seed_from_u64(64);
+        let (sk, pk, rk) = KeyGenerator::generate(&params, &mut rng);
+        let encoder = BatchEncoder::new(&params);
+        let m = encoder.encode(&[1, 2, 3]).unwrap();
+        let seeded = sk.encrypt_seeded(&params, &m, &mut rng).unwrap();
+        let mut ct = seeded.expand(&params).unwrap();
+        Evaluator::new(&params)
+            .mod_switch_to_next_assign(&mut ct)
+            .unwrap();
+        let objects = [
+            params.to_bytes(),
+            sk.to_bytes(&params).to_vec(),
+            pk.to_bytes(&params),
+            rk.to_bytes(&params),
+            ct.to_bytes(&params),
+            seeded.to_bytes(&params),
+        ];
+        (params, objects)
+    })
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(400))]
+    #[test]
+    fn mutated_objects_are_refused_or_read_faithfully(kind in 0..6usize, m in mutation()) {
+        let (params, objects) = valid_objects();
+        let bytes = m.apply(&objects[kind]);
+        match kind {
+            0 => parses_canonically(&bytes, Parameters::from_bytes, Parameters::to_bytes)?,
+            1 => parses_canonically(&bytes, |b| SecretKey::from_bytes(params, b), |k| k.to_bytes(params).to_vec())?,
+            2 => parses_canonically(&bytes, |b| PublicKey::from_bytes(params, b), |k| k.to_bytes(params))?,
+            3 => parses_canonically(&bytes, |b| RelinearizationKey::from_bytes(params, b), |k| k.to_bytes(params))?,
+            4 => parses_canonically(&bytes, |b| Ciphertext::from_bytes(params, b), |c| c.to_bytes(params))?,
+            _ => parses_canonically(&bytes, |b| SeededCiphertext::from_bytes(params, b), |c| c.to_bytes(params))?,
+        }
+        // Every parser sees every mutant: none may panic on another kind's bytes.
+        let _ = Ciphertext::from_bytes(params, &bytes);
+        let _ = SeededCiphertext::from_bytes(params, &bytes);
+        let _ = PublicKey::from_bytes(params, &bytes);
+        let _ = RelinearizationKey::from_bytes(params, &bytes);
+        let _ = SecretKey::from_bytes(params, &bytes);
+        let _ = Parameters::from_bytes(&bytes);
+    }
+}
+
+#[test]
+fn the_mutation_harness_reaches_the_checks_after_the_length_check() {
+    // A flipped residue bit deep in a ciphertext keeps the length: only the residue range
+    // check (or nothing, if still in range) can refuse it.
+    let (params, objects) = valid_objects();
+    let mut bytes = objects[4].clone();
+    let at = bytes.len() - 10;
+    bytes[at..at + 4].fill(0xff);
+    assert!(matches!(
+        Ciphertext::from_bytes(params, &bytes),
+        Err(Error::Malformed { reason }) if reason.contains("residue")
+    ));
+    let mut key = objects[1].clone();
+    key[20] = 0b10; // a ternary code of 2
+    assert!(matches!(
+        SecretKey::from_bytes(params, &key),
+        Err(Error::Malformed { reason }) if reason.contains("ternary")
+    ));
 }

@@ -180,7 +180,7 @@ mod tests {
     #[test]
     fn lanes_match_scalar_definitions() {
         if Avx2::new().is_none() {
-            std::eprintln!("SKIPPED: this CPU has no AVX2; the avx2 lane tests did not run");
+            lane_tests::unavailable("avx2");
             return;
         }
         #[target_feature(enable = "avx2")]

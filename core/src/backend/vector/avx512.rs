@@ -227,9 +227,7 @@ mod tests {
     #[test]
     fn lanes_match_scalar_definitions() {
         if Avx512::new().is_none() {
-            std::eprintln!(
-                "SKIPPED: this CPU has no AVX-512F/BW; the avx512 lane tests did not run"
-            );
+            lane_tests::unavailable("avx512");
             return;
         }
         #[target_feature(enable = "avx512f,avx512bw")]

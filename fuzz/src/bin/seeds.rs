@@ -1,0 +1,92 @@
+//! Writes the seed corpus of every fuzz target into `corpus/<target>/`: valid files of each
+//! format (under the fuzzing parameters, plus the committed model and the real parameters),
+//! so that mutations start past the magic and length checks.
+
+use std::borrow::Cow;
+use std::path::Path;
+
+use cryptonets_core::Backend;
+use cryptonets_core::bfv::Parameters;
+use cryptonets_core::network::{INPUTS, NetworkParameters, Packing};
+use cryptonets_fuzz::{N, eval_keys, image_batch, params, secret, tiny_model};
+use cryptonets_host::pipeline::{BatchFile, BatchKind, BatchRecord};
+use rand_chacha::ChaCha20Rng;
+use rand_core::SeedableRng;
+
+fn write(target: &str, name: &str, bytes: &[u8]) {
+    let dir = Path::new("corpus").join(target);
+    std::fs::create_dir_all(&dir).expect("corpus directory");
+    std::fs::write(dir.join(name), bytes).expect("seed file");
+}
+
+fn main() {
+    let p = params();
+    let channel = &p.channels()[0];
+
+    write("model", "tiny", &tiny_model());
+    let committed = std::fs::read("../models/cryptonets-mnist.cnmd").expect("committed model");
+    write("model", "committed", &committed);
+
+    write("secret_key", "key", &secret().to_bytes(channel));
+
+    write("parameters", "fuzz", &channel.to_bytes());
+    let real = NetworkParameters::new(8192, 5, &[4079617, 4046849, 3850241], Backend::detect())
+        .expect("real parameters");
+    write("parameters", "cryptonets", &real.channels()[0].to_bytes());
+    let plain = Parameters::builder()
+        .degree(4096)
+        .ciphertext_prime_sizes(30, 3)
+        .plaintext_modulus(40961)
+        .build()
+        .expect("n = 4096 parameters");
+    write("parameters", "no-special", &plain.to_bytes());
+
+    write("eval_keys", "packing-2", &eval_keys().to_bytes(p));
+
+    let packed = image_batch(1, Packing::new(16).expect("16"));
+    write("batch", "packed-16", &packed);
+
+    // Logits: ten fresh ciphertexts a channel.
+    let batch = BatchFile::from_bytes(&packed, BatchKind::Images).expect("valid batch");
+    let mut rng = ChaCha20Rng::seed_from_u64(4);
+    let items = p
+        .channels()
+        .iter()
+        .flat_map(|c| {
+            let encoder = cryptonets_core::bfv::BatchEncoder::new(c);
+            let m = encoder.encode(&[7; 4]).expect("slots");
+            (0..10)
+                .map(|_| {
+                    secret()
+                        .encrypt(c, &m, &mut rng)
+                        .expect("encrypt")
+                        .to_bytes(c)
+                })
+                .collect::<Vec<_>>()
+        })
+        .map(Cow::Owned)
+        .collect();
+    let logits = BatchFile {
+        kind: BatchKind::Logits,
+        items,
+        ..batch.clone()
+    };
+    write("logits", "fresh", &logits.to_bytes());
+
+    write(
+        "record",
+        "record",
+        BatchRecord::of(&batch, Some(0)).to_json().as_bytes(),
+    );
+
+    // IDX: a split byte, then 3 images and their labels.
+    let mut images = vec![0, 0, 8, 3, 0, 0, 0, 3, 0, 0, 0, 28, 0, 0, 0, 28];
+    images.extend((0..3 * INPUTS).map(|i| (i % 256) as u8));
+    let labels = [0, 0, 8, 1, 0, 0, 0, 3, 4, 2, 9];
+    let split = (images.len() * 255).div_ceil(images.len() + labels.len()) as u8;
+    let mut idx = vec![split];
+    idx.extend(&images);
+    idx.extend(labels);
+    write("idx", "three", &idx);
+    eprintln!("seeds written to corpus/ (n = {N})");
+}

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Fuzzes every parser with cargo fuzz (libFuzzer + AddressSanitizer) for SECONDS each
+# (default 45), starting from valid files written by `fuzz/src/bin/seeds.rs`, and prints the
+# executions per target. A crash leaves its input in fuzz/artifacts/<target>/ and fails.
+# cargo-fuzz's nightly flags run on the stable toolchain with RUSTC_BOOTSTRAP=1.
+#   bash scripts/fuzz.sh [SECONDS] [TARGET...]
+set -euo pipefail
+cd "$(dirname "$0")/../fuzz"
+seconds=${1:-45}
+shift || true
+targets=("$@")
+[ ${#targets[@]} -gt 0 ] || targets=(model secret_key parameters eval_keys batch logits record idx)
+
+command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
+export RUSTC_BOOTSTRAP=1
+cargo run --release --quiet --bin seeds
+cargo fuzz build --release 2>&1 | tail -1
+summary=()
+for target in "${targets[@]}"; do
+    log=$(mktemp)
+    # -len_control=0: mutate whole seeds at once (batches are ~100 KB) instead of growing
+    # inputs from a few bytes; -max_len above the largest seed.
+    if ! cargo fuzz run "$target" -- -max_total_time="$seconds" -len_control=0 \
+        -max_len=262144 -print_final_stats=1 >"$log" 2>&1; then
+        tail -40 "$log"
+        echo "fuzz: $target found a crash (input in fuzz/artifacts/$target/)" >&2
+        exit 1
+    fi
+    runs=$(grep -oE '^Done [0-9]+ runs' "$log" | grep -oE '[0-9]+' || echo '?')
+    summary+=("$target: $runs executions in ${seconds} s")
+    rm -f "$log"
+done
+printf '%s\n' "${summary[@]}"
