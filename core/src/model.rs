@@ -30,6 +30,9 @@
 
 use crate::Error;
 
+#[cfg(feature = "alloc")]
+pub mod polynomial;
+
 /// Input side in pixels.
 pub const SIDE: usize = 28;
 /// Convolution output side: (28 + 2 - 5) / 2 + 1.
