@@ -36,12 +36,14 @@ mod keys;
 mod noise;
 mod packing;
 mod parallel;
+mod polynomial;
 mod resources;
 
 pub use evaluator::NetworkEvaluator;
 pub use keys::EvaluationKeys;
 pub use noise::{EvaluationPlan, Inputs, MARGIN_BITS, NoiseEstimate};
 pub use packing::{DEFAULT_MAX_PACKING, MAX_PACKING, Packing};
+pub use polynomial::{LayerPlan, PolynomialEvaluator, PolynomialPlan, encode_network_inputs};
 pub use resources::ResourceEstimate;
 
 /// Ring degree of the CryptoNets parameters: 8192 slots, so 8192 images a batch.
@@ -278,8 +280,7 @@ pub fn decrypt_logits(
     count: usize,
     packing: Packing,
 ) -> Result<DecryptedLogits, Error> {
-    let channels = params.channels();
-    if outputs.len() != channels.len() || outputs.iter().any(|o| o.len() != CLASSES) {
+    if outputs.iter().any(|o| o.len() != CLASSES) {
         return Err(Error::Incompatible {
             reason: "expected 10 output ciphertexts per CRT channel",
         });
@@ -290,18 +291,57 @@ pub fn decrypt_logits(
         });
     }
     let slots = packing.slots(params.degree(), count, 0);
-    // residues[channel][class][image]
+    let (values, min_budget_bits) = decrypt_slots(params, secret, outputs, &slots)?;
+    let logits = values
+        .into_iter()
+        .map(|v| v.try_into().expect("10 classes"))
+        .collect();
+    Ok(DecryptedLogits {
+        logits,
+        min_budget_bits,
+    })
+}
+
+/// Decrypts a network's outputs (per channel, one ciphertext per output neuron) for the
+/// first `count` slots of an unpacked batch, with the same noise-budget check as
+/// [`decrypt_logits`]: `([image][output], least budget)`.
+pub fn decrypt_outputs(
+    params: &NetworkParameters,
+    secret: &SecretKey,
+    outputs: &[Vec<Ciphertext>],
+    count: usize,
+) -> Result<(Vec<Vec<i128>>, u32), Error> {
+    if count > params.degree() {
+        return Err(Error::InvalidParameters {
+            reason: "more images than slots",
+        });
+    }
+    let slots: Vec<usize> = (0..count).collect();
+    decrypt_slots(params, secret, outputs, &slots)
+}
+
+/// Decrypts every output ciphertext of every channel (checking its noise budget first) and
+/// combines the residues of `slots` into exact values: `[slot][output]`.
+fn decrypt_slots(
+    params: &NetworkParameters,
+    secret: &SecretKey,
+    outputs: &[Vec<Ciphertext>],
+    slots: &[usize],
+) -> Result<(Vec<Vec<i128>>, u32), Error> {
+    let channels = params.channels();
+    let width = outputs.first().map_or(0, Vec::len);
+    if outputs.len() != channels.len() || width == 0 || outputs.iter().any(|o| o.len() != width) {
+        return Err(Error::Incompatible {
+            reason: "expected the same number of output ciphertexts in every CRT channel",
+        });
+    }
+    // residues[channel][output][slot]
     let mut residues = Vec::with_capacity(channels.len());
     let mut min_budget_bits = u32::MAX;
     for (p, cts) in channels.iter().zip(outputs) {
         let encoder = BatchEncoder::new(p);
-        let mut per_class = Vec::with_capacity(CLASSES);
+        let mut per_output = Vec::with_capacity(width);
         for ct in cts {
-            if ct.level() > p.max_level() || ct.size() > 3 || ct.poly(0).len() % p.degree() != 0 {
-                return Err(Error::Incompatible {
-                    reason: "output ciphertext does not fit the parameters",
-                });
-            }
             let budget = secret.noise_budget(p, ct)?;
             min_budget_bits = min_budget_bits.min(budget);
             if budget < MIN_OUTPUT_BUDGET_BITS {
@@ -310,28 +350,25 @@ pub fn decrypt_logits(
                     required_bits: MIN_OUTPUT_BUDGET_BITS,
                 });
             }
-            per_class.push(encoder.decode(&secret.decrypt(p, ct)?));
+            per_output.push(encoder.decode(&secret.decrypt(p, ct)?));
         }
-        residues.push(per_class);
+        residues.push(per_output);
     }
     let moduli: Vec<Modulus> = channels.iter().map(|p| *p.plaintext_modulus()).collect();
     let crt = Crt::new(&moduli)?;
-    let mut logits = Vec::with_capacity(slots.len());
-    for &slot in &slots {
-        let mut image = [0i128; CLASSES];
-        for (class, logit) in image.iter_mut().enumerate() {
+    let mut values = Vec::with_capacity(slots.len());
+    for &slot in slots {
+        let mut image = Vec::with_capacity(width);
+        for output in 0..width {
             let r: heapless::Vec<u32, MAX_CHANNELS> = residues
                 .iter()
-                .map(|per_class| per_class[class][slot] as u32)
+                .map(|per_output| per_output[output][slot] as u32)
                 .collect();
-            *logit = crt.combine(&r)?;
+            image.push(crt.combine(&r)?);
         }
-        logits.push(image);
+        values.push(image);
     }
-    Ok(DecryptedLogits {
-        logits,
-        min_budget_bits,
-    })
+    Ok((values, min_budget_bits))
 }
 
 /// Garner's mixed-radix reconstruction of a signed integer from residues modulo distinct

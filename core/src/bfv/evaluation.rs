@@ -138,6 +138,78 @@ impl<'a> Evaluator<'a> {
         Ok(())
     }
 
+    /// ct += c for an integer constant c (taken mod t): c in every slot.
+    pub fn add_constant_assign(&self, ct: &mut Ciphertext, c: i128) -> Result<(), Error> {
+        self.check(ct)?;
+        let t = self.params.plaintext_modulus();
+        let r = (c.unsigned_abs() % t.value() as u128) as u32;
+        let c = if c < 0 { t.neg(r) } else { r };
+        self.params.add_scaled_constant(&mut ct.polys[0], c);
+        Ok(())
+    }
+
+    /// sum_i w_i a_i + c: a linear layer's output in one pass per limb. Every term is a
+    /// ciphertext of these parameters at `level` with `size` polynomials; weights and the
+    /// constant are taken mod t (weights centered, as [`Evaluator::mul_scalar_assign`]).
+    /// With no terms the result is the trivial encryption of c (the evaluator knows c).
+    /// Residues are multiplied into u64 sums, reduced every 15 terms (15 products below
+    /// 2^60 and a reduced residue stay below 2^64).
+    pub fn linear_combination(
+        &self,
+        terms: &[(&Ciphertext, i64)],
+        constant: i128,
+        level: usize,
+        size: usize,
+    ) -> Result<Ciphertext, Error> {
+        let params = self.params;
+        if level == 0 || level > params.max_level() || !(2..=3).contains(&size) {
+            return Err(Error::Incompatible {
+                reason: "a linear combination's level or size does not fit these parameters",
+            });
+        }
+        for (ct, _) in terms {
+            self.check(ct)?;
+            if ct.level != level || ct.size() != size {
+                return Err(Error::Incompatible {
+                    reason: "the terms of a linear combination differ in level or size",
+                });
+            }
+        }
+        let n = params.degree();
+        let t = params.plaintext_modulus();
+        let centered: Vec<i64> = terms
+            .iter()
+            .map(|&(_, w)| t.center(t.reduce_i64(w)))
+            .collect();
+        let mut polys = alloc::vec![alloc::vec![0u32; level * n]; size];
+        let mut acc = alloc::vec![0u64; n];
+        for (i, q) in params.ciphertext_basis().moduli()[..level]
+            .iter()
+            .enumerate()
+        {
+            let weights: Vec<u64> = centered.iter().map(|&w| q.reduce_i64(w) as u64).collect();
+            for (k, out) in polys.iter_mut().enumerate() {
+                acc.iter_mut().for_each(|a| *a = 0);
+                for (chunk, ws) in terms.chunks(15).zip(weights.chunks(15)) {
+                    for ((ct, _), &w) in chunk.iter().zip(ws) {
+                        let limb = &ct.polys[k][i * n..(i + 1) * n];
+                        acc.iter_mut()
+                            .zip(limb)
+                            .for_each(|(a, &x)| *a += x as u64 * w);
+                    }
+                    acc.iter_mut().for_each(|a| *a = q.reduce_u64(*a) as u64);
+                }
+                out[i * n..(i + 1) * n]
+                    .iter_mut()
+                    .zip(&acc)
+                    .for_each(|(o, &a)| *o = a as u32);
+            }
+        }
+        let mut out = Ciphertext::from_parts(params, level, polys);
+        self.add_constant_assign(&mut out, constant)?;
+        Ok(out)
+    }
+
     /// ct *= m for a plaintext m (slot-wise product with m's slots).
     pub fn mul_plain_assign(&self, ct: &mut Ciphertext, m: &Plaintext) -> Result<(), Error> {
         self.check(ct)?;

@@ -495,4 +495,4 @@ impl PolynomialNetwork {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

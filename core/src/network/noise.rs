@@ -58,7 +58,7 @@ pub struct EvaluationPlan {
 }
 
 /// log2(2^a + 2^b).
-fn log_add(a: f64, b: f64) -> f64 {
+pub(super) fn log_add(a: f64, b: f64) -> f64 {
     let (hi, lo) = if a > b { (a, b) } else { (b, a) };
     hi + libm_log2(1.0 + pow2(lo - hi))
 }
@@ -67,7 +67,7 @@ fn pow2(x: f64) -> f64 {
     libm::exp2(x)
 }
 
-struct Estimator {
+pub(super) struct Estimator {
     log_t: f64,
     log_n: f64,
     /// log2 Q_l for l = 1..=L.
@@ -77,9 +77,48 @@ struct Estimator {
 }
 
 impl Estimator {
+    /// The estimator of these parameters (the largest t of the channels: the worst one).
+    pub(super) fn new(params: &NetworkParameters) -> Self {
+        let first = &params.channels()[0];
+        let moduli = first.ciphertext_basis().moduli();
+        let mut log_q = [0.0; 16];
+        for l in 1..=first.max_level().min(15) {
+            log_q[l] = log_q[l - 1] + libm_log2(moduli[l - 1].value() as f64);
+        }
+        let log_t = params
+            .channels()
+            .iter()
+            .map(|p| libm_log2(p.plaintext_modulus().value() as f64))
+            .fold(0.0, f64::max);
+        Self {
+            log_t,
+            log_n: libm_log2(first.degree() as f64),
+            log_q,
+            log_s: first.special_basis().map_or(0.0, |s| s.log2()),
+        }
+    }
+
+    /// The invariant noise (log2) of a fresh secret-key encryption at level l.
+    pub(super) fn fresh(&self, level: usize) -> f64 {
+        self.log_t + libm_log2(CBD_ETA as f64 + 0.5) - self.log_q[level]
+    }
+
+    /// A product of two ciphertexts of noises a and b (the square's estimate generalized).
+    pub(super) fn multiply(&self, a: f64, b: f64, level: usize) -> f64 {
+        log_add(
+            log_add(a, b) + self.log_t + self.log_n,
+            self.rounding(level, 3),
+        )
+    }
+
+    /// c x for an integer |c| >= 1.
+    pub(super) fn scale(&self, v: f64, c: u64) -> f64 {
+        v + libm_log2(c.max(1) as f64)
+    }
+
     /// log2 of the rounding noise of a size-`size` ciphertext at level l (scale-and-round or
     /// modulus switching): t / Q_l (1 + 2 sqrt(n) + 2 n (size 3)).
-    fn rounding(&self, level: usize, size: usize) -> f64 {
+    pub(super) fn rounding(&self, level: usize, size: usize) -> f64 {
         let n = pow2(self.log_n);
         let spread = 1.0 + 2.0 * libm::sqrt(n) + if size >= 3 { 2.0 * n } else { 0.0 };
         self.log_t - self.log_q[level] + libm_log2(spread)
@@ -87,13 +126,13 @@ impl Estimator {
 
     /// Squaring multiplies the noise by about 2 t n (the cross terms m e and e k with
     /// the plaintext and the overflow polynomial), plus the rounding of t / Q.
-    fn square(&self, v: f64, level: usize) -> f64 {
+    pub(super) fn square(&self, v: f64, level: usize) -> f64 {
         log_add(v + 1.0 + self.log_t + self.log_n, self.rounding(level, 3))
     }
 
     /// Relinearization at level l adds sum_i d_i e_i: l digits below q / 2 times key errors
     /// of deviation 3.24, six deviations: about 6 sqrt(l n) 2^30 absolute.
-    fn relinearize(&self, v: f64, level: usize) -> f64 {
+    pub(super) fn relinearize(&self, v: f64, level: usize) -> f64 {
         let absolute = libm_log2(6.0) + (libm_log2(level as f64) + self.log_n) / 2.0 + 30.0;
         log_add(v, self.log_t - self.log_q[level] + absolute)
     }
@@ -108,12 +147,12 @@ impl Estimator {
         log_add(v, log_add(self.rounding(level, 2), keys))
     }
 
-    fn switch(&self, v: f64, level: usize, size: usize) -> f64 {
+    pub(super) fn switch(&self, v: f64, level: usize, size: usize) -> f64 {
         log_add(v, self.rounding(level, size))
     }
 
     /// A linear layer with weights summing to `l1` in absolute value and a rounded bias.
-    fn linear(&self, v: f64, l1: u64, level: usize) -> f64 {
+    pub(super) fn linear(&self, v: f64, l1: u64, level: usize) -> f64 {
         log_add(
             v + libm_log2(l1.max(1) as f64),
             self.log_t - self.log_q[level] - 1.0,
@@ -121,7 +160,7 @@ impl Estimator {
     }
 }
 
-fn budget(v: f64) -> f64 {
+pub(super) fn budget(v: f64) -> f64 {
     -1.0 - v
 }
 
@@ -140,28 +179,14 @@ impl EvaluationPlan {
     ) -> Result<Self, Error> {
         let first = &params.channels()[0];
         let top = first.max_level();
-        let moduli = first.ciphertext_basis().moduli();
-        let mut log_q = [0.0; 16];
-        for l in 1..=top.min(15) {
-            log_q[l] = log_q[l - 1] + libm_log2(moduli[l - 1].value() as f64);
-        }
-        let log_t = params
-            .channels()
-            .iter()
-            .map(|p| libm_log2(p.plaintext_modulus().value() as f64))
-            .fold(0.0, f64::max);
-        let log_s = first.special_basis().map_or(0.0, |s| s.log2());
         if inputs == Inputs::Unpacked && first.special_basis().is_none() {
             return Err(Error::InvalidParameters {
                 reason: "unpacking needs parameters with special primes",
             });
         }
-        let e = Estimator {
-            log_t,
-            log_n: libm_log2(first.degree() as f64),
-            log_q,
-            log_s,
-        };
+        let e = Estimator::new(params);
+        let log_t = e.log_t;
+        let log_q = e.log_q;
         let conv_l1 = (0..model.maps())
             .map(|m| {
                 (0..KERNEL * KERNEL)

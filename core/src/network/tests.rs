@@ -632,3 +632,118 @@ fn resource_estimates_grow_with_the_model_and_refuse_above_the_limit() {
         "{big:?} vs {estimate:?}"
     );
 }
+
+#[test]
+fn random_polynomial_networks_evaluate_exactly_under_encryption_on_every_backend() {
+    use crate::model::polynomial::tests::random_network;
+    let (mut ran, mut refused, mut switched) = (0, 0, 0);
+    for seed in 0..60u64 {
+        let Some(network) = random_network(seed) else {
+            continue;
+        };
+        if network.plaintext_bits() > 110 {
+            continue;
+        }
+        let primes = crt_primes(network.plaintext_bits(), 1024).unwrap();
+        let len = network.input().len();
+        let images: Vec<Vec<u8>> = (0..3u64)
+            .map(|k| {
+                let mut next = xorshift(seed * 7 + k + 1);
+                (0..len).map(|_| next() as u8).collect()
+            })
+            .collect();
+        let refs: Vec<&[u8]> = images.iter().map(Vec::as_slice).collect();
+        let mut reference: Option<Vec<Vec<u8>>> = None;
+        for backend in Backend::available() {
+            let params = NetworkParameters::insecure_for_tests(1024, 8, &primes, backend).unwrap();
+            let mut rng = ChaCha20Rng::seed_from_u64(seed);
+            let secret = SecretKey::generate(&params.channels()[0], &mut rng);
+            let keys = EvaluationKeys::generate(&params, &secret, 1, &mut rng).unwrap();
+            let evaluator = match PolynomialEvaluator::new(&params, &network, &keys) {
+                Ok(e) => e,
+                Err(Error::InsufficientNoiseBudget { .. }) => {
+                    refused += 1;
+                    break;
+                }
+                Err(e) => panic!("{seed}: {e}"),
+            };
+            let plan = evaluator.plan().clone();
+            switched += (plan.output_level() < 8) as usize;
+            let mut outputs = Vec::new();
+            for (c, p) in params.channels().iter().enumerate() {
+                let inputs: Vec<Ciphertext> = encode_network_inputs(p, &network, &refs)
+                    .unwrap()
+                    .iter()
+                    .map(|m| secret.encrypt(p, m, &mut rng).unwrap())
+                    .collect();
+                let out = evaluator.evaluate_channel(c, &inputs).unwrap();
+                assert!(out.iter().all(|ct| ct.level() == plan.output_level()));
+                outputs.push(out);
+            }
+            let (values, budget) = decrypt_outputs(&params, &secret, &outputs, 3).unwrap();
+            for (image, got) in images.iter().zip(&values) {
+                assert_eq!(
+                    got,
+                    &network.logits(image).unwrap(),
+                    "seed {seed}, {backend:?}"
+                );
+            }
+            assert!(
+                plan.output_budget_bits() <= budget as f64,
+                "{seed}: {plan:?} vs {budget}"
+            );
+            let bytes: Vec<Vec<u8>> = outputs
+                .iter()
+                .zip(params.channels())
+                .flat_map(|(o, p)| o.iter().map(|ct| ct.to_bytes(p)))
+                .collect();
+            match &reference {
+                None => reference = Some(bytes),
+                Some(r) => assert_eq!(r, &bytes, "seed {seed}: {backend:?} differs"),
+            }
+            ran += 1;
+        }
+    }
+    assert!(ran >= 20, "only {ran} evaluations ran ({refused} refused)");
+    // The plans switch down where the budget allows: the switches are exercised too.
+    assert!(
+        switched >= ran / 2,
+        "{switched} of {ran} plans switched down"
+    );
+}
+
+#[test]
+fn polynomial_plans_refuse_too_little_budget_and_keys_of_other_parameters() {
+    use crate::model::polynomial::{Layer, PolynomialNetwork, Shape};
+    let cube = Layer::Polynomial {
+        coefficients: [1, 2, 0, 1],
+    };
+    let dense = Layer::Dense {
+        outputs: 4,
+        weights: std::vec![3; 16],
+        biases: std::vec![1; 4],
+    };
+    let network = PolynomialNetwork::new(
+        Shape::vector(4),
+        15,
+        std::vec![dense.clone(), cube.clone(), dense.clone(), cube, dense],
+    )
+    .unwrap();
+    let primes = crt_primes(network.plaintext_bits(), 1024).unwrap();
+    let small = NetworkParameters::insecure_for_tests(1024, 2, &primes, Backend::detect()).unwrap();
+    let err = PolynomialPlan::new(&small, &network).unwrap_err();
+    assert!(
+        matches!(err, Error::InsufficientNoiseBudget { .. }),
+        "{err}"
+    );
+    let big = NetworkParameters::insecure_for_tests(1024, 8, &primes, Backend::detect()).unwrap();
+    let plan = PolynomialPlan::new(&big, &network).unwrap();
+    // Levels never rise, and the estimate keeps the margin everywhere.
+    assert!(plan.layers.windows(2).all(|w| w[1].level <= w[0].level));
+    assert!(plan.layers.iter().all(|l| l.budget_bits >= MARGIN_BITS));
+    let mut rng = ChaCha20Rng::seed_from_u64(3);
+    let secret = SecretKey::generate(&small.channels()[0], &mut rng);
+    let foreign = EvaluationKeys::generate(&small, &secret, 1, &mut rng).unwrap();
+    let err = PolynomialEvaluator::new(&big, &network, &foreign).unwrap_err();
+    assert!(std::format!("{err}").contains("other parameters"), "{err}");
+}

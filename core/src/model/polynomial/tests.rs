@@ -152,7 +152,7 @@ fn bounds_past_the_limit_are_refused_and_wide_bounds_infer_in_big_integers() {
 
 /// Draws a small random network: affine layers, pools and activations in any order, with
 /// a final flatten and dense layer to a few classes.
-fn random_network(seed: u64) -> Option<PolynomialNetwork> {
+pub(crate) fn random_network(seed: u64) -> Option<PolynomialNetwork> {
     let mut next = xorshift(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
     let mut pick = |n: u64| (next() % n) as usize;
     let input = Shape {

@@ -1,0 +1,329 @@
+//! Encrypted evaluation of any [`PolynomialNetwork`] in the batch layout (one ciphertext per
+//! neuron, images in the slots), built on the bfv layer's public operations only: linear
+//! combinations for convolutions, pooling and dense layers, squares and products with
+//! relinearization for the activations, modulus switching where the plan says.
+//!
+//! The plan ([`PolynomialPlan`]) estimates the noise after every layer and picks, after
+//! each activation, the lowest level from which the rest of the network still keeps
+//! [`MARGIN_BITS`] of budget; it refuses parameters under which decryption could fail. The
+//! specialized CryptoNets evaluator ([`super::NetworkEvaluator`]) stays the fast path of the
+//! fixed topology.
+
+use alloc::vec::Vec;
+
+use super::noise::{Estimator, MARGIN_BITS, budget, log_add};
+use super::{EvaluationKeys, NetworkParameters, parallel};
+use crate::Error;
+use crate::bfv::{BatchEncoder, Ciphertext, Evaluator, Parameters, Plaintext};
+use crate::model::polynomial::{Layer, PolynomialNetwork, Tap};
+
+/// The plan of one layer: the level its outputs are at and their estimated noise budget.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct LayerPlan {
+    /// Level of the layer's outputs (after any modulus switch that follows it).
+    pub level: usize,
+    /// Estimated noise budget of its outputs, in bits.
+    pub budget_bits: f64,
+}
+
+/// How a polynomial network is evaluated under given parameters.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PolynomialPlan {
+    /// Estimated budget of the input ciphertexts.
+    pub input_budget_bits: f64,
+    /// One entry per layer.
+    pub layers: Vec<LayerPlan>,
+}
+
+impl PolynomialPlan {
+    /// Level of the outputs (what decryption sees).
+    pub fn output_level(&self) -> usize {
+        self.layers.last().map_or(1, |l| l.level)
+    }
+
+    /// Estimated budget of the outputs.
+    pub fn output_budget_bits(&self) -> f64 {
+        self.layers.last().map_or(0.0, |l| l.budget_bits)
+    }
+}
+
+/// Per layer, what the noise estimate needs: the largest L1 norm of an affine row (with
+/// the bias's rounding) or the activation's coefficients.
+#[derive(Clone, Copy, Debug)]
+enum Step {
+    Affine { l1: u64 },
+    Activation { coefficients: [i64; 4] },
+    Reshape,
+}
+
+fn steps(network: &PolynomialNetwork) -> Vec<Step> {
+    network
+        .layers()
+        .iter()
+        .enumerate()
+        .map(|(i, layer)| match layer {
+            Layer::Flatten => Step::Reshape,
+            Layer::Polynomial { coefficients } => Step::Activation {
+                coefficients: *coefficients,
+            },
+            _ => {
+                let mut l1 = 0u64;
+                let _ = layer.for_each_row(network.input_shape(i), |_, taps: &[Tap], _| {
+                    let sum = taps
+                        .iter()
+                        .fold(0u64, |acc, &(_, w)| acc.saturating_add(w.unsigned_abs()));
+                    l1 = l1.max(sum);
+                    Ok::<(), ()>(())
+                });
+                Step::Affine { l1 }
+            }
+        })
+        .collect()
+}
+
+/// The noise after one step at `level`.
+fn step_noise(e: &Estimator, step: Step, v: f64, level: usize) -> f64 {
+    match step {
+        Step::Reshape => v,
+        Step::Affine { l1 } => e.linear(v, l1, level),
+        Step::Activation { coefficients: c } => {
+            let x2 = e.relinearize(e.square(v, level), level);
+            let x3 = e.relinearize(e.multiply(x2, v, level), level);
+            let powers = [v, x2, x3];
+            let mut out = f64::NEG_INFINITY;
+            for (k, &ck) in c[1..].iter().enumerate() {
+                if ck != 0 {
+                    out = log_add(out, e.scale(powers[k], ck.unsigned_abs()));
+                }
+            }
+            // The constant's rounding, like a bias.
+            e.linear(out, 1, level)
+        }
+    }
+}
+
+impl PolynomialPlan {
+    /// Plans `network` under `params`, or refuses with the layer where the budget runs out.
+    pub fn new(params: &NetworkParameters, network: &PolynomialNetwork) -> Result<Self, Error> {
+        let e = Estimator::new(params);
+        let top = params.channels()[0].max_level();
+        let steps = steps(network);
+        let fresh = e.fresh(top);
+        let refuse = |i: usize, v: f64| Error::InsufficientNoiseBudget {
+            layer: match network.layers()[i] {
+                Layer::Conv2d { .. } => "a convolution",
+                Layer::SumPool { .. } => "a pooling",
+                Layer::Dense { .. } => "a dense",
+                Layer::Flatten => "a flatten",
+                Layer::Polynomial { .. } => "an activation",
+            },
+            estimated_bits: budget(v) as i32,
+        };
+        // Whether the steps from `from` on keep the margin at `level` without switching.
+        let rest_fits = |from: usize, mut v: f64, level: usize| {
+            steps[from..].iter().all(|&s| {
+                v = step_noise(&e, s, v, level);
+                budget(v) >= MARGIN_BITS
+            })
+        };
+        if budget(fresh) < MARGIN_BITS || !rest_fits(0, fresh, top) {
+            // Find the first layer that fails, for the message.
+            let mut v = fresh;
+            for (i, &s) in steps.iter().enumerate() {
+                v = step_noise(&e, s, v, top);
+                if budget(v) < MARGIN_BITS {
+                    return Err(refuse(i, v));
+                }
+            }
+            return Err(refuse(0, fresh));
+        }
+        let (mut v, mut level) = (fresh, top);
+        let mut layers = Vec::with_capacity(steps.len());
+        for (i, &s) in steps.iter().enumerate() {
+            v = step_noise(&e, s, v, level);
+            // After an activation (and at the end), switch down as far as the rest allows.
+            if matches!(s, Step::Activation { .. }) || i + 1 == steps.len() {
+                let target = (1..level)
+                    .find(|&l| {
+                        let switched = e.switch(v, l, 2);
+                        budget(switched) >= MARGIN_BITS && rest_fits(i + 1, switched, l)
+                    })
+                    .unwrap_or(level);
+                if target < level {
+                    v = e.switch(v, target, 2);
+                    level = target;
+                }
+            }
+            layers.push(LayerPlan {
+                level,
+                budget_bits: budget(v),
+            });
+        }
+        Ok(Self {
+            input_budget_bits: budget(fresh),
+            layers,
+        })
+    }
+}
+
+/// Evaluates one polynomial network on ciphertexts: public data only (weights, the
+/// relinearization key, the plan).
+#[derive(Debug)]
+pub struct PolynomialEvaluator<'a> {
+    params: &'a NetworkParameters,
+    network: &'a PolynomialNetwork,
+    keys: &'a EvaluationKeys,
+    plan: PolynomialPlan,
+    /// Per affine layer, its rows: taps and bias.
+    rows: Vec<Vec<(Vec<Tap>, i128)>>,
+}
+
+impl<'a> PolynomialEvaluator<'a> {
+    /// Checks the keys against the parameters and plans the network, before any work.
+    pub fn new(
+        params: &'a NetworkParameters,
+        network: &'a PolynomialNetwork,
+        keys: &'a EvaluationKeys,
+    ) -> Result<Self, Error> {
+        keys.check(params)?;
+        if network.plaintext_bits() as f64 >= params.plaintext_bits() {
+            return Err(Error::InvalidParameters {
+                reason: "the plaintext CRT primes cannot hold this network's values",
+            });
+        }
+        let plan = PolynomialPlan::new(params, network)?;
+        let rows = network
+            .layers()
+            .iter()
+            .enumerate()
+            .map(|(i, layer)| {
+                let mut rows = Vec::new();
+                let _ = layer.for_each_row(network.input_shape(i), |_, taps, bias| {
+                    rows.push((taps.to_vec(), bias));
+                    Ok::<(), ()>(())
+                });
+                rows
+            })
+            .collect();
+        Ok(Self {
+            params,
+            network,
+            keys,
+            plan,
+            rows,
+        })
+    }
+
+    /// The plan being followed.
+    pub fn plan(&self) -> &PolynomialPlan {
+        &self.plan
+    }
+
+    /// The network on channel `channel`'s inputs: one fresh ciphertext (size 2, top level)
+    /// per input neuron; returns one ciphertext per class at the plan's output level.
+    pub fn evaluate_channel(
+        &self,
+        channel: usize,
+        inputs: &[Ciphertext],
+    ) -> Result<Vec<Ciphertext>, Error> {
+        let p: &Parameters = self
+            .params
+            .channels()
+            .get(channel)
+            .ok_or(Error::Incompatible {
+                reason: "no such CRT channel",
+            })?;
+        let top = p.max_level();
+        if inputs.len() != self.network.input().len()
+            || inputs
+                .iter()
+                .any(|c| c.parameters_id() != p.id() || c.level() != top || c.size() != 2)
+        {
+            return Err(Error::Incompatible {
+                reason: "one fresh ciphertext of this channel per input neuron expected",
+            });
+        }
+        let evaluator = Evaluator::new(p);
+        let relin = &self.keys.relin;
+        let mut level = top;
+        let mut current: Vec<Ciphertext> = inputs.to_vec();
+        for (i, layer) in self.network.layers().iter().enumerate() {
+            let target = self.plan.layers[i].level;
+            current = match layer {
+                Layer::Flatten => current,
+                Layer::Polynomial { coefficients: c } => {
+                    let results = parallel::map(current.len(), |j| -> Result<Ciphertext, Error> {
+                        let x = &current[j];
+                        let mut x2 = evaluator.square(x)?;
+                        evaluator.relinearize_assign(&mut x2, relin)?;
+                        let x3 = match c[3] {
+                            0 => None,
+                            _ => {
+                                let mut x3 = evaluator.multiply(&x2, x)?;
+                                evaluator.relinearize_assign(&mut x3, relin)?;
+                                Some(x3)
+                            }
+                        };
+                        let powers = [Some(x), Some(&x2), x3.as_ref()];
+                        let terms: Vec<(&Ciphertext, i64)> = powers
+                            .iter()
+                            .zip(&c[1..])
+                            .filter(|&(_, &ck)| ck != 0)
+                            .filter_map(|(p, &ck)| p.map(|p| (p, ck)))
+                            .collect();
+                        let mut y = evaluator.linear_combination(&terms, c[0] as i128, level, 2)?;
+                        while y.level() > target {
+                            evaluator.mod_switch_to_next_assign(&mut y)?;
+                        }
+                        Ok(y)
+                    });
+                    results.into_iter().collect::<Result<_, Error>>()?
+                }
+                _ => {
+                    let rows = &self.rows[i];
+                    let results = parallel::map(rows.len(), |o| {
+                        let (taps, bias) = &rows[o];
+                        let terms: Vec<(&Ciphertext, i64)> = taps
+                            .iter()
+                            .map(|&(j, w)| (&current[j as usize], w))
+                            .collect();
+                        let mut y = evaluator.linear_combination(&terms, *bias, level, 2)?;
+                        while y.level() > target {
+                            evaluator.mod_switch_to_next_assign(&mut y)?;
+                        }
+                        Ok(y)
+                    });
+                    results.into_iter().collect::<Result<_, Error>>()?
+                }
+            };
+            level = target;
+        }
+        Ok(current)
+    }
+}
+
+/// Per input neuron, the plaintext of a batch of `images` (each the network's input pixels,
+/// channel by channel, row by row) under the parameters of one channel: image i in slot i.
+pub fn encode_network_inputs(
+    params: &Parameters,
+    network: &PolynomialNetwork,
+    images: &[&[u8]],
+) -> Result<Vec<Plaintext>, Error> {
+    let n = params.degree();
+    let len = network.input().len();
+    if images.len() > n || images.iter().any(|im| im.len() != len) {
+        return Err(Error::InvalidParameters {
+            reason: "at most n images, each with the network's input size",
+        });
+    }
+    let encoder = BatchEncoder::new(params);
+    parallel::map(len, |neuron| {
+        let mut values = alloc::vec![0u64; n];
+        for (slot, image) in images.iter().enumerate() {
+            values[slot] = network.quantize_pixel(image[neuron]) as u64;
+        }
+        encoder.encode(&values)
+    })
+    .into_iter()
+    .collect()
+}
