@@ -43,7 +43,10 @@ pub use evaluator::NetworkEvaluator;
 pub use keys::EvaluationKeys;
 pub use noise::{EvaluationPlan, Inputs, MARGIN_BITS, NoiseEstimate};
 pub use packing::{DEFAULT_MAX_PACKING, MAX_PACKING, Packing};
-pub use polynomial::{LayerPlan, PolynomialEvaluator, PolynomialPlan, encode_network_inputs};
+pub use polynomial::{
+    LayerPlan, PLANNED_DEGREES, PlannedNetwork, PolynomialEvaluator, PolynomialPlan,
+    encode_network_inputs,
+};
 pub use resources::ResourceEstimate;
 
 /// Ring degree of the CryptoNets parameters: 8192 slots, so 8192 images a batch.
@@ -66,7 +69,18 @@ pub const MAX_PLAINTEXT_PRIME_BITS: u32 = 29;
 /// have at most 29 bits, so they never collide with a ciphertext, special or auxiliary prime
 /// (all exactly 30 bits).
 pub fn crt_primes(bits: u32, n: usize) -> Result<Vec<u32>, Error> {
-    for count in 1..=MAX_CHANNELS {
+    (1..=MAX_CHANNELS)
+        .find_map(|count| crt_primes_of_count(bits, n, count).ok())
+        .ok_or(Error::InvalidParameters {
+            reason: "the logits need more plaintext bits than the CRT channels can hold",
+        })
+}
+
+/// Exactly `count` CRT primes (each 1 mod 2n, at most 29 bits) of the least size whose
+/// product exceeds 2^bits: more channels with smaller primes cost more evaluations but less
+/// noise per multiplication (log2 t bits a square), which the planner weighs.
+pub fn crt_primes_of_count(bits: u32, n: usize, count: usize) -> Result<Vec<u32>, Error> {
+    if (1..=MAX_CHANNELS).contains(&count) {
         for prime_bits in 17..=MAX_PLAINTEXT_PRIME_BITS {
             let primes: Vec<u32> = ntt_primes(prime_bits, n).take(count).collect();
             let product_bits: f64 = primes
@@ -79,7 +93,7 @@ pub fn crt_primes(bits: u32, n: usize) -> Result<Vec<u32>, Error> {
         }
     }
     Err(Error::InvalidParameters {
-        reason: "the logits need more plaintext bits than the CRT channels can hold",
+        reason: "no such set of plaintext CRT primes",
     })
 }
 

@@ -477,10 +477,12 @@ impl PolynomialNetwork {
         &self.bounds
     }
 
-    /// Signed bits of a plaintext that holds every intermediate value of every layer (the
-    /// product of the CRT primes must exceed 2^bits).
+    /// Signed bits of a plaintext that holds the outputs (the product of the CRT primes
+    /// must exceed 2^bits). Intermediate layers may be larger: every layer is a polynomial
+    /// over the integers, so computed modulo the product T of the CRT primes the outputs are
+    /// right modulo T, and exact when they lie in (-T/2, T/2).
     pub fn plaintext_bits(&self) -> u32 {
-        self.bounds.iter().map(|b| b.bits + 1).max().unwrap_or(1)
+        self.bounds.last().map_or(1, |b| b.bits + 1)
     }
 
     /// Float and integer test accuracy recorded at training, in 1/10000.

@@ -327,3 +327,135 @@ pub fn encode_network_inputs(
     .into_iter()
     .collect()
 }
+
+/// Ring degrees the planner considers (the batch holds n images).
+pub const PLANNED_DEGREES: [usize; 3] = [8192, 16384, 32768];
+
+impl PolynomialPlan {
+    /// Estimated peak memory and time of one batch under `params` on `threads` threads
+    /// (the cost model of [`super::ResourceEstimate`]: residues of the live layers, squares
+    /// and multiply-accumulates at the development machine's rates).
+    pub fn estimate(
+        &self,
+        params: &NetworkParameters,
+        network: &PolynomialNetwork,
+        threads: usize,
+    ) -> super::ResourceEstimate {
+        let p = &params.channels()[0];
+        let n = p.degree() as f64;
+        let channels = params.channels().len() as f64;
+        let top = p.max_level();
+        let mut level = top;
+        let (mut seconds, mut peak) = (0.0f64, 0.0f64);
+        let ciphertext = |level: usize| 2.0 * level as f64 * n * 4.0;
+        let mut live = network.input().len() as f64 * ciphertext(top);
+        for (i, layer) in network.layers().iter().enumerate() {
+            let out = network.shapes()[i].len() as f64;
+            match layer {
+                Layer::Flatten => {}
+                Layer::Polynomial { coefficients } => {
+                    let products = if coefficients[3] != 0 { 2.0 } else { 1.0 };
+                    seconds += out
+                        * products
+                        * level as f64
+                        * super::resources::SQUARE_SECONDS_PER_LIMB_8192
+                        * n
+                        / 8192.0;
+                }
+                _ => {
+                    let mut taps = 0f64;
+                    let _ = layer.for_each_row(network.input_shape(i), |_, t: &[Tap], _| {
+                        taps += t.len() as f64;
+                        Ok::<(), ()>(())
+                    });
+                    seconds += taps * 2.0 * level as f64 * n * super::resources::MAC_SECONDS;
+                }
+            }
+            let next = out * ciphertext(self.layers[i].level);
+            peak = peak.max(live + next);
+            live = next;
+            level = self.layers[i].level;
+        }
+        let overhead = 1.0 + super::resources::OVERHEAD;
+        super::ResourceEstimate {
+            peak_bytes: (peak * overhead) as u64,
+            seconds: channels * seconds / threads.max(1) as f64,
+        }
+    }
+}
+
+/// Everything encryption needs for a network, chosen by the planner: the parameters (ring
+/// degree, ciphertext primes, CRT primes) and the evaluation plan under them.
+#[derive(Clone, Debug)]
+pub struct PlannedNetwork {
+    /// The parameters.
+    pub params: NetworkParameters,
+    /// The plan under them.
+    pub plan: PolynomialPlan,
+    /// Its estimated cost per batch (n images) on `threads` threads.
+    pub estimate: super::ResourceEstimate,
+}
+
+impl PlannedNetwork {
+    /// The cheapest parameters that evaluate `network` with the margin, per image at full
+    /// batches: for each ring degree in [`PLANNED_DEGREES`] and each of the fewest CRT
+    /// channel counts that hold the outputs (the fewest, and one or two more of smaller
+    /// primes), the fewest 30-bit ciphertext primes whose plan keeps the margin
+    /// within the HomomorphicEncryption.org 128-bit bound (special primes included);
+    /// then the one of least estimated time for `images` images (whole batches of n). Refuses, with the reason of the
+    /// largest degree tried, when none fits.
+    pub fn new(
+        network: &PolynomialNetwork,
+        backend: crate::backend::Backend,
+        threads: usize,
+        images: usize,
+    ) -> Result<Self, Error> {
+        let mut best: Option<(f64, Self)> = None;
+        let mut last_error = Error::InvalidParameters {
+            reason: "no ring degree can hold this network",
+        };
+        let bits = network.plaintext_bits();
+        let candidates = PLANNED_DEGREES.into_iter().flat_map(|n| {
+            // The fewest channels, and up to two more of smaller primes (less noise).
+            let fewest = (1..=super::MAX_CHANNELS)
+                .find(|&c| super::crt_primes_of_count(bits, n, c).is_ok())
+                .unwrap_or(super::MAX_CHANNELS + 1);
+            (fewest..=(fewest + 2).min(super::MAX_CHANNELS))
+                .filter_map(move |c| super::crt_primes_of_count(bits, n, c).ok().map(|p| (n, p)))
+        });
+        for (n, primes) in candidates {
+            let bound = crate::bfv::max_log_q_128(n).unwrap_or(0) as usize;
+            let max_q = (bound / 30)
+                .saturating_sub(super::SPECIAL_PRIMES)
+                .min(crate::rns::MAX_LIMBS);
+            for q in 1..=max_q {
+                let params = match NetworkParameters::new(n, q, &primes, backend) {
+                    Ok(p) => p,
+                    Err(e) => {
+                        last_error = e;
+                        continue;
+                    }
+                };
+                match PolynomialPlan::new(&params, network) {
+                    Ok(plan) => {
+                        let estimate = plan.estimate(&params, network, threads);
+                        let cost = estimate.seconds * images.max(1).div_ceil(n) as f64;
+                        if best.as_ref().is_none_or(|(best, _)| cost < *best) {
+                            best = Some((
+                                cost,
+                                Self {
+                                    params,
+                                    plan,
+                                    estimate,
+                                },
+                            ));
+                        }
+                        break;
+                    }
+                    Err(e) => last_error = e,
+                }
+            }
+        }
+        best.map(|(_, planned)| planned).ok_or(last_error)
+    }
+}

@@ -24,12 +24,12 @@ const ACCUMULATOR: u64 = 8;
 /// What the allocator and the threads' scratch add, as a fraction of the counted total: set so
 /// that the estimate stays above the measured peak RSS (committed model: 0.91 GiB measured;
 /// 16 maps x 4096 hidden units: 5.43 GiB measured).
-const OVERHEAD: f64 = 0.25;
+pub(super) const OVERHEAD: f64 = 0.25;
 /// Seconds of one square with relinearization, per ciphertext prime, on one core (measured:
 /// about 0.4 ms a limb at n = 8192 with AVX-512), scaled linearly in n.
-const SQUARE_SECONDS_PER_LIMB_8192: f64 = 0.4e-3;
+pub(super) const SQUARE_SECONDS_PER_LIMB_8192: f64 = 0.4e-3;
 /// Seconds of one residue multiply-accumulate in the linear layers, on one core.
-const MAC_SECONDS: f64 = 0.35e-9;
+pub(super) const MAC_SECONDS: f64 = 0.35e-9;
 
 /// The estimate of one batch on one machine.
 #[derive(Clone, Copy, Debug, PartialEq)]

@@ -747,3 +747,81 @@ fn polynomial_plans_refuse_too_little_budget_and_keys_of_other_parameters() {
     let err = PolynomialEvaluator::new(&big, &network, &foreign).unwrap_err();
     assert!(std::format!("{err}").contains("other parameters"), "{err}");
 }
+
+#[test]
+fn the_planner_picks_the_cheapest_feasible_parameters_and_refuses_what_none_holds() {
+    use crate::model::polynomial::{Layer, PolynomialNetwork, Shape};
+    let cryptonets = PolynomialNetwork::parse(MNIST_MODEL).unwrap();
+    let planned = PlannedNetwork::new(&cryptonets, Backend::detect(), 2, 8192).unwrap();
+    let p = &planned.params;
+    // The CryptoNets network for 8192 images: n = 8192, three CRT channels of at most 29
+    // bits (two 29-bit primes would hold its 57-bit outputs, but the noise of t = 2^29 needs
+    // more ciphertext primes than three smaller channels cost), never equal to a ciphertext
+    // or special prime, within the 128-bit bound.
+    assert_eq!(p.degree(), 8192);
+    assert_eq!(p.channels().len(), 3);
+    let first = &p.channels()[0];
+    let special = first.special_basis().unwrap();
+    for t in p.plaintext_primes() {
+        assert!(t < 1 << 29 && t % 16384 == 1);
+        assert!(
+            !first
+                .ciphertext_basis()
+                .moduli()
+                .iter()
+                .any(|q| q.value() == t)
+        );
+        assert!(!special.moduli().iter().any(|q| q.value() == t));
+    }
+    assert!(first.log_q() + special.log2() <= 218.0);
+    // One prime fewer cannot hold it: the planner took the fewest.
+    let fewer = NetworkParameters::new(
+        8192,
+        first.max_level() - 1,
+        &p.plaintext_primes(),
+        Backend::detect(),
+    )
+    .unwrap();
+    assert!(PolynomialPlan::new(&fewer, &cryptonets).is_err());
+    assert!(planned.estimate.seconds > 0.0 && planned.estimate.peak_bytes > 100 << 20);
+    // For twice as many images, a ring of 16384 slots takes them in one batch and costs less
+    // per image.
+    let larger = PlannedNetwork::new(&cryptonets, Backend::detect(), 2, 16384).unwrap();
+    assert_eq!(larger.params.degree(), 16384);
+
+    // Deeper: cubic activations need more levels, so more primes (and a larger ring).
+    let dense = |n: usize, inputs: usize| Layer::Dense {
+        outputs: n,
+        weights: std::vec![1; n * inputs],
+        biases: std::vec![0; n],
+    };
+    let cube = Layer::Polynomial {
+        coefficients: [0, 1, 0, 1],
+    };
+    let deep = PolynomialNetwork::new(
+        Shape::vector(8),
+        3,
+        std::vec![
+            dense(8, 8),
+            cube.clone(),
+            dense(8, 8),
+            cube.clone(),
+            dense(4, 8)
+        ],
+    )
+    .unwrap();
+    let planned_deep = PlannedNetwork::new(&deep, Backend::detect(), 2, 8192).unwrap();
+    assert!(
+        planned_deep.params.channels()[0].max_level() > first.max_level()
+            || planned_deep.params.degree() > 8192
+    );
+    // Far too deep for any ring: refused with the noise budget's reason.
+    let mut layers = std::vec![dense(8, 8)];
+    for _ in 0..8 {
+        layers.push(cube.clone());
+        layers.push(dense(8, 8));
+    }
+    if let Ok(hopeless) = PolynomialNetwork::new(Shape::vector(8), 1, layers) {
+        assert!(PlannedNetwork::new(&hopeless, Backend::detect(), 2, 8192).is_err());
+    }
+}
