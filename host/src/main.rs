@@ -12,6 +12,7 @@ use cryptonets_core::backend::BACKEND_NAMES;
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod bench;
+mod general_cli;
 mod info;
 mod pipeline_cli;
 use cryptonets_host::mnist;
@@ -48,6 +49,8 @@ enum Command {
     Eval(pipeline_cli::EvalArgs),
     /// Data owner: decrypt encrypted logits into digits (and accuracy, given the labels).
     Decrypt(pipeline_cli::DecryptArgs),
+    /// Plan a model: the parameters, levels, noise and cost the planner chooses.
+    Plan(general_cli::PlanArgs),
     /// The whole pipeline in one process on MNIST test images, with a timing, traffic and
     /// memory report.
     Run(pipeline_cli::RunArgs),
@@ -59,6 +62,13 @@ enum ModelCommand {
     Info {
         /// The model file (for example models/cryptonets-mnist.cnmd).
         file: std::path::PathBuf,
+    },
+    /// Write a model (version 1 or 2) as a version 2 file.
+    Convert {
+        /// The model to read.
+        input: std::path::PathBuf,
+        /// Where to write the version 2 model.
+        output: std::path::PathBuf,
     },
 }
 
@@ -147,6 +157,10 @@ fn main() -> ExitCode {
         Command::Bench(command) => bench::run(command, cli.backend.as_deref()),
         Command::Mnist(MnistCommand::Check { data }) => mnist_check(data),
         Command::Model(ModelCommand::Info { file }) => model_info(&file),
+        Command::Model(ModelCommand::Convert { input, output }) => {
+            general_cli::convert_command(&input, &output)
+        }
+        Command::Plan(args) => general_cli::plan_command(&args, backend),
         Command::Keygen(args) => pipeline_cli::keygen_command(&args, backend),
         Command::Encrypt(args) => pipeline_cli::encrypt_command(&args, backend),
         Command::Eval(args) => pipeline_cli::eval_command(&args, backend),

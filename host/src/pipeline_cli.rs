@@ -557,6 +557,16 @@ pub(crate) fn run_command(args: &RunArgs, backend: Backend) -> Result<(), String
             .build_global()
             .map_err(|e| format!("cannot start {threads} threads: {e}"))?;
     }
+    if crate::general_cli::is_v2(&args.model) {
+        return crate::general_cli::run_general(
+            &args.model,
+            args.data.clone(),
+            args.images,
+            args.json,
+            limit(args.max_memory),
+            backend,
+        );
+    }
     let loaded = Loaded::new(&args.model, backend)?;
     let params = &loaded.params;
     let model = loaded.model();

@@ -246,11 +246,15 @@ impl<'a> PolynomialEvaluator<'a> {
         let evaluator = Evaluator::new(p);
         let relin = &self.keys.relin;
         let mut level = top;
-        let mut current: Vec<Ciphertext> = inputs.to_vec();
+        // The first layer reads the caller's inputs in place; each later one its
+        // predecessor's outputs, which are dropped as soon as the next layer is done.
+        let mut owned: Option<Vec<Ciphertext>> = None;
         for (i, layer) in self.network.layers().iter().enumerate() {
             let target = self.plan.layers[i].level;
-            current = match layer {
-                Layer::Flatten => current,
+            let current: &[Ciphertext] = owned.as_deref().unwrap_or(inputs);
+            let next: Vec<Ciphertext> = match layer {
+                // The neuron order is already the flattened one.
+                Layer::Flatten => continue,
                 Layer::Polynomial { coefficients: c } => {
                     let results = parallel::map(current.len(), |j| -> Result<Ciphertext, Error> {
                         let x = &current[j];
@@ -296,9 +300,10 @@ impl<'a> PolynomialEvaluator<'a> {
                     results.into_iter().collect::<Result<_, Error>>()?
                 }
             };
+            owned = Some(next);
             level = target;
         }
-        Ok(current)
+        Ok(owned.unwrap_or_else(|| inputs.to_vec()))
     }
 }
 
@@ -348,7 +353,9 @@ impl PolynomialPlan {
         let mut level = top;
         let (mut seconds, mut peak) = (0.0f64, 0.0f64);
         let ciphertext = |level: usize| 2.0 * level as f64 * n * 4.0;
-        let mut live = network.input().len() as f64 * ciphertext(top);
+        // The caller's inputs stay alive through the whole channel.
+        let inputs = network.input().len() as f64 * ciphertext(top);
+        let mut live = 0.0;
         for (i, layer) in network.layers().iter().enumerate() {
             let out = network.shapes()[i].len() as f64;
             match layer {
@@ -372,7 +379,7 @@ impl PolynomialPlan {
                 }
             }
             let next = out * ciphertext(self.layers[i].level);
-            peak = peak.max(live + next);
+            peak = peak.max(inputs + live + next);
             live = next;
             level = self.layers[i].level;
         }

@@ -1,0 +1,395 @@
+//! General polynomial networks (model format v2) in the CLI: `cryptonets plan` prints the
+//! planner's choice, `model convert` writes a v1 model as v2, and `run` on a v2 model
+//! evaluates it with the general evaluator (one ciphertext per neuron, images in the slots).
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use clap::Args;
+use cryptonets_core::Backend;
+use cryptonets_core::bfv::SecretKey;
+use cryptonets_core::model::MAX_MODEL_BYTES;
+use cryptonets_core::model::polynomial::{Layer, PolynomialNetwork};
+use cryptonets_core::network::{
+    EvaluationKeys, PlannedNetwork, PolynomialEvaluator, decrypt_outputs, encode_network_inputs,
+};
+use cryptonets_host::files::{read_checked, write};
+use cryptonets_host::mnist;
+use cryptonets_host::pipeline::{os_rng, peak_rss_bytes};
+use rayon::prelude::*;
+use serde::Serialize;
+
+/// The largest v2 model file read: every layer at the format's limits is far beyond what
+/// can be evaluated, so the file limit is that of the largest plannable networks.
+const MAX_NETWORK_BYTES: u64 = 64 << 20;
+
+/// Reads a model of either version as a polynomial network.
+pub(crate) fn read_network(path: &Path) -> Result<PolynomialNetwork, String> {
+    let max = MAX_NETWORK_BYTES.max(MAX_MODEL_BYTES as u64);
+    let bytes = read_checked(path, max, "model")?;
+    PolynomialNetwork::parse(&bytes).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// Whether the file at `path` is a version 2 model (read from its header only).
+pub(crate) fn is_v2(path: &Path) -> bool {
+    use std::io::Read;
+    let mut header = [0u8; 5];
+    std::fs::metadata(path).is_ok_and(|m| m.is_file())
+        && std::fs::File::open(path)
+            .and_then(|mut f| f.read_exact(&mut header))
+            .is_ok()
+        && header[..4] == *b"CNMD"
+        && header[4] == 2
+}
+
+/// `cryptonets plan`.
+#[derive(Debug, Args)]
+pub(crate) struct PlanArgs {
+    /// The model (version 1 or 2).
+    model: PathBuf,
+    /// Images the plan should serve (the cost is per whole batches of n).
+    #[arg(long, default_value_t = 8192)]
+    images: usize,
+    /// Print one JSON object.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Serialize)]
+struct LayerReport {
+    kind: &'static str,
+    shape: [usize; 3],
+    level: usize,
+    bound_bits: u32,
+    estimated_budget_bits: f64,
+}
+
+#[derive(Debug, Serialize)]
+struct PlanReport {
+    model: String,
+    n: usize,
+    ciphertext_primes: usize,
+    log_q: f64,
+    special_primes: usize,
+    plaintext_primes: Vec<u32>,
+    plaintext_bits: u32,
+    input_budget_bits: f64,
+    layers: Vec<LayerReport>,
+    output_level: usize,
+    estimated_seconds_per_batch: f64,
+    estimated_peak_bytes: u64,
+    estimated_predictions_per_hour: f64,
+    upload_bytes_per_image: f64,
+    download_bytes_per_image: f64,
+    threads: usize,
+}
+
+fn kind(layer: &Layer) -> &'static str {
+    match layer {
+        Layer::Conv2d { .. } => "conv2d",
+        Layer::SumPool { .. } => "sum_pool",
+        Layer::Dense { .. } => "dense",
+        Layer::Flatten => "flatten",
+        Layer::Polynomial { .. } => "polynomial",
+    }
+}
+
+fn plan_report(path: &Path, network: &PolynomialNetwork, planned: &PlannedNetwork) -> PlanReport {
+    let p = &planned.params;
+    let first = &p.channels()[0];
+    let n = p.degree();
+    let channels = p.channels().len() as f64;
+    let output_level = planned.plan.output_level();
+    // Seeded input ciphertexts (c0 and a seed) and full outputs at the output level.
+    let limb = (n * 30).div_ceil(8) as f64;
+    let upload = network.input().len() as f64 * channels * (limb * first.max_level() as f64 + 53.0);
+    let download = network.classes() as f64 * channels * (2.0 * limb * output_level as f64 + 22.0);
+    PlanReport {
+        model: path.display().to_string(),
+        n,
+        ciphertext_primes: first.max_level(),
+        log_q: first.log_q(),
+        special_primes: first.special_basis().map_or(0, |s| s.len()),
+        plaintext_primes: p.plaintext_primes(),
+        plaintext_bits: network.plaintext_bits(),
+        input_budget_bits: planned.plan.input_budget_bits,
+        layers: network
+            .layers()
+            .iter()
+            .zip(network.shapes())
+            .zip(network.bounds())
+            .zip(&planned.plan.layers)
+            .map(|(((layer, shape), bounds), lp)| LayerReport {
+                kind: kind(layer),
+                shape: [shape.channels, shape.height, shape.width],
+                level: lp.level,
+                bound_bits: bounds.bits,
+                estimated_budget_bits: (lp.budget_bits * 10.0).round() / 10.0,
+            })
+            .collect(),
+        output_level,
+        estimated_seconds_per_batch: planned.estimate.seconds,
+        estimated_peak_bytes: planned.estimate.peak_bytes,
+        estimated_predictions_per_hour: n as f64 * 3600.0 / planned.estimate.seconds,
+        upload_bytes_per_image: upload / n as f64,
+        download_bytes_per_image: download / n as f64,
+        threads: rayon::current_num_threads(),
+    }
+}
+
+fn plan_for(
+    network: &PolynomialNetwork,
+    backend: Backend,
+    images: usize,
+) -> Result<PlannedNetwork, String> {
+    PlannedNetwork::new(network, backend, rayon::current_num_threads(), images)
+        .map_err(|e| format!("no parameters evaluate this network: {e}"))
+}
+
+pub(crate) fn plan_command(args: &PlanArgs, backend: Backend) -> Result<(), String> {
+    let network = read_network(&args.model)?;
+    let planned = plan_for(&network, backend, args.images)?;
+    let report = plan_report(&args.model, &network, &planned);
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string(&report).map_err(|e| e.to_string())?
+        );
+        return Ok(());
+    }
+    println!(
+        "{}: input {}x{}x{}, {} layers, outputs need {} signed bits",
+        report.model,
+        network.input().channels,
+        network.input().height,
+        network.input().width,
+        report.layers.len(),
+        report.plaintext_bits
+    );
+    println!(
+        "parameters: n = {}, {} ciphertext primes (log2 Q = {:.0}) + {} special, plaintext CRT primes {:?}",
+        report.n,
+        report.ciphertext_primes,
+        report.log_q,
+        report.special_primes,
+        report.plaintext_primes
+    );
+    println!("  layer          shape          level  bound bits  budget bits (estimated)");
+    println!(
+        "  input          {:<14} {:>5}  {:>10}  {:>6.1}",
+        "", report.ciphertext_primes, 0, report.input_budget_bits
+    );
+    for l in &report.layers {
+        let shape = format!("{}x{}x{}", l.shape[0], l.shape[1], l.shape[2]);
+        println!(
+            "  {:<14} {:<14} {:>5}  {:>10}  {:>6.1}",
+            l.kind, shape, l.level, l.bound_bits, l.estimated_budget_bits
+        );
+    }
+    println!(
+        "estimated per batch of {}: {:.1} s on {} threads, peak memory {:.2} GiB ({:.0} predictions/hour); upload {:.1} KiB and download {:.2} KiB per image",
+        report.n,
+        report.estimated_seconds_per_batch,
+        report.threads,
+        report.estimated_peak_bytes as f64 / (1u64 << 30) as f64,
+        report.estimated_predictions_per_hour,
+        report.upload_bytes_per_image / 1024.0,
+        report.download_bytes_per_image / 1024.0
+    );
+    Ok(())
+}
+
+/// `cryptonets model convert`: a model of either version, written as version 2.
+pub(crate) fn convert_command(input: &Path, output: &Path) -> Result<(), String> {
+    let network = read_network(input)?;
+    let bytes = network.to_bytes();
+    write(output, &bytes)?;
+    println!(
+        "{} -> {} (version 2, {} layers, {} bytes)",
+        input.display(),
+        output.display(),
+        network.layers().len(),
+        bytes.len()
+    );
+    Ok(())
+}
+
+/// What `run --json` prints for a general network.
+#[derive(Debug, Serialize)]
+struct GeneralRunReport {
+    evaluator: &'static str,
+    images: usize,
+    n: usize,
+    plaintext_primes: Vec<u32>,
+    ciphertext_primes: usize,
+    output_level: usize,
+    accuracy: f64,
+    plaintext_accuracy: f64,
+    agreement: f64,
+    exact_logits: f64,
+    estimated_noise_budget_bits: f64,
+    measured_noise_budget_bits: u32,
+    encrypt_seconds: f64,
+    eval_seconds: f64,
+    estimated_eval_seconds: f64,
+    decrypt_seconds: f64,
+    predictions_per_hour: f64,
+    peak_rss_bytes: u64,
+    threads: usize,
+}
+
+/// `run` on a general network: MNIST test images (the network's input must be 1 x 28 x 28),
+/// one batch of up to n images, keys made in process, then the same report keys as `run`.
+pub(crate) fn run_general(
+    model: &Path,
+    data: Option<PathBuf>,
+    images: usize,
+    json: bool,
+    max_memory: u64,
+    backend: Backend,
+) -> Result<(), String> {
+    let network = read_network(model)?;
+    let input = network.input();
+    if (input.channels, input.height, input.width) != (1, mnist::SIDE, mnist::SIDE) {
+        return Err(format!(
+            "{}: run feeds MNIST images (1x28x28), this network takes {}x{}x{}",
+            model.display(),
+            input.channels,
+            input.height,
+            input.width
+        ));
+    }
+    let planned = plan_for(&network, backend, images)?;
+    let params = &planned.params;
+    let n = params.degree();
+    let dir = data.unwrap_or_else(mnist::default_dir);
+    let set = mnist::load(&dir, mnist::Split::Test)
+        .map_err(|e| format!("{e} (fetch MNIST with: bash scripts/fetch-mnist.sh)"))?;
+    let count = images.min(set.len()).min(n);
+    if count == 0 {
+        return Err("--images must be at least 1".into());
+    }
+    if !json {
+        eprintln!(
+            "general evaluator: n = {n}, {} ciphertext primes, CRT primes {:?}; planned {:.1} s, {:.2} GiB",
+            params.channels()[0].max_level(),
+            params.plaintext_primes(),
+            planned.estimate.seconds,
+            planned.estimate.peak_bytes as f64 / (1u64 << 30) as f64
+        );
+    }
+    planned
+        .estimate
+        .check_memory(max_memory)
+        .map_err(|e| e.to_string())?;
+    let mut rng = os_rng()?;
+    let secret = SecretKey::generate(&params.channels()[0], &mut rng);
+    let keys = EvaluationKeys::generate(params, &secret, 1, &mut rng).map_err(|e| e.to_string())?;
+    let evaluator = PolynomialEvaluator::new(params, &network, &keys).map_err(|e| e.to_string())?;
+    let pixels: Vec<&[u8]> = (0..count).map(|i| set.image(i)).collect();
+
+    let mut outputs = Vec::with_capacity(params.channels().len());
+    let (mut encrypt_s, mut eval_s) = (0.0, 0.0);
+    for (c, p) in params.channels().iter().enumerate() {
+        let t = Instant::now();
+        let plaintexts = encode_network_inputs(p, &network, &pixels).map_err(|e| e.to_string())?;
+        let seeds: Vec<[u8; 32]> = plaintexts
+            .iter()
+            .map(|_| {
+                let mut seed = [0u8; 32];
+                rand_core::Rng::fill_bytes(&mut rng, &mut seed);
+                seed
+            })
+            .collect();
+        let inputs = plaintexts
+            .par_iter()
+            .zip(&seeds)
+            .map(|(m, seed)| {
+                let mut rng =
+                    <rand_chacha::ChaCha20Rng as rand_core::SeedableRng>::from_seed(*seed);
+                secret.encrypt(p, m, &mut rng)
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| e.to_string())?;
+        encrypt_s += t.elapsed().as_secs_f64();
+        let t = Instant::now();
+        outputs.push(
+            evaluator
+                .evaluate_channel(c, &inputs)
+                .map_err(|e| e.to_string())?,
+        );
+        eval_s += t.elapsed().as_secs_f64();
+    }
+    let t = Instant::now();
+    let (values, budget) =
+        decrypt_outputs(params, &secret, &outputs, count).map_err(|e| e.to_string())?;
+    let decrypt_s = t.elapsed().as_secs_f64();
+    let argmax = |v: &[i128]| {
+        let mut best = 0;
+        for (i, x) in v.iter().enumerate() {
+            if *x > v[best] {
+                best = i;
+            }
+        }
+        best
+    };
+    let (mut correct, mut plain_correct, mut agree, mut exact) = (0, 0, 0, 0);
+    for (i, encrypted) in values.iter().enumerate() {
+        let plain = network.logits(pixels[i]).map_err(|e| e.to_string())?;
+        let label = set.labels[i] as usize;
+        correct += (argmax(encrypted) == label) as usize;
+        plain_correct += (argmax(&plain) == label) as usize;
+        agree += (argmax(encrypted) == argmax(&plain)) as usize;
+        exact += (encrypted == &plain) as usize;
+    }
+    let report = GeneralRunReport {
+        evaluator: "general",
+        images: count,
+        n,
+        plaintext_primes: params.plaintext_primes(),
+        ciphertext_primes: params.channels()[0].max_level(),
+        output_level: evaluator.plan().output_level(),
+        accuracy: correct as f64 / count as f64,
+        plaintext_accuracy: plain_correct as f64 / count as f64,
+        agreement: agree as f64 / count as f64,
+        exact_logits: exact as f64 / count as f64,
+        estimated_noise_budget_bits: (evaluator.plan().output_budget_bits() * 10.0).round() / 10.0,
+        measured_noise_budget_bits: budget,
+        encrypt_seconds: encrypt_s,
+        eval_seconds: eval_s,
+        estimated_eval_seconds: planned.estimate.seconds,
+        decrypt_seconds: decrypt_s,
+        predictions_per_hour: n as f64 * 3600.0 / eval_s,
+        peak_rss_bytes: peak_rss_bytes().unwrap_or(0),
+        threads: rayon::current_num_threads(),
+    };
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string(&report).map_err(|e| e.to_string())?
+        );
+    } else {
+        println!(
+            "{} images: accuracy {:.4} (plaintext {:.4}), agreement {:.4}, exact logits {:.4}; noise budget {} bits ({:.1} estimated)",
+            count,
+            report.accuracy,
+            report.plaintext_accuracy,
+            report.agreement,
+            report.exact_logits,
+            budget,
+            report.estimated_noise_budget_bits
+        );
+        println!(
+            "encrypt {:.2} s, evaluate {:.2} s (all channels, {:.0} predictions/hour at a full batch of {n}), decrypt {:.2} s; peak RSS {:.0} MiB",
+            encrypt_s,
+            eval_s,
+            report.predictions_per_hour,
+            decrypt_s,
+            report.peak_rss_bytes as f64 / 1048576.0
+        );
+    }
+    if report.agreement < 1.0 || report.exact_logits < 1.0 {
+        return Err("encrypted inference differs from plaintext inference".into());
+    }
+    Ok(())
+}
