@@ -284,10 +284,7 @@ fn main() -> candle_core::Result<()> {
     );
     let float = match &args.onnx {
         Some(path) => {
-            let bytes = std::fs::read(path).map_err(|e| {
-                candle_core::Error::Msg(format!("cannot read {}: {e}", path.display()))
-            })?;
-            let net = onnx::import(&bytes).map_err(|e| {
+            let net = onnx::import_file(path).map_err(|e| {
                 candle_core::Error::Msg(format!("cannot import {}: {e}", path.display()))
             })?;
             eprintln!("imported {}", path.display());

@@ -10,12 +10,19 @@
 //! - mean pooling is folded into the first dense layer, as CryptoNets does.
 //!
 //! Every other operator, shape or attribute is refused with an error that names it.
+//!
+//! Weights may live in an external data file, as PyTorch's default (dynamo) exporter writes
+//! them (`model.onnx` + `model.onnx.data`): [`import_file`] resolves each tensor's
+//! `location` beside the model, refusing locations that leave its directory, files that are
+//! not regular or larger than [`MAX_EXTERNAL_BYTES`], and ranges outside the file.
 
 use std::collections::HashMap;
 use std::fmt;
+use std::path::{Component, Path, PathBuf};
 
 use onnx_rs::ast::{
-    Attribute, DataType, Dimension, Graph, Node, OpType, TensorProto, TypeValue, ValueInfo,
+    Attribute, DataLocation, DataType, Dimension, Graph, Node, OpType, TensorProto, TypeValue,
+    ValueInfo,
 };
 
 use crate::quantize::FloatNet;
@@ -83,6 +90,8 @@ enum Stage {
 
 /// The float network read so far.
 struct Builder<'g> {
+    /// Where external weights are read from.
+    external: External,
     initializers: HashMap<&'g str, &'g TensorProto<'g>>,
     stage: Stage,
     /// Name of the value flowing along the chain.
@@ -95,13 +104,98 @@ struct Builder<'g> {
 }
 
 /// Reads the float network from ONNX bytes.
+#[cfg(test)]
 pub fn import(bytes: &[u8]) -> Result<FloatNet, ImportError> {
-    let model = onnx_rs::parse(bytes).map_err(|e| ImportError::Parse(e.to_string()))?;
-    let graph = model.graph.as_ref().ok_or(ImportError::NoGraph)?;
-    import_graph(graph)
+    import_with(bytes, None)
 }
 
-fn import_graph(graph: &Graph<'_>) -> Result<FloatNet, ImportError> {
+/// The largest external data file read.
+pub const MAX_EXTERNAL_BYTES: u64 = 1 << 30;
+
+/// Imports the model at `path`, reading external weights from files beside it.
+pub fn import_file(path: &Path) -> Result<FloatNet, ImportError> {
+    let bytes = cryptonets_host::files::read_checked(path, MAX_EXTERNAL_BYTES, "ONNX model")
+        .map_err(ImportError::Parse)?;
+    let dir = path
+        .parent()
+        .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
+    import_with(&bytes, Some(dir))
+}
+
+fn import_with(bytes: &[u8], dir: Option<PathBuf>) -> Result<FloatNet, ImportError> {
+    let model = onnx_rs::parse(bytes).map_err(|e| ImportError::Parse(e.to_string()))?;
+    let graph = model.graph.as_ref().ok_or(ImportError::NoGraph)?;
+    import_graph(graph, dir)
+}
+
+/// External data files, each read once.
+#[derive(Default)]
+struct External {
+    dir: Option<PathBuf>,
+    files: std::cell::RefCell<HashMap<String, std::rc::Rc<Vec<u8>>>>,
+}
+
+impl External {
+    /// The bytes of an external tensor: `location` (relative, inside the model's
+    /// directory), `offset` and `length` as the ONNX external-data entries give them.
+    fn bytes(&self, tensor: &TensorProto<'_>) -> Result<Vec<u8>, String> {
+        let entry = |key: &str| {
+            tensor
+                .external_data()
+                .iter()
+                .find(|e| e.key == key)
+                .map(|e| e.value)
+        };
+        let location = entry("location").ok_or("external data without a location")?;
+        let number = |key: &str| -> Result<Option<u64>, String> {
+            entry(key)
+                .map(|v| {
+                    v.parse::<u64>()
+                        .map_err(|_| format!("external data {key} '{v}' is not a number"))
+                })
+                .transpose()
+        };
+        let (offset, length) = (number("offset")?.unwrap_or(0), number("length")?);
+        let relative = Path::new(location);
+        if relative
+            .components()
+            .any(|c| !matches!(c, Component::Normal(_)))
+        {
+            return Err(format!(
+                "external data location '{location}' leaves the model's directory"
+            ));
+        }
+        let dir = self.dir.as_ref().ok_or(
+            "weights are in an external data file: import the model by its path (--onnx FILE)",
+        )?;
+        let file = {
+            let mut files = self.files.borrow_mut();
+            match files.get(location) {
+                Some(file) => file.clone(),
+                None => {
+                    let bytes = cryptonets_host::files::read_checked(
+                        &dir.join(relative),
+                        MAX_EXTERNAL_BYTES,
+                        "ONNX external data file",
+                    )?;
+                    let file = std::rc::Rc::new(bytes);
+                    files.insert(location.to_string(), file.clone());
+                    file
+                }
+            }
+        };
+        let start = usize::try_from(offset).map_err(|_| "offset too large")?;
+        let end = match length {
+            Some(len) => start.checked_add(usize::try_from(len).map_err(|_| "length too large")?),
+            None => Some(file.len()),
+        };
+        end.and_then(|end| file.get(start..end))
+            .map(<[u8]>::to_vec)
+            .ok_or_else(|| format!("external data range outside '{location}'"))
+    }
+}
+
+fn import_graph(graph: &Graph<'_>, dir: Option<PathBuf>) -> Result<FloatNet, ImportError> {
     let initializers: HashMap<&str, &TensorProto<'_>> =
         graph.initializer.iter().map(|t| (t.name(), t)).collect();
     let input = graph
@@ -112,6 +206,10 @@ fn import_graph(graph: &Graph<'_>) -> Result<FloatNet, ImportError> {
     check_input_shape(input)?;
     let input = input.name;
     let mut builder = Builder {
+        external: External {
+            dir,
+            ..Default::default()
+        },
         initializers,
         stage: Stage::Input,
         current: input.to_string(),
@@ -203,6 +301,23 @@ impl<'g> Builder<'g> {
             .iter()
             .try_fold(1usize, |acc, &d| acc.checked_mul(d))
             .ok_or_else(|| bad("too many elements"))?;
+        if tensor.data_location() == DataLocation::External {
+            if tensor.data_type() != DataType::Float {
+                return Err(bad("external data that is not float"));
+            }
+            let bytes = self.external.bytes(tensor).map_err(|e| bad(&e))?;
+            if bytes.len() != expected.saturating_mul(4) {
+                return Err(bad(&format!(
+                    "{} bytes of external data for dimensions {dims:?}",
+                    bytes.len()
+                )));
+            }
+            let values = bytes
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]) as f64)
+                .collect();
+            return Ok((values, dims));
+        }
         let values: Vec<f64> = match tensor.data_type() {
             DataType::Float => tensor
                 .as_f32()

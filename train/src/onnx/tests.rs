@@ -425,3 +425,88 @@ fn wrong_shapes_and_attributes_are_refused() {
     let err = with(&|g| g.node[4].input = vec!["c", "two"]);
     assert!(err.to_string().contains("chain"), "{err}");
 }
+
+/// The pytorch-style graph with every weight in an external data file, as PyTorch's
+/// default exporter writes it: each initializer a `location`, `offset` and `length` into
+/// `model.onnx.data`. Returns the model bytes and the data file.
+fn external_style(net: &FloatNet, location: &'static str) -> (Vec<u8>, Vec<u8>) {
+    let inline = pytorch_style(net);
+    let model = onnx_rs::parse(&inline).unwrap();
+    let mut data = Vec::new();
+    let mut entries: Vec<(usize, usize)> = Vec::new();
+    let graph = model.graph.as_ref().unwrap();
+    for t in &graph.initializer {
+        let values = t.as_f32().unwrap();
+        entries.push((data.len(), values.len() * 4));
+        values
+            .iter()
+            .for_each(|v| data.extend_from_slice(&v.to_le_bytes()));
+    }
+    let texts: Vec<(String, String)> = entries
+        .iter()
+        .map(|(o, l)| (o.to_string(), l.to_string()))
+        .collect();
+    let initializers: Vec<TensorProto<'_>> = graph
+        .initializer
+        .iter()
+        .zip(&texts)
+        .map(|(t, (offset, length))| {
+            TensorProto::from_raw(t.name(), t.dims().to_vec(), DataType::Float, &[])
+                .with_data_location(onnx_rs::ast::DataLocation::External)
+                .with_external_data(vec![
+                    onnx_rs::ast::StringStringEntry {
+                        key: "location",
+                        value: location,
+                    },
+                    onnx_rs::ast::StringStringEntry {
+                        key: "offset",
+                        value: offset,
+                    },
+                    onnx_rs::ast::StringStringEntry {
+                        key: "length",
+                        value: length,
+                    },
+                ])
+        })
+        .collect();
+    let mut model = model.clone();
+    model.graph.as_mut().unwrap().initializer = initializers;
+    (onnx_rs::encode(&model), data)
+}
+
+#[test]
+fn external_data_files_are_read_beside_the_model_and_kept_inside_its_directory() {
+    let net = random_net(11);
+    let dir = std::env::temp_dir().join(format!("cryptonets-onnx-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (model, data) = external_style(&net, "model.onnx.data");
+    std::fs::write(dir.join("model.onnx"), &model).unwrap();
+    std::fs::write(dir.join("model.onnx.data"), &data).unwrap();
+    assert_same_net(&import_file(&dir.join("model.onnx")).unwrap(), &net);
+    // From bytes alone the weights cannot be found: said so.
+    let err = import(&model).unwrap_err().to_string();
+    assert!(err.contains("import the model by its path"), "{err}");
+    // A truncated data file, a missing one, and a location outside the directory.
+    std::fs::write(dir.join("model.onnx.data"), &data[..data.len() - 4]).unwrap();
+    let err = import_file(&dir.join("model.onnx"))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("outside"), "{err}");
+    std::fs::remove_file(dir.join("model.onnx.data")).unwrap();
+    let err = import_file(&dir.join("model.onnx"))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("cannot read"), "{err}");
+    for hostile in ["../model.onnx.data", "/etc/passwd"] {
+        let (model, _) = external_style(&net, hostile);
+        std::fs::write(dir.join("hostile.onnx"), &model).unwrap();
+        let err = import_file(&dir.join("hostile.onnx"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("leaves the model's directory"),
+            "{hostile}: {err}"
+        );
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
