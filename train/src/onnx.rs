@@ -7,6 +7,8 @@
 //! - a dense layer is `Gemm` (with `alpha`, `beta`, `transB`), or `MatMul` then `Add`;
 //! - a bias may also come as an `Add` after `Conv`;
 //! - `Flatten`, `Reshape` (to a flat row), `Identity` and `Dropout` pass values through;
+//! - `Constant` nodes (a tensor `value`) stand for initializers, as PyTorch writes the
+//!   exponent of `Pow` and the shape of `Reshape`;
 //! - mean pooling is folded into the first dense layer, as CryptoNets does.
 //!
 //! Every other operator, shape or attribute is refused with an error that names it.
@@ -196,8 +198,24 @@ impl External {
 }
 
 fn import_graph(graph: &Graph<'_>, dir: Option<PathBuf>) -> Result<FloatNet, ImportError> {
-    let initializers: HashMap<&str, &TensorProto<'_>> =
+    let mut initializers: HashMap<&str, &TensorProto<'_>> =
         graph.initializer.iter().map(|t| (t.name(), t)).collect();
+    // `Constant` nodes (PyTorch writes exponents and shapes so) are initializers named by
+    // their output.
+    for node in graph.node.iter().filter(|n| n.op_type == OpType::Constant) {
+        let tensor = attribute(node, "value").and_then(|a| a.t.as_ref());
+        match (node.output.first(), tensor) {
+            (Some(&name), Some(tensor)) => {
+                initializers.insert(name, tensor);
+            }
+            _ => {
+                return Err(unsupported(
+                    node,
+                    "a Constant is taken with a tensor `value` attribute only",
+                ));
+            }
+        }
+    }
     let input = graph
         .input
         .iter()
@@ -218,7 +236,7 @@ fn import_graph(graph: &Graph<'_>, dir: Option<PathBuf>) -> Result<FloatNet, Imp
         pooling: None,
         dense: Default::default(),
     };
-    for node in &graph.node {
+    for node in graph.node.iter().filter(|n| n.op_type != OpType::Constant) {
         builder.node(node)?;
     }
     builder.finish()

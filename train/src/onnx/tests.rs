@@ -510,3 +510,37 @@ fn external_data_files_are_read_beside_the_model_and_kept_inside_its_directory()
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn constant_nodes_stand_for_initializers() {
+    // The exponent of the second square as a Constant node, as torch.onnx writes `x ** 2`.
+    let net = random_net(13);
+    let inline = pytorch_style(&net);
+    let mut model = onnx_rs::parse(&inline).unwrap();
+    let graph = model.graph.as_mut().unwrap();
+    let two = graph
+        .initializer
+        .iter()
+        .position(|t| t.name() == "two")
+        .unwrap();
+    let tensor = graph.initializer.remove(two);
+    let constant = Node {
+        op_type: OpType::Constant,
+        output: vec!["two"],
+        attribute: vec![Attribute {
+            name: "value",
+            r#type: onnx_rs::ast::AttributeType::Tensor,
+            t: Some(tensor),
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    graph.node.insert(0, constant);
+    let bytes = onnx_rs::encode(&model);
+    assert_same_net(&import(&bytes).unwrap(), &net);
+    // A Constant without a tensor is refused, naming it.
+    let mut model = onnx_rs::parse(&bytes).unwrap();
+    model.graph.as_mut().unwrap().node[0].attribute.clear();
+    let err = import(&onnx_rs::encode(&model)).unwrap_err().to_string();
+    assert!(err.contains("Constant"), "{err}");
+}
