@@ -342,6 +342,50 @@ fn decrypt_slots(
     outputs: &[Vec<Ciphertext>],
     slots: &[usize],
 ) -> Result<(Vec<Vec<i128>>, u32), Error> {
+    let moduli: Vec<Modulus> = params
+        .channels()
+        .iter()
+        .map(|p| *p.plaintext_modulus())
+        .collect();
+    let crt = Crt::new(&moduli)?;
+    let (residues, budget) = decrypt_residues(params, secret, outputs)?;
+    Ok((combine_slots(&residues, slots, |r| crt.combine(r))?, budget))
+}
+
+/// [`decrypt_outputs`] for outputs of any width: up to eight channels, values past 2^126.
+pub fn decrypt_outputs_wide(
+    params: &NetworkParameters,
+    secret: &SecretKey,
+    outputs: &[Vec<Ciphertext>],
+    count: usize,
+) -> Result<(Vec<Vec<num_bigint::BigInt>>, u32), Error> {
+    if count > params.degree() {
+        return Err(Error::InvalidParameters {
+            reason: "more images than slots",
+        });
+    }
+    let moduli: Vec<Modulus> = params
+        .channels()
+        .iter()
+        .map(|p| *p.plaintext_modulus())
+        .collect();
+    let crt = WideCrt::new(&moduli)?;
+    let (residues, budget) = decrypt_residues(params, secret, outputs)?;
+    let slots: Vec<usize> = (0..count).collect();
+    Ok((
+        combine_slots(&residues, &slots, |r| crt.combine(r))?,
+        budget,
+    ))
+}
+
+/// Per channel and output ciphertext, the decoded slots, after the noise-budget check; and
+/// the least budget measured.
+#[allow(clippy::type_complexity)]
+fn decrypt_residues(
+    params: &NetworkParameters,
+    secret: &SecretKey,
+    outputs: &[Vec<Ciphertext>],
+) -> Result<(Vec<Vec<Vec<u64>>>, u32), Error> {
     let channels = params.channels();
     let width = outputs.first().map_or(0, Vec::len);
     if outputs.len() != channels.len() || width == 0 || outputs.iter().any(|o| o.len() != width) {
@@ -349,7 +393,6 @@ fn decrypt_slots(
             reason: "expected the same number of output ciphertexts in every CRT channel",
         });
     }
-    // residues[channel][output][slot]
     let mut residues = Vec::with_capacity(channels.len());
     let mut min_budget_bits = u32::MAX;
     for (p, cts) in channels.iter().zip(outputs) {
@@ -368,8 +411,16 @@ fn decrypt_slots(
         }
         residues.push(per_output);
     }
-    let moduli: Vec<Modulus> = channels.iter().map(|p| *p.plaintext_modulus()).collect();
-    let crt = Crt::new(&moduli)?;
+    Ok((residues, min_budget_bits))
+}
+
+/// `[slot][output]` values from `residues[channel][output][slot]`.
+fn combine_slots<T>(
+    residues: &[Vec<Vec<u64>>],
+    slots: &[usize],
+    combine: impl Fn(&[u32]) -> Result<T, Error>,
+) -> Result<Vec<Vec<T>>, Error> {
+    let width = residues.first().map_or(0, Vec::len);
     let mut values = Vec::with_capacity(slots.len());
     for &slot in slots {
         let mut image = Vec::with_capacity(width);
@@ -378,11 +429,11 @@ fn decrypt_slots(
                 .iter()
                 .map(|per_output| per_output[output][slot] as u32)
                 .collect();
-            image.push(crt.combine(&r)?);
+            image.push(combine(&r)?);
         }
         values.push(image);
     }
-    Ok((values, min_budget_bits))
+    Ok(values)
 }
 
 /// Garner's mixed-radix reconstruction of a signed integer from residues modulo distinct
@@ -442,14 +493,7 @@ impl Crt {
                 reason: "one residue below its modulus per CRT modulus",
             });
         }
-        let mut digits = [0u32; MAX_CHANNELS];
-        for (k, tk) in self.moduli.iter().enumerate() {
-            let mut v = residues[k];
-            for (j, &inverse) in self.inverses[k].iter().enumerate() {
-                v = tk.mul(tk.sub(v, tk.reduce(digits[j])), inverse);
-            }
-            digits[k] = v;
-        }
+        let digits = garner_digits(&self.moduli, &self.inverses, residues);
         let (mut x, mut radix) = (0u128, 1u128);
         for (k, tk) in self.moduli.iter().enumerate() {
             x += digits[k] as u128 * radix;
@@ -458,6 +502,132 @@ impl Crt {
         // x > M / 2 stands for x - M.
         let above_half = ((self.product / 2).wrapping_sub(x) >> 127) as i128;
         Ok(x as i128 - self.product as i128 * above_half)
+    }
+}
+
+/// Garner's mixed-radix digits of residues modulo `moduli` (constant time in the residues).
+fn garner_digits(
+    moduli: &[Modulus],
+    inverses: &[heapless::Vec<u32, MAX_CHANNELS>],
+    residues: &[u32],
+) -> [u32; MAX_CHANNELS] {
+    let mut digits = [0u32; MAX_CHANNELS];
+    for (k, tk) in moduli.iter().enumerate() {
+        let mut v = residues[k];
+        for (j, &inverse) in inverses[k].iter().enumerate() {
+            v = tk.mul(tk.sub(v, tk.reduce(digits[j])), inverse);
+        }
+        digits[k] = v;
+    }
+    digits
+}
+
+/// Words of a wide CRT value: eight primes below 2^30 multiply to less than 2^240.
+const WIDE_WORDS: usize = 4;
+
+/// CRT reconstruction for any number of channels up to [`MAX_CHANNELS`] (products past
+/// 2^126): the value is accumulated in four 64-bit words with the same operations whatever
+/// the residues (constant time up to the conversion of the result to a big integer).
+#[derive(Clone, Debug)]
+pub struct WideCrt {
+    moduli: heapless::Vec<Modulus, MAX_CHANNELS>,
+    inverses: heapless::Vec<heapless::Vec<u32, MAX_CHANNELS>, MAX_CHANNELS>,
+    /// radix[k] = t_0 ... t_{k-1}, and the product M, in words.
+    radix: heapless::Vec<[u64; WIDE_WORDS], MAX_CHANNELS>,
+    product: [u64; WIDE_WORDS],
+}
+
+/// a * m + acc for a word vector and a word.
+fn mul_add_words(acc: &mut [u64; WIDE_WORDS], a: &[u64; WIDE_WORDS], m: u64) {
+    let mut carry = 0u128;
+    for (x, &y) in acc.iter_mut().zip(a) {
+        let t = *x as u128 + y as u128 * m as u128 + carry;
+        *x = t as u64;
+        carry = t >> 64;
+    }
+}
+
+/// a - b, and the borrow out (1 if b > a).
+fn sub_words(a: &[u64; WIDE_WORDS], b: &[u64; WIDE_WORDS]) -> ([u64; WIDE_WORDS], u64) {
+    let mut out = [0u64; WIDE_WORDS];
+    let mut borrow = 0u64;
+    for i in 0..WIDE_WORDS {
+        let (d, b1) = a[i].overflowing_sub(b[i]);
+        let (d, b2) = d.overflowing_sub(borrow);
+        out[i] = d;
+        borrow = (b1 | b2) as u64;
+    }
+    (out, borrow)
+}
+
+impl WideCrt {
+    /// Precomputes for these moduli: distinct primes below 2^30, one to [`MAX_CHANNELS`].
+    pub fn new(moduli: &[Modulus]) -> Result<Self, Error> {
+        let refuse = |reason| Err(Error::InvalidParameters { reason });
+        if moduli.is_empty() || moduli.len() > MAX_CHANNELS {
+            return refuse("one to eight CRT moduli");
+        }
+        if (1..moduli.len()).any(|k| moduli[..k].iter().any(|m| m.value() == moduli[k].value())) {
+            return refuse("CRT moduli must be distinct");
+        }
+        let inverses = moduli
+            .iter()
+            .enumerate()
+            .map(|(k, tk)| {
+                moduli[..k]
+                    .iter()
+                    .map(|tj| tk.inv(tk.reduce(tj.value())))
+                    .collect()
+            })
+            .collect();
+        let mut radix = heapless::Vec::new();
+        let mut r = [1u64, 0, 0, 0];
+        for m in moduli {
+            let _ = radix.push(r);
+            let mut next = [0u64; WIDE_WORDS];
+            mul_add_words(&mut next, &r, m.value() as u64);
+            r = next;
+        }
+        Ok(Self {
+            moduli: moduli.iter().copied().collect(),
+            inverses,
+            radix,
+            product: r,
+        })
+    }
+
+    /// The integer x in (-M/2, M/2] with x = residues[k] mod t_k.
+    pub fn combine(&self, residues: &[u32]) -> Result<num_bigint::BigInt, Error> {
+        if residues.len() != self.moduli.len()
+            || residues
+                .iter()
+                .zip(&self.moduli)
+                .any(|(&r, t)| r >= t.value())
+        {
+            return Err(Error::Incompatible {
+                reason: "one residue below its modulus per CRT modulus",
+            });
+        }
+        let digits = garner_digits(&self.moduli, &self.inverses, residues);
+        let mut x = [0u64; WIDE_WORDS];
+        for (k, r) in self.radix.iter().enumerate() {
+            mul_add_words(&mut x, r, digits[k] as u64);
+        }
+        // x > M / 2 stands for x - M: M - x < M / 2, computed either way and selected.
+        let half: [u64; WIDE_WORDS] = core::array::from_fn(|i| {
+            (self.product[i] >> 1) | self.product.get(i + 1).map_or(0, |&w| w << 63)
+        });
+        let (_, not_above) = sub_words(&half, &x); // borrow 1 when x > M / 2
+        let (negated, _) = sub_words(&self.product, &x);
+        let mask = 0u64.wrapping_sub(not_above);
+        let magnitude: [u64; WIDE_WORDS] =
+            core::array::from_fn(|i| (negated[i] & mask) | (x[i] & !mask));
+        let mut bytes = [0u8; 8 * WIDE_WORDS];
+        for (chunk, w) in bytes.chunks_exact_mut(8).zip(magnitude) {
+            chunk.copy_from_slice(&w.to_le_bytes());
+        }
+        let value = num_bigint::BigInt::from_bytes_le(num_bigint::Sign::Plus, &bytes);
+        Ok(if not_above == 1 { -value } else { value })
     }
 }
 

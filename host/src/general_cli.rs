@@ -11,7 +11,8 @@ use cryptonets_core::bfv::SecretKey;
 use cryptonets_core::model::MAX_MODEL_BYTES;
 use cryptonets_core::model::polynomial::{Layer, PolynomialNetwork};
 use cryptonets_core::network::{
-    EvaluationKeys, PlannedNetwork, PolynomialEvaluator, decrypt_outputs, encode_network_inputs,
+    EvaluationKeys, PlannedNetwork, PolynomialEvaluator, decrypt_outputs_wide,
+    encode_network_inputs,
 };
 use cryptonets_host::files::{read_checked, write};
 use cryptonets_host::mnist;
@@ -199,6 +200,60 @@ pub(crate) fn plan_command(args: &PlanArgs, backend: Backend) -> Result<(), Stri
     Ok(())
 }
 
+/// `cryptonets model info` for a version 2 model: layers, shapes and bounds.
+pub(crate) fn info_command(path: &Path) -> Result<(), String> {
+    let network = read_network(path)?;
+    let input = network.input();
+    println!(
+        "model: {} (version 2): input {}x{}x{}, pixels quantized to 0..={}",
+        path.display(),
+        input.channels,
+        input.height,
+        input.width,
+        network.input_levels()
+    );
+    for ((layer, shape), bounds) in network
+        .layers()
+        .iter()
+        .zip(network.shapes())
+        .zip(network.bounds())
+    {
+        let detail = match layer {
+            Layer::Conv2d { window, .. } | Layer::SumPool { window } => format!(
+                " kernel {}x{} stride {}x{} padding {:?}",
+                window.kernel[0],
+                window.kernel[1],
+                window.stride[0],
+                window.stride[1],
+                window.padding
+            ),
+            Layer::Polynomial { coefficients: c } => {
+                format!(" {} + {} x + {} x^2 + {} x^3", c[0], c[1], c[2], c[3])
+            }
+            _ => String::new(),
+        };
+        println!(
+            "  {:<10} -> {}x{}x{}{detail}; values in [{}, {}] ({} bits)",
+            kind(layer),
+            shape.channels,
+            shape.height,
+            shape.width,
+            bounds.low,
+            bounds.high,
+            bounds.bits
+        );
+    }
+    let (float, integer) = network.recorded_accuracy();
+    println!(
+        "outputs need {} signed plaintext bits; test accuracy recorded at training: float {:.2}%, integer {:.2}% (parameters: cryptonets plan {})",
+        network.plaintext_bits(),
+        float as f64 / 100.0,
+        integer as f64 / 100.0,
+        path.display()
+    );
+    Ok(())
+}
+
 /// `cryptonets model convert`: a model of either version, written as version 2.
 pub(crate) fn convert_command(input: &Path, output: &Path) -> Result<(), String> {
     let network = read_network(input)?;
@@ -321,10 +376,11 @@ pub(crate) fn run_general(
         eval_s += t.elapsed().as_secs_f64();
     }
     let t = Instant::now();
+    // Big integers: outputs may pass 128 bits (up to eight CRT channels).
     let (values, budget) =
-        decrypt_outputs(params, &secret, &outputs, count).map_err(|e| e.to_string())?;
+        decrypt_outputs_wide(params, &secret, &outputs, count).map_err(|e| e.to_string())?;
     let decrypt_s = t.elapsed().as_secs_f64();
-    let argmax = |v: &[i128]| {
+    let argmax = |v: &[num_bigint::BigInt]| {
         let mut best = 0;
         for (i, x) in v.iter().enumerate() {
             if *x > v[best] {
@@ -335,7 +391,7 @@ pub(crate) fn run_general(
     };
     let (mut correct, mut plain_correct, mut agree, mut exact) = (0, 0, 0, 0);
     for (i, encrypted) in values.iter().enumerate() {
-        let plain = network.logits(pixels[i]).map_err(|e| e.to_string())?;
+        let plain = network.logits_wide(pixels[i]).map_err(|e| e.to_string())?;
         let label = set.labels[i] as usize;
         correct += (argmax(encrypted) == label) as usize;
         plain_correct += (argmax(&plain) == label) as usize;

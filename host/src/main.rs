@@ -74,6 +74,9 @@ enum ModelCommand {
 
 fn model_info(file: &std::path::Path) -> Result<(), String> {
     use cryptonets_core::model::{MAX_MODEL_BYTES, Model};
+    if general_cli::is_v2(file) {
+        return general_cli::info_command(file);
+    }
     let bytes = cryptonets_host::files::read_checked(file, MAX_MODEL_BYTES as u64, "model")?;
     let model = Model::parse(&bytes).map_err(|e| format!("{}: {e}", file.display()))?;
     let b = model.bounds();

@@ -41,6 +41,14 @@ fn v1_models_convert_plan_and_run_exactly_with_the_general_evaluator() {
     let v2 = v2.to_str().unwrap();
     let out = cryptonets(&["model", "convert", "models/cryptonets-mnist.cnmd", v2]);
     assert!(out.status.success(), "{}", text(&out));
+    let out = cryptonets(&["model", "info", v2]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("(version 2): input 1x28x28"),
+        "{}",
+        text(&out)
+    );
+    assert!(text(&out).contains("values in [0, "), "{}", text(&out));
     let out = cryptonets(&["plan", v2, "--json"]);
     assert!(out.status.success(), "{}", text(&out));
     let plan: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();

@@ -681,6 +681,11 @@ fn random_polynomial_networks_evaluate_exactly_under_encryption_on_every_backend
                 outputs.push(out);
             }
             let (values, budget) = decrypt_outputs(&params, &secret, &outputs, 3).unwrap();
+            let (wide, _) = decrypt_outputs_wide(&params, &secret, &outputs, 3).unwrap();
+            for (w, v) in wide.iter().zip(&values) {
+                let v: Vec<num_bigint::BigInt> = v.iter().map(|&x| x.into()).collect();
+                assert_eq!(w, &v);
+            }
             for (image, got) in images.iter().zip(&values) {
                 assert_eq!(
                     got,
@@ -824,4 +829,49 @@ fn the_planner_picks_the_cheapest_feasible_parameters_and_refuses_what_none_hold
     if let Ok(hopeless) = PolynomialNetwork::new(Shape::vector(8), 1, layers) {
         assert!(PlannedNetwork::new(&hopeless, Backend::detect(), 2, 8192).is_err());
     }
+}
+
+#[test]
+fn wide_crt_reconstructs_values_past_128_bits_and_agrees_with_the_narrow_one() {
+    use num_bigint::BigInt;
+    let primes: Vec<u32> = crate::zq::prime::ntt_primes(29, 8192).take(8).collect();
+    let moduli: Vec<Modulus> = primes.iter().map(|&p| Modulus::new(p).unwrap()).collect();
+    let crt = WideCrt::new(&moduli).unwrap();
+    let product: BigInt = primes.iter().map(|&p| BigInt::from(p)).product();
+    let half: BigInt = &product / 2;
+    let mut next = xorshift(17);
+    let mut values: Vec<BigInt> = std::vec![
+        BigInt::from(0),
+        BigInt::from(-1),
+        half.clone(),
+        -&half + 1,
+        (BigInt::from(1) << 200) - 3,
+    ];
+    for _ in 0..200 {
+        let words: Vec<u32> = (0..8).map(|_| next() as u32).collect();
+        let x = BigInt::from_slice(num_bigint::Sign::Plus, &words) % &product - &half;
+        values.push(x);
+    }
+    for x in values {
+        let residues: Vec<u32> = primes
+            .iter()
+            .map(|&p| {
+                let r = ((&x % p) + p) % p;
+                u32::try_from(r).unwrap()
+            })
+            .collect();
+        assert_eq!(crt.combine(&residues).unwrap(), x);
+    }
+    // Three channels: the same answers as the i128 reconstruction.
+    let narrow = Crt::new(&moduli[..3]).unwrap();
+    let wide = WideCrt::new(&moduli[..3]).unwrap();
+    for _ in 0..100 {
+        let r: Vec<u32> = primes[..3].iter().map(|&p| next() as u32 % p).collect();
+        assert_eq!(
+            BigInt::from(narrow.combine(&r).unwrap()),
+            wide.combine(&r).unwrap()
+        );
+    }
+    assert!(wide.combine(&[0, 0]).is_err());
+    assert!(WideCrt::new(&[moduli[0], moduli[0]]).is_err());
 }
