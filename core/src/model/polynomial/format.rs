@@ -30,7 +30,7 @@ use crate::Error;
 
 const MAGIC: [u8; 4] = *b"CNMD";
 const VERSION: u8 = 2;
-const HEADER: usize = 18;
+const HEADER: usize = 20;
 
 fn malformed(reason: &'static str) -> Error {
     Error::Malformed { reason }
