@@ -392,10 +392,10 @@ impl<'a> Model<'a> {
 }
 
 /// Index of the first largest value.
-pub fn argmax(values: &[i128]) -> usize {
+pub fn argmax<T: PartialOrd>(values: &[T]) -> usize {
     let mut best = 0;
-    for (i, &v) in values.iter().enumerate() {
-        if v > values[best] {
+    for (i, v) in values.iter().enumerate() {
+        if *v > values[best] {
             best = i;
         }
     }

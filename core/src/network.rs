@@ -187,6 +187,21 @@ impl NetworkParameters {
         Ok(Self { channels })
     }
 
+    /// The plaintext CRT moduli, one per channel.
+    pub fn plaintext_moduli(&self) -> Vec<Modulus> {
+        self.channels
+            .iter()
+            .map(|p| *p.plaintext_modulus())
+            .collect()
+    }
+
+    /// The parameter set of channel `c`.
+    pub fn channel(&self, c: usize) -> Result<&Parameters, Error> {
+        self.channels.get(c).ok_or(Error::Incompatible {
+            reason: "no such CRT channel",
+        })
+    }
+
     /// The parameter set of each channel.
     pub fn channels(&self) -> &[Parameters] {
         &self.channels
@@ -325,13 +340,7 @@ pub fn decrypt_outputs(
     outputs: &[Vec<Ciphertext>],
     count: usize,
 ) -> Result<(Vec<Vec<i128>>, u32), Error> {
-    if count > params.degree() {
-        return Err(Error::InvalidParameters {
-            reason: "more images than slots",
-        });
-    }
-    let slots: Vec<usize> = (0..count).collect();
-    decrypt_slots(params, secret, outputs, &slots)
+    decrypt_slots(params, secret, outputs, &unpacked_slots(params, count)?)
 }
 
 /// Decrypts every output ciphertext of every channel (checking its noise budget first) and
@@ -342,12 +351,7 @@ fn decrypt_slots(
     outputs: &[Vec<Ciphertext>],
     slots: &[usize],
 ) -> Result<(Vec<Vec<i128>>, u32), Error> {
-    let moduli: Vec<Modulus> = params
-        .channels()
-        .iter()
-        .map(|p| *p.plaintext_modulus())
-        .collect();
-    let crt = Crt::new(&moduli)?;
+    let crt = Crt::new(&params.plaintext_moduli())?;
     let (residues, budget) = decrypt_residues(params, secret, outputs)?;
     Ok((combine_slots(&residues, slots, |r| crt.combine(r))?, budget))
 }
@@ -359,23 +363,23 @@ pub fn decrypt_outputs_wide(
     outputs: &[Vec<Ciphertext>],
     count: usize,
 ) -> Result<(Vec<Vec<num_bigint::BigInt>>, u32), Error> {
+    let slots = unpacked_slots(params, count)?;
+    let crt = WideCrt::new(&params.plaintext_moduli())?;
+    let (residues, budget) = decrypt_residues(params, secret, outputs)?;
+    Ok((
+        combine_slots(&residues, &slots, |r| crt.combine(r))?,
+        budget,
+    ))
+}
+
+/// The slots of the first `count` images of an unpacked batch: image i in slot i.
+fn unpacked_slots(params: &NetworkParameters, count: usize) -> Result<Vec<usize>, Error> {
     if count > params.degree() {
         return Err(Error::InvalidParameters {
             reason: "more images than slots",
         });
     }
-    let moduli: Vec<Modulus> = params
-        .channels()
-        .iter()
-        .map(|p| *p.plaintext_modulus())
-        .collect();
-    let crt = WideCrt::new(&moduli)?;
-    let (residues, budget) = decrypt_residues(params, secret, outputs)?;
-    let slots: Vec<usize> = (0..count).collect();
-    Ok((
-        combine_slots(&residues, &slots, |r| crt.combine(r))?,
-        budget,
-    ))
+    Ok((0..count).collect())
 }
 
 /// Per channel and output ciphertext, the decoded slots, after the noise-budget check; and
@@ -436,20 +440,18 @@ fn combine_slots<T>(
     Ok(values)
 }
 
-/// Garner's mixed-radix reconstruction of a signed integer from residues modulo distinct
-/// primes whose product is below 2^126.
+/// The moduli of a CRT reconstruction and Garner's inverses: what [`Crt`] and [`WideCrt`]
+/// share.
 #[derive(Clone, Debug)]
-pub struct Crt {
+struct GarnerBasis {
     moduli: heapless::Vec<Modulus, MAX_CHANNELS>,
     /// inverses[k][j] = t_j^-1 mod t_k for j < k.
     inverses: heapless::Vec<heapless::Vec<u32, MAX_CHANNELS>, MAX_CHANNELS>,
-    product: u128,
 }
 
-impl Crt {
-    /// Precomputes for these moduli: distinct primes, at most [`MAX_CHANNELS`], product
-    /// below 2^126.
-    pub fn new(moduli: &[Modulus]) -> Result<Self, Error> {
+impl GarnerBasis {
+    /// Distinct moduli, one to [`MAX_CHANNELS`].
+    fn new(moduli: &[Modulus]) -> Result<Self, Error> {
         let refuse = |reason| Err(Error::InvalidParameters { reason });
         if moduli.is_empty() || moduli.len() > MAX_CHANNELS {
             return refuse("one to eight CRT moduli");
@@ -457,12 +459,6 @@ impl Crt {
         if (1..moduli.len()).any(|k| moduli[..k].iter().any(|m| m.value() == moduli[k].value())) {
             return refuse("CRT moduli must be distinct");
         }
-        let product = moduli.iter().try_fold(1u128, |acc, m| {
-            acc.checked_mul(m.value() as u128).filter(|p| p >> 126 == 0)
-        });
-        let Some(product) = product else {
-            return refuse("the product of the CRT moduli must be below 2^126");
-        };
         let inverses = moduli
             .iter()
             .enumerate()
@@ -476,13 +472,12 @@ impl Crt {
         Ok(Self {
             moduli: moduli.iter().copied().collect(),
             inverses,
-            product,
         })
     }
 
-    /// The integer x in (-M/2, M/2] with x = residues[k] mod t_k, one residue per modulus
-    /// (each below it). Constant time in the residues.
-    pub fn combine(&self, residues: &[u32]) -> Result<i128, Error> {
+    /// Garner's mixed-radix digits of one residue per modulus, each below it (checked);
+    /// constant time in the residues.
+    fn digits(&self, residues: &[u32]) -> Result<[u32; MAX_CHANNELS], Error> {
         if residues.len() != self.moduli.len()
             || residues
                 .iter()
@@ -493,9 +488,48 @@ impl Crt {
                 reason: "one residue below its modulus per CRT modulus",
             });
         }
-        let digits = garner_digits(&self.moduli, &self.inverses, residues);
-        let (mut x, mut radix) = (0u128, 1u128);
+        let mut digits = [0u32; MAX_CHANNELS];
         for (k, tk) in self.moduli.iter().enumerate() {
+            let mut v = residues[k];
+            for (j, &inverse) in self.inverses[k].iter().enumerate() {
+                v = tk.mul(tk.sub(v, tk.reduce(digits[j])), inverse);
+            }
+            digits[k] = v;
+        }
+        Ok(digits)
+    }
+}
+
+/// Garner's mixed-radix reconstruction of a signed integer from residues modulo distinct
+/// primes whose product is below 2^126.
+#[derive(Clone, Debug)]
+pub struct Crt {
+    basis: GarnerBasis,
+    product: u128,
+}
+
+impl Crt {
+    /// Precomputes for these moduli: distinct primes, at most [`MAX_CHANNELS`], product
+    /// below 2^126.
+    pub fn new(moduli: &[Modulus]) -> Result<Self, Error> {
+        let basis = GarnerBasis::new(moduli)?;
+        let product = moduli.iter().try_fold(1u128, |acc, m| {
+            acc.checked_mul(m.value() as u128).filter(|p| p >> 126 == 0)
+        });
+        let Some(product) = product else {
+            return Err(Error::InvalidParameters {
+                reason: "the product of the CRT moduli must be below 2^126",
+            });
+        };
+        Ok(Self { basis, product })
+    }
+
+    /// The integer x in (-M/2, M/2] with x = residues[k] mod t_k, one residue per modulus
+    /// (each below it). Constant time in the residues.
+    pub fn combine(&self, residues: &[u32]) -> Result<i128, Error> {
+        let digits = self.basis.digits(residues)?;
+        let (mut x, mut radix) = (0u128, 1u128);
+        for (k, tk) in self.basis.moduli.iter().enumerate() {
             x += digits[k] as u128 * radix;
             radix *= tk.value() as u128;
         }
@@ -503,23 +537,6 @@ impl Crt {
         let above_half = ((self.product / 2).wrapping_sub(x) >> 127) as i128;
         Ok(x as i128 - self.product as i128 * above_half)
     }
-}
-
-/// Garner's mixed-radix digits of residues modulo `moduli` (constant time in the residues).
-fn garner_digits(
-    moduli: &[Modulus],
-    inverses: &[heapless::Vec<u32, MAX_CHANNELS>],
-    residues: &[u32],
-) -> [u32; MAX_CHANNELS] {
-    let mut digits = [0u32; MAX_CHANNELS];
-    for (k, tk) in moduli.iter().enumerate() {
-        let mut v = residues[k];
-        for (j, &inverse) in inverses[k].iter().enumerate() {
-            v = tk.mul(tk.sub(v, tk.reduce(digits[j])), inverse);
-        }
-        digits[k] = v;
-    }
-    digits
 }
 
 /// Words of a wide CRT value: eight primes below 2^30 multiply to less than 2^240.
@@ -530,8 +547,7 @@ const WIDE_WORDS: usize = 4;
 /// the residues (constant time up to the conversion of the result to a big integer).
 #[derive(Clone, Debug)]
 pub struct WideCrt {
-    moduli: heapless::Vec<Modulus, MAX_CHANNELS>,
-    inverses: heapless::Vec<heapless::Vec<u32, MAX_CHANNELS>, MAX_CHANNELS>,
+    basis: GarnerBasis,
     /// radix[k] = t_0 ... t_{k-1}, and the product M, in words.
     radix: heapless::Vec<[u64; WIDE_WORDS], MAX_CHANNELS>,
     product: [u64; WIDE_WORDS],
@@ -563,23 +579,7 @@ fn sub_words(a: &[u64; WIDE_WORDS], b: &[u64; WIDE_WORDS]) -> ([u64; WIDE_WORDS]
 impl WideCrt {
     /// Precomputes for these moduli: distinct primes below 2^30, one to [`MAX_CHANNELS`].
     pub fn new(moduli: &[Modulus]) -> Result<Self, Error> {
-        let refuse = |reason| Err(Error::InvalidParameters { reason });
-        if moduli.is_empty() || moduli.len() > MAX_CHANNELS {
-            return refuse("one to eight CRT moduli");
-        }
-        if (1..moduli.len()).any(|k| moduli[..k].iter().any(|m| m.value() == moduli[k].value())) {
-            return refuse("CRT moduli must be distinct");
-        }
-        let inverses = moduli
-            .iter()
-            .enumerate()
-            .map(|(k, tk)| {
-                moduli[..k]
-                    .iter()
-                    .map(|tj| tk.inv(tk.reduce(tj.value())))
-                    .collect()
-            })
-            .collect();
+        let basis = GarnerBasis::new(moduli)?;
         let mut radix = heapless::Vec::new();
         let mut r = [1u64, 0, 0, 0];
         for m in moduli {
@@ -589,8 +589,7 @@ impl WideCrt {
             r = next;
         }
         Ok(Self {
-            moduli: moduli.iter().copied().collect(),
-            inverses,
+            basis,
             radix,
             product: r,
         })
@@ -598,17 +597,7 @@ impl WideCrt {
 
     /// The integer x in (-M/2, M/2] with x = residues[k] mod t_k.
     pub fn combine(&self, residues: &[u32]) -> Result<num_bigint::BigInt, Error> {
-        if residues.len() != self.moduli.len()
-            || residues
-                .iter()
-                .zip(&self.moduli)
-                .any(|(&r, t)| r >= t.value())
-        {
-            return Err(Error::Incompatible {
-                reason: "one residue below its modulus per CRT modulus",
-            });
-        }
-        let digits = garner_digits(&self.moduli, &self.inverses, residues);
+        let digits = self.basis.digits(residues)?;
         let mut x = [0u64; WIDE_WORDS];
         for (k, r) in self.radix.iter().enumerate() {
             mul_add_words(&mut x, r, digits[k] as u64);

@@ -187,6 +187,13 @@ impl Modulus {
         magnitude ^ ((magnitude ^ self.neg(magnitude)) & negative_mask)
     }
 
+    /// Reduces a signed 128-bit x into [0, q): for public values (biases, constants) only,
+    /// as the division and the sign branch take data-dependent time.
+    pub fn reduce_i128_public(&self, x: i128) -> u32 {
+        let r = (x.unsigned_abs() % self.value() as u128) as u32;
+        if x < 0 { self.neg(r) } else { r }
+    }
+
     /// a * b mod q for a, b in [0, q) (Barrett on the 60-bit product).
     #[inline(always)]
     pub const fn mul(&self, a: u32, b: u32) -> u32 {

@@ -14,14 +14,25 @@ use zeroize::Zeroizing;
 pub fn read_checked(path: &Path, max_bytes: u64, what: &str) -> Result<Vec<u8>, String> {
     let file = open_checked(path, max_bytes, what)?;
     let mut bytes = Vec::new();
-    // Bounded even if the file grows after the check.
+    read_bounded(file, path, max_bytes, what, &mut bytes)?;
+    Ok(bytes)
+}
+
+/// Reads the opened file into `bytes`, bounded even if it grew after the size check.
+fn read_bounded(
+    file: File,
+    path: &Path,
+    max_bytes: u64,
+    what: &str,
+    bytes: &mut Vec<u8>,
+) -> Result<(), String> {
     file.take(max_bytes + 1)
-        .read_to_end(&mut bytes)
+        .read_to_end(bytes)
         .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     if bytes.len() as u64 > max_bytes {
         return Err(too_large(path, bytes.len() as u64, max_bytes, what));
     }
-    Ok(bytes)
+    Ok(())
 }
 
 /// [`read_checked`] for a secret: the bytes are zeroized when dropped, and a file that other
@@ -41,13 +52,9 @@ pub fn read_secret(path: &Path, max_bytes: u64, what: &str) -> Result<Zeroizing<
             path.display()
         );
     }
-    let mut bytes = Zeroizing::new(Vec::with_capacity(max_bytes.min(1 << 20) as usize));
-    file.take(max_bytes + 1)
-        .read_to_end(&mut bytes)
-        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    if bytes.len() as u64 > max_bytes {
-        return Err(too_large(path, bytes.len() as u64, max_bytes, what));
-    }
+    // Room for the whole secret up front: a buffer that grew would leave copies behind.
+    let mut bytes = Zeroizing::new(Vec::with_capacity(max_bytes.min(1 << 20) as usize + 1));
+    read_bounded(file, path, max_bytes, what, &mut bytes)?;
     Ok(bytes)
 }
 

@@ -8,8 +8,8 @@ use std::time::Instant;
 use clap::Args;
 use cryptonets_core::Backend;
 use cryptonets_core::bfv::SecretKey;
-use cryptonets_core::model::MAX_MODEL_BYTES;
 use cryptonets_core::model::polynomial::{Layer, PolynomialNetwork};
+use cryptonets_core::model::{MAX_MODEL_BYTES, argmax};
 use cryptonets_core::network::{
     EvaluationKeys, PlannedNetwork, PolynomialEvaluator, decrypt_outputs_wide,
     encode_network_inputs,
@@ -31,7 +31,13 @@ pub(crate) fn read_network(path: &Path) -> Result<PolynomialNetwork, String> {
     PolynomialNetwork::parse(&bytes).map_err(|e| format!("{}: {e}", path.display()))
 }
 
-/// Whether the file at `path` is a version 2 model (read from its header only).
+/// Whether `bytes` start like a version 2 model file.
+pub(crate) fn is_v2_header(bytes: &[u8]) -> bool {
+    bytes.len() >= 5 && bytes[..4] == *b"CNMD" && bytes[4] == 2
+}
+
+/// Whether the file at `path` is a version 2 model (read from its header only; a path that
+/// is not a regular file is not).
 pub(crate) fn is_v2(path: &Path) -> bool {
     use std::io::Read;
     let mut header = [0u8; 5];
@@ -39,8 +45,7 @@ pub(crate) fn is_v2(path: &Path) -> bool {
         && std::fs::File::open(path)
             .and_then(|mut f| f.read_exact(&mut header))
             .is_ok()
-        && header[..4] == *b"CNMD"
-        && header[4] == 2
+        && is_v2_header(&header)
 }
 
 /// `cryptonets plan`.
@@ -380,15 +385,6 @@ pub(crate) fn run_general(
     let (values, budget) =
         decrypt_outputs_wide(params, &secret, &outputs, count).map_err(|e| e.to_string())?;
     let decrypt_s = t.elapsed().as_secs_f64();
-    let argmax = |v: &[num_bigint::BigInt]| {
-        let mut best = 0;
-        for (i, x) in v.iter().enumerate() {
-            if *x > v[best] {
-                best = i;
-            }
-        }
-        best
-    };
     let (mut correct, mut plain_correct, mut agree, mut exact) = (0, 0, 0, 0);
     for (i, encrypted) in values.iter().enumerate() {
         let plain = network.logits_wide(pixels[i]).map_err(|e| e.to_string())?;

@@ -118,7 +118,8 @@ struct Loaded {
 
 impl Loaded {
     fn new(path: &Path, backend: Backend) -> Result<Self, String> {
-        if crate::general_cli::is_v2(path) {
+        let bytes = read_checked(path, MAX_MODEL_BYTES as u64, "model")?;
+        if crate::general_cli::is_v2_header(&bytes) {
             return Err(format!(
                 "{}: a version 2 model runs in one process with `cryptonets run --model` (and \
                  `cryptonets plan`); keygen, encrypt, eval and decrypt files for version 2 \
@@ -126,7 +127,6 @@ impl Loaded {
                 path.display()
             ));
         }
-        let bytes = read_checked(path, MAX_MODEL_BYTES as u64, "model")?;
         let model = Model::parse(&bytes).map_err(|e| format!("{}: {e}", path.display()))?;
         let params = NetworkParameters::for_model(&model, backend)
             .map_err(|e| format!("{}: {e}", path.display()))?;

@@ -2,37 +2,11 @@
 //! v2, the planner's report, and encrypted evaluation with the general evaluator, exact
 //! against plaintext inference.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+#[path = "support/cli.rs"]
+mod support;
+use support::*;
 
 use cryptonets_core::model::polynomial::{Layer, PolynomialNetwork, Shape};
-
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-fn cryptonets(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_cryptonets"))
-        .current_dir(workspace())
-        .args(args)
-        .output()
-        .expect("run cryptonets")
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
-fn tempdir(name: &str) -> PathBuf {
-    let dir =
-        std::env::temp_dir().join(format!("cryptonets-general-{name}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
 
 #[test]
 fn v1_models_convert_plan_and_run_exactly_with_the_general_evaluator() {

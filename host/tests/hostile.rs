@@ -3,31 +3,12 @@
 //! large to evaluate, absurd thread counts, FIFOs. Each is refused before any evaluation,
 //! with a message that says why, never a panic.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+#[path = "support/cli.rs"]
+mod support;
+use support::*;
 
 use cryptonets_core::model::{CONV_SIDE, Model, ModelWriter};
-use cryptonets_host::mnist;
-
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-fn cryptonets(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_cryptonets"))
-        .current_dir(workspace())
-        .args(args)
-        .output()
-        .expect("run cryptonets")
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
+use std::process::Command;
 
 /// Runs and expects a clean refusal whose message contains `expected`.
 fn refused(args: &[&str], expected: &str) -> String {
@@ -44,26 +25,6 @@ fn refused(args: &[&str], expected: &str) -> String {
         "{args:?}: expected '{expected}' in: {message}"
     );
     message
-}
-
-fn tempdir(name: &str) -> PathBuf {
-    let dir =
-        std::env::temp_dir().join(format!("cryptonets-hostile-{name}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-/// MNIST is fetched by scripts/fetch-mnist.sh; in CI (CI set) its absence is a failure.
-fn data() -> Option<PathBuf> {
-    let dir = workspace().join("data/mnist");
-    match mnist::load(&dir, mnist::Split::Test) {
-        Ok(_) => Some(dir),
-        Err(e) => {
-            assert!(std::env::var("CI").is_err(), "MNIST is required in CI: {e}");
-            eprintln!("skipping: {e}");
-            None
-        }
-    }
 }
 
 fn committed() -> Vec<u8> {

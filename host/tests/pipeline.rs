@@ -2,44 +2,12 @@
 //! test images: keygen, encrypt, eval, decrypt agree with plaintext integer inference, and
 //! eval refuses corrupted or foreign batches with a clear message.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+#[path = "support/cli.rs"]
+mod support;
+use support::*;
 
 use cryptonets_core::model::{Model, argmax};
 use cryptonets_host::mnist;
-
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-fn cryptonets(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_cryptonets"))
-        .current_dir(workspace())
-        .args(args)
-        .output()
-        .expect("run cryptonets")
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
-/// MNIST is fetched by scripts/fetch-mnist.sh (CI does); without it these tests say so.
-fn data() -> Option<PathBuf> {
-    let dir = workspace().join("data/mnist");
-    match mnist::load(&dir, mnist::Split::Test) {
-        Ok(_) => Some(dir),
-        Err(e) => {
-            assert!(std::env::var("CI").is_err(), "MNIST is required in CI: {e}");
-            eprintln!("skipping: {e}");
-            None
-        }
-    }
-}
 
 #[test]
 fn keygen_encrypt_eval_decrypt_equals_plaintext_inference() {
@@ -322,10 +290,4 @@ fn missing_data_and_bad_models_give_clear_errors() {
     ]);
     assert!(!out.status.success());
     assert!(text(&out).contains("malformed"), "{}", text(&out));
-}
-
-fn tempdir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("cryptonets-test-{name}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
 }

@@ -142,9 +142,8 @@ impl<'a> Evaluator<'a> {
     pub fn add_constant_assign(&self, ct: &mut Ciphertext, c: i128) -> Result<(), Error> {
         self.check(ct)?;
         let t = self.params.plaintext_modulus();
-        let r = (c.unsigned_abs() % t.value() as u128) as u32;
-        let c = if c < 0 { t.neg(r) } else { r };
-        self.params.add_scaled_constant(&mut ct.polys[0], c);
+        self.params
+            .add_scaled_constant(&mut ct.polys[0], t.reduce_i128_public(c));
         Ok(())
     }
 

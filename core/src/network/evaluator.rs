@@ -173,13 +173,7 @@ impl<'a> NetworkEvaluator<'a> {
         inputs: &[Ciphertext],
         packing: Packing,
     ) -> Result<Vec<Ciphertext>, Error> {
-        let params = self
-            .params
-            .channels()
-            .get(channel)
-            .ok_or(Error::Incompatible {
-                reason: "no such CRT channel",
-            })?;
+        let params = self.params.channel(channel)?;
         self.check_inputs(params, inputs, packing)?;
         let plan = self.plan_for(packing)?;
         if packing.factor() == 1 {
@@ -387,7 +381,7 @@ pub(super) fn linear_combinations_of_sets(
                 .into_iter()
                 .zip(set.biases)
                 .map(|(mut polys, &bias)| {
-                    params.add_scaled_constant(&mut polys[0], reduce_i128(t, bias));
+                    params.add_scaled_constant(&mut polys[0], t.reduce_i128_public(bias));
                     Ciphertext::from_parts(params, level, polys)
                 })
                 .collect()
@@ -489,11 +483,6 @@ impl LinearBlock {
             backend.join_halves(out, lo, hi, q);
         }
     }
-}
-
-fn reduce_i128(m: &crate::Modulus, x: i128) -> u32 {
-    let r = (x.unsigned_abs() % m.value() as u128) as u32;
-    if x < 0 { m.neg(r) } else { r }
 }
 
 /// Exact accumulators of a dense layer's outputs (size-3 ciphertexts at one level), filled
@@ -647,7 +636,7 @@ impl Accumulators {
                     poly
                 })
                 .collect();
-            params.add_scaled_constant(&mut polys[0], reduce_i128(t, biases[o]));
+            params.add_scaled_constant(&mut polys[0], t.reduce_i128_public(biases[o]));
             Ciphertext::from_parts(params, level, polys)
         };
         match &self.sums {

@@ -273,13 +273,7 @@ impl<'a> PolynomialEvaluator<'a> {
         channel: usize,
         inputs: &[Ciphertext],
     ) -> Result<Vec<Ciphertext>, Error> {
-        let p: &Parameters = self
-            .params
-            .channels()
-            .get(channel)
-            .ok_or(Error::Incompatible {
-                reason: "no such CRT channel",
-            })?;
+        let p: &Parameters = self.params.channel(channel)?;
         let top = p.max_level();
         if inputs.len() != self.network.input().len()
             || inputs

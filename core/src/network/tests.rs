@@ -10,14 +10,7 @@ use crate::model::{CONV_SIDE, ModelWriter};
 /// The committed MNIST model.
 const MNIST_MODEL: &[u8] = include_bytes!("../../../models/cryptonets-mnist.cnmd");
 
-fn xorshift(mut state: u64) -> impl FnMut() -> u64 {
-    move || {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        state
-    }
-}
+use crate::model::polynomial::tests::xorshift;
 
 /// A small random model: 1 map, 4 hidden units, weights like the trained model's.
 fn tiny_model() -> Vec<u8> {

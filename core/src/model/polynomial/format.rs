@@ -187,6 +187,15 @@ fn window_bytes(w: &Window, out: &mut Vec<u8>) {
     out.extend(fields.map(|x| x as u8));
 }
 
+fn weight_bytes(weights: &[i16], biases: &[i128], out: &mut Vec<u8>) {
+    weights
+        .iter()
+        .for_each(|w| out.extend_from_slice(&w.to_le_bytes()));
+    biases
+        .iter()
+        .for_each(|b| out.extend_from_slice(&b.to_le_bytes()));
+}
+
 impl PolynomialNetwork {
     /// Parses a model file of either version: version 1 (the CryptoNets topology) loads as
     /// its equivalent network.
@@ -227,12 +236,7 @@ impl PolynomialNetwork {
                     out.push(1);
                     out.extend_from_slice(&(*out_channels as u16).to_le_bytes());
                     window_bytes(window, &mut out);
-                    weights
-                        .iter()
-                        .for_each(|w| out.extend_from_slice(&w.to_le_bytes()));
-                    biases
-                        .iter()
-                        .for_each(|b| out.extend_from_slice(&b.to_le_bytes()));
+                    weight_bytes(weights, biases, &mut out);
                 }
                 Layer::SumPool { window } => {
                     out.push(2);
@@ -245,12 +249,7 @@ impl PolynomialNetwork {
                 } => {
                     out.push(3);
                     out.extend_from_slice(&(*outputs as u32).to_le_bytes());
-                    weights
-                        .iter()
-                        .for_each(|w| out.extend_from_slice(&w.to_le_bytes()));
-                    biases
-                        .iter()
-                        .for_each(|b| out.extend_from_slice(&b.to_le_bytes()));
+                    weight_bytes(weights, biases, &mut out);
                 }
                 Layer::Flatten => out.push(4),
                 Layer::Polynomial { coefficients } => {

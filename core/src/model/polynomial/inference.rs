@@ -118,13 +118,6 @@ impl PolynomialNetwork {
 
     /// The predicted class: the first largest logit.
     pub fn predict(&self, pixels: &[u8]) -> Result<usize, Error> {
-        let logits = self.logits_wide(pixels)?;
-        let mut best = 0;
-        for (i, v) in logits.iter().enumerate() {
-            if v > &logits[best] {
-                best = i;
-            }
-        }
-        Ok(best)
+        Ok(crate::model::argmax(&self.logits_wide(pixels)?))
     }
 }

@@ -8,7 +8,8 @@ use crate::model::Model;
 
 const MNIST_MODEL: &[u8] = include_bytes!("../../../../models/cryptonets-mnist.cnmd");
 
-fn xorshift(mut state: u64) -> impl FnMut() -> u64 {
+/// A small deterministic generator for the tests (also the network tests').
+pub(crate) fn xorshift(mut state: u64) -> impl FnMut() -> u64 {
     move || {
         state ^= state << 13;
         state ^= state >> 7;
