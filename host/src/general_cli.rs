@@ -283,8 +283,9 @@ struct GeneralRunReport {
     plaintext_primes: Vec<u32>,
     ciphertext_primes: usize,
     output_level: usize,
-    accuracy: f64,
-    plaintext_accuracy: f64,
+    /// None for inputs without labels (not MNIST-shaped).
+    accuracy: Option<f64>,
+    plaintext_accuracy: Option<f64>,
     agreement: f64,
     exact_logits: f64,
     estimated_noise_budget_bits: f64,
@@ -298,7 +299,7 @@ struct GeneralRunReport {
     threads: usize,
 }
 
-/// `run` on a general network: MNIST test images (the network's input must be 1 x 28 x 28),
+/// `run` on a general network: MNIST test images (seeded random ones for other input shapes),
 /// one batch of up to n images, keys made in process, then the same report keys as `run`.
 pub(crate) fn run_general(
     model: &Path,
@@ -310,25 +311,43 @@ pub(crate) fn run_general(
 ) -> Result<(), String> {
     let network = read_network(model)?;
     let input = network.input();
-    if (input.channels, input.height, input.width) != (1, mnist::SIDE, mnist::SIDE) {
-        return Err(format!(
-            "{}: run feeds MNIST images (1x28x28), this network takes {}x{}x{}",
-            model.display(),
-            input.channels,
-            input.height,
-            input.width
-        ));
-    }
     let planned = plan_for(&network, backend, images)?;
     let params = &planned.params;
     let n = params.degree();
-    let dir = data.unwrap_or_else(mnist::default_dir);
-    let set = mnist::load(&dir, mnist::Split::Test)
-        .map_err(|e| format!("{e} (fetch MNIST with: bash scripts/fetch-mnist.sh)"))?;
-    let count = images.min(set.len()).min(n);
+    let count = images.min(n);
     if count == 0 {
         return Err("--images must be at least 1".into());
     }
+    // MNIST test images for a 1 x 28 x 28 network; for any other input shape (no such data
+    // set ships here) seeded pseudo-random pixels, which test exactness but not accuracy.
+    let (images, labels): (Vec<Vec<u8>>, Option<Vec<u8>>) =
+        if (input.channels, input.height, input.width) == (1, mnist::SIDE, mnist::SIDE) {
+            let dir = data.unwrap_or_else(mnist::default_dir);
+            let set = mnist::load(&dir, mnist::Split::Test)
+                .map_err(|e| format!("{e} (fetch MNIST with: bash scripts/fetch-mnist.sh)"))?;
+            let count = count.min(set.len());
+            (
+                (0..count).map(|i| set.image(i).to_vec()).collect(),
+                Some(set.labels[..count].to_vec()),
+            )
+        } else {
+            if !json {
+                eprintln!(
+                    "input {}x{}x{} is not MNIST's: {count} seeded random images, exactness only",
+                    input.channels, input.height, input.width
+                );
+            }
+            let mut rng = <rand_chacha::ChaCha20Rng as rand_core::SeedableRng>::seed_from_u64(2016);
+            let images = (0..count)
+                .map(|_| {
+                    let mut image = vec![0u8; input.len()];
+                    rand_core::Rng::fill_bytes(&mut rng, &mut image);
+                    image
+                })
+                .collect();
+            (images, None)
+        };
+    let count = images.len();
     if !json {
         eprintln!(
             "general evaluator: n = {n}, {} ciphertext primes, CRT primes {:?}; planned {:.1} s, {:.2} GiB",
@@ -346,7 +365,7 @@ pub(crate) fn run_general(
     let secret = SecretKey::generate(&params.channels()[0], &mut rng);
     let keys = EvaluationKeys::generate(params, &secret, 1, &mut rng).map_err(|e| e.to_string())?;
     let evaluator = PolynomialEvaluator::new(params, &network, &keys).map_err(|e| e.to_string())?;
-    let pixels: Vec<&[u8]> = (0..count).map(|i| set.image(i)).collect();
+    let pixels: Vec<&[u8]> = images.iter().map(Vec::as_slice).collect();
 
     let mut outputs = Vec::with_capacity(params.channels().len());
     let (mut encrypt_s, mut eval_s) = (0.0, 0.0);
@@ -388,9 +407,11 @@ pub(crate) fn run_general(
     let (mut correct, mut plain_correct, mut agree, mut exact) = (0, 0, 0, 0);
     for (i, encrypted) in values.iter().enumerate() {
         let plain = network.logits_wide(pixels[i]).map_err(|e| e.to_string())?;
-        let label = set.labels[i] as usize;
-        correct += (argmax(encrypted) == label) as usize;
-        plain_correct += (argmax(&plain) == label) as usize;
+        if let Some(labels) = &labels {
+            let label = labels[i] as usize;
+            correct += (argmax(encrypted) == label) as usize;
+            plain_correct += (argmax(&plain) == label) as usize;
+        }
         agree += (argmax(encrypted) == argmax(&plain)) as usize;
         exact += (encrypted == &plain) as usize;
     }
@@ -401,8 +422,8 @@ pub(crate) fn run_general(
         plaintext_primes: params.plaintext_primes(),
         ciphertext_primes: params.channels()[0].max_level(),
         output_level: evaluator.plan().output_level(),
-        accuracy: correct as f64 / count as f64,
-        plaintext_accuracy: plain_correct as f64 / count as f64,
+        accuracy: labels.as_ref().map(|_| correct as f64 / count as f64),
+        plaintext_accuracy: labels.as_ref().map(|_| plain_correct as f64 / count as f64),
         agreement: agree as f64 / count as f64,
         exact_logits: exact as f64 / count as f64,
         estimated_noise_budget_bits: (evaluator.plan().output_budget_bits() * 10.0).round() / 10.0,
@@ -422,10 +443,12 @@ pub(crate) fn run_general(
         );
     } else {
         println!(
-            "{} images: accuracy {:.4} (plaintext {:.4}), agreement {:.4}, exact logits {:.4}; noise budget {} bits ({:.1} estimated)",
+            "{} images: accuracy {} (plaintext {}), agreement {:.4}, exact logits {:.4}; noise budget {} bits ({:.1} estimated)",
             count,
-            report.accuracy,
-            report.plaintext_accuracy,
+            report.accuracy.map_or("n/a".into(), |a| format!("{a:.4}")),
+            report
+                .plaintext_accuracy
+                .map_or("n/a".into(), |a| format!("{a:.4}")),
             report.agreement,
             report.exact_logits,
             budget,

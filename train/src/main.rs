@@ -11,6 +11,7 @@ use cryptonets_host::mnist::{self, PIXELS, Split};
 use rand_chacha::ChaCha8Rng;
 use rand_core::{Rng, SeedableRng};
 
+mod float_network;
 mod onnx;
 mod quantize;
 use quantize::{BatchNormStats, FloatNet, fold_batch_norm, integer_model};
@@ -42,13 +43,19 @@ struct Args {
     #[arg(long, default_value_t = 2)]
     shift: i64,
     /// Where to write the integer model.
-    #[arg(long, default_value = "models/cryptonets-mnist.cnmd")]
+    #[arg(long, default_value = SHIPPED_MODEL)]
     output: std::path::PathBuf,
     /// Import this float ONNX model (for example exported from PyTorch) instead of training;
-    /// it is quantized like a trained one. Supported layers: see `train/src/onnx.rs`.
-    #[arg(long, value_name = "FILE.onnx")]
+    /// it is quantized with its precision chosen on the validation split and written as a
+    /// version 2 model (`--output` is then required). Supported layers: `train/src/onnx.rs`.
+    #[arg(long, value_name = "FILE.onnx", requires = "output")]
     onnx: Option<std::path::PathBuf>,
+    /// Replace the shipped model (models/cryptonets-mnist.cnmd) with an imported one.
+    #[arg(long)]
+    replace_shipped_model: bool,
 }
+
+const SHIPPED_MODEL: &str = "models/cryptonets-mnist.cnmd";
 
 fn values(t: &Tensor) -> candle_core::Result<Vec<f64>> {
     t.flatten_all()?.to_dtype(DType::F64)?.to_vec1::<f64>()
@@ -282,16 +289,10 @@ fn main() -> candle_core::Result<()> {
         train.len(),
         validation.len()
     );
-    let float = match &args.onnx {
-        Some(path) => {
-            let net = onnx::import_file(path).map_err(|e| {
-                candle_core::Error::Msg(format!("cannot import {}: {e}", path.display()))
-            })?;
-            eprintln!("imported {}", path.display());
-            net
-        }
-        None => train_float(&args, &train, &validation)?,
-    };
+    if let Some(path) = &args.onnx {
+        return import_onnx(&args, path, &validation, &test).map_err(candle_core::Error::Msg);
+    }
+    let float = train_float(&args, &train, &validation)?;
     let float_validation = quantize::float_accuracy(&float, &validation);
     eprintln!(
         "float network with batch normalization folded: validation accuracy {float_validation:.4}"
@@ -320,4 +321,99 @@ fn main() -> candle_core::Result<()> {
         model.bounds().plaintext_bits()
     );
     Ok(())
+}
+
+/// `--onnx`: import, choose the precision on the validation split, score on the test set
+/// once, check that a plan exists, write a version 2 model.
+fn import_onnx(
+    args: &Args,
+    path: &std::path::Path,
+    validation: &mnist::Dataset,
+    test: &mnist::Dataset,
+) -> Result<(), String> {
+    use cryptonets_core::model::polynomial::Shape;
+    use quantize::polynomial::{Precision, choose_precision, integer_accuracy, quantize};
+    let shipped = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join(SHIPPED_MODEL);
+    let same = |a: &std::path::Path, b: &std::path::Path| matches!((a.canonicalize(), b.canonicalize()), (Ok(x), Ok(y)) if x == y);
+    if !args.replace_shipped_model
+        && (same(&args.output, &shipped) || args.output == std::path::Path::new(SHIPPED_MODEL))
+    {
+        return Err(format!(
+            "{} is the shipped model: give another --output, or --replace-shipped-model",
+            args.output.display()
+        ));
+    }
+    let float =
+        onnx::import_file(path).map_err(|e| format!("cannot import {}: {e}", path.display()))?;
+    let compiled = float.compile()?;
+    eprintln!(
+        "imported {}: {} layers, input {:?}",
+        path.display(),
+        float.layers.len(),
+        float.input
+    );
+    let mnist_shaped = float.input.len() == PIXELS
+        && (float.input
+            == Shape {
+                channels: 1,
+                height: 28,
+                width: 28,
+            }
+            || float.input == Shape::vector(PIXELS));
+    let (mut network, accuracies) = if mnist_shaped {
+        let float_validation = compiled.accuracy(validation);
+        eprintln!("float network: validation accuracy {float_validation:.4}");
+        let precision = choose_precision(&float, validation, float_validation - args.tolerance)?;
+        let network = quantize(&float, &precision)?;
+        // The test set, once.
+        let integer_test = integer_accuracy(&network, test);
+        let float_test = compiled.accuracy(test);
+        eprintln!(
+            "{precision:?}: test accuracy (measured once) integer {integer_test:.4}, float {float_test:.4}"
+        );
+        (network, Some((float_test, integer_test)))
+    } else {
+        // No data set of this shape ships here: a fixed precision, for exact evaluation.
+        let precision = Precision {
+            levels: 15,
+            bits: vec![6; quantize::polynomial::weighted_layers(&float)],
+        };
+        eprintln!(
+            "input {:?} is not MNIST's: no accuracy measured; {precision:?}",
+            float.input
+        );
+        (quantize(&float, &precision)?, None)
+    };
+    if let Some((f, i)) = accuracies {
+        network.set_recorded_accuracy((f * 10000.0).round() as u16, (i * 10000.0).round() as u16);
+    }
+    let plan = cryptonets_core::network::PlannedNetwork::new(
+        &network,
+        cryptonets_core::backend::Backend::detect(),
+        1,
+        network_slots(),
+    )
+    .map_err(|e| format!("the imported network has no encryption plan: {e}"))?;
+    let bytes = network.to_bytes();
+    if let Some(dir) = args.output.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+    }
+    std::fs::write(&args.output, &bytes)
+        .map_err(|e| format!("cannot write {}: {e}", args.output.display()))?;
+    eprintln!(
+        "wrote {} ({} bytes): {} plaintext bits; plan: n = {}, {} CRT channels",
+        args.output.display(),
+        bytes.len(),
+        network.plaintext_bits(),
+        plan.params.degree(),
+        plan.params.channels().len(),
+    );
+    Ok(())
+}
+
+/// Images the plan is checked for: one full batch of the smallest planned ring.
+fn network_slots() -> usize {
+    8192
 }

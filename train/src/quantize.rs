@@ -6,6 +6,8 @@
 //! scales, squared). Integer logits are then a positive multiple of the float logits up to
 //! rounding, so the predicted digit is preserved where the rounding is small.
 
+pub mod polynomial;
+
 use cryptonets_core::model::{CLASSES, Model, ModelWriter};
 use cryptonets_host::mnist::{Dataset, PIXELS};
 

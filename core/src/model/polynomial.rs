@@ -113,7 +113,7 @@ impl Window {
 
     /// The input position (row, column) of kernel tap (ky, kx) for output (oy, ox), or None
     /// where it falls in the padding.
-    fn tap(&self, input: Shape, oy: usize, ox: usize, ky: usize, kx: usize) -> Option<usize> {
+    pub fn tap(&self, input: Shape, oy: usize, ox: usize, ky: usize, kx: usize) -> Option<usize> {
         let y = (oy * self.stride[0] + ky).checked_sub(self.padding[0])?;
         let x = (ox * self.stride[1] + kx).checked_sub(self.padding[1])?;
         (y < input.height && x < input.width).then_some(y * input.width + x)
@@ -123,7 +123,10 @@ impl Window {
 /// One layer of a polynomial network.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Layer {
-    /// 2-D convolution (groups 1): weights [out][in][ky][kx], one bias per output channel.
+    /// 2-D convolution (groups 1): weights [out][in][ky][kx]; one bias per output channel,
+    /// or one per output neuron ([out][y][x]), as an input normalization folded into a
+    /// padded convolution needs: the padding is zero after the normalization, so the folded
+    /// offset reaches only the taps inside the image.
     Conv2d {
         /// Output channels.
         out_channels: usize,
@@ -131,7 +134,7 @@ pub enum Layer {
         window: Window,
         /// Integer weights.
         weights: Vec<i16>,
-        /// Integer biases.
+        /// Integer biases, per output channel or per output neuron.
         biases: Vec<i128>,
     },
     /// Sum pooling per channel (average pooling is this with 1 / area folded into the next
@@ -175,9 +178,10 @@ impl Layer {
             } => {
                 let (h, w) = window.output(input.height, input.width)?;
                 let per_output = input.channels * window.kernel[0] * window.kernel[1];
+                let per_neuron = out_channels.saturating_mul(h * w);
                 if *out_channels == 0
                     || weights.len() != out_channels.saturating_mul(per_output)
-                    || biases.len() != *out_channels
+                    || (biases.len() != *out_channels && biases.len() != per_neuron)
                 {
                     return malformed("convolution weights or biases do not match its shape");
                 }
@@ -260,6 +264,7 @@ impl Layer {
             } => {
                 let (oh, ow) = window.output(input.height, input.width).unwrap_or((0, 0));
                 let [kh, kw] = window.kernel;
+                let per_neuron = biases.len() != *out_channels;
                 for oc in 0..*out_channels {
                     for oy in 0..oh {
                         for ox in 0..ow {
@@ -275,7 +280,8 @@ impl Layer {
                                     }
                                 }
                             }
-                            row((oc * oh + oy) * ow + ox, &taps, biases[oc])?;
+                            let o = (oc * oh + oy) * ow + ox;
+                            row(o, &taps, biases[if per_neuron { o } else { oc }])?;
                         }
                     }
                 }

@@ -18,6 +18,7 @@
 //! | 3 dense | outputs: u32; weights i16 [out][in]; biases i128 [out] |
 //! | 4 flatten | (none) |
 //! | 5 polynomial | c0, c1, c2, c3: i64 (c0 + c1 x + c2 x^2 + c3 x^3, degree 1 to 3) |
+//! | 6 convolution, a bias per output neuron | as kind 1, but biases i128 [out][y][x] |
 //!
 //! Parsing derives every length from the shapes of the layers before it (checked), compares
 //! it with the bytes left before allocating anything, and validates the network as a whole
@@ -76,8 +77,10 @@ impl<'a> Reader<'a> {
             .collect())
     }
 
-    fn i128s(&mut self, count: usize) -> Result<Vec<i128>, Error> {
-        let bytes = count.checked_mul(16).ok_or(malformed("layer too large"))?;
+    fn i128s(&mut self, count: Option<usize>) -> Result<Vec<i128>, Error> {
+        let bytes = count
+            .and_then(|c| c.checked_mul(16))
+            .ok_or(malformed("layer too large"))?;
         let b = self.take(bytes)?;
         Ok(b.chunks_exact(16)
             .map(|c| i128::from_le_bytes(c.try_into().expect("16 bytes")))
@@ -126,9 +129,16 @@ pub(super) fn parse(bytes: &[u8]) -> Result<PolynomialNetwork, Error> {
     let mut weights = 0usize;
     for _ in 0..count {
         let layer = match r.u8()? {
-            1 => {
+            kind @ (1 | 6) => {
                 let out_channels = r.u16()? as usize;
                 let window = r.window()?;
+                let biases = match kind {
+                    1 => Some(out_channels),
+                    _ => {
+                        let (h, w) = window.output(shape.height, shape.width)?;
+                        out_channels.checked_mul(h * w)
+                    }
+                };
                 let per = window.kernel[0] * window.kernel[1] * shape.channels;
                 let count = out_channels.checked_mul(per);
                 weights = weights.saturating_add(count.unwrap_or(usize::MAX));
@@ -139,7 +149,7 @@ pub(super) fn parse(bytes: &[u8]) -> Result<PolynomialNetwork, Error> {
                     out_channels,
                     window,
                     weights: r.i16s(count)?,
-                    biases: r.i128s(out_channels)?,
+                    biases: r.i128s(biases)?,
                 }
             }
             2 => Layer::SumPool {
@@ -155,7 +165,7 @@ pub(super) fn parse(bytes: &[u8]) -> Result<PolynomialNetwork, Error> {
                 Layer::Dense {
                     outputs,
                     weights: r.i16s(count)?,
-                    biases: r.i128s(outputs)?,
+                    biases: r.i128s(Some(outputs))?,
                 }
             }
             4 => Layer::Flatten,
@@ -233,7 +243,7 @@ impl PolynomialNetwork {
                     weights,
                     biases,
                 } => {
-                    out.push(1);
+                    out.push(if biases.len() == *out_channels { 1 } else { 6 });
                     out.extend_from_slice(&(*out_channels as u16).to_le_bytes());
                     window_bytes(window, &mut out);
                     weight_bytes(weights, biases, &mut out);

@@ -116,8 +116,12 @@ impl PolynomialNetwork {
         run::<BigInt>(self, pixels)
     }
 
-    /// The predicted class: the first largest logit.
+    /// The predicted class: the first largest logit (in i128 where the bounds allow it,
+    /// which is many times faster than big integers).
     pub fn predict(&self, pixels: &[u8]) -> Result<usize, Error> {
+        if self.fits_i128() {
+            return Ok(crate::model::argmax(&self.logits(pixels)?));
+        }
         Ok(crate::model::argmax(&self.logits_wide(pixels)?))
     }
 }

@@ -185,11 +185,16 @@ pub(crate) fn random_network(seed: u64) -> Option<PolynomialNetwork> {
                 } else {
                     let out = 1 + pick(3);
                     let n = out * shape.channels * k[0] * k[1];
+                    // A bias per output neuron (a folded input normalization) or per map.
+                    let biases = match window.output(shape.height, shape.width) {
+                        Ok((h, w)) if pick(3) == 0 => out * h * w,
+                        _ => out,
+                    };
                     Layer::Conv2d {
                         out_channels: out,
                         window,
                         weights: (0..n).map(|_| pick(15) as i16 - 7).collect(),
-                        biases: (0..out).map(|_| pick(41) as i128 - 20).collect(),
+                        biases: (0..biases).map(|_| pick(41) as i128 - 20).collect(),
                     }
                 }
             }

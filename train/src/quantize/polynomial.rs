@@ -1,0 +1,264 @@
+//! From a float network of the model format's family ([`FloatNetwork`]) to an integer
+//! [`PolynomialNetwork`] (format v2).
+//!
+//! Every integer neuron is a known positive multiple of its float value (its scale): the
+//! input is round(p * L / 255) = L x; a linear layer divides its weights by the scales of
+//! its inputs (so that pooling's per-position divisors fold exactly into the dense layer
+//! after it) and rounds them to `bits`; sum pooling multiplies the scale by the divisor; an
+//! activation c_d x^d + ... + c_0 on inputs of scale s becomes the integer polynomial
+//! A sign(c_d) X^d + ... + round(K c_k / s^k) X^k of scale K = A s^d / |c_d|, the smallest
+//! power of two A keeping every rounded coefficient within 2^-8 of its value.
+
+use cryptonets_core::model::polynomial::{Layer, PolynomialNetwork, Shape};
+use cryptonets_host::mnist::Dataset;
+use rayon::prelude::*;
+
+use crate::float_network::{FloatLayer, FloatNetwork};
+
+/// How coarse the integer network is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Precision {
+    /// Pixel levels L.
+    pub levels: u16,
+    /// Bits of the largest weight magnitude, per convolution or dense layer in order.
+    pub bits: Vec<u32>,
+}
+
+/// Convolution and dense layers (those with weights) of a network.
+pub fn weighted_layers(net: &FloatNetwork) -> usize {
+    net.layers
+        .iter()
+        .filter(|l| matches!(l, FloatLayer::Conv { .. } | FloatLayer::Dense { .. }))
+        .count()
+}
+
+/// The scale shared by neurons `range` of `scale`, if they share one.
+fn shared(scale: &[f64], range: std::ops::Range<usize>) -> Option<f64> {
+    let first = scale[range.start];
+    scale[range]
+        .iter()
+        .all(|&s| ((s - first) / first).abs() < 1e-9)
+        .then_some(first)
+}
+
+fn round_bias(b: f64) -> Result<i128, String> {
+    (b.is_finite() && b.abs() < 2f64.powi(120))
+        .then(|| b.round() as i128)
+        .ok_or_else(|| "a bias does not fit after scaling".to_string())
+}
+
+/// Weights divided by their inputs' scales, rounded so that the largest is 2^bits - 1.
+fn quantize_weights(v: &[f64], bits: u32) -> (Vec<i16>, f64) {
+    let max = v.iter().fold(0f64, |m, x| m.max(x.abs()));
+    let sigma = if max == 0.0 {
+        1.0
+    } else {
+        ((1u32 << bits) - 1) as f64 / max
+    };
+    (
+        v.iter().map(|x| (x * sigma).round() as i16).collect(),
+        sigma,
+    )
+}
+
+/// The integer activation of `c` on inputs of scale `s`: coefficients and output scale.
+fn quantize_polynomial(c: &[f64; 4], s: f64) -> Result<([i64; 4], f64), String> {
+    let d = (1..4)
+        .rev()
+        .find(|&k| c[k] != 0.0)
+        .ok_or("an activation of degree 0")?;
+    let mut a = 1.0;
+    loop {
+        let k = a * s.powi(d as i32) / c[d].abs();
+        let mut q = [0i64; 4];
+        q[d] = (a as i64) * c[d].signum() as i64;
+        let mut close = true;
+        for i in 0..d {
+            let exact = k * c[i] / s.powi(i as i32);
+            if !exact.is_finite() || exact.abs() >= 2f64.powi(62) {
+                return Err("an activation coefficient does not fit in 64 bits".into());
+            }
+            q[i] = exact.round() as i64;
+            close &= c[i] == 0.0 || ((q[i] as f64 - exact) / exact).abs() <= 1.0 / 256.0;
+        }
+        if close || a >= 256.0 {
+            return Ok((q, k));
+        }
+        a *= 2.0;
+    }
+}
+
+/// The integer network of `net` at `precision`.
+pub fn quantize(net: &FloatNetwork, precision: &Precision) -> Result<PolynomialNetwork, String> {
+    if precision.bits.len() != weighted_layers(net)
+        || precision.bits.iter().any(|&b| !(1..=15).contains(&b))
+    {
+        return Err("one weight precision of 1 to 15 bits per convolution or dense layer".into());
+    }
+    let shapes = net.shapes()?;
+    let mut scale = vec![precision.levels as f64; net.input.len()];
+    let mut bits = precision.bits.iter();
+    let mut layers = Vec::with_capacity(net.layers.len());
+    for (i, layer) in net.layers.iter().enumerate() {
+        let input: Shape = if i == 0 { net.input } else { shapes[i - 1] };
+        let output = shapes[i];
+        let plane = input.height * input.width;
+        let uniform_channels = || -> Result<Vec<f64>, String> {
+            (0..input.channels)
+                .map(|c| shared(&scale, c * plane..(c + 1) * plane))
+                .collect::<Option<Vec<f64>>>()
+                .ok_or_else(|| "mean pooling whose divisor varies by position (count_include_pad = 0 over padding) must be followed by a dense layer".to_string())
+        };
+        let (integer, next) = match layer {
+            FloatLayer::Conv {
+                out_channels,
+                window,
+                weights,
+                biases,
+            } => {
+                let per_channel = uniform_channels()?;
+                let per = window.kernel[0] * window.kernel[1];
+                let v: Vec<f64> = weights
+                    .iter()
+                    .enumerate()
+                    .map(|(j, w)| w / per_channel[(j / per) % input.channels])
+                    .collect();
+                let (weights, sigma) = quantize_weights(&v, *bits.next().expect("counted"));
+                let biases = biases
+                    .iter()
+                    .map(|b| round_bias(b * sigma))
+                    .collect::<Result<_, _>>()?;
+                (
+                    Layer::Conv2d {
+                        out_channels: *out_channels,
+                        window: *window,
+                        weights,
+                        biases,
+                    },
+                    vec![sigma; output.len()],
+                )
+            }
+            FloatLayer::Dense {
+                outputs,
+                weights,
+                biases,
+            } => {
+                let inputs = input.len();
+                let v: Vec<f64> = weights
+                    .iter()
+                    .enumerate()
+                    .map(|(j, w)| w / scale[j % inputs])
+                    .collect();
+                let (weights, sigma) = quantize_weights(&v, *bits.next().expect("counted"));
+                let biases = biases
+                    .iter()
+                    .map(|b| round_bias(b * sigma))
+                    .collect::<Result<_, _>>()?;
+                (
+                    Layer::Dense {
+                        outputs: *outputs,
+                        weights,
+                        biases,
+                    },
+                    vec![sigma; output.len()],
+                )
+            }
+            FloatLayer::AvgPool {
+                window,
+                count_include_pad,
+            } => {
+                let per_channel = uniform_channels()?;
+                let probe = FloatLayer::AvgPool {
+                    window: *window,
+                    count_include_pad: *count_include_pad,
+                };
+                let rows = probe.rows(input).expect("pooling has rows");
+                // Each float row weighs its cells by 1 / divisor.
+                let next = rows
+                    .iter()
+                    .enumerate()
+                    .map(|(n, (taps, _))| {
+                        let divisor = taps.first().map_or(1.0, |t| 1.0 / t.1);
+                        per_channel[n / (output.height * output.width)] * divisor
+                    })
+                    .collect();
+                (Layer::SumPool { window: *window }, next)
+            }
+            FloatLayer::Flatten => (Layer::Flatten, scale.clone()),
+            FloatLayer::Polynomial { coefficients } => {
+                let monomial = (0..4).filter(|&k| coefficients[k] != 0.0).count() == 1;
+                match shared(&scale, 0..scale.len()) {
+                    Some(s) => {
+                        let (q, k) = quantize_polynomial(coefficients, s)?;
+                        (Layer::Polynomial { coefficients: q }, vec![k; scale.len()])
+                    }
+                    None if monomial => {
+                        let d = (1..4).find(|&k| coefficients[k] != 0.0).ok_or("an activation of degree 0")?;
+                        let mut q = [0i64; 4];
+                        q[d] = coefficients[d].signum() as i64;
+                        let next = scale.iter().map(|s| s.powi(d as i32) / coefficients[d].abs()).collect();
+                        (Layer::Polynomial { coefficients: q }, next)
+                    }
+                    None => return Err("an activation after mean pooling whose divisor varies by position: use count_include_pad=True, or a dense layer in between".into()),
+                }
+            }
+        };
+        layers.push(integer);
+        scale = next;
+    }
+    PolynomialNetwork::new(net.input, precision.levels, layers).map_err(|e| e.to_string())
+}
+
+/// Accuracy of an integer network with the core's exact inference.
+pub fn integer_accuracy(network: &PolynomialNetwork, set: &Dataset) -> f64 {
+    let correct = (0..set.len())
+        .into_par_iter()
+        .filter(|&i| network.predict(set.image(i)) == Ok(set.labels[i] as usize))
+        .count();
+    correct as f64 / set.len().max(1) as f64
+}
+
+/// The coarsest precision found greedily, scored on `validation` only: from 15 pixel levels
+/// and 6-bit weights, each knob is coarsened while the integer network's validation
+/// accuracy stays at or above `floor`. Fewer bits mean a smaller plaintext, hence fewer CRT
+/// channels or a smaller ring.
+pub fn choose_precision(
+    net: &FloatNetwork,
+    validation: &Dataset,
+    floor: f64,
+) -> Result<Precision, String> {
+    let evaluate = |p: &Precision| -> Option<f64> {
+        Some(integer_accuracy(&quantize(net, p).ok()?, validation))
+    };
+    let mut best = Precision {
+        levels: 15,
+        bits: vec![6; weighted_layers(net)],
+    };
+    let start =
+        evaluate(&best).ok_or("the network does not quantize at 15 levels and 6-bit weights")?;
+    eprintln!("{best:?}: validation integer accuracy {start:.4}");
+    loop {
+        let mut candidates = vec![Precision {
+            levels: best.levels / 2,
+            ..best.clone()
+        }];
+        for i in 0..best.bits.len() {
+            let mut c = best.clone();
+            c.bits[i] -= 1;
+            candidates.push(c);
+        }
+        let accepted = candidates
+            .into_iter()
+            .filter(|c| c.levels >= 1 && c.bits.iter().all(|&b| b >= 2))
+            .filter_map(|c| {
+                let a = evaluate(&c)?;
+                Some((c, a))
+            })
+            .inspect(|(c, a)| eprintln!("{c:?}: validation integer accuracy {a:.4}"))
+            .find(|&(_, a)| a >= floor);
+        match accepted {
+            Some((c, _)) => best = c,
+            None => return Ok(best),
+        }
+    }
+}
