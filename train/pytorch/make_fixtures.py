@@ -8,7 +8,8 @@ Run by hand (CI does not install torch):
     python3 -m venv /tmp/tv && /tmp/tv/bin/pip install torch onnx onnxscript
     /tmp/tv/bin/python train/pytorch/make_fixtures.py --data data/mnist --out train/fixtures/onnx
 
-For each network NAME it writes NAME.dynamo.onnx (+ NAME.dynamo.onnx.data: the default
+Networks are trained on the first 55,000 training images: the last 5,000 are the validation
+split on which `cryptonets-train --onnx` chooses the precision. For each network NAME it writes NAME.dynamo.onnx (+ NAME.dynamo.onnx.data: the default
 exporter keeps the weights in an external file) and NAME.legacy.onnx (`dynamo=False`, weights
 inline), and records in expected.json: PyTorch's float accuracy on the first 256 MNIST test
 images and on all 10,000, and PyTorch's logits on four synthetic probe images that the Rust
@@ -186,6 +187,9 @@ def main():
     train_y = torch.tensor(load_idx(find(args.data, "train-labels")), dtype=torch.long)
     test_x = torch.tensor(load_idx(find(args.data, "t10k-images")), dtype=torch.float32)
     test_y = torch.tensor(load_idx(find(args.data, "t10k-labels")), dtype=torch.long)
+    # The last 5,000 training images are held out, as cryptonets-train's validation split
+    # (--validation 5000): it chooses the integer precision on images the network never saw.
+    train_x, train_y = train_x[:-5000], train_y[:-5000]
     train_x = (train_x / 255.0).unsqueeze(1)
     test_x = (test_x / 255.0).unsqueeze(1)
     expected_path = os.path.join(args.out, "expected.json")

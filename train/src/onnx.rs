@@ -990,6 +990,12 @@ impl Importer {
                     }
                 } else {
                     let f = base.len();
+                    if f.saturating_mul(f) > cryptonets_core::model::polynomial::MAX_WEIGHTS {
+                        return Err(unsupported(
+                            node,
+                            "a per-feature scaling of too many features to hold as a layer",
+                        ));
+                    }
                     let mut weights = vec![0.0; f * f];
                     (0..f).for_each(|i| weights[i * f + i] = p.coefficient(1, i));
                     FloatLayer::Dense {

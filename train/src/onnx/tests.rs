@@ -241,3 +241,43 @@ fn imported_networks_evaluate_exactly_under_encryption() {
         }
     }
 }
+
+/// At fine precision the integer network is, logit by logit, a positive multiple of the
+/// float one (the quantizer's scales are right for every layer kind the fixtures hold).
+#[test]
+fn fine_quantization_is_a_positive_multiple_of_the_float_network() {
+    for name in NETWORKS {
+        let net = import_file(&fixtures().join(format!("{name}.legacy.onnx"))).unwrap();
+        let compiled = net.compile().unwrap();
+        let precision = Precision {
+            levels: 63,
+            bits: vec![7; weighted_layers(&net)],
+        };
+        let network = quantize(&net, &precision).unwrap();
+        for k in 0..4 {
+            let float = compiled.logits(&probe(k, net.input));
+            // Pixels p such that p / 255 is the probe (the probe is k-th of the generator's).
+            let pixels: Vec<u8> = probe(k, net.input)
+                .iter()
+                .map(|v| (v * 255.0).round() as u8)
+                .collect();
+            let integer: Vec<f64> = network
+                .logits_wide(&pixels)
+                .unwrap()
+                .iter()
+                .map(|v| v.to_string().parse::<f64>().unwrap())
+                .collect();
+            let top =
+                crate::float_network::argmax(&float.iter().map(|v| v.abs()).collect::<Vec<_>>());
+            let ratio = integer[top] / float[top];
+            assert!(ratio > 0.0, "{name}: scale {ratio}");
+            let max = float.iter().fold(0f64, |m, v| m.max(v.abs()));
+            for (i, f) in integer.iter().zip(&float) {
+                assert!(
+                    (i / ratio - f).abs() <= 0.05 * max,
+                    "{name} probe {k}: {integer:?} vs {float:?}"
+                );
+            }
+        }
+    }
+}

@@ -99,6 +99,9 @@ pub fn quantize(net: &FloatNetwork, precision: &Precision) -> Result<PolynomialN
     let mut scale = vec![precision.levels as f64; net.input.len()];
     let mut bits = precision.bits.iter();
     let mut layers = Vec::with_capacity(net.layers.len());
+    // Per neuron, what the integer network leaves out of the true integer value (an
+    // activation's constant term on its way to the next linear layer's biases).
+    let mut offset: Option<Vec<f64>> = None;
     for (i, layer) in net.layers.iter().enumerate() {
         let input: Shape = if i == 0 { net.input } else { shapes[i - 1] };
         let output = shapes[i];
@@ -189,7 +192,22 @@ pub fn quantize(net: &FloatNetwork, precision: &Precision) -> Result<PolynomialN
                 let monomial = (0..4).filter(|&k| coefficients[k] != 0.0).count() == 1;
                 match shared(&scale, 0..scale.len()) {
                     Some(s) => {
-                        let (q, k) = quantize_polynomial(coefficients, s)?;
+                        // The constant term, K c0, is of the order of s^d: it would overflow
+                        // 64 bits long before the other coefficients. It is carried to the
+                        // next linear layer's biases instead, where a linear layer comes
+                        // before any other activation.
+                        let absorbed = net.layers[i + 1..]
+                            .iter()
+                            .find(|l| !matches!(l, FloatLayer::Flatten | FloatLayer::AvgPool { .. }))
+                            .is_some_and(|l| matches!(l, FloatLayer::Conv { .. } | FloatLayer::Dense { .. }));
+                        let mut c = *coefficients;
+                        if absorbed && c[0] != 0.0 {
+                            c[0] = 0.0;
+                        }
+                        let (q, k) = quantize_polynomial(&c, s)?;
+                        if c[0] != coefficients[0] {
+                            offset = Some(vec![k * coefficients[0]; scale.len()]);
+                        }
                         (Layer::Polynomial { coefficients: q }, vec![k; scale.len()])
                     }
                     None if monomial => {
@@ -203,10 +221,103 @@ pub fn quantize(net: &FloatNetwork, precision: &Precision) -> Result<PolynomialN
                 }
             }
         };
+        let integer = match offset.take() {
+            Some(off) if !matches!(layer, FloatLayer::Polynomial { .. }) => {
+                absorb_offset(integer, input, off, &mut offset)?
+            }
+            pending => {
+                offset = pending;
+                integer
+            }
+        };
         layers.push(integer);
         scale = next;
     }
     PolynomialNetwork::new(net.input, precision.levels, layers).map_err(|e| e.to_string())
+}
+
+/// The integer value of neuron j is X_j + off_j where the network computes X_j: a linear
+/// layer adds its taps' share of the offsets to its biases (per output neuron where a
+/// convolution pads, per channel where they agree); pooling and flattening pass the offsets
+/// on (summed over each window) in `pending`.
+fn absorb_offset(
+    layer: Layer,
+    input: Shape,
+    off: Vec<f64>,
+    pending: &mut Option<Vec<f64>>,
+) -> Result<Layer, String> {
+    let mut sums = Vec::new();
+    let _ = layer.for_each_row(input, |o, taps, _| {
+        if sums.len() <= o {
+            sums.resize(o + 1, 0.0);
+        }
+        sums[o] = taps
+            .iter()
+            .map(|&(j, w)| w as f64 * off[j as usize])
+            .sum::<f64>();
+        Ok::<(), ()>(())
+    });
+    match layer {
+        Layer::Flatten => {
+            *pending = Some(off);
+            Ok(Layer::Flatten)
+        }
+        Layer::SumPool { window } => {
+            *pending = Some(sums);
+            Ok(Layer::SumPool { window })
+        }
+        Layer::Dense {
+            outputs,
+            weights,
+            biases,
+        } => {
+            let biases = biases
+                .iter()
+                .zip(&sums)
+                .map(|(&b, &s)| Ok(b + round_bias(s)?))
+                .collect::<Result<_, String>>()?;
+            Ok(Layer::Dense {
+                outputs,
+                weights,
+                biases,
+            })
+        }
+        Layer::Conv2d {
+            out_channels,
+            window,
+            weights,
+            biases,
+        } => {
+            let plane = sums.len() / out_channels;
+            let per_neuron: Vec<i128> = (0..sums.len())
+                .map(|n| {
+                    Ok(biases[if biases.len() == out_channels {
+                        n / plane
+                    } else {
+                        n
+                    }] + round_bias(sums[n])?)
+                })
+                .collect::<Result<_, String>>()?;
+            let per_channel = (0..out_channels).all(|o| {
+                per_neuron[o * plane..(o + 1) * plane]
+                    .iter()
+                    .all(|&b| b == per_neuron[o * plane])
+            });
+            let biases = match per_channel {
+                true => (0..out_channels).map(|o| per_neuron[o * plane]).collect(),
+                false => per_neuron,
+            };
+            Ok(Layer::Conv2d {
+                out_channels,
+                window,
+                weights,
+                biases,
+            })
+        }
+        Layer::Polynomial { .. } => {
+            Err("an activation constant cannot reach a linear layer".into())
+        }
+    }
 }
 
 /// Accuracy of an integer network with the core's exact inference.
