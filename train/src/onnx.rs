@@ -1088,27 +1088,22 @@ impl Importer {
         node: &Node<'_>,
     ) -> Result<(Activation, Option<ChannelPolynomial>), ImportError> {
         let x = self.activation(node, 0)?;
-        if x.polynomial.degree() != 1 || x.polynomial.is_identity() {
+        let folded = if x.polynomial.degree() != 1 || x.polynomial.is_identity() {
             self.materialize(node, &x)?;
-            return Ok((
-                Activation {
-                    generation: self.generation,
-                    dims: x.dims,
-                    polynomial: ChannelPolynomial::identity(),
-                },
-                None,
-            ));
-        }
-        if self.fold_back(node, &x)? {
+            true
+        } else if self.fold_back(node, &x)? {
             self.generation += 1;
-            return Ok((
-                Activation {
-                    generation: self.generation,
-                    dims: x.dims,
-                    polynomial: ChannelPolynomial::identity(),
-                },
-                None,
-            ));
+            true
+        } else {
+            false
+        };
+        if folded {
+            let base = Activation {
+                generation: self.generation,
+                dims: x.dims,
+                polynomial: ChannelPolynomial::identity(),
+            };
+            return Ok((base, None));
         }
         Ok((x.clone(), Some(x.polynomial)))
     }

@@ -61,6 +61,21 @@ fn quantize_weights(v: &[f64], bits: u32) -> (Vec<i16>, f64) {
     )
 }
 
+/// A linear layer's integer weights (`v`: weights over input scales) and biases, and its
+/// output scale.
+fn quantize_affine(
+    v: &[f64],
+    biases: &[f64],
+    bits: u32,
+) -> Result<(Vec<i16>, Vec<i128>, f64), String> {
+    let (weights, sigma) = quantize_weights(v, bits);
+    let biases = biases
+        .iter()
+        .map(|b| round_bias(b * sigma))
+        .collect::<Result<_, _>>()?;
+    Ok((weights, biases, sigma))
+}
+
 /// The integer activation of `c` on inputs of scale `s`: coefficients and output scale.
 fn quantize_polynomial(c: &[f64; 4], s: f64) -> Result<([i64; 4], f64), String> {
     let d = (1..4)
@@ -126,11 +141,8 @@ pub fn quantize(net: &FloatNetwork, precision: &Precision) -> Result<PolynomialN
                     .enumerate()
                     .map(|(j, w)| w / per_channel[(j / per) % input.channels])
                     .collect();
-                let (weights, sigma) = quantize_weights(&v, *bits.next().expect("counted"));
-                let biases = biases
-                    .iter()
-                    .map(|b| round_bias(b * sigma))
-                    .collect::<Result<_, _>>()?;
+                let (weights, biases, sigma) =
+                    quantize_affine(&v, biases, *bits.next().expect("counted"))?;
                 (
                     Layer::Conv2d {
                         out_channels: *out_channels,
@@ -152,11 +164,8 @@ pub fn quantize(net: &FloatNetwork, precision: &Precision) -> Result<PolynomialN
                     .enumerate()
                     .map(|(j, w)| w / scale[j % inputs])
                     .collect();
-                let (weights, sigma) = quantize_weights(&v, *bits.next().expect("counted"));
-                let biases = biases
-                    .iter()
-                    .map(|b| round_bias(b * sigma))
-                    .collect::<Result<_, _>>()?;
+                let (weights, biases, sigma) =
+                    quantize_affine(&v, biases, *bits.next().expect("counted"))?;
                 (
                     Layer::Dense {
                         outputs: *outputs,
