@@ -11,6 +11,7 @@ use cryptonets_host::mnist::{self, PIXELS, Split};
 use rand_chacha::ChaCha8Rng;
 use rand_core::{Rng, SeedableRng};
 
+mod architecture;
 mod float_network;
 mod onnx;
 mod quantize;
@@ -50,6 +51,16 @@ struct Args {
     /// version 2 model (`--output` is then required). Supported layers: `train/src/onnx.rs`.
     #[arg(long, value_name = "FILE.onnx", requires = "output")]
     onnx: Option<std::path::PathBuf>,
+    /// Train the network this architecture file describes (JSON, `train/src/architecture.rs`;
+    /// `models/cryptonets.json` is the CryptoNets one) and write it as a version 2 model
+    /// (`--output` is then required).
+    #[arg(
+        long,
+        value_name = "FILE.json",
+        requires = "output",
+        conflicts_with = "onnx"
+    )]
+    architecture: Option<std::path::PathBuf>,
     /// Replace the shipped model (models/cryptonets-mnist.cnmd) with an imported one.
     #[arg(long)]
     replace_shipped_model: bool,
@@ -57,7 +68,18 @@ struct Args {
 
 const SHIPPED_MODEL: &str = "models/cryptonets-mnist.cnmd";
 
-fn values(t: &Tensor) -> candle_core::Result<Vec<f64>> {
+/// A network candle trains.
+trait Trainable {
+    fn forward(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor>;
+}
+
+impl Trainable for architecture::ArchitectureNet {
+    fn forward(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
+        architecture::ArchitectureNet::forward(self, x, train)
+    }
+}
+
+pub(crate) fn values(t: &Tensor) -> candle_core::Result<Vec<f64>> {
     t.flatten_all()?.to_dtype(DType::F64)?.to_vec1::<f64>()
 }
 
@@ -130,6 +152,12 @@ struct Net {
     dense2: Linear,
 }
 
+impl Trainable for Net {
+    fn forward(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
+        Net::forward(self, x, train)
+    }
+}
+
 impl Net {
     fn new(vb: VarBuilder) -> candle_core::Result<Self> {
         let cfg = Conv2dConfig {
@@ -171,7 +199,7 @@ fn tensors(set: &mnist::Dataset, dev: &Device) -> candle_core::Result<(Tensor, T
     Ok((x, y))
 }
 
-fn accuracy(net: &Net, x: &Tensor, y: &Tensor) -> candle_core::Result<f64> {
+fn accuracy(net: &impl Trainable, x: &Tensor, y: &Tensor) -> candle_core::Result<f64> {
     let mut correct = 0usize;
     let n = x.dim(0)?;
     for start in (0..n).step_by(1000) {
@@ -188,21 +216,23 @@ fn accuracy(net: &Net, x: &Tensor, y: &Tensor) -> candle_core::Result<f64> {
 }
 
 /// Uniform in +-1/sqrt(fan_in) (the usual default), drawn from a seeded stream in the order of
-/// the parameters' names: candle's CPU device cannot be seeded.
+/// the parameters' names: candle's CPU device cannot be seeded. A layer's fan-in is its
+/// weight's size per output; batch normalization and quadratic coefficients keep their own
+/// initialization.
 fn seeded_init(vars: &VarMap, rng: &mut ChaCha8Rng) -> candle_core::Result<()> {
     let data = vars.data().lock().expect("var map");
     let mut names: Vec<&String> = data.keys().collect();
     names.sort();
     for name in names {
         let var = &data[name];
-        if name.starts_with("norm") {
-            continue; // keeps batch normalization's own initialisation (identity)
+        if name.starts_with("norm") || name.starts_with("quadratic") {
+            continue;
         }
-        let fan_in = match name.as_str() {
-            "conv.weight" | "conv.bias" => 25,
-            "dense1.weight" | "dense1.bias" => 845,
-            _ => 100,
-        };
+        let layer = name.rsplit_once('.').map_or(name.as_str(), |(l, _)| l);
+        let weight = data
+            .get(&format!("{layer}.weight"))
+            .ok_or_else(|| candle_core::Error::Msg(format!("{name} has no weight beside it")))?;
+        let fan_in = weight.elem_count() / weight.dims()[0].max(1);
         let bound = 1.0 / (fan_in as f32).sqrt();
         let values: Vec<f32> = (0..var.elem_count())
             .map(|_| (rng.next_u32() as f32 / u32::MAX as f32 * 2.0 - 1.0) * bound)
@@ -212,19 +242,32 @@ fn seeded_init(vars: &VarMap, rng: &mut ChaCha8Rng) -> candle_core::Result<()> {
     Ok(())
 }
 
-/// Trains the network and returns it in f64 with batch normalization folded in.
+/// Trains the CryptoNets network and returns it in f64 with batch normalization folded in.
 fn train_float(
     args: &Args,
     train: &mnist::Dataset,
     validation: &mnist::Dataset,
 ) -> candle_core::Result<FloatNet> {
+    let vars = VarMap::new();
+    let net = Net::new(VarBuilder::from_varmap(&vars, DType::F32, &Device::Cpu))?;
+    fit(args, &net, &vars, train, validation)?;
+    folded(&net)
+}
+
+/// The training loop: seeded initialization, AdamW, the learning rate divided by 10 for the
+/// last third of the epochs, shifted images, validation accuracy after every epoch.
+fn fit(
+    args: &Args,
+    net: &impl Trainable,
+    vars: &VarMap,
+    train: &mnist::Dataset,
+    validation: &mnist::Dataset,
+) -> candle_core::Result<()> {
     let dev = Device::Cpu;
     let (train_x, train_y) = tensors(train, &dev)?;
     let (val_x, val_y) = tensors(validation, &dev)?;
-    let vars = VarMap::new();
-    let net = Net::new(VarBuilder::from_varmap(&vars, DType::F32, &dev))?;
     let mut rng = ChaCha8Rng::seed_from_u64(args.seed);
-    seeded_init(&vars, &mut rng)?;
+    seeded_init(vars, &mut rng)?;
     let mut opt = candle_nn::AdamW::new(
         vars.all_vars(),
         candle_nn::ParamsAdamW {
@@ -260,7 +303,7 @@ fn train_float(
             opt.backward_step(&l)?;
             total += l.to_scalar::<f32>()? as f64;
         }
-        let acc = accuracy(&net, &val_x, &val_y)?;
+        let acc = accuracy(net, &val_x, &val_y)?;
         eprintln!(
             "epoch {epoch}: loss {:.4} validation accuracy {:.4} ({:.1}s)",
             total / (n / args.batch) as f64,
@@ -268,7 +311,7 @@ fn train_float(
             start.elapsed().as_secs_f64()
         );
     }
-    folded(&net)
+    Ok(())
 }
 
 fn main() -> candle_core::Result<()> {
@@ -291,6 +334,24 @@ fn main() -> candle_core::Result<()> {
     );
     if let Some(path) = &args.onnx {
         return import_onnx(&args, path, &validation, &test).map_err(candle_core::Error::Msg);
+    }
+    if let Some(path) = &args.architecture {
+        let arch = architecture::Architecture::read(path).map_err(candle_core::Error::Msg)?;
+        if arch.input != [1, 28, 28] {
+            return Err(candle_core::Error::Msg(format!(
+                "{}: training takes MNIST's 1 x 28 x 28 input, not {:?}",
+                path.display(),
+                arch.input
+            )));
+        }
+        let vars = VarMap::new();
+        let net = architecture::ArchitectureNet::new(
+            &arch,
+            VarBuilder::from_varmap(&vars, DType::F32, &Device::Cpu),
+        )?;
+        fit(&args, &net, &vars, &train, &validation)?;
+        return write_general(&args, &net.folded()?, &validation, &test)
+            .map_err(candle_core::Error::Msg);
     }
     let float = train_float(&args, &train, &validation)?;
     let float_validation = quantize::float_accuracy(&float, &validation);
@@ -331,6 +392,26 @@ fn import_onnx(
     validation: &mnist::Dataset,
     test: &mnist::Dataset,
 ) -> Result<(), String> {
+    let float =
+        onnx::import_file(path).map_err(|e| format!("cannot import {}: {e}", path.display()))?;
+    eprintln!(
+        "imported {}: {} layers, input {:?}",
+        path.display(),
+        float.layers.len(),
+        float.input
+    );
+    write_general(args, &float, validation, test)
+}
+
+/// A float network of the v2 family (imported or trained) to a version 2 model: precision
+/// chosen on the validation split, accuracy measured once on the test set, a plan checked
+/// to exist, then written (never over the shipped model unless told to).
+fn write_general(
+    args: &Args,
+    float: &float_network::FloatNetwork,
+    validation: &mnist::Dataset,
+    test: &mnist::Dataset,
+) -> Result<(), String> {
     use cryptonets_core::model::polynomial::Shape;
     use quantize::polynomial::{Precision, choose_precision, integer_accuracy, quantize};
     let shipped = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -345,15 +426,7 @@ fn import_onnx(
             args.output.display()
         ));
     }
-    let float =
-        onnx::import_file(path).map_err(|e| format!("cannot import {}: {e}", path.display()))?;
     let compiled = float.compile()?;
-    eprintln!(
-        "imported {}: {} layers, input {:?}",
-        path.display(),
-        float.layers.len(),
-        float.input
-    );
     let mnist_shaped = float.input.len() == PIXELS
         && (float.input
             == Shape {
@@ -365,8 +438,8 @@ fn import_onnx(
     let (mut network, accuracies) = if mnist_shaped {
         let float_validation = compiled.accuracy(validation);
         eprintln!("float network: validation accuracy {float_validation:.4}");
-        let precision = choose_precision(&float, validation, float_validation - args.tolerance)?;
-        let network = quantize(&float, &precision)?;
+        let precision = choose_precision(float, validation, float_validation - args.tolerance)?;
+        let network = quantize(float, &precision)?;
         // The test set, once.
         let integer_test = integer_accuracy(&network, test);
         let float_test = compiled.accuracy(test);
@@ -378,13 +451,13 @@ fn import_onnx(
         // No data set of this shape ships here: a fixed precision, for exact evaluation.
         let precision = Precision {
             levels: 15,
-            bits: vec![6; quantize::polynomial::weighted_layers(&float)],
+            bits: vec![6; quantize::polynomial::weighted_layers(float)],
         };
         eprintln!(
             "input {:?} is not MNIST's: no accuracy measured; {precision:?}",
             float.input
         );
-        (quantize(&float, &precision)?, None)
+        (quantize(float, &precision)?, None)
     };
     if let Some((f, i)) = accuracies {
         network.set_recorded_accuracy((f * 10000.0).round() as u16, (i * 10000.0).round() as u16);
