@@ -1270,7 +1270,8 @@ impl Importer {
             if x.dims.len() == 3 {
                 let fits = (0..2).all(|i| {
                     let padded = x.dims[1 + i] + window.padding[i] + window.padding[i + 2];
-                    padded >= window.kernel[i]
+                    window.stride[i] > 0
+                        && padded >= window.kernel[i]
                         && (padded - window.kernel[i]) % window.stride[i] == 0
                 });
                 if !fits {

@@ -182,6 +182,28 @@ fn hostile_files_are_refused_with_a_reason() {
     for cut in (0..legacy.len()).step_by(legacy.len() / 97 + 1) {
         assert!(import(&legacy[..cut]).is_err(), "cut at {cut}");
     }
+    // Random mutations of small models (one to four bytes set to random values; attributes,
+    // dimensions and op names among them): refused or imported, never a panic.
+    let mut state = 0x2545_f491_4f6c_dd1du64;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    for small in ["rgb32.legacy.onnx", "two_conv_bn.legacy.onnx", "refused_maxpool.legacy.onnx"] {
+        let original = std::fs::read(fixtures().join(small)).unwrap();
+        for _ in 0..3000 {
+            let mut b = original.clone();
+            for _ in 0..1 + next() % 4 {
+                let at = (next() % b.len() as u64) as usize;
+                b[at] = next() as u8;
+            }
+            if let Ok(net) = import(&b) {
+                let _ = net.compile().map(|c| c.logits(&vec![0.5; net.input.len()]));
+            }
+        }
+    }
     // Flipped bytes: refused or imported, never a panic.
     for i in (0..legacy.len()).step_by(legacy.len() / 101 + 1) {
         let mut b = legacy.clone();
