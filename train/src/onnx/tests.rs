@@ -191,7 +191,11 @@ fn hostile_files_are_refused_with_a_reason() {
         state ^= state << 17;
         state
     };
-    for small in ["rgb32.legacy.onnx", "two_conv_bn.legacy.onnx", "refused_maxpool.legacy.onnx"] {
+    for small in [
+        "rgb32.legacy.onnx",
+        "two_conv_bn.legacy.onnx",
+        "refused_maxpool.legacy.onnx",
+    ] {
         let original = std::fs::read(fixtures().join(small)).unwrap();
         for _ in 0..3000 {
             let mut b = original.clone();
