@@ -290,9 +290,7 @@ impl ArchitectureNet {
                     biases: values(conv.bias().expect("conv bias"))?,
                 }),
                 Part::Norm(norm) => {
-                    let (gamma, beta) = norm.weight_and_bias().expect("affine batch norm");
-                    let (gamma, beta) = (values(gamma)?, values(beta)?);
-                    let (mean, var) = (values(norm.running_mean())?, values(norm.running_var())?);
+                    let stats = crate::batch_norm_stats(norm)?;
                     let (weights, biases) = match layers.last_mut() {
                         Some(
                             FloatLayer::Conv {
@@ -304,14 +302,8 @@ impl ArchitectureNet {
                         ) => (weights, biases),
                         _ => unreachable!("checked: batch normalization follows a linear layer"),
                     };
-                    let per = weights.len() / biases.len();
-                    for (o, bias) in biases.iter_mut().enumerate() {
-                        let scale = gamma[o] / (var[o] + norm.eps()).sqrt();
-                        weights[o * per..(o + 1) * per]
-                            .iter_mut()
-                            .for_each(|w| *w *= scale);
-                        *bias = (*bias - mean[o]) * scale + beta[o];
-                    }
+                    let width = weights.len() / biases.len();
+                    crate::quantize::fold_batch_norm(weights, biases, width, &stats);
                 }
                 Part::Pool(window) => layers.push(FloatLayer::AvgPool {
                     window: *window,

@@ -83,6 +83,18 @@ pub(crate) fn values(t: &Tensor) -> candle_core::Result<Vec<f64>> {
     t.flatten_all()?.to_dtype(DType::F64)?.to_vec1::<f64>()
 }
 
+/// A trained batch normalization's statistics in f64.
+pub(crate) fn batch_norm_stats(norm: &BatchNorm) -> candle_core::Result<BatchNormStats> {
+    let (gamma, beta) = norm.weight_and_bias().expect("affine batch norm");
+    Ok(BatchNormStats {
+        gamma: values(gamma)?,
+        beta: values(beta)?,
+        mean: values(norm.running_mean())?,
+        var: values(norm.running_var())?,
+        eps: norm.eps(),
+    })
+}
+
 /// The trained network in f64 with both batch normalizations folded in.
 fn folded(net: &Net) -> candle_core::Result<FloatNet> {
     let mut conv_w = values(net.conv.weight())?;
@@ -93,15 +105,7 @@ fn folded(net: &Net) -> candle_core::Result<FloatNet> {
         (&net.norm1, &mut conv_w, &mut conv_b, 25),
         (&net.norm2, &mut dense1_w, &mut dense1_b, 845),
     ] {
-        let (gamma, beta) = norm.weight_and_bias().expect("affine batch norm");
-        let stats = BatchNormStats {
-            gamma: values(gamma)?,
-            beta: values(beta)?,
-            mean: values(norm.running_mean())?,
-            var: values(norm.running_var())?,
-            eps: norm.eps(),
-        };
-        fold_batch_norm(w, b, width, &stats);
+        fold_batch_norm(w, b, width, &batch_norm_stats(norm)?);
     }
     Ok(FloatNet {
         conv_w,
