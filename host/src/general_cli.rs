@@ -143,7 +143,7 @@ fn plan_report(path: &Path, network: &PolynomialNetwork, planned: &PlannedNetwor
     }
 }
 
-fn plan_for(
+pub(crate) fn plan_for(
     network: &PolynomialNetwork,
     backend: Backend,
     images: usize,
@@ -323,8 +323,7 @@ pub(crate) fn run_general(
     let (images, labels): (Vec<Vec<u8>>, Option<Vec<u8>>) =
         if (input.channels, input.height, input.width) == (1, mnist::SIDE, mnist::SIDE) {
             let dir = data.unwrap_or_else(mnist::default_dir);
-            let set = mnist::load(&dir, mnist::Split::Test)
-                .map_err(|e| format!("{e} (fetch MNIST with: bash scripts/fetch-mnist.sh)"))?;
+            let set = mnist::load(&dir, mnist::Split::Test).map_err(|e| e.to_string())?;
             let count = count.min(set.len());
             (
                 (0..count).map(|i| set.image(i).to_vec()).collect(),

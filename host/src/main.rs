@@ -13,6 +13,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod bench;
 mod general_cli;
+mod general_files;
 mod info;
 mod pipeline_cli;
 use cryptonets_host::mnist;

@@ -22,7 +22,10 @@
 //! | 8 | ring id of the keys (`Parameters::ring_id`: n, Q, special primes) |
 //! | 16 | batch id: random, chosen by the owner; the service copies it into the logits |
 //! | 4 c | plaintext CRT primes |
-//! | ... | per channel, 784 / k seeded ciphertexts (kind 1, rounded up) or 10 ciphertexts (kind 2), each as a u32 byte length and the object (`core/src/bfv/serialization.rs`) |
+//! | ... | per channel, one seeded ciphertext per input neuron (kind 1; 784 / k for the CryptoNets network packed k pixels a ciphertext, rounded up) or one ciphertext per output (kind 2), each as a u32 byte length and the object (`core/src/bfv/serialization.rs`) |
+//!
+//! The counts per channel are the network's ([`BatchShape`]): a reader knows the model, so
+//! it knows them, and a file of another network's shape is refused by its length.
 //!
 //! Reading checks every field, that the parameters are the ones the model needs, every length
 //! against the bytes present, and every ciphertext fully (`from_bytes`): never a panic, never
@@ -35,12 +38,16 @@
 use std::borrow::Cow;
 
 use cryptonets_core::Error;
+use cryptonets_core::bfv::Plaintext;
 use cryptonets_core::bfv::{Ciphertext, Parameters, SecretKey, SeededCiphertext};
+use cryptonets_core::model::polynomial::PolynomialNetwork;
 use cryptonets_core::model::{CLASSES, Model};
 use cryptonets_core::network::{
     DecryptedLogits, EvaluationKeys, INPUTS, MAX_CHANNELS, NetworkEvaluator, NetworkParameters,
-    Packing, decrypt_logits, encode_images,
+    Packing, PolynomialEvaluator, decrypt_logits, decrypt_outputs_wide, encode_images,
+    encode_network_inputs,
 };
+use num_bigint::BigInt;
 use rand_chacha::ChaCha20Rng;
 use rand_core::{CryptoRng, SeedableRng};
 use rayon::prelude::*;
@@ -60,11 +67,34 @@ pub enum BatchKind {
     Logits = 2,
 }
 
-impl BatchKind {
-    fn per_channel(self, packing: Packing) -> usize {
-        match self {
-            BatchKind::Images => packing.ciphertexts(),
-            BatchKind::Logits => CLASSES,
+/// A network's neurons at both ends: how many ciphertexts a batch holds per channel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BatchShape {
+    /// Input neurons (one seeded ciphertext each, unpacked).
+    pub inputs: usize,
+    /// Output neurons (one ciphertext each).
+    pub outputs: usize,
+}
+
+impl BatchShape {
+    /// The CryptoNets network's: 784 pixels, 10 logits.
+    pub const CRYPTONETS: Self = Self {
+        inputs: INPUTS,
+        outputs: CLASSES,
+    };
+
+    /// A general network's.
+    pub fn of(network: &PolynomialNetwork) -> Self {
+        Self {
+            inputs: network.input().len(),
+            outputs: network.classes(),
+        }
+    }
+
+    fn per_channel(self, kind: BatchKind, packing: Packing) -> usize {
+        match kind {
+            BatchKind::Images => self.inputs.div_ceil(packing.factor()),
+            BatchKind::Logits => self.outputs,
         }
     }
 }
@@ -89,7 +119,8 @@ pub struct BatchFile<'a> {
     pub ring_id: u64,
     /// The owner's random id of the batch (the logits carry their images' id).
     pub batch_id: [u8; 16],
-    /// Serialized ciphertexts, `kind.per_channel(packing)` per channel, channel-major.
+    /// Serialized ciphertexts, the same number per channel (the [`BatchShape`]'s inputs,
+    /// packed, or outputs), channel-major.
     pub items: Vec<Cow<'a, [u8]>>,
 }
 
@@ -120,16 +151,21 @@ impl<'a> BatchFile<'a> {
         }
     }
 
-    /// The largest file of `kind` for `params` (unpacked, the most ciphertexts): what a
-    /// reader may accept before reading it.
+    /// The largest file of `kind` for `params` (unpacked, the most ciphertexts) of the
+    /// CryptoNets network: what a reader may accept before reading it.
     pub fn max_len(params: &NetworkParameters, kind: BatchKind) -> usize {
+        Self::max_len_for(params, kind, BatchShape::CRYPTONETS)
+    }
+
+    /// [`BatchFile::max_len`] for a network of `shape`.
+    pub fn max_len_for(params: &NetworkParameters, kind: BatchKind, shape: BatchShape) -> usize {
         let p = &params.channels()[0];
         let item = match kind {
             BatchKind::Images => p.seeded_ciphertext_bytes(),
             BatchKind::Logits => p.max_ciphertext_bytes(),
         };
         let channels = params.channels().len();
-        HEADER + 4 * channels + channels * kind.per_channel(Packing::NONE) * (4 + item)
+        HEADER + 4 * channels + channels * shape.per_channel(kind, Packing::NONE) * (4 + item)
     }
 
     /// Serializes.
@@ -153,8 +189,18 @@ impl<'a> BatchFile<'a> {
         out
     }
 
-    /// Parses and checks the framing (the ciphertexts themselves are checked when decoded).
+    /// Parses and checks the framing of a batch of the CryptoNets network (the ciphertexts
+    /// themselves are checked when decoded).
     pub fn from_bytes(bytes: &'a [u8], expected: BatchKind) -> Result<Self, Error> {
+        Self::from_bytes_for(bytes, expected, BatchShape::CRYPTONETS)
+    }
+
+    /// [`BatchFile::from_bytes`] for a network of `shape`.
+    pub fn from_bytes_for(
+        bytes: &'a [u8],
+        expected: BatchKind,
+        shape: BatchShape,
+    ) -> Result<Self, Error> {
         if bytes.len() < HEADER || bytes[..4] != MAGIC {
             return Err(malformed("not a cryptonets batch file (bad magic)"));
         }
@@ -196,7 +242,7 @@ impl<'a> BatchFile<'a> {
         }
         let plaintext_primes = (0..channels).map(|c| word(offset + 4 * c)).collect();
         offset = primes_end;
-        let count = channels * kind.per_channel(packing);
+        let count = channels * shape.per_channel(kind, packing);
         // Each item takes at least its 4-byte length: bounds the allocation by the input.
         if (bytes.len() - offset) / 4 < count {
             return Err(malformed("truncated batch"));
@@ -244,9 +290,10 @@ impl<'a> BatchFile<'a> {
         Ok(())
     }
 
-    /// Serialized ciphertexts of channel c.
+    /// Serialized ciphertexts of channel c (parsing and construction give every channel
+    /// the same number).
     fn channel(&self, c: usize) -> &[Cow<'a, [u8]>] {
-        let per = self.kind.per_channel(self.packing);
+        let per = self.items.len() / self.plaintext_primes.len().max(1);
         &self.items[c * per..(c + 1) * per]
     }
 }
@@ -311,13 +358,72 @@ pub fn encrypt_batch<R: CryptoRng + ?Sized>(
     rng: &mut R,
     progress: &(dyn Fn() + Sync),
 ) -> Result<BatchFile<'static>, Error> {
-    let per_channel = packing.ciphertexts();
-    let mut items = Vec::with_capacity(params.channels().len() * per_channel);
+    let items = encrypt_channels(
+        params,
+        |p| encode_images(p, model, images, packing),
+        secret,
+        rng,
+        progress,
+    )?;
+    Ok(BatchFile::new(
+        BatchKind::Images,
+        params,
+        packing,
+        images.len(),
+        random_batch_id(rng),
+        items,
+    ))
+}
+
+/// Encrypts up to n images for a general network, one seeded ciphertext per input neuron
+/// and channel (unpacked), as [`encrypt_batch`] does. Each image is the network's input
+/// pixels, channel by channel and row by row.
+pub fn encrypt_network_batch<R: CryptoRng + ?Sized>(
+    params: &NetworkParameters,
+    network: &PolynomialNetwork,
+    secret: &SecretKey,
+    images: &[&[u8]],
+    rng: &mut R,
+    progress: &(dyn Fn() + Sync),
+) -> Result<BatchFile<'static>, Error> {
+    let items = encrypt_channels(
+        params,
+        |p| encode_network_inputs(p, network, images),
+        secret,
+        rng,
+        progress,
+    )?;
+    Ok(BatchFile::new(
+        BatchKind::Images,
+        params,
+        Packing::NONE,
+        images.len(),
+        random_batch_id(rng),
+        items,
+    ))
+}
+
+fn random_batch_id<R: CryptoRng + ?Sized>(rng: &mut R) -> [u8; 16] {
+    let mut batch_id = [0u8; 16];
+    rng.fill_bytes(&mut batch_id);
+    batch_id
+}
+
+/// Per channel, the plaintexts `encode` gives, each encrypted under its own ChaCha20 stream
+/// seeded from `rng` and serialized: channel-major.
+fn encrypt_channels<R: CryptoRng + ?Sized>(
+    params: &NetworkParameters,
+    encode: impl Fn(&Parameters) -> Result<Vec<Plaintext>, Error>,
+    secret: &SecretKey,
+    rng: &mut R,
+    progress: &(dyn Fn() + Sync),
+) -> Result<Vec<Vec<u8>>, Error> {
+    let mut items = Vec::new();
     for p in params.channels() {
-        let plaintexts = encode_images(p, model, images, packing)?;
+        let plaintexts = encode(p)?;
         // The seeds of the streams that draw each ciphertext's error: secret, zeroized.
         let seeds: Zeroizing<Vec<[u8; 32]>> = Zeroizing::new(
-            (0..per_channel)
+            (0..plaintexts.len())
                 .map(|_| {
                     let mut seed = [0u8; 32];
                     rng.fill_bytes(&mut seed);
@@ -337,16 +443,7 @@ pub fn encrypt_batch<R: CryptoRng + ?Sized>(
             .collect::<Result<_, Error>>()?;
         items.extend(channel);
     }
-    let mut batch_id = [0u8; 16];
-    rng.fill_bytes(&mut batch_id);
-    Ok(BatchFile::new(
-        BatchKind::Images,
-        params,
-        packing,
-        images.len(),
-        batch_id,
-        items,
-    ))
+    Ok(items)
 }
 
 /// The service: decodes each channel's input ciphertexts (expanding their seeds), evaluates
@@ -358,8 +455,38 @@ pub fn evaluate_batch(
     batch: &BatchFile<'_>,
     progress: &(dyn Fn(usize) + Sync),
 ) -> Result<BatchFile<'static>, Error> {
+    evaluate_channels(params, batch, progress, |c, inputs| {
+        evaluator.evaluate_channel(c, inputs, batch.packing)
+    })
+}
+
+/// [`evaluate_batch`] for a general network (unpacked batches only).
+pub fn evaluate_network_batch(
+    params: &NetworkParameters,
+    evaluator: &PolynomialEvaluator<'_>,
+    batch: &BatchFile<'_>,
+    progress: &(dyn Fn(usize) + Sync),
+) -> Result<BatchFile<'static>, Error> {
+    if batch.packing != Packing::NONE {
+        return Err(Error::Incompatible {
+            reason: "general networks take unpacked batches (one pixel a ciphertext)",
+        });
+    }
+    evaluate_channels(params, batch, progress, |c, inputs| {
+        evaluator.evaluate_channel(c, inputs)
+    })
+}
+
+/// Per channel: the batch's ciphertexts decoded (fresh, top level), `evaluate`d, and the
+/// outputs serialized into a file of logits answering the batch.
+fn evaluate_channels(
+    params: &NetworkParameters,
+    batch: &BatchFile<'_>,
+    progress: &(dyn Fn(usize) + Sync),
+    evaluate: impl Fn(usize, &[Ciphertext]) -> Result<Vec<Ciphertext>, Error>,
+) -> Result<BatchFile<'static>, Error> {
     batch.check_parameters(params)?;
-    let mut items = Vec::with_capacity(params.channels().len() * CLASSES);
+    let mut items = Vec::new();
     let read = |p: &Parameters, bytes: &[u8]| {
         let seeded = SeededCiphertext::from_bytes(p, bytes)?;
         if seeded.level() != p.max_level() {
@@ -384,7 +511,7 @@ pub fn evaluate_batch(
                 .map(|bytes| read(p, bytes)?.expand(p))
                 .collect::<Result<_, Error>>()?;
         }
-        let outputs = evaluator.evaluate_channel(c, &inputs, batch.packing)?;
+        let outputs = evaluate(c, &inputs)?;
         items.extend(outputs.iter().map(|ct| ct.to_bytes(p)));
         progress(c + 1);
     }
@@ -498,8 +625,39 @@ pub fn decrypt_batch(
     secret: &SecretKey,
     batch: &BatchFile<'_>,
 ) -> Result<DecryptedLogits, Error> {
+    let outputs = output_ciphertexts(params, batch)?;
+    decrypt_logits(
+        params,
+        secret,
+        &outputs,
+        batch.images as usize,
+        batch.packing,
+    )
+}
+
+/// [`decrypt_batch`] for a general network: the exact outputs of every image (of any
+/// width) and the least noise budget measured.
+pub fn decrypt_network_batch(
+    params: &NetworkParameters,
+    secret: &SecretKey,
+    batch: &BatchFile<'_>,
+) -> Result<(Vec<Vec<BigInt>>, u32), Error> {
+    if batch.packing != Packing::NONE {
+        return Err(Error::Incompatible {
+            reason: "general networks answer unpacked batches (one pixel a ciphertext)",
+        });
+    }
+    let outputs = output_ciphertexts(params, batch)?;
+    decrypt_outputs_wide(params, secret, &outputs, batch.images as usize)
+}
+
+/// The batch's output ciphertexts, channel by channel, after checking its parameters.
+fn output_ciphertexts(
+    params: &NetworkParameters,
+    batch: &BatchFile<'_>,
+) -> Result<Vec<Vec<Ciphertext>>, Error> {
     batch.check_parameters(params)?;
-    let outputs: Vec<Vec<Ciphertext>> = params
+    params
         .channels()
         .iter()
         .enumerate()
@@ -510,14 +668,7 @@ pub fn decrypt_batch(
                 .map(|bytes| Ciphertext::from_bytes(p, bytes))
                 .collect()
         })
-        .collect::<Result<_, Error>>()?;
-    decrypt_logits(
-        params,
-        secret,
-        &outputs,
-        batch.images as usize,
-        batch.packing,
-    )
+        .collect()
 }
 
 /// A generator seeded by the operating system.

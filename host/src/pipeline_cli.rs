@@ -96,7 +96,7 @@ pub(crate) fn available_memory() -> u64 {
         .unwrap_or(4 << 30)
 }
 
-fn limit(max_memory: Option<u64>) -> u64 {
+pub(crate) fn limit(max_memory: Option<u64>) -> u64 {
     max_memory.unwrap_or_else(available_memory)
 }
 
@@ -119,14 +119,6 @@ struct Loaded {
 impl Loaded {
     fn new(path: &Path, backend: Backend) -> Result<Self, String> {
         let bytes = read_checked(path, MAX_MODEL_BYTES as u64, "model")?;
-        if crate::general_cli::is_v2_header(&bytes) {
-            return Err(format!(
-                "{}: a version 2 model runs in one process with `cryptonets run --model` (and \
-                 `cryptonets plan`); keygen, encrypt, eval and decrypt files for version 2 \
-                 models are not supported yet",
-                path.display()
-            ));
-        }
         let model = Model::parse(&bytes).map_err(|e| format!("{}: {e}", path.display()))?;
         let params = NetworkParameters::for_model(&model, backend)
             .map_err(|e| format!("{}: {e}", path.display()))?;
@@ -138,17 +130,16 @@ impl Loaded {
     }
 }
 
-fn test_images(data: Option<PathBuf>) -> Result<mnist::Dataset, String> {
+pub(crate) fn test_images(data: Option<PathBuf>) -> Result<mnist::Dataset, String> {
     let dir = data.unwrap_or_else(mnist::default_dir);
-    mnist::load(&dir, mnist::Split::Test)
-        .map_err(|e| format!("{e} (fetch MNIST with: bash scripts/fetch-mnist.sh)"))
+    mnist::load(&dir, mnist::Split::Test).map_err(|e| e.to_string())
 }
 
 fn image_array(set: &mnist::Dataset, i: usize) -> [u8; INPUTS] {
     set.image(i).try_into().expect("28 x 28 pixels")
 }
 
-fn bar(len: u64, message: &str, quiet: bool) -> ProgressBar {
+pub(crate) fn bar(len: u64, message: &str, quiet: bool) -> ProgressBar {
     if quiet {
         return ProgressBar::hidden();
     }
@@ -166,18 +157,22 @@ fn bar(len: u64, message: &str, quiet: bool) -> ProgressBar {
 pub(crate) struct KeygenArgs {
     /// The model (its logits fix the plaintext CRT primes and so the parameters).
     #[arg(long, default_value = DEFAULT_MODEL)]
-    model: PathBuf,
+    pub(crate) model: PathBuf,
     /// Where to write the secret key (keep it private).
     #[arg(long)]
-    secret_key: PathBuf,
+    pub(crate) secret_key: PathBuf,
     /// Where to write the evaluation keys for the service (relinearization, and the Galois
     /// keys that unpack small batches).
     #[arg(long)]
-    eval_key: PathBuf,
+    pub(crate) eval_key: PathBuf,
     /// Densest packing of small batches the service will unpack: 1, 2, 4, 8 or 16 pixels a
     /// ciphertext (k - 1 Galois keys, about 1 MiB each).
     #[arg(long, default_value_t = DEFAULT_MAX_PACKING, value_parser = parse_packing)]
-    max_packing: usize,
+    pub(crate) max_packing: usize,
+    /// Images a batch will hold, for a version 2 model: its plan (the ring degree n, so the
+    /// keys) is chosen for them. The CryptoNets model (version 1) always takes n = 8192.
+    #[arg(long, default_value_t = 8192)]
+    pub(crate) images: usize,
 }
 
 fn parse_packing(text: &str) -> Result<usize, String> {
@@ -188,6 +183,9 @@ fn parse_packing(text: &str) -> Result<usize, String> {
 }
 
 pub(crate) fn keygen_command(args: &KeygenArgs, backend: Backend) -> Result<(), String> {
+    if crate::general_cli::is_v2(&args.model) {
+        return crate::general_files::keygen(args, backend);
+    }
     let loaded = Loaded::new(&args.model, backend)?;
     let keys =
         keygen(&loaded.params, args.max_packing, &mut os_rng()?).map_err(|e| e.to_string())?;
@@ -211,39 +209,44 @@ pub(crate) fn keygen_command(args: &KeygenArgs, backend: Backend) -> Result<(), 
 pub(crate) struct EncryptArgs {
     /// The model the images will be evaluated with.
     #[arg(long, default_value = DEFAULT_MODEL)]
-    model: PathBuf,
+    pub(crate) model: PathBuf,
     /// The secret key (from `cryptonets keygen`).
     #[arg(long)]
-    secret_key: PathBuf,
+    pub(crate) secret_key: PathBuf,
     /// Directory of the MNIST IDX files (default: data/mnist).
     #[arg(long)]
-    data: Option<PathBuf>,
+    pub(crate) data: Option<PathBuf>,
     /// First test image.
     #[arg(long, default_value_t = 0)]
-    offset: usize,
-    /// Number of test images (at most 8192, one batch).
+    pub(crate) offset: usize,
+    /// Number of test images (at most n, one batch).
     #[arg(long, default_value_t = 8192)]
-    count: usize,
+    pub(crate) count: usize,
+    /// For a version 2 model whose input is not MNIST's: the images, raw (each its C x H x W
+    /// bytes, channel by channel, row by row, one image after the other); `--offset` and
+    /// `--count` pick from them.
+    #[arg(long)]
+    pub(crate) pixels: Option<PathBuf>,
     /// Densest packing to use (as given to keygen): a batch of at most 8192 / k images goes
     /// k pixels a ciphertext, k times smaller.
     #[arg(long, default_value_t = DEFAULT_MAX_PACKING, value_parser = parse_packing)]
-    max_packing: usize,
+    pub(crate) max_packing: usize,
     /// Where to write the encrypted batch.
     #[arg(long)]
-    out: PathBuf,
+    pub(crate) out: PathBuf,
     /// Where to keep the owner's record of the batch, which `decrypt` checks the logits
     /// against (default: OUT.record).
     #[arg(long)]
-    record: Option<PathBuf>,
+    pub(crate) record: Option<PathBuf>,
 }
 
-fn record_path(batch: &Path) -> PathBuf {
+pub(crate) fn record_path(batch: &Path) -> PathBuf {
     let mut name = batch.as_os_str().to_owned();
     name.push(".record");
     PathBuf::from(name)
 }
 
-fn image_range(
+pub(crate) fn image_range(
     set: &mnist::Dataset,
     offset: usize,
     count: usize,
@@ -266,6 +269,12 @@ fn image_range(
 }
 
 pub(crate) fn encrypt_command(args: &EncryptArgs, backend: Backend) -> Result<(), String> {
+    if crate::general_cli::is_v2(&args.model) {
+        return crate::general_files::encrypt(args, backend);
+    }
+    if args.pixels.is_some() {
+        return Err("--pixels is for version 2 models with non-MNIST inputs".into());
+    }
     let loaded = Loaded::new(&args.model, backend)?;
     let secret = read_secret_key_file(&loaded.params, &args.secret_key)?;
     let set = test_images(args.data.clone())?;
@@ -314,23 +323,26 @@ pub(crate) fn encrypt_command(args: &EncryptArgs, backend: Backend) -> Result<()
 pub(crate) struct EvalArgs {
     /// The model.
     #[arg(long, default_value = DEFAULT_MODEL)]
-    model: PathBuf,
+    pub(crate) model: PathBuf,
     /// The evaluation key (never the secret key).
     #[arg(long)]
-    eval_key: PathBuf,
+    pub(crate) eval_key: PathBuf,
     /// The encrypted batch (from `cryptonets encrypt`).
     #[arg(long)]
-    input: PathBuf,
+    pub(crate) input: PathBuf,
     /// Where to write the encrypted logits.
     #[arg(long)]
-    out: PathBuf,
+    pub(crate) out: PathBuf,
     /// Refuse batches whose planned peak memory is above this (bytes, or K, M, G, T;
     /// default: the memory the system reports available).
     #[arg(long, value_parser = parse_size)]
-    max_memory: Option<u64>,
+    pub(crate) max_memory: Option<u64>,
 }
 
 pub(crate) fn eval_command(args: &EvalArgs, backend: Backend) -> Result<(), String> {
+    if crate::general_cli::is_v2(&args.model) {
+        return crate::general_files::eval(args, backend);
+    }
     let loaded = Loaded::new(&args.model, backend)?;
     let keys = read_eval_key_file(&loaded.params, &args.eval_key)?;
     let model = loaded.model();
@@ -380,45 +392,48 @@ pub(crate) fn eval_command(args: &EvalArgs, backend: Backend) -> Result<(), Stri
 pub(crate) struct DecryptArgs {
     /// The model.
     #[arg(long, default_value = DEFAULT_MODEL)]
-    model: PathBuf,
+    pub(crate) model: PathBuf,
     /// The secret key.
     #[arg(long)]
-    secret_key: PathBuf,
+    pub(crate) secret_key: PathBuf,
     /// The encrypted logits (from `cryptonets eval`).
     #[arg(long)]
-    input: PathBuf,
+    pub(crate) input: PathBuf,
     /// Directory of the MNIST files, to report accuracy against the labels.
     #[arg(long)]
-    data: Option<PathBuf>,
+    pub(crate) data: Option<PathBuf>,
     /// First test image of the batch (as given to `encrypt`), for the labels.
     #[arg(long)]
-    offset: Option<usize>,
+    pub(crate) offset: Option<usize>,
     /// Write the predicted digits here, one per line.
     #[arg(long)]
-    predictions: Option<PathBuf>,
+    pub(crate) predictions: Option<PathBuf>,
     /// The owner's record of the batch (written by `encrypt` as BATCH.record): the logits
     /// must answer that batch, with its image count and packing.
     #[arg(long)]
-    record: PathBuf,
+    pub(crate) record: PathBuf,
     /// Print one JSON object instead of the report.
     #[arg(long)]
-    json: bool,
+    pub(crate) json: bool,
 }
 
 /// What `decrypt --json` prints.
 #[derive(Debug, Serialize)]
-struct DecryptReport {
-    images: usize,
-    batch_id: String,
-    packing: usize,
-    min_noise_budget_bits: u32,
-    required_noise_budget_bits: u32,
-    predictions: Vec<usize>,
+pub(crate) struct DecryptReport {
+    pub(crate) images: usize,
+    pub(crate) batch_id: String,
+    pub(crate) packing: usize,
+    pub(crate) min_noise_budget_bits: u32,
+    pub(crate) required_noise_budget_bits: u32,
+    pub(crate) predictions: Vec<usize>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    accuracy: Option<f64>,
+    pub(crate) accuracy: Option<f64>,
 }
 
 pub(crate) fn decrypt_command(args: &DecryptArgs, backend: Backend) -> Result<(), String> {
+    if crate::general_cli::is_v2(&args.model) {
+        return crate::general_files::decrypt(args, backend);
+    }
     let loaded = Loaded::new(&args.model, backend)?;
     let secret = read_secret_key_file(&loaded.params, &args.secret_key)?;
     let record = read_checked(&args.record, MAX_RECORD_BYTES, "batch record")?;
@@ -433,10 +448,6 @@ pub(crate) fn decrypt_command(args: &DecryptArgs, backend: Backend) -> Result<()
     let decrypted = decrypt_batch(&loaded.params, &secret, &batch)
         .map_err(|e| format!("{}: {e}", args.input.display()))?;
     let predictions: Vec<usize> = decrypted.logits.iter().map(|l| argmax(l)).collect();
-    if let Some(path) = &args.predictions {
-        let text: String = predictions.iter().map(|p| format!("{p}\n")).collect();
-        write(path, text.as_bytes())?;
-    }
     let offset = args.offset.or(record.offset);
     let accuracy = match offset {
         Some(offset) if args.offset.is_some() || args.data.is_some() => {
@@ -459,6 +470,19 @@ pub(crate) fn decrypt_command(args: &DecryptArgs, backend: Backend) -> Result<()
         predictions,
         accuracy,
     };
+    finish_decrypt(args, report)
+}
+
+/// Writes the predictions where asked and prints the report of `decrypt`.
+pub(crate) fn finish_decrypt(args: &DecryptArgs, report: DecryptReport) -> Result<(), String> {
+    if let Some(path) = &args.predictions {
+        let text: String = report
+            .predictions
+            .iter()
+            .map(|p| format!("{p}\n"))
+            .collect();
+        write(path, text.as_bytes())?;
+    }
     if args.json {
         println!(
             "{}",

@@ -258,13 +258,25 @@ impl CompiledFloat<'_> {
         x
     }
 
+    /// The predicted class of every image of a data set of the network's input shape.
+    pub fn predictions(&self, set: &Dataset) -> Vec<usize> {
+        use rayon::prelude::*;
+        (0..set.len())
+            .into_par_iter()
+            .map(|i| {
+                let image: Vec<f64> = set.image(i).iter().map(|&p| p as f64 / 255.0).collect();
+                argmax(&self.logits(&image))
+            })
+            .collect()
+    }
+
     /// Float accuracy on a data set of the network's input shape.
     pub fn accuracy(&self, set: &Dataset) -> f64 {
-        let correct = (0..set.len())
-            .filter(|&i| {
-                let image: Vec<f64> = set.image(i).iter().map(|&p| p as f64 / 255.0).collect();
-                argmax(&self.logits(&image)) == set.labels[i] as usize
-            })
+        let correct = self
+            .predictions(set)
+            .iter()
+            .zip(&set.labels)
+            .filter(|&(&p, &label)| p == label as usize)
             .count();
         correct as f64 / set.len().max(1) as f64
     }

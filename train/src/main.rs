@@ -34,6 +34,11 @@ struct Args {
     /// search keeps the smallest plaintext that stays within it.
     #[arg(long, default_value_t = 0.001)]
     tolerance: f64,
+    /// For imported and architecture-file networks: the least fraction of validation images
+    /// on which the integer model must predict what the float model predicts (0.9996: at
+    /// most 2 of 5,000 differ; accuracy alone lets added errors cancel against fixed ones).
+    #[arg(long, default_value_t = 0.9996)]
+    agreement: f64,
     #[arg(long, default_value_t = 1e-3)]
     learning_rate: f64,
     #[arg(long, default_value_t = 64)]
@@ -442,7 +447,11 @@ fn write_general(
     let (mut network, accuracies) = if mnist_shaped {
         let float_validation = compiled.accuracy(validation);
         eprintln!("float network: validation accuracy {float_validation:.4}");
-        let precision = choose_precision(float, validation, float_validation - args.tolerance)?;
+        let required = quantize::polynomial::Requirement {
+            accuracy: float_validation - args.tolerance,
+            agreement: args.agreement,
+        };
+        let precision = choose_precision(float, validation, required)?;
         let network = quantize(float, &precision)?;
         // The test set, once.
         let integer_test = integer_accuracy(&network, test);

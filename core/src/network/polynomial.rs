@@ -450,12 +450,10 @@ pub struct PlannedNetwork {
 
 impl PlannedNetwork {
     /// The cheapest parameters that evaluate `network` with the margin, per image at full
-    /// batches: for each ring degree in [`PLANNED_DEGREES`] and each of the fewest CRT
-    /// channel counts that hold the outputs (the fewest, and one or two more of smaller
-    /// primes), the fewest 30-bit ciphertext primes whose plan keeps the margin
-    /// within the HomomorphicEncryption.org 128-bit bound (special primes included);
-    /// then the one of least estimated time for `images` images (whole batches of n). Refuses, with the reason of the
-    /// largest degree tried, when none fits.
+    /// batches: the plan of least estimated time for `images` images (whole batches of n)
+    /// among those of [`PlannedNetwork::for_degree`] for each ring degree in
+    /// [`PLANNED_DEGREES`]. Refuses, with the reason of the largest degree tried, when none
+    /// fits.
     pub fn new(
         network: &PolynomialNetwork,
         backend: crate::backend::Backend,
@@ -466,20 +464,49 @@ impl PlannedNetwork {
         let mut last_error = Error::InvalidParameters {
             reason: "no ring degree can hold this network",
         };
+        for n in PLANNED_DEGREES {
+            match Self::for_degree(network, backend, threads, n) {
+                Ok(planned) => {
+                    let cost = planned.estimate.seconds * images.max(1).div_ceil(n) as f64;
+                    if best.as_ref().is_none_or(|(best, _)| cost < *best) {
+                        best = Some((cost, planned));
+                    }
+                }
+                Err(e) => last_error = e,
+            }
+        }
+        best.map(|(_, planned)| planned).ok_or(last_error)
+    }
+
+    /// The cheapest plan at ring degree `n`: for each of the fewest CRT channel counts that
+    /// hold the outputs (the fewest, and one or two more of smaller primes), the fewest
+    /// 30-bit ciphertext primes whose plan keeps the margin within the
+    /// HomomorphicEncryption.org 128-bit bound (special primes included); then the one of
+    /// least estimated time. It does not depend on the batch size, so every party that
+    /// knows the model and n (a key file's parameters, a batch's header) finds the same
+    /// parameters. Refuses with the last reason found when none fits.
+    pub fn for_degree(
+        network: &PolynomialNetwork,
+        backend: crate::backend::Backend,
+        threads: usize,
+        n: usize,
+    ) -> Result<Self, Error> {
+        let mut best: Option<Self> = None;
+        let mut last_error = Error::InvalidParameters {
+            reason: "no CRT primes of this ring degree hold the network's outputs",
+        };
         let bits = network.plaintext_bits();
-        let candidates = PLANNED_DEGREES.into_iter().flat_map(|n| {
-            // The fewest channels, and up to two more of smaller primes (less noise).
-            let fewest = (1..=super::MAX_CHANNELS)
-                .find(|&c| super::crt_primes_of_count(bits, n, c).is_ok())
-                .unwrap_or(super::MAX_CHANNELS + 1);
-            (fewest..=(fewest + 2).min(super::MAX_CHANNELS))
-                .filter_map(move |c| super::crt_primes_of_count(bits, n, c).ok().map(|p| (n, p)))
-        });
-        for (n, primes) in candidates {
-            let bound = crate::bfv::max_log_q_128(n).unwrap_or(0) as usize;
-            let max_q = (bound / 30)
-                .saturating_sub(super::SPECIAL_PRIMES)
-                .min(crate::rns::MAX_LIMBS);
+        // The fewest channels, and up to two more of smaller primes (less noise).
+        let fewest = (1..=super::MAX_CHANNELS)
+            .find(|&c| super::crt_primes_of_count(bits, n, c).is_ok())
+            .unwrap_or(super::MAX_CHANNELS + 1);
+        let candidates = (fewest..=(fewest + 2).min(super::MAX_CHANNELS))
+            .filter_map(|c| super::crt_primes_of_count(bits, n, c).ok());
+        let bound = crate::bfv::max_log_q_128(n).unwrap_or(0) as usize;
+        let max_q = (bound / 30)
+            .saturating_sub(super::SPECIAL_PRIMES)
+            .min(crate::rns::MAX_LIMBS);
+        for primes in candidates {
             for q in 1..=max_q {
                 let params = match NetworkParameters::new(n, q, &primes, backend) {
                     Ok(p) => p,
@@ -491,16 +518,15 @@ impl PlannedNetwork {
                 match PolynomialPlan::new(&params, network) {
                     Ok(plan) => {
                         let estimate = plan.estimate(&params, network, threads);
-                        let cost = estimate.seconds * images.max(1).div_ceil(n) as f64;
-                        if best.as_ref().is_none_or(|(best, _)| cost < *best) {
-                            best = Some((
-                                cost,
-                                Self {
-                                    params,
-                                    plan,
-                                    estimate,
-                                },
-                            ));
+                        if best
+                            .as_ref()
+                            .is_none_or(|b| estimate.seconds < b.estimate.seconds)
+                        {
+                            best = Some(Self {
+                                params,
+                                plan,
+                                estimate,
+                            });
                         }
                         break;
                     }
@@ -508,6 +534,6 @@ impl PlannedNetwork {
                 }
             }
         }
-        best.map(|(_, planned)| planned).ok_or(last_error)
+        best.ok_or(last_error)
     }
 }

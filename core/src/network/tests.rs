@@ -786,6 +786,21 @@ fn the_planner_picks_the_cheapest_feasible_parameters_and_refuses_what_none_hold
     // per image.
     let larger = PlannedNetwork::new(&cryptonets, Backend::detect(), 2, 16384).unwrap();
     assert_eq!(larger.params.degree(), 16384);
+    // Whatever the batch size, the plan at the chosen degree is the one every party
+    // derives from the model and n alone (keys and batch files carry n, not the batch).
+    for chosen in [&planned, &larger] {
+        let n = chosen.params.degree();
+        let again = PlannedNetwork::for_degree(&cryptonets, Backend::detect(), 7, n).unwrap();
+        assert_eq!(
+            again.params.plaintext_primes(),
+            chosen.params.plaintext_primes()
+        );
+        assert_eq!(
+            again.params.channels()[0].id(),
+            chosen.params.channels()[0].id()
+        );
+        assert_eq!(again.plan, chosen.plan);
+    }
 
     // Deeper: cubic activations need more levels, so more primes (and a larger ring).
     let dense = |n: usize, inputs: usize| Layer::Dense {

@@ -338,25 +338,82 @@ pub fn integer_accuracy(network: &PolynomialNetwork, set: &Dataset) -> f64 {
     correct as f64 / set.len().max(1) as f64
 }
 
+/// How an integer network scores against its float original on a data set.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Fidelity {
+    /// Its accuracy.
+    pub accuracy: f64,
+    /// The fraction of images where it predicts what the float network predicts.
+    pub agreement: f64,
+}
+
+/// [`Fidelity`] of `network` against the float network's `float_predictions` on `set`.
+pub fn fidelity(
+    network: &PolynomialNetwork,
+    set: &Dataset,
+    float_predictions: &[usize],
+) -> Fidelity {
+    let (correct, agree) = (0..set.len())
+        .into_par_iter()
+        .map(|i| {
+            let p = network.predict(set.image(i)).ok();
+            (
+                (p == Some(set.labels[i] as usize)) as usize,
+                (p == Some(float_predictions[i])) as usize,
+            )
+        })
+        .reduce(|| (0, 0), |a, b| (a.0 + b.0, a.1 + b.1));
+    let len = set.len().max(1) as f64;
+    Fidelity {
+        accuracy: correct as f64 / len,
+        agreement: agree as f64 / len,
+    }
+}
+
+/// What a precision must keep on the validation split.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Requirement {
+    /// Least integer accuracy.
+    pub accuracy: f64,
+    /// Least agreement with the float network's predictions: accuracy alone lets errors
+    /// that the rounding adds on some images cancel against images it happens to fix.
+    pub agreement: f64,
+}
+
 /// The coarsest precision found greedily, scored on `validation` only: from 15 pixel levels
-/// and 6-bit weights, each knob is coarsened while the integer network's validation
-/// accuracy stays at or above `floor`. Fewer bits mean a smaller plaintext, hence fewer CRT
-/// channels or a smaller ring.
+/// and 6-bit weights (finer, up to 255 levels and 10 bits, while that start misses the
+/// requirement), each knob is coarsened while the integer network keeps `required`. Fewer
+/// bits mean a smaller plaintext, hence fewer CRT channels or a smaller ring.
 pub fn choose_precision(
     net: &FloatNetwork,
     validation: &Dataset,
-    floor: f64,
+    required: Requirement,
 ) -> Result<Precision, String> {
-    let evaluate = |p: &Precision| -> Option<f64> {
-        Some(integer_accuracy(&quantize(net, p).ok()?, validation))
+    let float = net.compile()?.predictions(validation);
+    let evaluate = |p: &Precision| -> Option<Fidelity> {
+        Some(fidelity(&quantize(net, p).ok()?, validation, &float))
     };
+    let meets = |f: &Fidelity| f.accuracy >= required.accuracy && f.agreement >= required.agreement;
     let mut best = Precision {
         levels: 15,
         bits: vec![6; weighted_layers(net)],
     };
-    let start =
+    let mut start =
         evaluate(&best).ok_or("the network does not quantize at 15 levels and 6-bit weights")?;
-    eprintln!("{best:?}: validation integer accuracy {start:.4}");
+    eprintln!("{best:?}: validation {start:?}");
+    while !meets(&start) && best.bits[0] < 10 {
+        let finer = Precision {
+            levels: best.levels * 2 + 1,
+            bits: best.bits.iter().map(|b| b + 1).collect(),
+        };
+        match evaluate(&finer) {
+            Some(f) => {
+                eprintln!("{finer:?}: validation {f:?}");
+                (best, start) = (finer, f);
+            }
+            None => break,
+        }
+    }
     loop {
         let mut candidates = vec![Precision {
             levels: best.levels / 2,
@@ -371,11 +428,11 @@ pub fn choose_precision(
             .into_iter()
             .filter(|c| c.levels >= 1 && c.bits.iter().all(|&b| b >= 2))
             .filter_map(|c| {
-                let a = evaluate(&c)?;
-                Some((c, a))
+                let f = evaluate(&c)?;
+                Some((c, f))
             })
-            .inspect(|(c, a)| eprintln!("{c:?}: validation integer accuracy {a:.4}"))
-            .find(|&(_, a)| a >= floor);
+            .inspect(|(c, f)| eprintln!("{c:?}: validation {f:?}"))
+            .find(|(_, f)| meets(f));
         match accepted {
             Some((c, _)) => best = c,
             None => return Ok(best),
