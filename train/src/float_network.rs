@@ -160,9 +160,9 @@ impl FloatLayer {
     }
 }
 
-/// The rows of a windowed layer with `out` output channels: output channel o reads the
-/// input channels `reads(o)`, tap (o, c, ky, kx) has weight `weight(..)`, output neuron n
-/// has bias `bias(n)`; taps in the padding are left out.
+/// The rows of a windowed layer with `out` output channels (core's walk over windows):
+/// output channel o reads the input channels `reads(o)`, tap (o, c, ky, kx) has weight
+/// `weight(..)`, output neuron n has bias `bias(n)`; taps in the padding are left out.
 fn window_rows(
     input: Shape,
     window: &Window,
@@ -171,27 +171,15 @@ fn window_rows(
     weight: &dyn Fn(usize, usize, usize, usize) -> f64,
     bias: &dyn Fn(usize) -> f64,
 ) -> Vec<FloatRow> {
-    let plane = input.height * input.width;
-    let (oh, ow) = window.output(input.height, input.width).unwrap_or((0, 0));
-    let [kh, kw] = window.kernel;
-    let mut rows = Vec::with_capacity(out * oh * ow);
-    for o in 0..out {
-        for oy in 0..oh {
-            for ox in 0..ow {
-                let mut taps = Vec::new();
-                for c in reads(o) {
-                    for ky in 0..kh {
-                        for kx in 0..kw {
-                            if let Some(p) = window.tap(input, oy, ox, ky, kx) {
-                                taps.push(((c * plane + p) as u32, weight(o, c, ky, kx)));
-                            }
-                        }
-                    }
-                }
-                rows.push((taps, bias((o * oh + oy) * ow + ox)));
-            }
-        }
-    }
+    let mut rows = Vec::new();
+    let _ = window.for_each_window(input, out, reads, |n, o, taps| {
+        let taps = taps
+            .iter()
+            .map(|t| (t.neuron, weight(o, t.channel, t.ky, t.kx)))
+            .collect();
+        rows.push((taps, bias(n)));
+        Ok::<(), ()>(())
+    });
     rows
 }
 

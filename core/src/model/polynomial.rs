@@ -118,6 +118,62 @@ impl Window {
         let x = (ox * self.stride[1] + kx).checked_sub(self.padding[1])?;
         (y < input.height && x < input.width).then_some(y * input.width + x)
     }
+
+    /// Calls `row(neuron, out_channel, taps)` for every output neuron of a windowed layer
+    /// with `out_channels` output channels on `input` (a shape [`Window::output`] accepts),
+    /// in output order ([out][y][x]). Output channel o reads the input channels `reads(o)`
+    /// (all of them for a convolution, its own for pooling); taps in the padding are left
+    /// out. The one walk over windows that convolutions and pooling share, integer (here)
+    /// and float (the trainer's).
+    pub fn for_each_window<E>(
+        &self,
+        input: Shape,
+        out_channels: usize,
+        reads: impl Fn(usize) -> core::ops::Range<usize>,
+        mut row: impl FnMut(usize, usize, &[WindowTap]) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let plane = input.height * input.width;
+        let (oh, ow) = self.output(input.height, input.width).unwrap_or((0, 0));
+        let [kh, kw] = self.kernel;
+        let mut taps = Vec::new();
+        for o in 0..out_channels {
+            for oy in 0..oh {
+                for ox in 0..ow {
+                    taps.clear();
+                    for channel in reads(o) {
+                        for ky in 0..kh {
+                            for kx in 0..kw {
+                                if let Some(p) = self.tap(input, oy, ox, ky, kx) {
+                                    taps.push(WindowTap {
+                                        neuron: (channel * plane + p) as u32,
+                                        channel,
+                                        ky,
+                                        kx,
+                                    });
+                                }
+                            }
+                        }
+                    }
+                    row((o * oh + oy) * ow + ox, o, &taps)?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// One tap of a window: the input neuron it reads, and the input channel and kernel
+/// position its weight belongs to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WindowTap {
+    /// Index of the input neuron ([channel][y][x]).
+    pub neuron: u32,
+    /// Its input channel.
+    pub channel: usize,
+    /// Kernel row.
+    pub ky: usize,
+    /// Kernel column.
+    pub kx: usize,
 }
 
 /// One layer of a polynomial network.
@@ -254,7 +310,6 @@ impl Layer {
         mut row: impl FnMut(usize, &[Tap], i128) -> Result<(), E>,
     ) -> Result<(), E> {
         let mut taps: Vec<Tap> = Vec::new();
-        let plane = input.height * input.width;
         match self {
             Layer::Conv2d {
                 out_channels,
@@ -262,48 +317,34 @@ impl Layer {
                 weights,
                 biases,
             } => {
-                let (oh, ow) = window.output(input.height, input.width).unwrap_or((0, 0));
                 let [kh, kw] = window.kernel;
                 let per_neuron = biases.len() != *out_channels;
-                for oc in 0..*out_channels {
-                    for oy in 0..oh {
-                        for ox in 0..ow {
-                            taps.clear();
-                            for ic in 0..input.channels {
-                                for ky in 0..kh {
-                                    for kx in 0..kw {
-                                        let w = weights
-                                            [((oc * input.channels + ic) * kh + ky) * kw + kx];
-                                        if let Some(p) = window.tap(input, oy, ox, ky, kx) {
-                                            taps.push(((ic * plane + p) as u32, w as i64));
-                                        }
-                                    }
-                                }
-                            }
-                            let o = (oc * oh + oy) * ow + ox;
-                            row(o, &taps, biases[if per_neuron { o } else { oc }])?;
-                        }
-                    }
-                }
+                window.for_each_window(
+                    input,
+                    *out_channels,
+                    |_| 0..input.channels,
+                    |o, oc, window_taps| {
+                        taps.clear();
+                        taps.extend(window_taps.iter().map(|t| {
+                            let w = weights
+                                [((oc * input.channels + t.channel) * kh + t.ky) * kw + t.kx];
+                            (t.neuron, w as i64)
+                        }));
+                        row(o, &taps, biases[if per_neuron { o } else { oc }])
+                    },
+                )?;
             }
             Layer::SumPool { window } => {
-                let (oh, ow) = window.output(input.height, input.width).unwrap_or((0, 0));
-                let [kh, kw] = window.kernel;
-                for c in 0..input.channels {
-                    for oy in 0..oh {
-                        for ox in 0..ow {
-                            taps.clear();
-                            for ky in 0..kh {
-                                for kx in 0..kw {
-                                    if let Some(p) = window.tap(input, oy, ox, ky, kx) {
-                                        taps.push(((c * plane + p) as u32, 1));
-                                    }
-                                }
-                            }
-                            row((c * oh + oy) * ow + ox, &taps, 0)?;
-                        }
-                    }
-                }
+                window.for_each_window(
+                    input,
+                    input.channels,
+                    |c| c..c + 1,
+                    |o, _, window_taps| {
+                        taps.clear();
+                        taps.extend(window_taps.iter().map(|t| (t.neuron, 1)));
+                        row(o, &taps, 0)
+                    },
+                )?;
             }
             Layer::Dense {
                 outputs,
