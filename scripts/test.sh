@@ -8,8 +8,8 @@
 #   3. the core and integration tests for aarch64 under qemu-user (portable and NEON);
 #   4. every criterion bench once (`-- --test`) on x86_64 and on aarch64 under qemu;
 #   5. the no_std core for thumbv7em-none-eabihf (Cortex-M4F), with and without `alloc`;
-#   6. cargo fuzz on every parser (model, keys, parameters, batches, logits, records, IDX),
-#      40 s a target (scripts/fuzz.sh);
+#   6. cargo fuzz on every parser (models v1 and v2, ONNX, keys, parameters, batches, logits,
+#      records, IDX), 40 s a target (scripts/fuzz.sh);
 #   7. the known-answer vectors against their independent generator, which also decrypts
 #      the project's serialized BFV ciphertexts.
 set -euo pipefail

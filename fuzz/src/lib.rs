@@ -59,6 +59,53 @@ pub fn tiny_model() -> Vec<u8> {
     .to_bytes()
 }
 
+/// A small valid version 2 network of every layer kind: 2 x 6 x 6 input, a padded
+/// strided convolution, a cubic, a padded sum pool, flatten, dense.
+pub fn small_network() -> cryptonets_core::model::polynomial::PolynomialNetwork {
+    use cryptonets_core::model::polynomial::{Layer, PolynomialNetwork, Shape, Window};
+    let layers = vec![
+        Layer::Conv2d {
+            out_channels: 3,
+            window: Window {
+                kernel: [3, 3],
+                stride: [2, 1],
+                padding: [1, 0, 1, 2],
+            },
+            weights: (0..3 * 2 * 9).map(|i| (i % 7) as i16 - 3).collect(),
+            biases: vec![4, -2, 0],
+        },
+        Layer::Polynomial {
+            coefficients: [1, -2, 0, 1],
+        },
+        Layer::SumPool {
+            window: Window {
+                kernel: [2, 2],
+                stride: [2, 2],
+                padding: [0, 1, 1, 0],
+            },
+        },
+        Layer::Flatten,
+    ];
+    let input = Shape {
+        channels: 2,
+        height: 6,
+        width: 6,
+    };
+    let flat = PolynomialNetwork::new(input, 5, layers.clone())
+        .expect("small layers")
+        .shapes()
+        .last()
+        .expect("layers")
+        .len();
+    let mut layers = layers;
+    layers.push(Layer::Dense {
+        outputs: 4,
+        weights: (0..4 * flat).map(|i| (i % 5) as i16 - 2).collect(),
+        biases: vec![1, 2, 3, 4],
+    });
+    PolynomialNetwork::new(input, 5, layers).expect("small network")
+}
+
 /// A batch of `count` encrypted images (pixel values i * 7 mod 256) packed `packing`.
 pub fn image_batch(count: usize, packing: Packing) -> Vec<u8> {
     let model_bytes = tiny_model();

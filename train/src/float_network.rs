@@ -223,6 +223,7 @@ impl FloatNetwork {
 }
 
 /// A float network with the rows of its affine layers laid out.
+#[derive(Debug)]
 pub struct CompiledFloat<'a> {
     network: &'a FloatNetwork,
     rows: Vec<Option<Vec<FloatRow>>>,

@@ -12,9 +12,7 @@ use rand_chacha::ChaCha8Rng;
 use rand_core::{Rng, SeedableRng};
 
 mod architecture;
-mod float_network;
-mod onnx;
-mod quantize;
+use cryptonets_train::{float_network, onnx, quantize};
 use quantize::{BatchNormStats, FloatNet, fold_batch_norm, integer_model};
 
 #[derive(Debug, Parser)]

@@ -141,8 +141,7 @@ pub fn import_file(path: &Path) -> Result<FloatNetwork, ImportError> {
     import_with(&bytes, Some(dir))
 }
 
-/// Imports a model from bytes (its weights must be inline).
-#[cfg(test)]
+/// Imports a model from bytes (its weights must be inline: external data is refused).
 pub fn import(bytes: &[u8]) -> Result<FloatNetwork, ImportError> {
     import_with(bytes, None)
 }

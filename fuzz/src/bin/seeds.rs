@@ -27,6 +27,31 @@ fn main() {
     let committed = std::fs::read("../models/cryptonets-mnist.cnmd").expect("committed model");
     write("model", "committed", &committed);
 
+    // Version 2: the tiny model converted, and a small network of every layer kind (the
+    // committed network, 100 times larger, would spend the time on its interval bounds).
+    let general = cryptonets_core::model::polynomial::PolynomialNetwork::parse(&tiny_model())
+        .expect("the tiny model as version 2");
+    write("network", "tiny", &general.to_bytes());
+    write(
+        "network",
+        "small",
+        &cryptonets_fuzz::small_network().to_bytes(),
+    );
+
+    // ONNX: PyTorch's own exports (the small ones, weights inline; a dynamo graph whose
+    // weights are external, which bytes alone cannot resolve; two refused networks).
+    for name in [
+        "two_conv_bn.legacy.onnx",
+        "rgb32.legacy.onnx",
+        "two_conv_bn.dynamo.onnx",
+        "refused_relu.legacy.onnx",
+        "refused_maxpool.legacy.onnx",
+    ] {
+        let bytes = std::fs::read(Path::new("../train/fixtures/onnx").join(name))
+            .expect("committed ONNX fixture");
+        write("onnx", name, &bytes);
+    }
+
     write("secret_key", "key", &secret().to_bytes(channel));
 
     write("parameters", "fuzz", &channel.to_bytes());
