@@ -9,7 +9,6 @@
 //! model, or of other parameters, matches none and is refused.
 
 use std::path::Path;
-use std::time::Instant;
 
 use cryptonets_core::Backend;
 use cryptonets_core::bfv::SecretKey;
@@ -27,8 +26,8 @@ use cryptonets_host::pipeline::{
 
 use crate::general_cli::{plan_for, read_network};
 use crate::pipeline_cli::{
-    DecryptArgs, DecryptReport, EncryptArgs, EvalArgs, KeygenArgs, bar, image_range, limit,
-    record_path, test_images,
+    DecryptArgs, DecryptReport, EncryptArgs, EvalArgs, KeygenArgs, bar, evaluate_to_file,
+    image_range, limit, record_path, test_images,
 };
 
 /// The model's plan at every ring degree that holds it.
@@ -236,23 +235,13 @@ pub(crate) fn eval(args: &EvalArgs, backend: Backend) -> Result<(), String> {
         .check_memory(limit)
         .map_err(|e| e.to_string())?;
     let evaluator = PolynomialEvaluator::new(params, &network, &keys).map_err(|e| e.to_string())?;
-    let start = Instant::now();
-    let progress = bar(params.channels().len() as u64, "evaluating channels", false);
-    let out = evaluate_network_batch(params, &evaluator, &batch, &|c| {
-        progress.set_position(c as u64)
-    })
-    .map_err(|e| format!("{}: {e}", args.input.display()))?;
-    progress.finish_and_clear();
-    let bytes = out.to_bytes();
-    write(&args.out, &bytes)?;
-    println!(
-        "evaluated {} images in {:.2} s; encrypted outputs in {} ({} bytes)",
+    evaluate_to_file(
+        params.channels().len(),
         batch.images,
-        start.elapsed().as_secs_f64(),
-        args.out.display(),
-        bytes.len()
-    );
-    Ok(())
+        &args.input,
+        &args.out,
+        |progress| evaluate_network_batch(params, &evaluator, &batch, progress),
+    )
 }
 
 /// `decrypt` for a version 2 model.

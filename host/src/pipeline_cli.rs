@@ -364,24 +364,35 @@ pub(crate) fn eval_command(args: &EvalArgs, backend: Backend) -> Result<(), Stri
         .map_err(|e| e.to_string())?;
     eprintln!("{}", describe(&estimate, limit));
     estimate.check_memory(limit).map_err(|e| e.to_string())?;
-    let start = Instant::now();
-    let progress = bar(
-        loaded.params.channels().len() as u64,
-        "evaluating channels",
-        false,
-    );
-    let out = evaluate_batch(&loaded.params, &evaluator, &batch, &|c| {
-        progress.set_position(c as u64)
-    })
-    .map_err(|e| format!("{}: {e}", args.input.display()))?;
-    progress.finish_and_clear();
-    let bytes = out.to_bytes();
-    write(&args.out, &bytes)?;
-    println!(
-        "evaluated {} images in {:.2} s; encrypted logits in {} ({} bytes)",
+    evaluate_to_file(
+        loaded.params.channels().len(),
         batch.images,
+        &args.input,
+        &args.out,
+        |progress| evaluate_batch(&loaded.params, &evaluator, &batch, progress),
+    )
+}
+
+/// Runs the service's `evaluate` (a progress bar over the channels), writes the encrypted
+/// outputs to `out` and says so.
+pub(crate) fn evaluate_to_file(
+    channels: usize,
+    images: u32,
+    input: &Path,
+    out: &Path,
+    evaluate: impl FnOnce(&(dyn Fn(usize) + Sync)) -> Result<BatchFile<'static>, cryptonets_core::Error>,
+) -> Result<(), String> {
+    let start = Instant::now();
+    let progress = bar(channels as u64, "evaluating channels", false);
+    let result = evaluate(&|c| progress.set_position(c as u64))
+        .map_err(|e| format!("{}: {e}", input.display()))?;
+    progress.finish_and_clear();
+    let bytes = result.to_bytes();
+    write(out, &bytes)?;
+    println!(
+        "evaluated {images} images in {:.2} s; encrypted outputs in {} ({} bytes)",
         start.elapsed().as_secs_f64(),
-        args.out.display(),
+        out.display(),
         bytes.len()
     );
     Ok(())
