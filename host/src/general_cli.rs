@@ -404,8 +404,16 @@ pub(crate) fn run_general(
         decrypt_outputs_wide(params, &secret, &outputs, count).map_err(|e| e.to_string())?;
     let decrypt_s = t.elapsed().as_secs_f64();
     let (mut correct, mut plain_correct, mut agree, mut exact) = (0, 0, 0, 0);
+    let fits_i128 = network.fits_i128();
     for (i, encrypted) in values.iter().enumerate() {
-        let plain = network.logits_wide(pixels[i]).map_err(|e| e.to_string())?;
+        // Checked i128 where the bounds allow it, many times faster than big integers.
+        let plain = match fits_i128 {
+            true => network
+                .logits(pixels[i])
+                .map(|l| l.into_iter().map(num_bigint::BigInt::from).collect()),
+            false => network.logits_wide(pixels[i]),
+        }
+        .map_err(|e| e.to_string())?;
         if let Some(labels) = &labels {
             let label = labels[i] as usize;
             correct += (argmax(encrypted) == label) as usize;

@@ -181,11 +181,32 @@ impl<'a> Evaluator<'a> {
             .map(|&(_, w)| t.center(t.reduce_i64(w)))
             .collect();
         let mut polys = alloc::vec![alloc::vec![0u32; level * n]; size];
+        let moduli = &params.ciphertext_basis().moduli()[..level];
+        // Weights of at most 15 bits (every layer weight of a model): the backend's exact
+        // weighted sums in i64, reduced once (the same residues as the path below).
+        if centered.iter().all(|w| w.unsigned_abs() <= 1 << 15) && terms.len() <= 1 << 16 {
+            let weights: Vec<i32> = centered.iter().map(|&w| w as i32).collect();
+            let backend = params.backend();
+            let mut acc = alloc::vec![0i64; n];
+            let mut rows: Vec<&[u32]> = Vec::with_capacity(terms.len());
+            for (i, q) in moduli.iter().enumerate() {
+                for (k, out) in polys.iter_mut().enumerate() {
+                    acc.iter_mut().for_each(|a| *a = 0);
+                    rows.clear();
+                    rows.extend(terms.iter().map(|(ct, _)| &ct.polys[k][i * n..(i + 1) * n]));
+                    backend.weighted_sum(&mut acc, &rows, &weights);
+                    out[i * n..(i + 1) * n]
+                        .iter_mut()
+                        .zip(&acc)
+                        .for_each(|(o, &a)| *o = q.reduce_i64(a));
+                }
+            }
+            let mut out = Ciphertext::from_parts(params, level, polys);
+            self.add_constant_assign(&mut out, constant)?;
+            return Ok(out);
+        }
         let mut acc = alloc::vec![0u64; n];
-        for (i, q) in params.ciphertext_basis().moduli()[..level]
-            .iter()
-            .enumerate()
-        {
+        for (i, q) in moduli.iter().enumerate() {
             let weights: Vec<u64> = centered.iter().map(|&w| q.reduce_i64(w) as u64).collect();
             for (k, out) in polys.iter_mut().enumerate() {
                 acc.iter_mut().for_each(|a| *a = 0);

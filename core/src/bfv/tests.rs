@@ -132,6 +132,67 @@ fn encrypt_decrypt_and_linear_operations_on_every_backend() {
 }
 
 #[test]
+fn linear_combinations_of_small_and_wide_weights_on_every_backend() {
+    // 15-bit weights take the backend's weighted sums; wider ones (and weights past t,
+    // taken mod t) the u64 path. Both must decrypt to the plaintext sum, and the weighted
+    // sums must give identical ciphertexts on every backend.
+    let mut reference: Option<Vec<Ciphertext>> = None;
+    for backend in Backend::available() {
+        let params = small_params(backend);
+        let (n, t) = (params.degree(), params.plaintext_modulus().value() as i128);
+        let mut rng = ChaCha20Rng::seed_from_u64(9);
+        let (sk, _, _) = KeyGenerator::generate(&params, &mut rng);
+        let encoder = BatchEncoder::new(&params);
+        let eval = Evaluator::new(&params);
+        let values: Vec<Vec<u64>> = (0..20)
+            .map(|_| random_slots(&mut rng, n, t as u32))
+            .collect();
+        let cts: Vec<Ciphertext> = values
+            .iter()
+            .map(|v| {
+                sk.encrypt(&params, &encoder.encode(v).unwrap(), &mut rng)
+                    .unwrap()
+            })
+            .collect();
+        let small: Vec<i64> = (0..20).map(|i| (i * 3277 % 65537) - 32768).collect();
+        let wide: Vec<i64> = (0..20)
+            .map(|i| (i - 10) * (1 << 20) + 3 * t as i64)
+            .collect();
+        let mut outputs = Vec::new();
+        for (weights, constant) in [(&small, -12345i128), (&wide, 1 << 40)] {
+            let terms: Vec<(&Ciphertext, i64)> = cts.iter().zip(weights.iter().copied()).collect();
+            let out = eval
+                .linear_combination(&terms, constant, params.max_level(), 2)
+                .unwrap();
+            let expected: Vec<u64> = (0..n)
+                .map(|slot| {
+                    let sum = values
+                        .iter()
+                        .zip(weights.iter())
+                        .map(|(v, &w)| v[slot] as i128 * w as i128)
+                        .sum::<i128>()
+                        + constant;
+                    sum.rem_euclid(t) as u64
+                })
+                .collect();
+            assert_eq!(
+                encoder.decode(&sk.decrypt(&params, &out).unwrap()),
+                expected,
+                "{backend}"
+            );
+            outputs.push(out);
+        }
+        match &reference {
+            None => reference = Some(outputs),
+            Some(r) => assert!(
+                r == &outputs,
+                "{backend}: other ciphertexts than the first backend"
+            ),
+        }
+    }
+}
+
+#[test]
 fn multiply_square_relinearize_and_switch_on_every_backend() {
     for backend in Backend::available() {
         let params = small_params(backend);
