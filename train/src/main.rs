@@ -54,6 +54,15 @@ struct Args {
     /// version 2 model (`--output` is then required). Supported layers: `train/src/onnx.rs`.
     #[arg(long, value_name = "FILE.onnx", requires = "output")]
     onnx: Option<std::path::PathBuf>,
+    /// With `--onnx`, for a model trained on normalized pixels whose graph does not
+    /// normalize them: the mean of (x - mean) / std, x in [0, 1] (one value, or one per
+    /// input channel separated by commas), folded in exactly as if it were in the graph.
+    #[arg(long, requires_all = ["onnx", "input_std"], value_delimiter = ',', allow_negative_numbers = true)]
+    input_mean: Option<Vec<f64>>,
+    /// With `--onnx`: the standard deviation of that normalization (as many values as
+    /// `--input-mean`).
+    #[arg(long, requires_all = ["onnx", "input_mean"], value_delimiter = ',')]
+    input_std: Option<Vec<f64>>,
     /// Train the network this architecture file describes (JSON, `train/src/architecture.rs`;
     /// `models/cryptonets.json` is the CryptoNets one) and write it as a version 2 model
     /// (`--output` is then required).
@@ -399,8 +408,15 @@ fn import_onnx(
     validation: &mnist::Dataset,
     test: &mnist::Dataset,
 ) -> Result<(), String> {
-    let float =
-        onnx::import_file(path).map_err(|e| format!("cannot import {}: {e}", path.display()))?;
+    let normalization = match (&args.input_mean, &args.input_std) {
+        (Some(mean), Some(std)) => Some(onnx::InputNormalization {
+            mean: mean.clone(),
+            std: std.clone(),
+        }),
+        _ => None,
+    };
+    let float = onnx::import_file_normalized(path, normalization.as_ref())
+        .map_err(|e| format!("cannot import {}: {e}", path.display()))?;
     eprintln!(
         "imported {}: {} layers, input {:?}",
         path.display(),

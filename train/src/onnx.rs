@@ -131,22 +131,45 @@ struct Importer {
     generation: usize,
 }
 
+/// An input normalization the graph does not hold: the model was trained on
+/// (x - mean) / std of the pixels x in [0, 1], one value for all channels or one per channel.
+#[derive(Clone, Debug, PartialEq)]
+pub struct InputNormalization {
+    /// Means (1 or C values).
+    pub mean: Vec<f64>,
+    /// Standard deviations (as many values as `mean`, each finite and non-zero).
+    pub std: Vec<f64>,
+}
+
 /// Imports the model at `path`, reading external weights from files beside it.
 pub fn import_file(path: &Path) -> Result<FloatNetwork, ImportError> {
+    import_file_normalized(path, None)
+}
+
+/// [`import_file`] for a model trained on normalized inputs that its graph does not
+/// normalize: the normalization is folded in as if it were the graph's first operation.
+pub fn import_file_normalized(
+    path: &Path,
+    normalization: Option<&InputNormalization>,
+) -> Result<FloatNetwork, ImportError> {
     let bytes = cryptonets_host::files::read_checked(path, MAX_EXTERNAL_BYTES, "ONNX model")
         .map_err(ImportError::Parse)?;
     let dir = path
         .parent()
         .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
-    import_with(&bytes, Some(dir))
+    import_with(&bytes, Some(dir), normalization)
 }
 
 /// Imports a model from bytes (its weights must be inline: external data is refused).
 pub fn import(bytes: &[u8]) -> Result<FloatNetwork, ImportError> {
-    import_with(bytes, None)
+    import_with(bytes, None, None)
 }
 
-fn import_with(bytes: &[u8], dir: Option<PathBuf>) -> Result<FloatNetwork, ImportError> {
+fn import_with(
+    bytes: &[u8],
+    dir: Option<PathBuf>,
+    normalization: Option<&InputNormalization>,
+) -> Result<FloatNetwork, ImportError> {
     let model = onnx_rs::parse(bytes).map_err(|e| ImportError::Parse(e.to_string()))?;
     let graph = model.graph.as_ref().ok_or(ImportError::NoGraph)?;
     if let Some(op) = model
@@ -160,10 +183,40 @@ fn import_with(bytes: &[u8], dir: Option<PathBuf>) -> Result<FloatNetwork, Impor
             op.version
         )));
     }
-    import_graph(graph, dir)
+    import_graph(graph, dir, normalization)
 }
 
-fn import_graph(graph: &Graph<'_>, dir: Option<PathBuf>) -> Result<FloatNetwork, ImportError> {
+/// The input's value: z itself, or (z - mean) / std per channel.
+fn input_polynomial(
+    normalization: Option<&InputNormalization>,
+    channels: usize,
+) -> Result<ChannelPolynomial, ImportError> {
+    let Some(InputNormalization { mean, std }) = normalization else {
+        return Ok(ChannelPolynomial::identity());
+    };
+    if mean.len() != std.len() || !(mean.len() == 1 || mean.len() == channels) {
+        return Err(ImportError::Graph(format!(
+            "{} means and {} standard deviations for {channels} input channels: give one of each, or one per channel",
+            mean.len(),
+            std.len()
+        )));
+    }
+    if mean.iter().any(|m| !m.is_finite()) || std.iter().any(|s| !s.is_finite() || *s == 0.0) {
+        return Err(ImportError::Graph(
+            "input means must be finite and standard deviations finite and non-zero".into(),
+        ));
+    }
+    Ok(ChannelPolynomial::affine(
+        std.iter().map(|s| 1.0 / s).collect(),
+        mean.iter().zip(std).map(|(m, s)| -m / s).collect(),
+    ))
+}
+
+fn import_graph(
+    graph: &Graph<'_>,
+    dir: Option<PathBuf>,
+    normalization: Option<&InputNormalization>,
+) -> Result<FloatNetwork, ImportError> {
     if graph.node.len() > MAX_NODES {
         return Err(ImportError::Graph(format!(
             "{} nodes: at most {MAX_NODES} are taken",
@@ -220,7 +273,7 @@ fn import_graph(graph: &Graph<'_>, dir: Option<PathBuf>) -> Result<FloatNetwork,
         Value::Activation(Activation {
             generation: 0,
             dims: act_dims,
-            polynomial: ChannelPolynomial::identity(),
+            polynomial: input_polynomial(normalization, shape.channels)?,
         }),
     );
     let mut importer = Importer {

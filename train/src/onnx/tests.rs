@@ -307,3 +307,73 @@ fn fine_quantization_is_a_positive_multiple_of_the_float_network() {
         }
     }
 }
+
+/// A network imported with a normalization outside its graph computes, on x, what the plain
+/// import computes on (x - mean) / std; and for the CryptoNets network exported with and
+/// without its in-graph normalization, the two imports agree.
+#[test]
+fn a_normalization_given_outside_the_graph_folds_like_one_inside() {
+    let close = |a: &[f64], b: &[f64]| {
+        let scale = a.iter().fold(1e-9f64, |m, v| m.max(v.abs()));
+        a.iter().zip(b).all(|(p, q)| (p - q).abs() <= 1e-6 * scale)
+    };
+    let stripped = fixtures().join("cryptonets_unnormalized.legacy.onnx");
+    let cases = [
+        (stripped.clone(), vec![0.1307], vec![0.3081]),
+        (fixtures().join("mlp.legacy.onnx"), vec![0.5], vec![0.25]),
+        (
+            fixtures().join("rgb32.legacy.onnx"),
+            vec![0.49, 0.48, 0.45],
+            vec![0.25, 0.24, 0.26],
+        ),
+    ];
+    for (path, mean, std) in cases {
+        let normalization = InputNormalization {
+            mean: mean.clone(),
+            std: std.clone(),
+        };
+        let folded = import_file_normalized(&path, Some(&normalization)).unwrap();
+        let raw = import_file(&path).unwrap();
+        assert_eq!(folded.input, raw.input);
+        let (f, r) = (folded.compile().unwrap(), raw.compile().unwrap());
+        let plane = raw.input.height * raw.input.width;
+        for k in 0..4 {
+            let x = probe(k, raw.input);
+            let normalized: Vec<f64> = x
+                .iter()
+                .enumerate()
+                .map(|(i, v)| {
+                    let c = if mean.len() == 1 { 0 } else { i / plane };
+                    (v - mean[c]) / std[c]
+                })
+                .collect();
+            let (lf, lr) = (f.logits(&x), r.logits(&normalized));
+            assert!(close(&lr, &lf), "{}: {lf:?} against {lr:?}", path.display());
+            assert!(!close(&r.logits(&x), &lf), "{}", path.display());
+        }
+    }
+    // The same network with its normalization in the graph (PyTorch's float32 constants).
+    let inside = import_file(&fixtures().join("cryptonets_normalized.legacy.onnx")).unwrap();
+    let outside = import_file_normalized(
+        &stripped,
+        Some(&InputNormalization {
+            mean: vec![0.1307],
+            std: vec![0.3081],
+        }),
+    )
+    .unwrap();
+    let (a, b) = (inside.compile().unwrap(), outside.compile().unwrap());
+    for k in 0..4 {
+        let x = probe(k, inside.input);
+        assert!(close(&a.logits(&x), &b.logits(&x)));
+    }
+    // Values for other channel counts, or a zero deviation, are refused.
+    for (mean, std) in [(vec![0.1, 0.2], vec![0.3, 0.3]), (vec![0.1], vec![0.0])] {
+        let bad = InputNormalization { mean, std };
+        let err = import_file_normalized(&stripped, Some(&bad)).unwrap_err();
+        assert!(
+            err.to_string().contains("per channel") || err.to_string().contains("non-zero"),
+            "{err}"
+        );
+    }
+}
