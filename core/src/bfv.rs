@@ -33,6 +33,7 @@ pub use encryption::SeededCiphertext;
 pub use evaluation::Evaluator;
 pub use galois::{GaloisKey, galois_slot};
 pub use keys::{KeyGenerator, PublicKey, RelinearizationKey, SecretKey};
+pub use multiply::MultiplyScratch;
 
 /// The HomomorphicEncryption.org bound on log2 Q for 128-bit security with ternary secrets
 /// (classical attacks), by ring degree. Q includes every modulus that key material uses.

@@ -49,6 +49,53 @@ pub use polynomial::{
 };
 pub use resources::ResourceEstimate;
 
+/// A step of [`NetworkEvaluator::evaluate_channel_observed`], reported as it ends. The core
+/// has no clock: a host times the steps between the reports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Phase {
+    /// A packed batch's inputs unpacked by Galois automorphisms.
+    Unpack,
+    /// The convolution: linear combinations of the input ciphertexts (one group of positions).
+    Convolution,
+    /// The convolution outputs squared and switched down to the hidden level.
+    ConvolutionSquare,
+    /// The squares accumulated into the first dense layer (and, at the end, its outputs
+    /// reduced).
+    HiddenDense,
+    /// The hidden units relinearized and squared.
+    HiddenSquare,
+    /// The last dense layer: the logits.
+    OutputDense,
+    /// The logits switched down to the output level.
+    OutputSwitch,
+}
+
+impl Phase {
+    /// Every phase, in the order an evaluation reaches them.
+    pub const ALL: [Phase; 7] = [
+        Phase::Unpack,
+        Phase::Convolution,
+        Phase::ConvolutionSquare,
+        Phase::HiddenDense,
+        Phase::HiddenSquare,
+        Phase::OutputDense,
+        Phase::OutputSwitch,
+    ];
+
+    /// A short name, for reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Phase::Unpack => "unpack",
+            Phase::Convolution => "convolution",
+            Phase::ConvolutionSquare => "convolution_square",
+            Phase::HiddenDense => "hidden_dense",
+            Phase::HiddenSquare => "hidden_relinearize_square",
+            Phase::OutputDense => "output_dense",
+            Phase::OutputSwitch => "output_switch",
+        }
+    }
+}
+
 /// Ring degree of the CryptoNets parameters: 8192 slots, so 8192 images a batch.
 pub const DEGREE: usize = 8192;
 /// Ciphertext primes (30 bits each) of the default parameters: log2 Q = 150, so a fresh

@@ -15,7 +15,7 @@ use crate::zq::{Modulus, ShoupConstant};
 
 pub mod scale;
 
-pub use scale::ScaleRound;
+pub use scale::{ScaleRound, ScaleScratch};
 
 /// Most primes a basis may hold: sums of that many products of residues fit a u64.
 pub const MAX_LIMBS: usize = 15;
@@ -110,6 +110,22 @@ pub(crate) fn libm_log2(x: f64) -> f64 {
     libm::log2(x)
 }
 
+/// The buffers of [`BaseConverter::convert_with`].
+#[derive(Clone, Debug, Default)]
+pub struct ConversionScratch {
+    y: Vec<u32>,
+    v: Vec<u32>,
+}
+
+/// The first `len` elements of `buffer`, grown (with zeros, once) to hold them: scratch whose
+/// old contents the caller overwrites.
+pub(crate) fn grown(buffer: &mut Vec<u32>, len: usize) -> &mut [u32] {
+    if buffer.len() < len {
+        buffer.resize(len, 0);
+    }
+    &mut buffer[..len]
+}
+
 /// Exact conversion of centered values from basis `from` (product F) to basis `to`.
 ///
 /// For residues x_i of X in (-F/2, F/2]: with y_i = [x_i (F/q_i)^-1]_{q_i},
@@ -175,21 +191,35 @@ impl BaseConverter {
 
     /// Converts n coefficients: `input` holds from.len() limbs, `output` to.len() limbs.
     pub fn convert(&self, backend: &Backend, input: &[u32], output: &mut [u32], n: usize) {
+        self.convert_with(backend, input, output, n, &mut ConversionScratch::default())
+    }
+
+    /// [`Self::convert`] in `scratch`'s buffers, grown once and reused: a loop of conversions
+    /// allocates (and zeroes) nothing.
+    pub fn convert_with(
+        &self,
+        backend: &Backend,
+        input: &[u32],
+        output: &mut [u32],
+        n: usize,
+        scratch: &mut ConversionScratch,
+    ) {
         let k = self.from.len();
         assert!(
             input.len() == k * n && output.len() == self.to.len() * n,
             "limb counts"
         );
         // y_i = [x_i (F/q_i)^-1]_{q_i}, and v = round(sum_i y_i / q_i).
-        let mut y = input.to_vec();
+        let y = grown(&mut scratch.y, k * n);
+        y.copy_from_slice(input);
         for (i, limb) in y.chunks_exact_mut(n).enumerate() {
             backend.mul_scalar_assign(limb, self.inverse_cofactors[i], &self.from[i]);
         }
-        let mut rows: Vec<&[u32]> = y.chunks_exact(n).collect();
+        let mut rows: heapless::Vec<&[u32], { MAX_LIMBS + 1 }> = y.chunks_exact(n).collect();
         // y < 2^30 and the sum < k + 1; the 0.5 makes truncation round.
-        let mut v = alloc::vec![0u32; n];
-        backend.wrap_counts(&mut v, &rows, &self.reciprocals);
-        rows.push(&v);
+        let v = grown(&mut scratch.v, n);
+        backend.wrap_counts(v, &rows, &self.reciprocals);
+        rows.push(v).expect("at most MAX_LIMBS rows");
         for ((p, out), weights) in self
             .to
             .iter()

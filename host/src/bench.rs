@@ -7,12 +7,17 @@ use cryptonets_core::zq::prime::ntt_primes;
 use cryptonets_core::{Kernels, Modulus, NttTable};
 use serde::Serialize;
 
+mod batch;
+
 #[derive(Debug, Subcommand)]
 pub(crate) enum BenchCommand {
     /// Forward and inverse negacyclic NTT of one RNS limb, per backend.
     Ntt(NttArgs),
     /// BFV operations on the CryptoNets preset (n = 8192, log2 Q = 210).
     He(HeArgs),
+    /// One encrypted batch of the CryptoNets model, evaluated repeatedly: the median time of
+    /// every step (parse, seed expansion, the network's phases, serialization).
+    Batch(batch::BatchArgs),
 }
 
 #[derive(Debug, Args)]
@@ -115,6 +120,7 @@ pub(crate) fn run(command: BenchCommand, backend: Option<&str>) -> Result<(), St
     match command {
         BenchCommand::Ntt(args) => ntt(&args, backend),
         BenchCommand::He(args) => he(&args, backend),
+        BenchCommand::Batch(args) => batch::batch(&args, backend),
     }
 }
 

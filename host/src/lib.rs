@@ -3,4 +3,5 @@
 
 pub mod files;
 pub mod mnist;
+pub mod phases;
 pub mod pipeline;

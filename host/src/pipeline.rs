@@ -37,6 +37,7 @@
 
 use std::borrow::Cow;
 
+use crate::phases::{self, PhaseClock};
 use cryptonets_core::Error;
 use cryptonets_core::bfv::Plaintext;
 use cryptonets_core::bfv::{Ciphertext, Parameters, SecretKey, SeededCiphertext};
@@ -292,7 +293,8 @@ impl<'a> BatchFile<'a> {
 
     /// Serialized ciphertexts of channel c (parsing and construction give every channel
     /// the same number).
-    fn channel(&self, c: usize) -> &[Cow<'a, [u8]>] {
+    /// Channel `c`'s serialized ciphertexts (c below the number of plaintext primes).
+    pub fn channel(&self, c: usize) -> &[Cow<'a, [u8]>] {
         let per = self.items.len() / self.plaintext_primes.len().max(1);
         &self.items[c * per..(c + 1) * per]
     }
@@ -449,14 +451,19 @@ fn encrypt_channels<R: CryptoRng + ?Sized>(
 /// The service: decodes each channel's input ciphertexts (expanding their seeds), evaluates
 /// the network on them and returns the encrypted logits. Channels are processed one after
 /// the other, so only one channel's inputs are expanded in memory at a time.
+///
+/// `clock` is told as each step ends ([`PhaseClock`]): seed expansion, the network's phases,
+/// serialization.
 pub fn evaluate_batch(
     params: &NetworkParameters,
     evaluator: &NetworkEvaluator<'_>,
     batch: &BatchFile<'_>,
     progress: &(dyn Fn(usize) + Sync),
+    clock: &PhaseClock,
 ) -> Result<BatchFile<'static>, Error> {
-    evaluate_channels(params, batch, progress, |c, inputs| {
-        evaluator.evaluate_channel(c, inputs, batch.packing)
+    evaluate_channels(params, batch, progress, clock, |c, inputs| {
+        evaluator
+            .evaluate_channel_observed(c, inputs, batch.packing, &|phase| clock.phase_done(phase))
     })
 }
 
@@ -472,7 +479,7 @@ pub fn evaluate_network_batch(
             reason: "general networks take unpacked batches (one pixel a ciphertext)",
         });
     }
-    evaluate_channels(params, batch, progress, |c, inputs| {
+    evaluate_channels(params, batch, progress, &PhaseClock::new(), |c, inputs| {
         evaluator.evaluate_channel(c, inputs)
     })
 }
@@ -483,6 +490,7 @@ fn evaluate_channels(
     params: &NetworkParameters,
     batch: &BatchFile<'_>,
     progress: &(dyn Fn(usize) + Sync),
+    clock: &PhaseClock,
     evaluate: impl Fn(usize, &[Ciphertext]) -> Result<Vec<Ciphertext>, Error>,
 ) -> Result<BatchFile<'static>, Error> {
     batch.check_parameters(params)?;
@@ -511,8 +519,10 @@ fn evaluate_channels(
                 .map(|bytes| read(p, bytes)?.expand(p))
                 .collect::<Result<_, Error>>()?;
         }
+        clock.done(phases::EXPAND);
         let outputs = evaluate(c, &inputs)?;
         items.extend(outputs.iter().map(|ct| ct.to_bytes(p)));
+        clock.done(phases::SERIALIZE);
         progress(c + 1);
     }
     Ok(BatchFile::new(

@@ -1,5 +1,6 @@
 //! `keygen`, `encrypt`, `eval`, `decrypt` and `run`: the encrypted MNIST pipeline.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -12,6 +13,7 @@ use cryptonets_core::network::{
 };
 use cryptonets_host::files::{read_checked, read_secret, write, write_secret};
 use cryptonets_host::mnist;
+use cryptonets_host::phases::{self, PhaseClock};
 use cryptonets_host::pipeline::{
     BatchFile, BatchKind, BatchRecord, MAX_RECORD_BYTES, decrypt_batch, encrypt_batch,
     eval_key_bytes, evaluate_batch, keygen, os_rng, peak_rss_bytes, read_eval_key, read_secret_key,
@@ -111,13 +113,13 @@ fn describe(estimate: &ResourceEstimate, limit: u64) -> String {
 }
 
 /// A model file with its parsed view and parameters.
-struct Loaded {
+pub(crate) struct Loaded {
     bytes: Vec<u8>,
-    params: NetworkParameters,
+    pub(crate) params: NetworkParameters,
 }
 
 impl Loaded {
-    fn new(path: &Path, backend: Backend) -> Result<Self, String> {
+    pub(crate) fn new(path: &Path, backend: Backend) -> Result<Self, String> {
         let bytes = read_checked(path, MAX_MODEL_BYTES as u64, "model")?;
         let model = Model::parse(&bytes).map_err(|e| format!("{}: {e}", path.display()))?;
         let params = NetworkParameters::for_model(&model, backend)
@@ -125,7 +127,7 @@ impl Loaded {
         Ok(Self { bytes, params })
     }
 
-    fn model(&self) -> Model<'_> {
+    pub(crate) fn model(&self) -> Model<'_> {
         Model::parse(&self.bytes).expect("parsed before")
     }
 }
@@ -369,7 +371,15 @@ pub(crate) fn eval_command(args: &EvalArgs, backend: Backend) -> Result<(), Stri
         batch.images,
         &args.input,
         &args.out,
-        |progress| evaluate_batch(&loaded.params, &evaluator, &batch, progress),
+        |progress| {
+            evaluate_batch(
+                &loaded.params,
+                &evaluator,
+                &batch,
+                progress,
+                &PhaseClock::new(),
+            )
+        },
     )
 }
 
@@ -578,6 +588,8 @@ struct RunReport {
     encrypt_seconds_per_batch: f64,
     eval_seconds_per_batch: f64,
     eval_seconds_full_batch: Option<f64>,
+    /// Seconds per step of the evaluation, per batch (`cryptonets_host::phases`).
+    eval_phase_seconds_per_batch: BTreeMap<&'static str, f64>,
     decrypt_seconds_per_batch: f64,
     latency_seconds_per_batch: f64,
     predictions_per_hour: f64,
@@ -643,6 +655,7 @@ pub(crate) fn run_command(args: &RunArgs, backend: Backend) -> Result<(), String
     let (mut upload, mut download) = (0usize, 0usize);
     let mut full_batch_upload: Option<usize> = None;
     let (mut full_batches, mut full_batch_eval_s) = (0usize, 0.0);
+    let clock = PhaseClock::new();
     let mut estimated_budget = plan.estimate.output;
     let (mut correct, mut plain_correct, mut agree, mut exact) = (0usize, 0usize, 0usize, 0usize);
     let mut measured_budget = u32::MAX;
@@ -705,15 +718,22 @@ pub(crate) fn run_command(args: &RunArgs, backend: Backend) -> Result<(), String
             quiet,
         );
         let t = Instant::now();
+        clock.restart();
         let received =
             BatchFile::from_bytes(&upload_bytes, BatchKind::Images).map_err(|e| e.to_string())?;
-        let result = evaluate_batch(params, &evaluator, &received, &|c| {
-            progress.set_position(c as u64)
-        })
+        clock.done(phases::PARSE);
+        let result = evaluate_batch(
+            params,
+            &evaluator,
+            &received,
+            &|c| progress.set_position(c as u64),
+            &clock,
+        )
         .map_err(|e| e.to_string())?;
         drop(received);
         drop(upload_bytes);
         let download_bytes = result.to_bytes();
+        clock.done(phases::SERIALIZE);
         let seconds = t.elapsed().as_secs_f64();
         eval_s += seconds;
         if full {
@@ -774,6 +794,11 @@ pub(crate) fn run_command(args: &RunArgs, backend: Backend) -> Result<(), String
         eval_seconds_per_batch: eval_s / count,
         eval_seconds_full_batch: (full_batches > 0)
             .then(|| full_batch_eval_s / full_batches as f64),
+        eval_phase_seconds_per_batch: clock
+            .seconds()
+            .into_iter()
+            .map(|(name, s)| (name, s / count))
+            .collect(),
         decrypt_seconds_per_batch: decrypt_s / count,
         latency_seconds_per_batch: (encrypt_s + eval_s + decrypt_s) / count,
         predictions_per_hour: match full_batches {
@@ -837,6 +862,14 @@ fn print_report(r: &RunReport) {
         r.latency_seconds_per_batch,
         r.keygen_seconds
     );
+    let phases: Vec<String> = phases::names()
+        .into_iter()
+        .filter_map(|name| {
+            let s = r.eval_phase_seconds_per_batch.get(name)?;
+            (*s > 0.0).then(|| format!("{name} {s:.2}"))
+        })
+        .collect();
+    println!("evaluation by step, s per batch: {}", phases.join(", "));
     println!(
         "throughput: {:.0} predictions/hour at full batches ({:.0} in this run)",
         r.predictions_per_hour, r.predictions_per_hour_this_run

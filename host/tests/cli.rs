@@ -61,6 +61,58 @@ fn bench_he_json_reports_every_operation_with_galois_automorphisms() {
 }
 
 #[test]
+fn bench_batch_times_every_step_of_a_packed_batch() {
+    let model = concat!(env!("CARGO_MANIFEST_DIR"), "/../models/cryptonets-mnist.cnmd");
+    let out = cryptonets(&[
+        "bench",
+        "batch",
+        "--model",
+        model,
+        "--images",
+        "64",
+        "--samples",
+        "1",
+        "--json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+    assert_eq!(report["images"], 64);
+    assert_eq!(report["channels"], 3);
+    let phases: Vec<(String, f64)> = report["phase_seconds_median"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| (p[0].as_str().unwrap().to_string(), p[1].as_f64().unwrap()))
+        .collect();
+    let names: Vec<&str> = phases.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(
+        names,
+        cryptonets_host::phases::names(),
+        "every step, in order"
+    );
+    // 64 images go packed four pixels a ciphertext: every step but parsing takes time.
+    for (name, seconds) in &phases {
+        assert!(*seconds > 0.0 || name == "parse", "{name}: {report}");
+    }
+    let total = report["eval_seconds_median"].as_f64().unwrap();
+    let sum: f64 = phases.iter().map(|(_, s)| s).sum();
+    assert!(
+        (sum - total).abs() <= 0.05 * total,
+        "steps {sum} s, total {total} s"
+    );
+    for key in ["square_to_hidden_level_us", "square_relinearize_us"] {
+        assert!(
+            report[key].as_f64().is_some_and(|v| v > 0.0),
+            "{key}: {report}"
+        );
+    }
+}
+
+#[test]
 fn bench_ntt_json_has_one_line_per_backend_with_medians() {
     let out = cryptonets(&[
         "bench",

@@ -2,7 +2,7 @@
 
 use alloc::vec::Vec;
 
-use super::{Ciphertext, Parameters, Plaintext, RelinearizationKey};
+use super::{Ciphertext, MultiplyScratch, Parameters, Plaintext, RelinearizationKey};
 use crate::Error;
 use crate::backend::Kernels;
 
@@ -273,6 +273,30 @@ impl<'a> Evaluator<'a> {
         Ok(super::multiply::tensor(self.params, a, Some(b)))
     }
 
+    /// [`Self::multiply`] in `scratch` (reused across calls, so a loop of products allocates
+    /// only their outputs).
+    pub fn multiply_with(
+        &self,
+        a: &Ciphertext,
+        b: &Ciphertext,
+        scratch: &mut MultiplyScratch,
+    ) -> Result<Ciphertext, Error> {
+        self.check(a)?;
+        same_shape(a, b)?;
+        if a.size() != 2 || b.size() != 2 {
+            return Err(Error::Incompatible {
+                reason: "multiply takes ciphertexts of size 2",
+            });
+        }
+        Ok(super::multiply::tensor_with(
+            self.params,
+            a,
+            Some(b),
+            a.level,
+            scratch,
+        ))
+    }
+
     /// a^2 as a size-3 ciphertext (cheaper than multiply(a, a)).
     pub fn square(&self, a: &Ciphertext) -> Result<Ciphertext, Error> {
         self.check(a)?;
@@ -282,6 +306,36 @@ impl<'a> Evaluator<'a> {
             });
         }
         Ok(super::multiply::tensor(self.params, a, None))
+    }
+
+    /// The square of a size-2 ciphertext switched down to `level` (1 to a's level): the
+    /// ciphertext of [`Self::square`] followed by [`Self::mod_switch_to_next_assign`] until
+    /// `level`, computed in `scratch` (reused across calls, so a loop of squares allocates
+    /// only their outputs) and never written at full size.
+    pub fn square_to_level(
+        &self,
+        a: &Ciphertext,
+        level: usize,
+        scratch: &mut MultiplyScratch,
+    ) -> Result<Ciphertext, Error> {
+        self.check(a)?;
+        if a.size() != 2 {
+            return Err(Error::Incompatible {
+                reason: "square takes a ciphertext of size 2",
+            });
+        }
+        if !(1..=a.level).contains(&level) {
+            return Err(Error::Incompatible {
+                reason: "a square can only be switched down, to level 1 or more",
+            });
+        }
+        Ok(super::multiply::tensor_with(
+            self.params,
+            a,
+            None,
+            level,
+            scratch,
+        ))
     }
 
     /// Turns a size-3 ciphertext into a size-2 one encrypting the same plaintext.
@@ -318,24 +372,9 @@ impl<'a> Evaluator<'a> {
         }
         let n = self.params.degree();
         let level = ct.level;
-        let moduli = &self.params.ciphertext_basis().moduli()[..level];
-        let last = moduli[level - 1];
-        let inverses = &self.params.level_data(level).last_inverse;
         let mut lifted = alloc::vec![0u32; n];
         for p in ct.polys.iter_mut() {
-            let (kept, dropped) = p.split_at_mut((level - 1) * n);
-            for (i, limb) in kept.chunks_exact_mut(n).enumerate() {
-                let q = &moduli[i];
-                self.params
-                    .backend()
-                    .lift_centered(&mut lifted, dropped, &last, q);
-                limb.iter_mut()
-                    .zip(&lifted)
-                    .for_each(|(x, &r)| *x = q.sub(*x, r));
-                self.params
-                    .backend()
-                    .mul_scalar_assign(limb, inverses[i], q);
-            }
+            super::multiply::switch_down(self.params, p, level, &mut lifted);
             p.truncate((level - 1) * n);
         }
         ct.level -= 1;

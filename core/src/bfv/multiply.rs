@@ -10,47 +10,88 @@ use alloc::vec::Vec;
 use super::{Ciphertext, Parameters, RelinearizationKey};
 use crate::backend::Kernels;
 use crate::ntt::NttTable;
+use crate::rns::{ConversionScratch, ScaleScratch, grown};
 use crate::zq::Modulus;
 
-/// A polynomial mod Q_L extended to Q_L u P, in NTT form (Q limbs first).
-fn extend_to_ntt(params: &Parameters, poly: &[u32], level: usize) -> Vec<u32> {
+/// The buffers of one multiplication ([`tensor_with`]), grown once and reused: a loop of
+/// squares (the convolution's, one scratch per worker) then allocates only its outputs.
+#[derive(Clone, Debug, Default)]
+pub struct MultiplyScratch {
+    /// The tensor's three polynomials over Q_L u P, in NTT form, then in coefficient form.
+    c0: Vec<u32>,
+    c1: Vec<u32>,
+    c2: Vec<u32>,
+    /// The second factor's polynomials over Q_L u P (multiplication, not squaring).
+    b0: Vec<u32>,
+    b1: Vec<u32>,
+    /// round(t c / Q_L) mod P.
+    scaled: Vec<u32>,
+    /// The rescaled polynomial mod Q_L, before switching down.
+    full: Vec<u32>,
+    lifted: Vec<u32>,
+    conversion: ConversionScratch,
+    scale: ScaleScratch,
+}
+
+/// `out` = the polynomial mod Q_L extended to Q_L u P, in NTT form (Q limbs first).
+fn extend_to_ntt(
+    params: &Parameters,
+    poly: &[u32],
+    level: usize,
+    out: &mut Vec<u32>,
+    conversion: &mut ConversionScratch,
+) {
     let n = params.degree();
     let l = params.auxiliary_basis().len();
-    let mut out = Vec::with_capacity((level + l) * n);
-    out.extend_from_slice(poly);
-    out.resize((level + l) * n, 0);
+    let out = grown(out, (level + l) * n);
     let (q_part, p_part) = out.split_at_mut(level * n);
+    q_part.copy_from_slice(poly);
     params
         .level_data(level)
         .q_to_p
-        .convert(params.backend(), poly, p_part, n);
+        .convert_with(params.backend(), poly, p_part, n, conversion);
     params
         .ciphertext_basis()
         .forward(params.backend(), q_part, 0);
     params
         .auxiliary_basis()
         .forward(params.backend(), p_part, 0);
-    out
 }
 
 /// Tensor product of a with b (or with itself), rescaled: a size-3 ciphertext mod Q_L.
 pub(crate) fn tensor(params: &Parameters, a: &Ciphertext, b: Option<&Ciphertext>) -> Ciphertext {
-    let (n, level) = (params.degree(), a.level);
+    tensor_with(params, a, b, a.level, &mut MultiplyScratch::default())
+}
+
+/// [`tensor`] in `scratch`, its output switched down to `level` (at most a's): the same
+/// ciphertext as the product followed by modulus switching, without the full-size output.
+pub(crate) fn tensor_with(
+    params: &Parameters,
+    a: &Ciphertext,
+    b: Option<&Ciphertext>,
+    level: usize,
+    scratch: &mut MultiplyScratch,
+) -> Ciphertext {
+    let (n, top) = (params.degree(), a.level);
+    debug_assert!((1..=top).contains(&level), "a level at most the input's");
     let backend = params.backend();
-    let moduli: Vec<_> = params.ciphertext_basis().moduli()[..level]
+    let moduli = params.ciphertext_basis().moduli()[..top]
         .iter()
-        .chain(params.auxiliary_basis().moduli())
-        .copied()
-        .collect();
-    let mut c0 = extend_to_ntt(params, &a.polys[0], level);
-    let mut c2 = extend_to_ntt(params, &a.polys[1], level);
-    let mut c1 = c0.clone();
+        .chain(params.auxiliary_basis().moduli());
+    let s = scratch;
+    extend_to_ntt(params, &a.polys[0], top, &mut s.c0, &mut s.conversion);
+    extend_to_ntt(params, &a.polys[1], top, &mut s.c2, &mut s.conversion);
+    let width = (top + params.auxiliary_basis().len()) * n;
+    let c1 = grown(&mut s.c1, width);
+    c1.copy_from_slice(&s.c0[..width]);
+    let (c0, c2) = (&mut s.c0[..width], &mut s.c2[..width]);
     match b {
         Some(b) => {
-            let b0 = extend_to_ntt(params, &b.polys[0], level);
-            let b1 = extend_to_ntt(params, &b.polys[1], level);
+            extend_to_ntt(params, &b.polys[0], top, &mut s.b0, &mut s.conversion);
+            extend_to_ntt(params, &b.polys[1], top, &mut s.b1, &mut s.conversion);
+            let (b0, b1) = (&s.b0[..width], &s.b1[..width]);
             // (a0 b0, a0 b1 + a1 b0, a1 b1), with c1 = a0 and c2 = a1 on entry.
-            for (i, m) in moduli.iter().enumerate() {
+            for (i, m) in moduli.enumerate() {
                 let r = i * n..(i + 1) * n;
                 backend.mul_assign(&mut c1[r.clone()], &b1[r.clone()], m);
                 backend.mul_acc(&mut c1[r.clone()], &c2[r.clone()], &b0[r.clone()], m);
@@ -60,7 +101,7 @@ pub(crate) fn tensor(params: &Parameters, a: &Ciphertext, b: Option<&Ciphertext>
         }
         None => {
             // (a0^2, 2 a0 a1, a1^2).
-            for (i, m) in moduli.iter().enumerate() {
+            for (i, m) in moduli.enumerate() {
                 let r = i * n..(i + 1) * n;
                 backend.mul_assign(&mut c1[r.clone()], &c2[r.clone()], m);
                 c1[r.clone()].iter_mut().for_each(|x| *x = m.add(*x, *x));
@@ -69,24 +110,49 @@ pub(crate) fn tensor(params: &Parameters, a: &Ciphertext, b: Option<&Ciphertext>
             }
         }
     }
-    let level_data = params.level_data(level);
+    let level_data = params.level_data(top);
     let l = params.auxiliary_basis().len();
-    let mut scaled = alloc::vec![0u32; l * n];
+    let scaled = grown(&mut s.scaled, l * n);
+    let full = grown(&mut s.full, top * n);
+    let lifted = grown(&mut s.lifted, n);
     let polys = [c0, c1, c2]
         .into_iter()
-        .map(|mut c| {
-            let (q_part, p_part) = c.split_at_mut(level * n);
+        .map(|c| {
+            let (q_part, p_part) = c.split_at_mut(top * n);
             params.ciphertext_basis().inverse(backend, q_part, 0);
             params.auxiliary_basis().inverse(backend, p_part, 0);
             level_data
                 .scale
-                .apply(backend, q_part, Some(p_part), &mut scaled, n);
-            let mut out = alloc::vec![0u32; level * n];
-            level_data.p_to_q.convert(backend, &scaled, &mut out, n);
-            out
+                .apply_with(backend, q_part, Some(p_part), scaled, n, &mut s.scale);
+            level_data
+                .p_to_q
+                .convert_with(backend, scaled, full, n, &mut s.conversion);
+            for from in (level + 1..=top).rev() {
+                switch_down(params, &mut full[..from * n], from, lifted);
+            }
+            full[..level * n].to_vec()
         })
         .collect();
     Ciphertext::from_parts(params, level, polys)
+}
+
+/// One polynomial mod Q_from (from limbs) switched to Q_{from - 1} in place, in its first
+/// from - 1 limbs: x' = (x - [x]_{q_last}) / q_last, the last residue lifted centered.
+pub(crate) fn switch_down(params: &Parameters, poly: &mut [u32], from: usize, lifted: &mut [u32]) {
+    let n = params.degree();
+    let moduli = &params.ciphertext_basis().moduli()[..from];
+    let last = moduli[from - 1];
+    let inverses = &params.level_data(from).last_inverse;
+    let backend = params.backend();
+    let (kept, dropped) = poly.split_at_mut((from - 1) * n);
+    for (i, limb) in kept.chunks_exact_mut(n).enumerate() {
+        let q = &moduli[i];
+        backend.lift_centered(lifted, dropped, &last, q);
+        limb.iter_mut()
+            .zip(lifted.iter())
+            .for_each(|(x, &r)| *x = q.sub(*x, r));
+        backend.mul_scalar_assign(limb, inverses[i], q);
+    }
 }
 
 /// digits[i] = NTT mod `to` of [d]_{q_i}: the gadget digits of `d` (coefficient form, one limb

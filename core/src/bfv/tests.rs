@@ -272,6 +272,58 @@ fn multiply_square_relinearize_and_switch_on_every_backend() {
     }
 }
 
+#[test]
+fn products_in_reused_scratch_equal_the_allocating_ones_on_every_backend() {
+    // One scratch for every call, at every level and after larger calls: the buffers'
+    // leftovers never leak into a result.
+    let mut scratch = MultiplyScratch::default();
+    let mut reference: Option<Vec<Vec<u32>>> = None;
+    for backend in Backend::available() {
+        let params = small_params(backend);
+        let (n, t) = (params.degree(), params.plaintext_modulus().value());
+        let mut rng = ChaCha20Rng::seed_from_u64(5);
+        let sk = SecretKey::generate(&params, &mut rng);
+        let encoder = BatchEncoder::new(&params);
+        let eval = Evaluator::new(&params);
+        let encrypt = |rng: &mut ChaCha20Rng| {
+            let slots = random_slots(rng, n, t);
+            sk.encrypt(&params, &encoder.encode(&slots).unwrap(), rng)
+                .unwrap()
+        };
+        let (a, b) = (encrypt(&mut rng), encrypt(&mut rng));
+        let mut words = Vec::new();
+        for level in (1..=params.max_level()).rev() {
+            let mut expected = eval.square(&a).unwrap();
+            while expected.level() > level {
+                eval.mod_switch_to_next_assign(&mut expected).unwrap();
+            }
+            let got = eval.square_to_level(&a, level, &mut scratch).unwrap();
+            assert_eq!(got, expected, "{backend}: square to level {level}");
+            words.extend((0..3).map(|k| got.poly(k).to_vec()));
+        }
+        let product = eval.multiply_with(&a, &b, &mut scratch).unwrap();
+        assert_eq!(product, eval.multiply(&a, &b).unwrap(), "{backend}: product");
+        // A lower-level input after the top-level ones: smaller buffers than the scratch.
+        let (mut low_a, mut low_b) = (a.clone(), b.clone());
+        eval.mod_switch_to_next_assign(&mut low_a).unwrap();
+        eval.mod_switch_to_next_assign(&mut low_b).unwrap();
+        let low = eval.multiply_with(&low_a, &low_b, &mut scratch).unwrap();
+        assert_eq!(low, eval.multiply(&low_a, &low_b).unwrap(), "{backend}: low");
+        assert!(eval.square_to_level(&a, 0, &mut scratch).is_err());
+        assert!(
+            eval.square_to_level(&low_a, params.max_level(), &mut scratch)
+                .is_err(),
+            "a square is never switched up"
+        );
+        assert!(eval.square_to_level(&product, 1, &mut scratch).is_err(), "size 3");
+        words.extend((0..3).map(|k| product.poly(k).to_vec()));
+        match &reference {
+            None => reference = Some(words),
+            Some(r) => assert!(r == &words, "{backend}: words differ from portable"),
+        }
+    }
+}
+
 /// The integer a polynomial's limbs represent, centered mod Q.
 fn compose(params: &Parameters, poly: &[u32], level: usize) -> Vec<BigInt> {
     let n = params.degree();

@@ -3,11 +3,11 @@
 use alloc::vec::Vec;
 
 use super::noise::{EvaluationPlan, Inputs};
-use super::{EvaluationKeys, INPUTS, NetworkParameters, Packing, parallel};
+use super::{EvaluationKeys, INPUTS, NetworkParameters, Packing, Phase, parallel};
 use crate::Error;
 use crate::backend::Kernels;
 use crate::backend::linear::{HALF_SUM_START, pack_pairs, weight_pair};
-use crate::bfv::{Ciphertext, Evaluator, GaloisKey, Parameters};
+use crate::bfv::{Ciphertext, Evaluator, GaloisKey, MultiplyScratch, Parameters};
 use crate::model::{CLASSES, CONV_SIDE, KERNEL, Model, SIDE};
 
 /// Convolution positions (each with every map) squared and handed to the first dense layer at a
@@ -173,11 +173,25 @@ impl<'a> NetworkEvaluator<'a> {
         inputs: &[Ciphertext],
         packing: Packing,
     ) -> Result<Vec<Ciphertext>, Error> {
+        self.evaluate_channel_observed(channel, inputs, packing, &|_| {})
+    }
+
+    /// [`Self::evaluate_channel`], calling `phase_done` as each step of the evaluation ends
+    /// (several times for the steps that alternate group by group), so that a caller with a
+    /// clock can tell where the time goes.
+    pub fn evaluate_channel_observed(
+        &self,
+        channel: usize,
+        inputs: &[Ciphertext],
+        packing: Packing,
+        phase_done: &dyn Fn(Phase),
+    ) -> Result<Vec<Ciphertext>, Error> {
         let params = self.params.channel(channel)?;
         self.check_inputs(params, inputs, packing)?;
         let plan = self.plan_for(packing)?;
         if packing.factor() == 1 {
-            return Ok(self.evaluate(params, &inputs.iter().collect::<Vec<_>>(), plan));
+            let inputs: Vec<&Ciphertext> = inputs.iter().collect();
+            return Ok(self.evaluate(params, &inputs, plan, phase_done));
         }
         let n = params.degree();
         let keys = (1..packing.factor())
@@ -202,7 +216,8 @@ impl<'a> NetworkEvaluator<'a> {
                 (ciphertext, block) => &blocks[ciphertext][block - 1],
             })
             .collect();
-        Ok(self.evaluate(params, &unpacked, plan))
+        phase_done(Phase::Unpack);
+        Ok(self.evaluate(params, &unpacked, plan, phase_done))
     }
 
     /// The network on one channel's 784 checked inputs, one pixel each.
@@ -211,6 +226,7 @@ impl<'a> NetworkEvaluator<'a> {
         params: &Parameters,
         inputs: &[&Ciphertext],
         plan: &EvaluationPlan,
+        phase_done: &dyn Fn(Phase),
     ) -> Vec<Ciphertext> {
         let evaluator = Evaluator::new(params);
         let hidden_level = plan.hidden_level;
@@ -240,23 +256,32 @@ impl<'a> NetworkEvaluator<'a> {
                 .into_iter()
                 .flatten()
                 .collect();
-            let squares = parallel::map(convs.len(), |j| {
-                let mut square = evaluator.square(&convs[j]).expect("checked shape");
-                while square.level() > hidden_level {
+            phase_done(Phase::Convolution);
+            let mut convs = convs;
+            parallel::for_each_mut(&mut convs, |_, conv| {
+                while conv.level() > plan.square_level {
                     evaluator
-                        .mod_switch_to_next_assign(&mut square)
+                        .mod_switch_to_next_assign(conv)
                         .expect("level above 1");
                 }
-                square
+            });
+            let squares = parallel::map_init(convs.len(), MultiplyScratch::default, |s, j| {
+                evaluator
+                    .square_to_level(&convs[j], hidden_level, s)
+                    .expect("checked shape and level")
             });
             drop(convs);
+            phase_done(Phase::ConvolutionSquare);
             dense1.add_group(params, &squares, |unit, i| {
                 let feature = (i % maps) * positions + start + i / maps;
                 self.dense1[unit * features + feature]
             });
+            drop(squares);
+            phase_done(Phase::HiddenDense);
             start += group;
         }
         let mut hidden = dense1.finish(params, &self.dense1_bias);
+        phase_done(Phase::HiddenDense);
 
         // Relinearize and square the hidden units.
         parallel::for_each_mut(&mut hidden, |_, unit| {
@@ -265,10 +290,13 @@ impl<'a> NetworkEvaluator<'a> {
                 .expect("checked shape");
             *unit = evaluator.square(unit).expect("size 2");
         });
+        phase_done(Phase::HiddenSquare);
 
         // Last dense layer, then down to the output level.
         let rows: Vec<&Ciphertext> = hidden.iter().collect();
         let mut logits = linear_combinations(params, &rows, &self.dense2, &self.dense2_bias);
+        drop(hidden);
+        phase_done(Phase::OutputDense);
         parallel::for_each_mut(&mut logits, |_, logit| {
             while logit.level() > plan.output_level {
                 evaluator
@@ -276,6 +304,7 @@ impl<'a> NetworkEvaluator<'a> {
                     .expect("level above 1");
             }
         });
+        phase_done(Phase::OutputSwitch);
         logits
     }
 }

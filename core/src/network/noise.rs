@@ -32,7 +32,7 @@ pub struct NoiseEstimate {
     pub fresh: f64,
     /// After the convolution.
     pub conv: f64,
-    /// After squaring the convolution outputs.
+    /// After squaring the convolution outputs (at the square level).
     pub conv_squared: f64,
     /// After the first dense layer (at the hidden level).
     pub dense1: f64,
@@ -44,12 +44,17 @@ pub struct NoiseEstimate {
     pub output: f64,
 }
 
-/// How the evaluator runs a model under given parameters: the level of the hidden layer
+/// How the evaluator runs a model under given parameters: the level the convolution outputs
+/// are squared at (they are switched down to it first: a square over fewer primes, with a
+/// smaller auxiliary basis, is the batch's largest saving), the level of the hidden layer
 /// (the squares are switched down to it before the first dense layer) and of the outputs,
 /// the lowest ones the noise estimate allows.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct EvaluationPlan {
-    /// Level of the first dense layer, the relinearization and the second square.
+    /// Level of the convolution outputs' squares.
+    pub square_level: usize,
+    /// Level of the first dense layer, the relinearization and the second square (at most
+    /// `square_level`).
     pub hidden_level: usize,
     /// Level of the output ciphertexts.
     pub output_level: usize,
@@ -219,9 +224,18 @@ impl EvaluationPlan {
             Inputs::Unpacked => e.unpack(fresh, top),
         };
         let conv = e.linear(fresh, conv_l1, top);
-        let conv_squared = e.square(conv, top);
-        let run_hidden = |hidden: usize| {
-            let switched = if hidden < top {
+        // The convolution outputs switched down to `level` and squared there.
+        let conv_squared_at = |level: usize| {
+            let switched = if level < top {
+                e.switch(conv, level, 2)
+            } else {
+                conv
+            };
+            e.square(switched, level)
+        };
+        let run_hidden = |square_level: usize, hidden: usize| {
+            let conv_squared = conv_squared_at(square_level);
+            let switched = if hidden < square_level {
                 e.switch(conv_squared, hidden, 3)
             } else {
                 conv_squared
@@ -239,15 +253,23 @@ impl EvaluationPlan {
         for (layer, v) in [
             ("input", fresh),
             ("convolution", conv),
-            ("first square", conv_squared),
+            ("first square", conv_squared_at(top)),
         ] {
             if !enough(v) {
                 return Err(refuse(layer, v));
             }
         }
-        let hidden_level = (1..=top).find(|&l| enough(run_hidden(l).2));
-        let Some(hidden_level) = hidden_level else {
-            let (dense1, squared, logits) = run_hidden(top);
+        // The cheapest plan: the lowest square level, then the lowest hidden level, that
+        // keep the margin to the logits.
+        let levels = (1..=top)
+            .filter(|&square| enough(conv_squared_at(square)))
+            .find_map(|square| {
+                (1..=square)
+                    .find(|&hidden| enough(run_hidden(square, hidden).2))
+                    .map(|hidden| (square, hidden))
+            });
+        let Some((square_level, hidden_level)) = levels else {
+            let (dense1, squared, logits) = run_hidden(top, top);
             let (layer, v) = [
                 ("first dense", dense1),
                 ("second square", squared),
@@ -258,7 +280,8 @@ impl EvaluationPlan {
             .unwrap_or(("last dense", logits));
             return Err(refuse(layer, v));
         };
-        let (dense1, squared, logits) = run_hidden(hidden_level);
+        let conv_squared = conv_squared_at(square_level);
+        let (dense1, squared, logits) = run_hidden(square_level, hidden_level);
         let output_level = (1..=hidden_level)
             .find(|&l| l == hidden_level || enough(e.switch(logits, l, 3)))
             .unwrap_or(hidden_level);
@@ -268,6 +291,7 @@ impl EvaluationPlan {
             logits
         };
         Ok(Self {
+            square_level,
             hidden_level,
             output_level,
             estimate: NoiseEstimate {

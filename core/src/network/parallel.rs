@@ -29,3 +29,22 @@ pub(crate) fn for_each_mut<T: Send>(items: &mut [T], f: impl Fn(usize, &mut T) +
         items.iter_mut().enumerate().for_each(|(i, x)| f(i, x))
     }
 }
+
+/// [f(s, 0), ..., f(s, count - 1)], each task's `s` made by `init` and reused across the
+/// items that task takes (scratch buffers).
+pub(crate) fn map_init<T: Send, S>(
+    count: usize,
+    init: impl Fn() -> S + Sync + Send,
+    f: impl Fn(&mut S, usize) -> T + Sync + Send,
+) -> Vec<T> {
+    #[cfg(feature = "parallel")]
+    {
+        use rayon::prelude::*;
+        (0..count).into_par_iter().map_init(init, f).collect()
+    }
+    #[cfg(not(feature = "parallel"))]
+    {
+        let mut s = init();
+        (0..count).map(|i| f(&mut s, i)).collect()
+    }
+}

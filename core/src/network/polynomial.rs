@@ -14,7 +14,7 @@ use alloc::vec::Vec;
 use super::noise::{Estimator, MARGIN_BITS, budget, log_add};
 use super::{EvaluationKeys, NetworkParameters, parallel};
 use crate::Error;
-use crate::bfv::{BatchEncoder, Ciphertext, Evaluator, Parameters, Plaintext};
+use crate::bfv::{BatchEncoder, Ciphertext, Evaluator, MultiplyScratch, Parameters, Plaintext};
 use crate::model::polynomial::{Layer, PolynomialNetwork, Tap};
 
 /// The plan of one layer: the level its outputs are at and their estimated noise budget.
@@ -297,14 +297,14 @@ impl<'a> PolynomialEvaluator<'a> {
                 // The neuron order is already the flattened one.
                 Layer::Flatten => continue,
                 Layer::Polynomial { coefficients: c } => {
-                    let results = parallel::map(current.len(), |j| -> Result<Ciphertext, Error> {
+                    let power = |s: &mut MultiplyScratch, j: usize| -> Result<Ciphertext, Error> {
                         let x = &current[j];
-                        let mut x2 = evaluator.square(x)?;
+                        let mut x2 = evaluator.square_to_level(x, x.level(), s)?;
                         evaluator.relinearize_assign(&mut x2, relin)?;
                         let x3 = match c[3] {
                             0 => None,
                             _ => {
-                                let mut x3 = evaluator.multiply(&x2, x)?;
+                                let mut x3 = evaluator.multiply_with(&x2, x, s)?;
                                 evaluator.relinearize_assign(&mut x3, relin)?;
                                 Some(x3)
                             }
@@ -321,7 +321,9 @@ impl<'a> PolynomialEvaluator<'a> {
                             evaluator.mod_switch_to_next_assign(&mut y)?;
                         }
                         Ok(y)
-                    });
+                    };
+                    let results =
+                        parallel::map_init(current.len(), MultiplyScratch::default, power);
                     results.into_iter().collect::<Result<_, Error>>()?
                 }
                 _ => {

@@ -94,9 +94,10 @@ impl NetworkEvaluator<'_> {
             .fold(0u64, u64::saturating_add);
         let peak_bytes = (counted as f64 * (1.0 + OVERHEAD)) as u64;
 
-        let squares = features.saturating_add(hidden) as f64;
-        let square_seconds =
-            squares * (top as f64 * SQUARE_SECONDS_PER_LIMB_8192 * n as f64 / 8192.0);
+        let per_limb = SQUARE_SECONDS_PER_LIMB_8192 * n as f64 / 8192.0;
+        let square_seconds = (features as f64 * plan.square_level as f64
+            + hidden as f64 * hidden_level as f64)
+            * per_limb;
         let macs = (features as f64 * (KERNEL * KERNEL) as f64 * poly(top, 2) as f64)
             + (hidden as f64 * features as f64 * poly(hidden_level, 3) as f64)
             + (CLASSES as f64 * hidden as f64 * poly(hidden_level, 2) as f64);

@@ -126,6 +126,28 @@ fn encrypted_inference_equals_plaintext_inference_on_every_backend() {
 }
 
 #[test]
+fn convolution_outputs_are_squared_below_the_top_level_where_the_budget_allows() {
+    // One prime more than the small model needs: its convolution outputs are switched down
+    // before they are squared (a smaller square), and the result stays exact.
+    let bytes = tiny_model();
+    let model = Model::parse(&bytes).unwrap();
+    let images = random_images(5, 8);
+    let params = toy_params(&model, 6, Backend::detect());
+    let plan = EvaluationPlan::new(&params, &model).unwrap();
+    let top = params.channels()[0].max_level();
+    assert!(plan.square_level < top, "{plan:?}");
+    assert!(plan.hidden_level <= plan.square_level, "{plan:?}");
+    let (logits, _, measured) = run(&params, &model, &images);
+    let expected: Vec<[i128; CLASSES]> = images.iter().map(|i| model.logits(i).unwrap()).collect();
+    assert_eq!(logits, expected);
+    assert!(
+        plan.estimate.output <= measured as f64,
+        "estimated {:.1} bits left, measured {measured}",
+        plan.estimate.output
+    );
+}
+
+#[test]
 fn large_weights_take_the_64_bit_path_and_stay_exact() {
     // 13-bit weights: a group's sum of |weights| exceeds 2^16, so the first dense layer
     // accumulates in 64 bits instead of 16-bit halves.

@@ -10,13 +10,20 @@
 
 use alloc::vec::Vec;
 
-use crate::backend::dot::{FRACTION_BITS, FRACTION_LIMBS};
+use super::grown;
+use crate::backend::dot::{FRACTION_BITS, FRACTION_LIMBS, MAX_ROWS as MAX_DOT_ROWS};
 use crate::backend::{Backend, Kernels};
 use crate::zq::Modulus;
 
 /// a * b mod m for m < 2^64 (setup only).
 fn mul_mod(a: u128, b: u128, m: u128) -> u128 {
     a % m * (b % m) % m
+}
+
+/// The buffers of [`ScaleRound::apply_with`].
+#[derive(Clone, Debug, Default)]
+pub struct ScaleScratch {
+    rounded: Vec<u32>,
 }
 
 /// Scale-and-round from Q (optionally joined by the outputs' own basis P) to the outputs.
@@ -130,6 +137,26 @@ impl ScaleRound {
         output: &mut [u32],
         n: usize,
     ) {
+        self.apply_with(
+            backend,
+            q_residues,
+            own_residues,
+            output,
+            n,
+            &mut ScaleScratch::default(),
+        )
+    }
+
+    /// [`Self::apply`] in `scratch`'s buffers, grown once and reused.
+    pub fn apply_with(
+        &self,
+        backend: &Backend,
+        q_residues: &[u32],
+        own_residues: Option<&[u32]>,
+        output: &mut [u32],
+        n: usize,
+        scratch: &mut ScaleScratch,
+    ) {
         let k = self.inputs.len();
         assert!(
             q_residues.len() == k * n && output.len() == self.outputs.len() * n,
@@ -141,9 +168,10 @@ impl ScaleRound {
             "auxiliary residues"
         );
         // round(sum_i x_i frac_i) < k 2^30, as its low 30 and its high bits.
-        let (mut rounded_low, mut rounded_high) = (alloc::vec![0u32; n], alloc::vec![0u32; n]);
-        let rows: Vec<&[u32]> = q_residues.chunks_exact(n).collect();
-        backend.fraction_sums(&mut rounded_low, &mut rounded_high, &rows, &self.fractions);
+        let rounded = grown(&mut scratch.rounded, 2 * n);
+        let (rounded_low, rounded_high) = rounded.split_at_mut(n);
+        let rows: heapless::Vec<&[u32], MAX_DOT_ROWS> = q_residues.chunks_exact(n).collect();
+        backend.fraction_sums(rounded_low, rounded_high, &rows, &self.fractions);
         if let Some(own) = own_residues {
             for (j, (p, out)) in self
                 .outputs
@@ -163,7 +191,7 @@ impl ScaleRound {
         }
         let rounded: Vec<u64> = rounded_low
             .iter()
-            .zip(&rounded_high)
+            .zip(rounded_high.iter())
             .map(|(&l, &h)| l as u64 | (h as u64) << FRACTION_BITS)
             .collect();
         let mut acc = alloc::vec![0u64; n];
