@@ -62,7 +62,10 @@ fn bench_he_json_reports_every_operation_with_galois_automorphisms() {
 
 #[test]
 fn bench_batch_times_every_step_of_a_packed_batch() {
-    let model = concat!(env!("CARGO_MANIFEST_DIR"), "/../models/cryptonets-mnist.cnmd");
+    let model = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../models/cryptonets-mnist.cnmd"
+    );
     let out = cryptonets(&[
         "bench",
         "batch",

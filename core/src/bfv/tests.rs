@@ -302,20 +302,31 @@ fn products_in_reused_scratch_equal_the_allocating_ones_on_every_backend() {
             words.extend((0..3).map(|k| got.poly(k).to_vec()));
         }
         let product = eval.multiply_with(&a, &b, &mut scratch).unwrap();
-        assert_eq!(product, eval.multiply(&a, &b).unwrap(), "{backend}: product");
+        assert_eq!(
+            product,
+            eval.multiply(&a, &b).unwrap(),
+            "{backend}: product"
+        );
         // A lower-level input after the top-level ones: smaller buffers than the scratch.
         let (mut low_a, mut low_b) = (a.clone(), b.clone());
         eval.mod_switch_to_next_assign(&mut low_a).unwrap();
         eval.mod_switch_to_next_assign(&mut low_b).unwrap();
         let low = eval.multiply_with(&low_a, &low_b, &mut scratch).unwrap();
-        assert_eq!(low, eval.multiply(&low_a, &low_b).unwrap(), "{backend}: low");
+        assert_eq!(
+            low,
+            eval.multiply(&low_a, &low_b).unwrap(),
+            "{backend}: low"
+        );
         assert!(eval.square_to_level(&a, 0, &mut scratch).is_err());
         assert!(
             eval.square_to_level(&low_a, params.max_level(), &mut scratch)
                 .is_err(),
             "a square is never switched up"
         );
-        assert!(eval.square_to_level(&product, 1, &mut scratch).is_err(), "size 3");
+        assert!(
+            eval.square_to_level(&product, 1, &mut scratch).is_err(),
+            "size 3"
+        );
         words.extend((0..3).map(|k| product.poly(k).to_vec()));
         match &reference {
             None => reference = Some(words),
