@@ -149,10 +149,7 @@ fn ntt(args: &NttArgs, backend: Option<&str>) -> Result<(), String> {
                 forward_coefficient_bits_per_ns: (n as f64 * bits as f64) / forward_ns,
             };
             if args.json {
-                println!(
-                    "{}",
-                    serde_json::to_string(&report).map_err(|e| e.to_string())?
-                );
+                crate::print_json(&report)?;
             } else {
                 println!(
                     "{:>8}  n = {:>5}  {}-bit prime: forward {:>9.0} ns  inverse {:>9.0} ns  ({:.2} coefficient-bits/ns)",
@@ -270,10 +267,7 @@ fn he(args: &HeArgs, backend: Option<&str>) -> Result<(), String> {
         galois: galois(args, backend)?,
     };
     if args.json {
-        println!(
-            "{}",
-            serde_json::to_string(&report).map_err(|e| e.to_string())?
-        );
+        crate::print_json(&report)?;
     } else {
         println!("{report:#?}");
     }

@@ -157,10 +157,7 @@ pub(crate) fn plan_command(args: &PlanArgs, backend: Backend) -> Result<(), Stri
     let planned = plan_for(&network, backend, args.images)?;
     let report = plan_report(&args.model, &network, &planned);
     if args.json {
-        println!(
-            "{}",
-            serde_json::to_string(&report).map_err(|e| e.to_string())?
-        );
+        crate::print_json(&report)?;
         return Ok(());
     }
     println!(
@@ -444,10 +441,7 @@ pub(crate) fn run_general(
         threads: rayon::current_num_threads(),
     };
     if json {
-        println!(
-            "{}",
-            serde_json::to_string(&report).map_err(|e| e.to_string())?
-        );
+        crate::print_json(&report)?;
     } else {
         println!(
             "{} images: accuracy {} (plaintext {}), agreement {:.4}, exact logits {:.4}; noise budget {} bits ({:.1} estimated)",

@@ -147,6 +147,15 @@ fn mnist_check(data: Option<std::path::PathBuf>) -> Result<(), String> {
     Ok(())
 }
 
+/// Prints one report as a line of JSON (the `--json` output of every command).
+pub(crate) fn print_json(report: &impl serde::Serialize) -> Result<(), String> {
+    println!(
+        "{}",
+        serde_json::to_string(report).map_err(|e| e.to_string())?
+    );
+    Ok(())
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let backend = match selected_backend(cli.backend.as_deref()) {

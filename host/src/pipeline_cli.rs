@@ -505,10 +505,7 @@ pub(crate) fn finish_decrypt(args: &DecryptArgs, report: DecryptReport) -> Resul
         write(path, text.as_bytes())?;
     }
     if args.json {
-        println!(
-            "{}",
-            serde_json::to_string(&report).map_err(|e| e.to_string())?
-        );
+        crate::print_json(&report)?;
         return Ok(());
     }
     let shown: Vec<String> = report
@@ -818,10 +815,7 @@ pub(crate) fn run_command(args: &RunArgs, backend: Backend) -> Result<(), String
         max_memory_bytes: memory_limit,
     };
     if args.json {
-        println!(
-            "{}",
-            serde_json::to_string(&report).map_err(|e| e.to_string())?
-        );
+        crate::print_json(&report)?;
     } else {
         print_report(&report);
     }

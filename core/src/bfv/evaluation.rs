@@ -263,14 +263,7 @@ impl<'a> Evaluator<'a> {
 
     /// a * b as a size-3 ciphertext (both of size 2, same level).
     pub fn multiply(&self, a: &Ciphertext, b: &Ciphertext) -> Result<Ciphertext, Error> {
-        self.check(a)?;
-        same_shape(a, b)?;
-        if a.size() != 2 || b.size() != 2 {
-            return Err(Error::Incompatible {
-                reason: "multiply takes ciphertexts of size 2",
-            });
-        }
-        Ok(super::multiply::tensor(self.params, a, Some(b)))
+        self.multiply_with(a, b, &mut MultiplyScratch::default())
     }
 
     /// [`Self::multiply`] in `scratch` (reused across calls, so a loop of products allocates
@@ -299,13 +292,7 @@ impl<'a> Evaluator<'a> {
 
     /// a^2 as a size-3 ciphertext (cheaper than multiply(a, a)).
     pub fn square(&self, a: &Ciphertext) -> Result<Ciphertext, Error> {
-        self.check(a)?;
-        if a.size() != 2 {
-            return Err(Error::Incompatible {
-                reason: "square takes a ciphertext of size 2",
-            });
-        }
-        Ok(super::multiply::tensor(self.params, a, None))
+        self.square_to_level(a, a.level, &mut MultiplyScratch::default())
     }
 
     /// The square of a size-2 ciphertext switched down to `level` (1 to a's level): the

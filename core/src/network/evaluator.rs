@@ -252,12 +252,11 @@ impl<'a> NetworkEvaluator<'a> {
                     biases: &self.conv_bias,
                 })
                 .collect();
-            let convs: Vec<Ciphertext> = linear_combinations_of_sets(params, &windows)
+            let mut convs: Vec<Ciphertext> = linear_combinations_of_sets(params, &windows)
                 .into_iter()
                 .flatten()
                 .collect();
             phase_done(Phase::Convolution);
-            let mut convs = convs;
             parallel::for_each_mut(&mut convs, |_, conv| {
                 while conv.level() > plan.square_level {
                     evaluator

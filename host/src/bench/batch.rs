@@ -134,10 +134,7 @@ pub(crate) fn batch(args: &BatchArgs, backend: Option<&str>) -> Result<(), Strin
         peak_rss_bytes: peak_rss_bytes().unwrap_or(0),
     };
     if args.json {
-        println!(
-            "{}",
-            serde_json::to_string(&report).map_err(|e| e.to_string())?
-        );
+        crate::print_json(&report)?;
         return Ok(());
     }
     println!(
