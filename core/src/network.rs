@@ -29,7 +29,6 @@ use crate::backend::Backend;
 use crate::bfv::{BatchEncoder, Ciphertext, Parameters, Plaintext, SecretKey};
 use crate::model::{CLASSES, Model, SIDE};
 use crate::zq::Modulus;
-use crate::zq::prime::ntt_primes;
 
 mod evaluator;
 mod keys;
@@ -123,25 +122,57 @@ pub fn crt_primes(bits: u32, n: usize) -> Result<Vec<u32>, Error> {
         })
 }
 
-/// Exactly `count` CRT primes (each 1 mod 2n, at most 29 bits) of the least size whose
-/// product exceeds 2^bits: more channels with smaller primes cost more evaluations but less
-/// noise per multiplication (log2 t bits a square), which the planner weighs.
+/// Exactly `count` CRT primes (each 1 mod 2n, at most 29 bits) whose product exceeds 2^bits
+/// and whose largest is as small as possible: every channel's noise grows with its t (log2 t
+/// bits a square, and the plan serves the worst channel), so the primes are the `count`
+/// consecutive ones, in increasing order of size, that first pass the bound. More channels
+/// of smaller primes cost more evaluations but less noise per multiplication, which the
+/// planner weighs.
 pub fn crt_primes_of_count(bits: u32, n: usize, count: usize) -> Result<Vec<u32>, Error> {
-    if (1..=MAX_CHANNELS).contains(&count) {
-        for prime_bits in 17..=MAX_PLAINTEXT_PRIME_BITS {
-            let primes: Vec<u32> = ntt_primes(prime_bits, n).take(count).collect();
-            let product_bits: f64 = primes
-                .iter()
-                .map(|&p| crate::rns::libm_log2(p as f64))
-                .sum();
-            if primes.len() == count && product_bits > bits as f64 + 0.01 {
-                return Ok(primes);
-            }
+    let refused = Error::InvalidParameters {
+        reason: "no such set of plaintext CRT primes",
+    };
+    // Each prime is below 2^29: fewer than bits / 29 of them cannot hold the bits.
+    if !(1..=MAX_CHANNELS).contains(&count)
+        || !n.is_power_of_two()
+        || (count as u32) * MAX_PLAINTEXT_PRIME_BITS <= bits
+    {
+        return Err(refused);
+    }
+    let step = 2 * n as u64;
+    let candidates = (1u64..)
+        .map(|k| k * step + 1)
+        .take_while(|&p| p < 1 << MAX_PLAINTEXT_PRIME_BITS)
+        .filter(|&p| crate::zq::prime::is_prime(p));
+    // The last `count` primes seen, smallest first.
+    let mut window: heapless::Deque<u32, MAX_CHANNELS> = heapless::Deque::new();
+    for p in candidates {
+        if window.len() == count {
+            window.pop_front();
+        }
+        window.push_back(p as u32).map_err(|_| refused)?;
+        let product_bits: f64 = window
+            .iter()
+            .map(|&p| crate::rns::libm_log2(p as f64))
+            .sum();
+        if window.len() == count && product_bits > bits as f64 + 0.01 {
+            // Largest first, as the channels have always been ordered.
+            return Ok(window.iter().rev().copied().collect());
         }
     }
-    Err(Error::InvalidParameters {
-        reason: "no such set of plaintext CRT primes",
-    })
+    Err(refused)
+}
+
+/// Signed bits of a plaintext that holds `model`'s logits: the tighter of its own worst-case
+/// magnitudes and the neuron-by-neuron interval bounds of its equivalent general network
+/// (which know, for instance, that a square is never negative). Both are exact upper bounds,
+/// so the logits lie within the CRT plaintext space either way.
+pub fn plaintext_bits(model: &Model) -> Result<u32, Error> {
+    let intervals = crate::model::polynomial::PolynomialNetwork::from_v1(model)?;
+    Ok(model
+        .bounds()
+        .plaintext_bits()
+        .min(intervals.plaintext_bits()))
 }
 
 /// One BFV parameter set per plaintext CRT prime, all with the same n and Q.
@@ -151,11 +182,42 @@ pub struct NetworkParameters {
 }
 
 impl NetworkParameters {
-    /// The CryptoNets parameters for `model`: n = 8192, [`CIPHERTEXT_PRIMES`] 30-bit primes,
-    /// and the CRT primes its logits need.
+    /// The CryptoNets parameters for full batches of `model`: [`Self::for_batches`] of
+    /// one pixel a ciphertext.
     pub fn for_model(model: &Model, backend: Backend) -> Result<Self, Error> {
-        let primes = crt_primes(model.bounds().plaintext_bits(), DEGREE)?;
-        Self::new(DEGREE, CIPHERTEXT_PRIMES, &primes, backend)
+        Self::for_batches(model, Packing::NONE, backend)
+    }
+
+    /// The CryptoNets parameters for batches of `model` packed `packing` pixels a
+    /// ciphertext: n = 8192, [`CIPHERTEXT_PRIMES`] 30-bit primes, and the fewest CRT
+    /// channels (each channel is one evaluation of the network) whose primes hold its
+    /// logits and under which its [`EvaluationPlan`] for such batches keeps the margin
+    /// (fresh inputs, or inputs unpacked by key switching, which costs a few bits). Where
+    /// none of up to two more channels does, the fewest, so that the evaluator refuses with
+    /// the layer where the budget runs out. Every channel count shares n, Q and the special
+    /// primes, so one secret key and one set of evaluation keys serve every packing; each
+    /// batch's ciphertexts carry their own channel's parameters.
+    pub fn for_batches(model: &Model, packing: Packing, backend: Backend) -> Result<Self, Error> {
+        let bits = plaintext_bits(model)?;
+        let inputs = match packing.factor() {
+            1 => Inputs::Fresh,
+            _ => Inputs::Unpacked,
+        };
+        let fewest = crt_primes(bits, DEGREE)?.len();
+        let mut first = None;
+        for count in fewest..=(fewest + 2).min(MAX_CHANNELS) {
+            let Ok(primes) = crt_primes_of_count(bits, DEGREE, count) else {
+                continue;
+            };
+            let params = Self::new(DEGREE, CIPHERTEXT_PRIMES, &primes, backend)?;
+            if EvaluationPlan::with_inputs(&params, model, inputs).is_ok() {
+                return Ok(params);
+            }
+            first.get_or_insert(params);
+        }
+        first.ok_or(Error::InvalidParameters {
+            reason: "the logits need more plaintext bits than the CRT channels can hold",
+        })
     }
 
     /// Parameters of degree n with `q_primes` 30-bit ciphertext primes, one channel per

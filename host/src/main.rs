@@ -97,19 +97,31 @@ fn model_info(file: &std::path::Path) -> Result<(), String> {
         bits(b.dense1_squared),
         bits(b.logits)
     );
-    let needed = b.max_bits();
-    println!("plaintext bits (signed, every layer): {needed}");
-    // The primes the pipeline uses, from the same function.
-    let primes = cryptonets_core::network::crt_primes(needed, cryptonets_core::network::DEGREE)
+    let needed = cryptonets_core::network::plaintext_bits(&model)
         .map_err(|e| format!("{}: {e}", file.display()))?;
-    let params = cryptonets_core::network::NetworkParameters::for_model(&model, Backend::detect())
-        .map_err(|e| format!("{}: {e}", file.display()))?;
+    println!(
+        "plaintext bits (signed logits; interval bounds of every neuron): {needed} (every layer's worst case: {})",
+        b.max_bits()
+    );
+    // The parameters the pipeline uses, from the same functions.
+    let for_packing = |packing| {
+        cryptonets_core::network::NetworkParameters::for_batches(&model, packing, Backend::detect())
+            .map_err(|e| format!("{}: {e}", file.display()))
+    };
+    let params = for_packing(cryptonets_core::network::Packing::NONE)?;
+    let primes = params.plaintext_primes();
     println!(
         "plaintext CRT primes (1 mod {}): {} ({primes:?}); n = {}, {} ciphertext primes",
         2 * params.degree(),
         primes.len(),
         params.degree(),
         params.ciphertext_primes()
+    );
+    let packed = for_packing(cryptonets_core::network::Packing::new(2).expect("a power of two"))?;
+    println!(
+        "packed batches (inputs unpacked by key switching): {} CRT primes ({:?})",
+        packed.channels().len(),
+        packed.plaintext_primes()
     );
     let (float, integer) = model.recorded_accuracy();
     println!(

@@ -115,20 +115,49 @@ fn describe(estimate: &ResourceEstimate, limit: u64) -> String {
 /// A model file with its parsed view and parameters.
 pub(crate) struct Loaded {
     bytes: Vec<u8>,
+    /// The parameters of full batches (one pixel a ciphertext); the keys' (every packing
+    /// shares n, Q and the special primes).
     pub(crate) params: NetworkParameters,
+    /// Those of packed batches, whose inputs are unpacked by key switching first: that
+    /// costs noise, so they may need more CRT channels.
+    packed: NetworkParameters,
 }
 
 impl Loaded {
     pub(crate) fn new(path: &Path, backend: Backend) -> Result<Self, String> {
         let bytes = read_checked(path, MAX_MODEL_BYTES as u64, "model")?;
         let model = Model::parse(&bytes).map_err(|e| format!("{}: {e}", path.display()))?;
-        let params = NetworkParameters::for_model(&model, backend)
-            .map_err(|e| format!("{}: {e}", path.display()))?;
-        Ok(Self { bytes, params })
+        let for_packing = |packing| {
+            NetworkParameters::for_batches(&model, packing, backend)
+                .map_err(|e| format!("{}: {e}", path.display()))
+        };
+        let params = for_packing(Packing::NONE)?;
+        let packed = for_packing(Packing::new(2).expect("a power of two"))?;
+        Ok(Self {
+            bytes,
+            params,
+            packed,
+        })
     }
 
     pub(crate) fn model(&self) -> Model<'_> {
         Model::parse(&self.bytes).expect("parsed before")
+    }
+
+    /// The parameters of batches of `packing`.
+    pub(crate) fn params_for(&self, packing: Packing) -> &NetworkParameters {
+        match packing.factor() {
+            1 => &self.params,
+            _ => &self.packed,
+        }
+    }
+
+    /// The parameters of the packing with the most channels: what bounds a batch's size.
+    fn widest(&self) -> &NetworkParameters {
+        [&self.params, &self.packed]
+            .into_iter()
+            .max_by_key(|p| p.channels().len())
+            .expect("two")
     }
 }
 
@@ -195,10 +224,11 @@ pub(crate) fn keygen_command(args: &KeygenArgs, backend: Backend) -> Result<(), 
     let eval = eval_key_bytes(&loaded.params, &keys);
     write(&args.eval_key, &eval)?;
     println!(
-        "keys for n = {}, {} ciphertext primes, plaintext CRT primes {:?}: secret key {}, evaluation key {} ({} bytes)",
+        "keys for n = {}, {} ciphertext primes, plaintext CRT primes {:?} (packed batches: {:?}): secret key {}, evaluation key {} ({} bytes)",
         loaded.params.degree(),
         loaded.params.ciphertext_primes(),
         loaded.params.plaintext_primes(),
+        loaded.packed.plaintext_primes(),
         args.secret_key.display(),
         args.eval_key.display(),
         eval.len()
@@ -283,10 +313,11 @@ pub(crate) fn encrypt_command(args: &EncryptArgs, backend: Backend) -> Result<()
     let range = image_range(&set, args.offset, args.count, loaded.params.degree())?;
     let images: Vec<[u8; INPUTS]> = range.map(|i| image_array(&set, i)).collect();
     let packing = Packing::for_batch(loaded.params.degree(), images.len(), args.max_packing);
-    let total = (loaded.params.channels().len() * packing.ciphertexts()) as u64;
+    let params = loaded.params_for(packing);
+    let total = (params.channels().len() * packing.ciphertexts()) as u64;
     let progress = bar(total, "encrypting", false);
     let batch = encrypt_batch(
-        &loaded.params,
+        params,
         &loaded.model(),
         &secret,
         &images,
@@ -348,14 +379,14 @@ pub(crate) fn eval_command(args: &EvalArgs, backend: Backend) -> Result<(), Stri
     let loaded = Loaded::new(&args.model, backend)?;
     let keys = read_eval_key_file(&loaded.params, &args.eval_key)?;
     let model = loaded.model();
-    let evaluator =
-        NetworkEvaluator::new(&loaded.params, &model, &keys).map_err(|e| e.to_string())?;
-    let input = read_batch_file(&loaded.params, &args.input, BatchKind::Images)?;
+    let input = read_batch_file(loaded.widest(), &args.input, BatchKind::Images)?;
     let batch = BatchFile::from_bytes(&input, BatchKind::Images)
         .map_err(|e| format!("{}: {e}", args.input.display()))?;
+    let params = loaded.params_for(batch.packing);
     batch
-        .check_parameters(&loaded.params)
+        .check_parameters(params)
         .map_err(|e| format!("{}: {e}", args.input.display()))?;
+    let evaluator = NetworkEvaluator::new(params, &model, &keys).map_err(|e| e.to_string())?;
     let limit = limit(args.max_memory);
     let estimate = evaluator
         .estimate(
@@ -367,19 +398,11 @@ pub(crate) fn eval_command(args: &EvalArgs, backend: Backend) -> Result<(), Stri
     eprintln!("{}", describe(&estimate, limit));
     estimate.check_memory(limit).map_err(|e| e.to_string())?;
     evaluate_to_file(
-        loaded.params.channels().len(),
+        params.channels().len(),
         batch.images,
         &args.input,
         &args.out,
-        |progress| {
-            evaluate_batch(
-                &loaded.params,
-                &evaluator,
-                &batch,
-                progress,
-                &PhaseClock::new(),
-            )
-        },
+        |progress| evaluate_batch(params, &evaluator, &batch, progress, &PhaseClock::new()),
     )
 }
 
@@ -460,13 +483,13 @@ pub(crate) fn decrypt_command(args: &DecryptArgs, backend: Backend) -> Result<()
     let record = read_checked(&args.record, MAX_RECORD_BYTES, "batch record")?;
     let record =
         BatchRecord::from_json(&record).map_err(|e| format!("{}: {e}", args.record.display()))?;
-    let bytes = read_batch_file(&loaded.params, &args.input, BatchKind::Logits)?;
+    let bytes = read_batch_file(loaded.widest(), &args.input, BatchKind::Logits)?;
     let batch = BatchFile::from_bytes(&bytes, BatchKind::Logits)
         .map_err(|e| format!("{}: {e}", args.input.display()))?;
     record
         .check(&batch)
         .map_err(|e| format!("{}: {e}", args.input.display()))?;
-    let decrypted = decrypt_batch(&loaded.params, &secret, &batch)
+    let decrypted = decrypt_batch(loaded.params_for(batch.packing), &secret, &batch)
         .map_err(|e| format!("{}: {e}", args.input.display()))?;
     let predictions: Vec<usize> = decrypted.logits.iter().map(|l| argmax(l)).collect();
     let offset = args.offset.or(record.offset);
@@ -571,8 +594,11 @@ struct RunReport {
     threads: usize,
     n: usize,
     log_q: f64,
+    /// Those of the first batch (a packed batch may need more channels than a full one).
     plaintext_primes: Vec<u32>,
+    /// Per batch: pixels a ciphertext, and CRT channels.
     packing: Vec<usize>,
+    channels: Vec<usize>,
     hidden_level: usize,
     output_level: usize,
     accuracy: f64,
@@ -642,9 +668,14 @@ pub(crate) fn run_command(args: &RunArgs, backend: Backend) -> Result<(), String
     let eval_key = eval_key_bytes(params, &keys);
     // The service works from the serialized keys, as it would after receiving them.
     let service_keys = read_eval_key(params, &eval_key).map_err(|e| e.to_string())?;
-    let evaluator =
-        NetworkEvaluator::new(params, &model, &service_keys).map_err(|e| e.to_string())?;
-    let plan = *evaluator.plan();
+    // One evaluator for full batches, one for packed ones (their parameters may differ).
+    let evaluators = [Packing::NONE, Packing::new(2).expect("a power of two")]
+        .map(|packing| NetworkEvaluator::new(loaded.params_for(packing), &model, &service_keys));
+    let evaluator_for = |packing: Packing| -> Result<&NetworkEvaluator<'_>, String> {
+        evaluators[(packing.factor() > 1) as usize]
+            .as_ref()
+            .map_err(|e| e.to_string())
+    };
     let secret =
         read_secret_key(params, &secret_key_bytes(params, &keys)).map_err(|e| e.to_string())?;
 
@@ -653,10 +684,12 @@ pub(crate) fn run_command(args: &RunArgs, backend: Backend) -> Result<(), String
     let mut full_batch_upload: Option<usize> = None;
     let (mut full_batches, mut full_batch_eval_s) = (0usize, 0.0);
     let clock = PhaseClock::new();
-    let mut estimated_budget = plan.estimate.output;
+    let mut estimated_budget = f64::INFINITY;
     let (mut correct, mut plain_correct, mut agree, mut exact) = (0usize, 0usize, 0usize, 0usize);
     let mut measured_budget = u32::MAX;
-    let (mut hidden_level, mut output_level) = (plan.hidden_level, plan.output_level);
+    let (mut hidden_level, mut output_level) = (0, 0);
+    let mut channels = Vec::with_capacity(total.div_ceil(args.batch_size));
+    let mut plaintext_primes = None;
     let batches: Vec<std::ops::Range<usize>> = (0..total)
         .step_by(args.batch_size)
         .map(|s| s..(s + args.batch_size).min(total))
@@ -667,6 +700,9 @@ pub(crate) fn run_command(args: &RunArgs, backend: Backend) -> Result<(), String
         let label = format!("batch {}/{}", b + 1, batches.len());
         let packing = Packing::for_batch(n, images.len(), args.max_packing);
         packings.push(packing.factor());
+        let (params, evaluator) = (loaded.params_for(packing), evaluator_for(packing)?);
+        channels.push(params.channels().len());
+        plaintext_primes.get_or_insert_with(|| params.plaintext_primes());
         let batch_plan = evaluator.plan_for(packing).map_err(|e| e.to_string())?;
         // The upload's size is known from the parameters: plan before encrypting anything.
         let upload_estimate = (params.channels().len() * packing.ciphertexts()) as u64
@@ -721,7 +757,7 @@ pub(crate) fn run_command(args: &RunArgs, backend: Backend) -> Result<(), String
         clock.done(phases::PARSE);
         let result = evaluate_batch(
             params,
-            &evaluator,
+            evaluator,
             &received,
             &|c| progress.set_position(c as u64),
             &clock,
@@ -776,8 +812,9 @@ pub(crate) fn run_command(args: &RunArgs, backend: Backend) -> Result<(), String
         threads: rayon::current_num_threads(),
         n,
         log_q: params.channels()[0].log_q(),
-        plaintext_primes: params.plaintext_primes(),
+        plaintext_primes: plaintext_primes.unwrap_or_default(),
         packing: packings,
+        channels,
         hidden_level,
         output_level,
         accuracy: correct as f64 / total as f64,

@@ -217,7 +217,10 @@ fn model_info_reports_the_committed_model_and_refuses_malformed_files() {
         "5 maps",
         "dense 100",
         "plaintext bits",
-        "plaintext CRT primes (1 mod 16384): 3",
+        "plaintext bits (signed logits; interval bounds of every neuron): 57",
+        // Full batches take two channels, packed ones (unpacked by key switching) three.
+        "plaintext CRT primes (1 mod 16384): 2",
+        "packed batches (inputs unpacked by key switching): 3 CRT primes",
         "test accuracy recorded",
     ] {
         assert!(text.contains(expected), "{expected} missing in:\n{text}");

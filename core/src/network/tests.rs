@@ -316,6 +316,30 @@ fn crt_reconstructs_signed_values_exactly() {
     assert!(Crt::new(&big[..4]).is_ok());
     assert!(crt.combine(&[0, 0]).is_err());
     assert!(crt.combine(&[primes[0], 0, 0]).is_err());
+    // Of all sets of a count that hold the bits, the one with the smallest largest prime:
+    // the consecutive primes one step smaller no longer hold them.
+    let ntt_primes_below = |p: u32, n: usize| {
+        (1..)
+            .map(move |k| p as i64 - k * 2 * n as i64)
+            .take_while(|&c| c > 1)
+            .filter(|&c| crate::zq::prime::is_prime(c as u64))
+            .map(|c| c as u32)
+    };
+    for (bits, count, n) in [(57, 2, 8192), (57, 3, 8192), (63, 3, 8192), (90, 4, 1024)] {
+        let primes = crt_primes_of_count(bits, n, count).unwrap();
+        assert_eq!(primes.len(), count);
+        let log = |ps: &[u32]| ps.iter().map(|&p| (p as f64).log2()).sum::<f64>();
+        assert!(log(&primes) > bits as f64, "{bits} {count}: {primes:?}");
+        assert!(primes.windows(2).all(|w| w[0] > w[1]));
+        assert!(primes.iter().all(|&p| p % (2 * n as u32) == 1));
+        let mut smaller = primes[1..].to_vec();
+        smaller.extend(ntt_primes_below(primes[count - 1], n).next());
+        assert_eq!(smaller.len(), count);
+        assert!(
+            log(&smaller) <= bits as f64 + 0.01,
+            "{bits} {count}: {smaller:?}"
+        );
+    }
     // The plaintext primes never reach the 30 bits of the ciphertext primes.
     for bits in [20, 60, 90, 120, 200] {
         let primes = crt_primes(bits, 8192).unwrap();
@@ -774,12 +798,13 @@ fn the_planner_picks_the_cheapest_feasible_parameters_and_refuses_what_none_hold
     let cryptonets = PolynomialNetwork::parse(MNIST_MODEL).unwrap();
     let planned = PlannedNetwork::new(&cryptonets, Backend::detect(), 2, 8192).unwrap();
     let p = &planned.params;
-    // The CryptoNets network for 8192 images: n = 8192, three CRT channels of at most 29
-    // bits (two 29-bit primes would hold its 57-bit outputs, but the noise of t = 2^29 needs
-    // more ciphertext primes than three smaller channels cost), never equal to a ciphertext
-    // or special prime, within the 128-bit bound.
+    // The CryptoNets network for 8192 images: n = 8192, two CRT channels of at most 29
+    // bits (the two smallest primes that hold its 57-bit outputs, about 2^28.5 each, leave
+    // the noise plan its margin with five ciphertext primes, and two channels cost two
+    // thirds of three), never equal to a ciphertext or special prime, within the 128-bit
+    // bound.
     assert_eq!(p.degree(), 8192);
-    assert_eq!(p.channels().len(), 3);
+    assert_eq!(p.channels().len(), 2);
     let first = &p.channels()[0];
     let special = first.special_basis().unwrap();
     for t in p.plaintext_primes() {
@@ -804,10 +829,16 @@ fn the_planner_picks_the_cheapest_feasible_parameters_and_refuses_what_none_hold
     .unwrap();
     assert!(PolynomialPlan::new(&fewer, &cryptonets).is_err());
     assert!(planned.estimate.seconds > 0.0 && planned.estimate.peak_bytes > 100 << 20);
-    // For twice as many images, a ring of 16384 slots takes them in one batch and costs less
-    // per image.
-    let larger = PlannedNetwork::new(&cryptonets, Backend::detect(), 2, 16384).unwrap();
+    // For twice as many images, a ring of 16384 slots takes them in one batch; the planner
+    // takes it only where that costs less than two batches of 8192.
+    let larger = PlannedNetwork::for_degree(&cryptonets, Backend::detect(), 2, 16384).unwrap();
     assert_eq!(larger.params.degree(), 16384);
+    let chosen = PlannedNetwork::new(&cryptonets, Backend::detect(), 2, 16384).unwrap();
+    let cheaper = match larger.estimate.seconds < 2.0 * planned.estimate.seconds {
+        true => 16384,
+        false => 8192,
+    };
+    assert_eq!(chosen.params.degree(), cheaper);
     // Whatever the batch size, the plan at the chosen degree is the one every party
     // derives from the model and n alone (keys and batch files carry n, not the batch).
     for chosen in [&planned, &larger] {

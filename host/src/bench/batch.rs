@@ -68,8 +68,8 @@ pub(crate) fn batch(args: &BatchArgs, backend: Option<&str>) -> Result<(), Strin
     }
     let backend = crate::selected_backend(backend)?;
     let loaded = Loaded::new(&args.model, backend)?;
-    let (params, model) = (&loaded.params, loaded.model());
-    let n = params.channels()[0].degree();
+    let model = loaded.model();
+    let n = loaded.params.degree();
     if !(1..=n).contains(&args.images) {
         return Err(format!("--images must be 1 to {n}"));
     }
@@ -83,6 +83,7 @@ pub(crate) fn batch(args: &BatchArgs, backend: Option<&str>) -> Result<(), Strin
         images.len(),
         cryptonets_core::network::DEFAULT_MAX_PACKING,
     );
+    let params = loaded.params_for(packing);
     let keys = keygen(params, packing.factor(), &mut rng).map_err(|e| e.to_string())?;
     let evaluator = NetworkEvaluator::new(params, &model, &keys.eval).map_err(|e| e.to_string())?;
     let upload = encrypt_batch(
