@@ -182,27 +182,23 @@ pub struct NetworkParameters {
 }
 
 impl NetworkParameters {
-    /// The CryptoNets parameters for full batches of `model`: [`Self::for_batches`] of
-    /// one pixel a ciphertext.
+    /// The CryptoNets parameters for full batches of `model` (fresh inputs, one pixel a
+    /// ciphertext): [`Self::for_inputs`].
     pub fn for_model(model: &Model, backend: Backend) -> Result<Self, Error> {
-        Self::for_batches(model, Packing::NONE, backend)
+        Self::for_inputs(model, Inputs::Fresh, backend)
     }
 
-    /// The CryptoNets parameters for batches of `model` packed `packing` pixels a
-    /// ciphertext: n = 8192, [`CIPHERTEXT_PRIMES`] 30-bit primes, and the fewest CRT
+    /// The CryptoNets parameters for batches of `model` whose inputs are `inputs` (fresh,
+    /// or unpacked by key switching from a packed batch, which costs a few bits: see
+    /// [`Inputs::of`]): n = 8192, [`CIPHERTEXT_PRIMES`] 30-bit primes, and the fewest CRT
     /// channels (each channel is one evaluation of the network) whose primes hold its
-    /// logits and under which its [`EvaluationPlan`] for such batches keeps the margin
-    /// (fresh inputs, or inputs unpacked by key switching, which costs a few bits). Where
-    /// none of up to two more channels does, the fewest, so that the evaluator refuses with
-    /// the layer where the budget runs out. Every channel count shares n, Q and the special
-    /// primes, so one secret key and one set of evaluation keys serve every packing; each
-    /// batch's ciphertexts carry their own channel's parameters.
-    pub fn for_batches(model: &Model, packing: Packing, backend: Backend) -> Result<Self, Error> {
+    /// logits and under which its [`EvaluationPlan`] for such inputs keeps the margin.
+    /// Where none of up to two more channels does, the fewest, so that the evaluator
+    /// refuses with the layer where the budget runs out. Every channel count shares n, Q and
+    /// the special primes, so one secret key and one set of evaluation keys serve both;
+    /// each batch's ciphertexts carry their own channel's parameters.
+    pub fn for_inputs(model: &Model, inputs: Inputs, backend: Backend) -> Result<Self, Error> {
         let bits = plaintext_bits(model)?;
-        let inputs = match packing.factor() {
-            1 => Inputs::Fresh,
-            _ => Inputs::Unpacked,
-        };
         let fewest = crt_primes(bits, DEGREE)?.len();
         let mut first = None;
         for count in fewest..=(fewest + 2).min(MAX_CHANNELS) {

@@ -104,11 +104,11 @@ fn model_info(file: &std::path::Path) -> Result<(), String> {
         b.max_bits()
     );
     // The parameters the pipeline uses, from the same functions.
-    let for_packing = |packing| {
-        cryptonets_core::network::NetworkParameters::for_batches(&model, packing, Backend::detect())
+    let for_inputs = |inputs| {
+        cryptonets_core::network::NetworkParameters::for_inputs(&model, inputs, Backend::detect())
             .map_err(|e| format!("{}: {e}", file.display()))
     };
-    let params = for_packing(cryptonets_core::network::Packing::NONE)?;
+    let params = for_inputs(cryptonets_core::network::Inputs::Fresh)?;
     let primes = params.plaintext_primes();
     println!(
         "plaintext CRT primes (1 mod {}): {} ({primes:?}); n = {}, {} ciphertext primes",
@@ -117,7 +117,7 @@ fn model_info(file: &std::path::Path) -> Result<(), String> {
         params.degree(),
         params.ciphertext_primes()
     );
-    let packed = for_packing(cryptonets_core::network::Packing::new(2).expect("a power of two"))?;
+    let packed = for_inputs(cryptonets_core::network::Inputs::Unpacked)?;
     println!(
         "packed batches (inputs unpacked by key switching): {} CRT primes ({:?})",
         packed.channels().len(),

@@ -8,8 +8,8 @@ use clap::Args;
 use cryptonets_core::Backend;
 use cryptonets_core::model::{MAX_MODEL_BYTES, Model, argmax};
 use cryptonets_core::network::{
-    DEFAULT_MAX_PACKING, EvaluationKeys, INPUTS, NetworkEvaluator, NetworkParameters, Packing,
-    ResourceEstimate,
+    DEFAULT_MAX_PACKING, EvaluationKeys, INPUTS, Inputs, NetworkEvaluator, NetworkParameters,
+    Packing, ResourceEstimate,
 };
 use cryptonets_host::files::{read_checked, read_secret, write, write_secret};
 use cryptonets_host::mnist;
@@ -127,12 +127,12 @@ impl Loaded {
     pub(crate) fn new(path: &Path, backend: Backend) -> Result<Self, String> {
         let bytes = read_checked(path, MAX_MODEL_BYTES as u64, "model")?;
         let model = Model::parse(&bytes).map_err(|e| format!("{}: {e}", path.display()))?;
-        let for_packing = |packing| {
-            NetworkParameters::for_batches(&model, packing, backend)
+        let for_inputs = |inputs| {
+            NetworkParameters::for_inputs(&model, inputs, backend)
                 .map_err(|e| format!("{}: {e}", path.display()))
         };
-        let params = for_packing(Packing::NONE)?;
-        let packed = for_packing(Packing::new(2).expect("a power of two"))?;
+        let params = for_inputs(Inputs::Fresh)?;
+        let packed = for_inputs(Inputs::Unpacked)?;
         Ok(Self {
             bytes,
             params,
@@ -146,9 +146,9 @@ impl Loaded {
 
     /// The parameters of batches of `packing`.
     pub(crate) fn params_for(&self, packing: Packing) -> &NetworkParameters {
-        match packing.factor() {
-            1 => &self.params,
-            _ => &self.packed,
+        match Inputs::of(packing) {
+            Inputs::Fresh => &self.params,
+            Inputs::Unpacked => &self.packed,
         }
     }
 
@@ -669,10 +669,10 @@ pub(crate) fn run_command(args: &RunArgs, backend: Backend) -> Result<(), String
     // The service works from the serialized keys, as it would after receiving them.
     let service_keys = read_eval_key(params, &eval_key).map_err(|e| e.to_string())?;
     // One evaluator for full batches, one for packed ones (their parameters may differ).
-    let evaluators = [Packing::NONE, Packing::new(2).expect("a power of two")]
-        .map(|packing| NetworkEvaluator::new(loaded.params_for(packing), &model, &service_keys));
+    let evaluators = [&loaded.params, &loaded.packed]
+        .map(|params| NetworkEvaluator::new(params, &model, &service_keys));
     let evaluator_for = |packing: Packing| -> Result<&NetworkEvaluator<'_>, String> {
-        evaluators[(packing.factor() > 1) as usize]
+        evaluators[(Inputs::of(packing) == Inputs::Unpacked) as usize]
             .as_ref()
             .map_err(|e| e.to_string())
     };

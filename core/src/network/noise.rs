@@ -25,6 +25,16 @@ pub enum Inputs {
     Unpacked,
 }
 
+impl Inputs {
+    /// What the inputs of a batch of `packing` go through: a packed batch is unpacked.
+    pub fn of(packing: super::Packing) -> Self {
+        match packing.factor() {
+            1 => Inputs::Fresh,
+            _ => Inputs::Unpacked,
+        }
+    }
+}
+
 /// Estimated noise budget, in bits, after each step of the network (worst channel).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct NoiseEstimate {

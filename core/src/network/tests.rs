@@ -936,3 +936,28 @@ fn wide_crt_reconstructs_values_past_128_bits_and_agrees_with_the_narrow_one() {
     assert!(wide.combine(&[0, 0]).is_err());
     assert!(WideCrt::new(&[moduli[0], moduli[0]]).is_err());
 }
+
+#[test]
+fn the_committed_model_takes_the_fewest_channels_each_kind_of_batch_allows() {
+    let model = Model::parse(MNIST_MODEL).unwrap();
+    // Its interval bounds (57 bits) are tighter than its own worst case (64 bits).
+    let bits = plaintext_bits(&model).unwrap();
+    assert_eq!(bits, 57);
+    assert!(bits < model.bounds().plaintext_bits());
+    assert_eq!(Inputs::of(Packing::NONE), Inputs::Fresh);
+    assert_eq!(Inputs::of(Packing::new(4).unwrap()), Inputs::Unpacked);
+    let full = NetworkParameters::for_model(&model, Backend::detect()).unwrap();
+    let packed =
+        NetworkParameters::for_inputs(&model, Inputs::Unpacked, Backend::detect()).unwrap();
+    // Full batches: the two smallest primes that hold 57 bits keep the margin; unpacking
+    // costs a few bits that two channels do not have, and three smaller primes do.
+    assert_eq!(full.channels().len(), 2);
+    assert_eq!(packed.channels().len(), 3);
+    assert!(EvaluationPlan::with_inputs(&full, &model, Inputs::Fresh).is_ok());
+    assert!(EvaluationPlan::with_inputs(&full, &model, Inputs::Unpacked).is_err());
+    assert!(EvaluationPlan::with_inputs(&packed, &model, Inputs::Unpacked).is_ok());
+    for params in [&full, &packed] {
+        assert!(params.plaintext_bits() > bits as f64);
+        assert_eq!(params.channels()[0].ring_id(), full.channels()[0].ring_id());
+    }
+}
