@@ -198,13 +198,26 @@ impl NetworkParameters {
     /// the special primes, so one secret key and one set of evaluation keys serve both;
     /// each batch's ciphertexts carry their own channel's parameters.
     pub fn for_inputs(model: &Model, inputs: Inputs, backend: Backend) -> Result<Self, Error> {
+        Self::for_bits(model, plaintext_bits(model)?, inputs, backend)
+    }
+
+    /// [`Self::for_inputs`] of fresh and of unpacked inputs, the model's bounds computed once.
+    pub fn for_fresh_and_unpacked(model: &Model, backend: Backend) -> Result<(Self, Self), Error> {
         let bits = plaintext_bits(model)?;
-        let fewest = crt_primes(bits, DEGREE)?.len();
+        Ok((
+            Self::for_bits(model, bits, Inputs::Fresh, backend)?,
+            Self::for_bits(model, bits, Inputs::Unpacked, backend)?,
+        ))
+    }
+
+    /// [`Self::for_inputs`] for logits of `bits` signed bits.
+    fn for_bits(model: &Model, bits: u32, inputs: Inputs, backend: Backend) -> Result<Self, Error> {
+        // The fewest channel counts that hold the bits: the fewest and up to two more.
+        let candidates = (1..=MAX_CHANNELS)
+            .filter_map(|count| crt_primes_of_count(bits, DEGREE, count).ok())
+            .take(3);
         let mut first = None;
-        for count in fewest..=(fewest + 2).min(MAX_CHANNELS) {
-            let Ok(primes) = crt_primes_of_count(bits, DEGREE, count) else {
-                continue;
-            };
+        for primes in candidates {
             let params = Self::new(DEGREE, CIPHERTEXT_PRIMES, &primes, backend)?;
             if EvaluationPlan::with_inputs(&params, model, inputs).is_ok() {
                 return Ok(params);

@@ -104,11 +104,11 @@ fn model_info(file: &std::path::Path) -> Result<(), String> {
         b.max_bits()
     );
     // The parameters the pipeline uses, from the same functions.
-    let for_inputs = |inputs| {
-        cryptonets_core::network::NetworkParameters::for_inputs(&model, inputs, Backend::detect())
-            .map_err(|e| format!("{}: {e}", file.display()))
-    };
-    let params = for_inputs(cryptonets_core::network::Inputs::Fresh)?;
+    let (params, packed) = cryptonets_core::network::NetworkParameters::for_fresh_and_unpacked(
+        &model,
+        Backend::detect(),
+    )
+    .map_err(|e| format!("{}: {e}", file.display()))?;
     let primes = params.plaintext_primes();
     println!(
         "plaintext CRT primes (1 mod {}): {} ({primes:?}); n = {}, {} ciphertext primes",
@@ -117,7 +117,6 @@ fn model_info(file: &std::path::Path) -> Result<(), String> {
         params.degree(),
         params.ciphertext_primes()
     );
-    let packed = for_inputs(cryptonets_core::network::Inputs::Unpacked)?;
     println!(
         "packed batches (inputs unpacked by key switching): {} CRT primes ({:?})",
         packed.channels().len(),

@@ -127,12 +127,8 @@ impl Loaded {
     pub(crate) fn new(path: &Path, backend: Backend) -> Result<Self, String> {
         let bytes = read_checked(path, MAX_MODEL_BYTES as u64, "model")?;
         let model = Model::parse(&bytes).map_err(|e| format!("{}: {e}", path.display()))?;
-        let for_inputs = |inputs| {
-            NetworkParameters::for_inputs(&model, inputs, backend)
-                .map_err(|e| format!("{}: {e}", path.display()))
-        };
-        let params = for_inputs(Inputs::Fresh)?;
-        let packed = for_inputs(Inputs::Unpacked)?;
+        let (params, packed) = NetworkParameters::for_fresh_and_unpacked(&model, backend)
+            .map_err(|e| format!("{}: {e}", path.display()))?;
         Ok(Self {
             bytes,
             params,
