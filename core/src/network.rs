@@ -163,6 +163,15 @@ pub fn crt_primes_of_count(bits: u32, n: usize, count: usize) -> Result<Vec<u32>
     Err(refused)
 }
 
+/// The CRT prime sets the planners weigh for logits of `bits` signed bits: those of the fewest
+/// channels that hold them, and of up to two more channels of smaller primes (less noise a
+/// multiplication, one more evaluation a channel), fewest first.
+pub fn crt_prime_candidates(bits: u32, n: usize) -> impl Iterator<Item = Vec<u32>> {
+    (1..=MAX_CHANNELS)
+        .filter_map(move |count| crt_primes_of_count(bits, n, count).ok())
+        .take(3)
+}
+
 /// Signed bits of a plaintext that holds `model`'s logits: the tighter of its own worst-case
 /// magnitudes and the neuron-by-neuron interval bounds of its equivalent general network
 /// (which know, for instance, that a square is never negative). Both are exact upper bounds,
@@ -212,10 +221,7 @@ impl NetworkParameters {
 
     /// [`Self::for_inputs`] for logits of `bits` signed bits.
     fn for_bits(model: &Model, bits: u32, inputs: Inputs, backend: Backend) -> Result<Self, Error> {
-        // The fewest channel counts that hold the bits: the fewest and up to two more.
-        let candidates = (1..=MAX_CHANNELS)
-            .filter_map(|count| crt_primes_of_count(bits, DEGREE, count).ok())
-            .take(3);
+        let candidates = crt_prime_candidates(bits, DEGREE);
         let mut first = None;
         for primes in candidates {
             let params = Self::new(DEGREE, CIPHERTEXT_PRIMES, &primes, backend)?;

@@ -498,12 +498,7 @@ impl PlannedNetwork {
             reason: "no CRT primes of this ring degree hold the network's outputs",
         };
         let bits = network.plaintext_bits();
-        // The fewest channels, and up to two more of smaller primes (less noise).
-        let fewest = (1..=super::MAX_CHANNELS)
-            .find(|&c| super::crt_primes_of_count(bits, n, c).is_ok())
-            .unwrap_or(super::MAX_CHANNELS + 1);
-        let candidates = (fewest..=(fewest + 2).min(super::MAX_CHANNELS))
-            .filter_map(|c| super::crt_primes_of_count(bits, n, c).ok());
+        let candidates = super::crt_prime_candidates(bits, n);
         let bound = crate::bfv::max_log_q_128(n).unwrap_or(0) as usize;
         let max_q = (bound / 30)
             .saturating_sub(super::SPECIAL_PRIMES)
