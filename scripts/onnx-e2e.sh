@@ -29,7 +29,7 @@ ok = run["agreement"] == 1.0 and run["exact_logits"] == 1.0 and (torch is None o
 print(f"{tag:32} torch {torch if torch is None else round(torch, 4)!s:7} encrypted {acc if acc is None else round(acc, 4)!s:7} "
       f"agreement {run['agreement']} exact {run['exact_logits']} n {run['n']} "
       f"crt {len(run['plaintext_primes'])} bits {plan['plaintext_bits']} eval {run['eval_seconds']:.1f} s "
-      f"(planned {run['estimated_eval_seconds']:.1f}) rss {run['peak_rss_bytes'] / 2**30:.2f} GiB {'ok' if ok else 'FAIL'}")
+      f"(planned {run['estimated_eval_seconds_per_batch']:.1f}) rss {run['peak_rss_bytes'] / 2**30:.2f} GiB {'ok' if ok else 'FAIL'}")
 PY
     done
 done

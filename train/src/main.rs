@@ -76,6 +76,10 @@ struct Args {
     /// Replace the shipped model (models/cryptonets-mnist.cnmd) with an imported one.
     #[arg(long)]
     replace_shipped_model: bool,
+    /// With `--onnx` or `--architecture`: never score on the test set (an architecture search
+    /// scores candidates on the validation split only); the model records no test accuracy.
+    #[arg(long)]
+    validation_only: bool,
 }
 
 const SHIPPED_MODEL: &str = "models/cryptonets-mnist.cnmd";
@@ -450,6 +454,8 @@ fn write_general(
         ));
     }
     let compiled = float.compile()?;
+    // One JSON object on stdout at the end, for scripts (the architecture search).
+    let mut summary = serde_json::Map::new();
     let mnist_shaped = float.input.len() == PIXELS
         && (float.input
             == Shape {
@@ -467,13 +473,25 @@ fn write_general(
         };
         let precision = choose_precision(float, validation, required)?;
         let network = quantize(float, &precision)?;
-        // The test set, once.
-        let integer_test = integer_accuracy(&network, test);
-        let float_test = compiled.accuracy(test);
-        eprintln!(
-            "{precision:?}: test accuracy (measured once) integer {integer_test:.4}, float {float_test:.4}"
-        );
-        (network, Some((float_test, integer_test)))
+        let integer_validation = integer_accuracy(&network, validation);
+        summary.insert("validation_float".into(), float_validation.into());
+        summary.insert("validation_integer".into(), integer_validation.into());
+        summary.insert("precision_levels".into(), precision.levels.into());
+        summary.insert("precision_bits".into(), precision.bits.clone().into());
+        if args.validation_only {
+            eprintln!("{precision:?}: integer validation accuracy {integer_validation:.4}");
+            (network, None)
+        } else {
+            // The test set, once.
+            let integer_test = integer_accuracy(&network, test);
+            let float_test = compiled.accuracy(test);
+            eprintln!(
+                "{precision:?}: test accuracy (measured once) integer {integer_test:.4}, float {float_test:.4}"
+            );
+            summary.insert("test_float".into(), float_test.into());
+            summary.insert("test_integer".into(), integer_test.into());
+            (network, Some((float_test, integer_test)))
+        }
     } else {
         // No data set of this shape ships here: a fixed precision, for exact evaluation.
         let precision = Precision {
@@ -510,6 +528,9 @@ fn write_general(
         plan.params.degree(),
         plan.params.channels().len(),
     );
+    summary.insert("output".into(), args.output.display().to_string().into());
+    summary.insert("plaintext_bits".into(), network.plaintext_bits().into());
+    println!("{}", serde_json::Value::Object(summary));
     Ok(())
 }
 

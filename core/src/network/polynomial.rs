@@ -11,6 +11,7 @@
 
 use alloc::vec::Vec;
 
+use super::evaluator::{Combinations, linear_combinations_of_sets};
 use super::noise::{Estimator, MARGIN_BITS, budget, log_add};
 use super::{EvaluationKeys, NetworkParameters, parallel};
 use crate::Error;
@@ -221,8 +222,67 @@ pub struct PolynomialEvaluator<'a> {
     network: &'a PolynomialNetwork,
     keys: &'a EvaluationKeys,
     plan: PolynomialPlan,
-    /// Per affine layer, its rows: taps and bias.
-    rows: Vec<Vec<(Vec<Tap>, i128)>>,
+    /// Per affine layer, its rows grouped by the inputs they read.
+    groups: Vec<Vec<RowGroup>>,
+}
+
+/// The most inputs of one shared pass (`linear_combinations_of_sets`).
+const MAX_SHARED_ROWS: usize = 1 << 16;
+
+/// The rows of an affine layer that read the same inputs in the same order: every output
+/// channel of a convolution at one position, or every output of a dense layer. One pass over
+/// the inputs' columns serves them all (`linear_combinations_of_sets`): a block of each
+/// input is read once and stays in cache for every output of the group.
+#[derive(Debug)]
+struct RowGroup {
+    /// The input neurons read.
+    inputs: Vec<u32>,
+    /// The output neurons written, in the order of `biases`.
+    outputs: Vec<u32>,
+    /// weights[o * inputs.len() + r]: output o's weight on input r (model weights, |w| <= 2^15).
+    weights: Vec<i32>,
+    /// One per output.
+    biases: Vec<i128>,
+}
+
+/// Groups the rows of affine layer `layer` (reading `input`) by their inputs. A dense
+/// layer's outputs form one group over all inputs (a zero weight costs a multiply-add, not a
+/// pass of its own); a convolution's and a pooling's rows group by window.
+fn row_groups(layer: &Layer, input: crate::model::polynomial::Shape) -> Vec<RowGroup> {
+    if let Layer::Dense {
+        outputs,
+        weights,
+        biases,
+    } = layer
+    {
+        return alloc::vec![RowGroup {
+            inputs: (0..input.len() as u32).collect(),
+            outputs: (0..*outputs as u32).collect(),
+            weights: weights.iter().map(|&w| w as i32).collect(),
+            biases: biases.clone(),
+        }];
+    }
+    let mut groups: Vec<RowGroup> = Vec::new();
+    let mut by_inputs: alloc::collections::BTreeMap<Vec<u32>, usize> = Default::default();
+    let _ = layer.for_each_row(input, |o, taps: &[Tap], bias| {
+        let inputs: Vec<u32> = taps.iter().map(|&(j, _)| j).collect();
+        let g = *by_inputs.entry(inputs).or_insert_with_key(|inputs| {
+            groups.push(RowGroup {
+                inputs: inputs.clone(),
+                outputs: Vec::new(),
+                weights: Vec::new(),
+                biases: Vec::new(),
+            });
+            groups.len() - 1
+        });
+        let group = &mut groups[g];
+        group.outputs.push(o as u32);
+        // Layer weights are i16 and pooling's are 1.
+        group.weights.extend(taps.iter().map(|&(_, w)| w as i32));
+        group.biases.push(bias);
+        Ok::<(), ()>(())
+    });
+    groups
 }
 
 impl<'a> PolynomialEvaluator<'a> {
@@ -239,17 +299,13 @@ impl<'a> PolynomialEvaluator<'a> {
             });
         }
         let plan = PolynomialPlan::new(params, network)?;
-        let rows = network
+        let groups = network
             .layers()
             .iter()
             .enumerate()
-            .map(|(i, layer)| {
-                let mut rows = Vec::new();
-                let _ = layer.for_each_row(network.input_shape(i), |_, taps, bias| {
-                    rows.push((taps.to_vec(), bias));
-                    Ok::<(), ()>(())
-                });
-                rows
+            .map(|(i, layer)| match layer.is_affine() {
+                true => row_groups(layer, network.input_shape(i)),
+                false => Vec::new(),
             })
             .collect();
         Ok(Self {
@@ -257,7 +313,7 @@ impl<'a> PolynomialEvaluator<'a> {
             network,
             keys,
             plan,
-            rows,
+            groups,
         })
     }
 
@@ -309,6 +365,13 @@ impl<'a> PolynomialEvaluator<'a> {
                                 Some(x3)
                             }
                         };
+                        if *c == [0, 0, 1, 0] {
+                            // A plain square (CryptoNets): x^2 is the output as it is.
+                            while x2.level() > target {
+                                evaluator.mod_switch_to_next_assign(&mut x2)?;
+                            }
+                            return Ok(x2);
+                        }
                         let powers = [Some(x), Some(&x2), x3.as_ref()];
                         let terms: Vec<(&Ciphertext, i64)> = powers
                             .iter()
@@ -327,26 +390,77 @@ impl<'a> PolynomialEvaluator<'a> {
                     results.into_iter().collect::<Result<_, Error>>()?
                 }
                 _ => {
-                    let rows = &self.rows[i];
-                    let results = parallel::map(rows.len(), |o| {
-                        let (taps, bias) = &rows[o];
-                        let terms: Vec<(&Ciphertext, i64)> = taps
-                            .iter()
-                            .map(|&(j, w)| (&current[j as usize], w))
-                            .collect();
-                        let mut y = evaluator.linear_combination(&terms, *bias, level, 2)?;
+                    let mut next =
+                        self.affine_layer(p, &evaluator, &self.groups[i], current, level)?;
+                    parallel::for_each_mut(&mut next, |_, y| {
                         while y.level() > target {
-                            evaluator.mod_switch_to_next_assign(&mut y)?;
+                            // The plan's levels are at least 1.
+                            evaluator
+                                .mod_switch_to_next_assign(y)
+                                .expect("a planned level above 1");
                         }
-                        Ok(y)
                     });
-                    results.into_iter().collect::<Result<_, Error>>()?
+                    next
                 }
             };
             owned = Some(next);
             level = target;
         }
         Ok(owned.unwrap_or_else(|| inputs.to_vec()))
+    }
+
+    /// One affine layer's outputs at `level` (before any switch), in output order: each group
+    /// of rows with one window in one pass over its inputs' columns.
+    fn affine_layer(
+        &self,
+        p: &Parameters,
+        evaluator: &Evaluator<'_>,
+        groups: &[RowGroup],
+        current: &[Ciphertext],
+        level: usize,
+    ) -> Result<Vec<Ciphertext>, Error> {
+        let outputs = groups.iter().map(|g| g.outputs.len()).sum::<usize>();
+        let mut next: Vec<Option<Ciphertext>> = (0..outputs).map(|_| None).collect();
+        // A window entirely in the padding reads nothing (its outputs are their biases), and
+        // the shared pass sums at most 2^16 rows: such groups go row by row.
+        let (grouped, single): (Vec<&RowGroup>, Vec<&RowGroup>) = groups
+            .iter()
+            .partition(|g| !g.inputs.is_empty() && g.inputs.len() <= MAX_SHARED_ROWS);
+        for group in single {
+            let rows = group.inputs.len();
+            for (k, (&o, &bias)) in group.outputs.iter().zip(&group.biases).enumerate() {
+                let terms: Vec<(&Ciphertext, i64)> = group
+                    .inputs
+                    .iter()
+                    .zip(&group.weights[k * rows..(k + 1) * rows])
+                    .map(|(&j, &w)| (&current[j as usize], w as i64))
+                    .collect();
+                next[o as usize] = Some(evaluator.linear_combination(&terms, bias, level, 2)?);
+            }
+        }
+        let sets: Vec<Combinations<'_>> = grouped
+            .iter()
+            .map(|g| Combinations {
+                rows: g.inputs.iter().map(|&j| &current[j as usize]).collect(),
+                weights: &g.weights,
+                biases: &g.biases,
+            })
+            .collect();
+        if !sets.is_empty() {
+            let results = linear_combinations_of_sets(p, &sets);
+            for (group, cts) in grouped.iter().zip(results) {
+                for (&o, ct) in group.outputs.iter().zip(cts) {
+                    next[o as usize] = Some(ct);
+                }
+            }
+        }
+        next.into_iter()
+            .map(|c| {
+                c.ok_or(Error::Incompatible {
+                    reason: "an affine layer's rows do not cover its outputs",
+                })
+            })
+            .collect()
     }
 }
 
@@ -380,6 +494,10 @@ pub fn encode_network_inputs(
 /// on one core at n = 8192: measured through the general evaluator on the CryptoNets network
 /// (2 cores of an AMD EPYC, AVX2: 7.6 s a batch; the estimate is linear in n).
 const PRODUCT_SECONDS_PER_LIMB_8192: f64 = 0.6e-3;
+/// Seconds of one residue multiply-accumulate of an affine layer's shared pass (half-word
+/// sums of 16 lanes, the inputs' block in cache), on one core: measured through the general
+/// evaluator on two-convolution networks (Intel Xeon, AVX-512).
+const SHARED_MAC_SECONDS: f64 = 0.06e-9;
 /// What a process holds besides the layers' ciphertexts: keys, plaintexts being encrypted,
 /// the images, the allocator's pools (measured: about 150 MiB on the CryptoNets network).
 const BASE_BYTES: u64 = 160 << 20;
@@ -417,12 +535,16 @@ impl PolynomialPlan {
                         out * products * level as f64 * PRODUCT_SECONDS_PER_LIMB_8192 * n / 8192.0;
                 }
                 _ => {
-                    let mut taps = 0f64;
-                    let _ = layer.for_each_row(network.input_shape(i), |_, t: &[Tap], _| {
-                        taps += t.len() as f64;
-                        Ok::<(), ()>(())
-                    });
-                    seconds += taps * 2.0 * level as f64 * n * super::resources::MAC_SECONDS;
+                    // A group's inputs are read and packed once; every output of the group
+                    // multiplies and adds on them in cache (`affine_layer`).
+                    let (mut macs, mut reads) = (0f64, 0f64);
+                    for group in row_groups(layer, network.input_shape(i)) {
+                        macs += (group.inputs.len() * group.outputs.len()) as f64;
+                        reads += group.inputs.len() as f64;
+                    }
+                    let residues = 2.0 * level as f64 * n;
+                    seconds += residues
+                        * (macs * SHARED_MAC_SECONDS + reads * super::resources::MAC_SECONDS);
                 }
             }
             let next = out * ciphertext(self.layers[i].level);
