@@ -271,6 +271,59 @@ pub(crate) fn convert_command(input: &Path, output: &Path) -> Result<(), String>
     Ok(())
 }
 
+/// The validation split of MNIST: the last images of the training set (cryptonets-train's
+/// `--validation` default).
+const VALIDATION_IMAGES: usize = 5000;
+
+/// `model score`: plaintext integer accuracy on the MNIST test set or validation split.
+pub(crate) fn score_command(
+    model: &Path,
+    data: Option<PathBuf>,
+    validation: bool,
+) -> Result<(), String> {
+    let network = read_network(model)?;
+    let input = network.input();
+    if (input.channels, input.height, input.width) != (1, mnist::SIDE, mnist::SIDE) {
+        return Err(format!(
+            "{}: input {}x{}x{} is not MNIST's",
+            model.display(),
+            input.channels,
+            input.height,
+            input.width
+        ));
+    }
+    let dir = data.unwrap_or_else(mnist::default_dir);
+    let split = match validation {
+        true => mnist::Split::Train,
+        false => mnist::Split::Test,
+    };
+    let set = mnist::load(&dir, split).map_err(|e| e.to_string())?;
+    let range = match validation {
+        true => set.len().saturating_sub(VALIDATION_IMAGES)..set.len(),
+        false => 0..set.len(),
+    };
+    let images = range.len();
+    let correct = range
+        .into_par_iter()
+        .map(|i| {
+            network
+                .predict(set.image(i))
+                .map(|p| p == set.labels[i] as usize)
+        })
+        .collect::<Result<Vec<bool>, _>>()
+        .map_err(|e| e.to_string())?
+        .into_iter()
+        .filter(|&c| c)
+        .count();
+    println!(
+        "{}: {correct} of {images} {} images correct (integer accuracy {:.4})",
+        model.display(),
+        if validation { "validation" } else { "test" },
+        correct as f64 / images.max(1) as f64
+    );
+    Ok(())
+}
+
 /// What `run --json` prints for a general network.
 #[derive(Debug, Serialize)]
 struct GeneralRunReport {

@@ -64,6 +64,19 @@ enum ModelCommand {
         /// The model file (for example models/cryptonets-mnist.cnmd).
         file: std::path::PathBuf,
     },
+    /// Score a model (version 1 or 2) with plaintext integer inference on MNIST: the test set,
+    /// or the validation split every training choice is made on (the last 5,000 training
+    /// images).
+    Score {
+        /// The model file.
+        file: std::path::PathBuf,
+        /// Directory of the IDX files (default: data/mnist).
+        #[arg(long)]
+        data: Option<std::path::PathBuf>,
+        /// Score on the validation split instead of the test set.
+        #[arg(long)]
+        validation: bool,
+    },
     /// Write a model (version 1 or 2) as a version 2 file.
     Convert {
         /// The model to read.
@@ -181,6 +194,11 @@ fn main() -> ExitCode {
         Command::Bench(command) => bench::run(command, cli.backend.as_deref()),
         Command::Mnist(MnistCommand::Check { data }) => mnist_check(data),
         Command::Model(ModelCommand::Info { file }) => model_info(&file),
+        Command::Model(ModelCommand::Score {
+            file,
+            data,
+            validation,
+        }) => general_cli::score_command(&file, data, validation),
         Command::Model(ModelCommand::Convert { input, output }) => {
             general_cli::convert_command(&input, &output)
         }

@@ -346,6 +346,39 @@ mod tests {
         Architecture::read(&path).unwrap()
     }
 
+    /// The deeper model's architecture file (what train/pytorch/deep.py trains) describes
+    /// the committed model: the same shapes, layer by layer, once batch normalization is
+    /// folded away.
+    #[test]
+    fn the_deep_architecture_file_describes_the_committed_deep_model() {
+        use cryptonets_core::model::polynomial::{Layer, PolynomialNetwork};
+        let models = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../models");
+        let arch = Architecture::read(&models.join("mnist-deep.json")).unwrap();
+        let described: Vec<Shape> = arch
+            .check()
+            .unwrap()
+            .into_iter()
+            .zip(&arch.layers)
+            .filter(|(_, l)| !matches!(l, LayerSpec::BatchNorm | LayerSpec::Flatten))
+            .map(|(s, _)| s)
+            .collect();
+        let bytes = std::fs::read(models.join("mnist-deep.cnmd")).unwrap();
+        let network = PolynomialNetwork::parse(&bytes).unwrap();
+        let committed: Vec<Shape> = network
+            .layers()
+            .iter()
+            .zip(network.shapes())
+            .filter(|(l, _)| !matches!(l, Layer::Flatten))
+            .map(|(_, s)| *s)
+            .collect();
+        let flat = |s: &Shape| s.len();
+        assert_eq!(
+            described.iter().map(flat).collect::<Vec<_>>(),
+            committed.iter().map(flat).collect::<Vec<_>>()
+        );
+        assert_eq!(described[0], committed[0]);
+    }
+
     /// After some training steps (batch normalization statistics moved), the folded f64
     /// network computes what candle computes in evaluation mode.
     #[test]
