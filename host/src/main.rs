@@ -181,6 +181,9 @@ pub(crate) fn print_json(report: &impl serde::Serialize) -> Result<(), String> {
 }
 
 fn main() -> ExitCode {
+    // Output piped into `head` and closed early ends the process quietly, as for any Unix
+    // tool, instead of a panic on the next print.
+    sigpipe::reset();
     let cli = Cli::parse();
     let backend = match selected_backend(cli.backend.as_deref()) {
         Ok(backend) => backend,

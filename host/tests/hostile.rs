@@ -521,3 +521,23 @@ fn results_of_other_keys_or_batches_and_edited_results_are_refused() {
     );
     std::fs::remove_dir_all(&tmp).unwrap();
 }
+
+/// A reader that is gone before the first line is written (`cryptonets model info ... |
+/// true`): the process ends as Unix tools do, on SIGPIPE, without a panic message.
+#[test]
+fn a_closed_output_pipe_ends_the_process_without_a_panic() {
+    use std::process::Stdio;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_cryptonets"))
+        .current_dir(workspace())
+        .args(["model", "info", "models/mnist-deep.cnmd"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Closed long before the model is read and described.
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_ne!(out.status.code(), Some(101), "{stderr}");
+}
