@@ -31,11 +31,9 @@ polynomial stops approximating anything and squares blow up), random shifts and 
 rotations of the training images.
 """
 import argparse
-import gzip
 import json
 import math
 import os
-import struct
 import subprocess
 import sys
 import time
@@ -45,25 +43,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from make_fixtures import find, load_idx  # noqa: E402  (the one IDX reader of these scripts)
+
 RANGE = 4.0
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
-
-
-def load_idx(path):
-    opener = gzip.open if path.endswith(".gz") else open
-    with opener(path, "rb") as f:
-        data = f.read()
-    magic, = struct.unpack(">I", data[:4])
-    dims = magic & 0xFF
-    shape = struct.unpack(">" + "I" * dims, data[4:4 + 4 * dims])
-    return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * dims).reshape(shape)
-
-
-def find(data_dir, stem):
-    for name in sorted(os.listdir(data_dir)):
-        if name.startswith(stem):
-            return os.path.join(data_dir, name)
-    raise FileNotFoundError(f"{stem} in {data_dir}")
 
 
 def relu_fit(degree, r=RANGE):
