@@ -314,23 +314,28 @@ def table(out):
             cache[r["name"]] = measure(r["output"])
             json.dump(cache, open(cache_path, "w"), indent=1)
         m = cache[r["name"]]
+        # The plan again, with this build's cost model.
+        plan = json.loads(subprocess.run([tool("cryptonets"), "plan", r["output"], "--json"],
+                                         capture_output=True, text=True, check=True).stdout)
         layers = r["layers"] if "layers" in r else layers_of(r["spec"])
         epochs = r.get("epochs") or r["spec"][-1]
         rows.append({
             "name": r["name"], "layers": describe(layers), "epochs": epochs, "acc": r["validation_integer"],
             "float": r["validation_float"], "bits": r["plaintext_bits"],
             "channels": len(m["plaintext_primes"]), "n": m["n"], "seconds": m["eval_seconds"],
-            "rate": m["predictions_per_hour"], "upload": r["plan"]["upload_bytes_per_image"],
+            "rate": m["predictions_per_hour"], "upload": plan["upload_bytes_per_image"],
+            "planned": plan["estimated_seconds_per_batch"],
             "exact": m["agreement"] == 1.0 and m["exact_logits"] == 1.0,
         })
     front = pareto(rows)
     print("| candidate | layers (BatchNorm before each activation) | epochs | validation accuracy, integer (float) | plaintext bits | CRT "
-          "channels | n | seconds a batch | predictions/hour | upload/image | Pareto |")
+          "channels | n | seconds a batch (planned) | predictions/hour | upload/image | Pareto |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for r in sorted(rows, key=lambda r: -r["rate"]):
         print(f"| {r['name']} | {r['layers']} | {r['epochs']} | {r['acc']:.4f} ({r['float']:.4f}) | {r['bits']} | "
-              f"{r['channels']} | {r['n']} | {r['seconds']:.1f} | {r['rate'] / 1e6:.2f} M | "
-              f"{r['upload'] / 1024:.1f} KiB | {'yes' if r['name'] in front else ''}"
+              f"{r['channels']} | {r['n']} | {r['seconds']:.1f} ({r['planned']:.1f}) | "
+              f"{r['rate'] / 1e6:.2f} M | "
+              f"{r['upload'] / 1000:.1f} KB | {'yes' if r['name'] in front else ''}"
               f"{'' if r['exact'] else ' NOT EXACT'} |")
 
 
