@@ -26,6 +26,7 @@ mod keys;
 mod multiply;
 mod noise;
 pub mod serialization;
+mod streaming;
 
 pub use ciphertext::{Ciphertext, Plaintext};
 pub use encoding::{BatchEncoder, exponent_slot, slot_exponent};
@@ -34,6 +35,7 @@ pub use evaluation::Evaluator;
 pub use galois::{GaloisKey, galois_slot};
 pub use keys::{KeyGenerator, PublicKey, RelinearizationKey, SecretKey};
 pub use multiply::MultiplyScratch;
+pub use streaming::LimbScratch;
 
 /// The HomomorphicEncryption.org bound on log2 Q for 128-bit security with ternary secrets
 /// (classical attacks), by ring degree. Q includes every modulus that key material uses.
@@ -428,11 +430,30 @@ impl Parameters {
     ) {
         let n = self.n;
         let level = poly.len() / n;
+        let mut offsets = alloc::vec![0u32; n];
+        let bias = self.message_offsets(level, m, error, &mut offsets);
+        for (i, limb) in poly.chunks_exact_mut(n).enumerate() {
+            self.add_scaled_message_limb(limb, i, level, m, &offsets, bias, subtract);
+        }
+        offsets.zeroize();
+    }
+
+    /// The part of round(Q_L m / t) + e that is the same in every limb, into `offsets` (n
+    /// words): round((Q_L mod t) m / t) + e + bias, below t + 2 CBD_ETA < every q; returns the
+    /// bias (CBD_ETA with an error, else 0) that [`Parameters::add_scaled_message_limb`] takes
+    /// off. Branch-free in the secret e.
+    pub(crate) fn message_offsets(
+        &self,
+        level: usize,
+        m: &[u32],
+        error: Option<&[i8]>,
+        offsets: &mut [u32],
+    ) -> u32 {
         let data = self.level_data(level);
-        // offsets = round((Q_L mod t) m / t) + e + CBD_ETA, below t + 2 CBD_ETA < every q; the
-        // bias comes off through the constant k = -CBD_ETA. Branch-free in the secret e.
-        let mut offsets: Vec<u32> = m.iter().map(|&x| self.rounded_fraction(data, x)).collect();
-        let bias = match error {
+        for (o, &x) in offsets.iter_mut().zip(m) {
+            *o = self.rounded_fraction(data, x);
+        }
+        match error {
             Some(e) => {
                 for (o, &e) in offsets.iter_mut().zip(e) {
                     debug_assert!(e.unsigned_abs() as u32 <= CBD_ETA);
@@ -441,14 +462,26 @@ impl Parameters {
                 CBD_ETA
             }
             None => 0,
-        };
-        for (i, limb) in poly.chunks_exact_mut(n).enumerate() {
-            let q = &self.q.moduli()[i];
-            let k = q.neg(bias);
-            self.backend
-                .scaled_add(limb, m, data.delta[i], &offsets, k, subtract, q);
         }
-        offsets.zeroize();
+    }
+
+    /// Limb i of [`Parameters::add_scaled_message`] at `level`, from the limb-independent
+    /// `offsets` and `bias` of [`Parameters::message_offsets`].
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn add_scaled_message_limb(
+        &self,
+        limb: &mut [u32],
+        i: usize,
+        level: usize,
+        m: &[u32],
+        offsets: &[u32],
+        bias: u32,
+        subtract: bool,
+    ) {
+        let q = &self.q.moduli()[i];
+        let delta = self.level_data(level).delta[i];
+        self.backend
+            .scaled_add(limb, m, delta, offsets, q.neg(bias), subtract, q);
     }
 
     /// round((Q_L mod t) x / t) = floor(((Q_L mod t) x + t/2) / t) < t for x < t: with

@@ -73,12 +73,23 @@ pub(crate) fn small_to_ntt_over(
     let n = params.degree();
     let mut out = alloc::vec![0u32; limbs.len() * n];
     for (limb, (q, table)) in out.chunks_exact_mut(n).zip(limbs) {
-        limb.iter_mut()
-            .zip(small)
-            .for_each(|(x, &s)| *x = small_to_residue(s, q));
-        params.backend().forward_ntt(limb, table);
+        small_to_ntt_limb(params, q, table, small, limb);
     }
     out
+}
+
+/// One limb of [`small_to_ntt_over`], into `limb`.
+pub(crate) fn small_to_ntt_limb(
+    params: &Parameters,
+    q: &Modulus,
+    table: &NttTable<Vec<u32>>,
+    small: &[i8],
+    limb: &mut [u32],
+) {
+    limb.iter_mut()
+        .zip(small)
+        .for_each(|(x, &s)| *x = small_to_residue(s, q));
+    params.backend().forward_ntt(limb, table);
 }
 
 /// e - a s modulo each of `limbs`, for a and s in NTT form over them: the first half of an

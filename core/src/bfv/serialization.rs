@@ -112,20 +112,26 @@ fn pack_poly(params: &Parameters, poly: &[u32], out: &mut Vec<u8>) {
 
 fn pack_limbs(n: usize, moduli: &[Modulus], poly: &[u32], out: &mut Vec<u8>) {
     for (limb, q) in poly.chunks_exact(n).zip(moduli) {
-        let bits = q.bits();
-        let (mut buffer, mut filled) = (0u64, 0u32);
-        for &x in limb {
-            buffer |= (x as u64) << filled;
-            filled += bits;
-            while filled >= 8 {
-                out.push(buffer as u8);
-                buffer >>= 8;
-                filled -= 8;
-            }
-        }
-        if filled > 0 {
+        pack_limb(q, limb, out);
+    }
+}
+
+/// Appends one limb of residues mod q, bit-packed and padded to a whole byte: limbs are
+/// independent, so a polynomial can be written out one limb at a time.
+pub(crate) fn pack_limb(q: &Modulus, limb: &[u32], out: &mut Vec<u8>) {
+    let bits = q.bits();
+    let (mut buffer, mut filled) = (0u64, 0u32);
+    for &x in limb {
+        buffer |= (x as u64) << filled;
+        filled += bits;
+        while filled >= 8 {
             out.push(buffer as u8);
+            buffer >>= 8;
+            filled -= 8;
         }
+    }
+    if filled > 0 {
+        out.push(buffer as u8);
     }
 }
 
@@ -327,16 +333,24 @@ impl Ciphertext {
     }
 }
 
+/// What a serialized [`SeededCiphertext`] starts with, before its limbs of c0: the header
+/// (with the ciphertext's parameter identifier `id`), the level and the seed.
+pub(crate) fn seeded_ciphertext_header(
+    params: &Parameters,
+    id: u64,
+    level: usize,
+    seed: &[u8; 32],
+) -> Vec<u8> {
+    let mut out = header(Kind::SeededCiphertext, id, 33 + poly_bytes(params, level));
+    out.push(level as u8);
+    out.extend_from_slice(seed);
+    out
+}
+
 impl SeededCiphertext {
     /// Serializes c0 and the seed: about half a [`Ciphertext`].
     pub fn to_bytes(&self, params: &Parameters) -> Vec<u8> {
-        let mut out = header(
-            Kind::SeededCiphertext,
-            self.params,
-            33 + poly_bytes(params, self.level),
-        );
-        out.push(self.level as u8);
-        out.extend_from_slice(&self.seed);
+        let mut out = seeded_ciphertext_header(params, self.params, self.level, &self.seed);
         pack_poly(params, &self.c0, &mut out);
         out
     }
