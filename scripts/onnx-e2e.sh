@@ -14,7 +14,7 @@ names=("$@")
 for name in "${names[@]}"; do
     for exporter in legacy dynamo; do
         tag="$name.$exporter"
-        ./target/release/cryptonets-train --onnx "train/fixtures/onnx/$tag.onnx" --output "$out/$tag.cnmd" 2>"$out/$tag.train.log"
+        ./target/release/cryptonets-train --onnx "train/fixtures/onnx/$tag.onnx" --output "$out/$tag.cnmd" >"$out/$tag.train.json" 2>"$out/$tag.train.log"
         ./target/release/cryptonets plan "$out/$tag.cnmd" --images 256 --json >"$out/$tag.plan.json"
         ./target/release/cryptonets run --model "$out/$tag.cnmd" --images 256 --json >"$out/$tag.run.json"
         python3 - "$name" "$tag" "$out" <<'PY'
