@@ -37,6 +37,7 @@ mod packing;
 mod parallel;
 mod polynomial;
 mod resources;
+pub mod single;
 
 pub use evaluator::NetworkEvaluator;
 pub use keys::EvaluationKeys;
@@ -243,7 +244,39 @@ impl NetworkParameters {
         plaintext_primes: &[u32],
         backend: Backend,
     ) -> Result<Self, Error> {
-        Self::build(n, q_primes, plaintext_primes, backend, false)
+        Self::build(
+            n,
+            q_primes,
+            plaintext_primes,
+            SPECIAL_PRIMES,
+            backend,
+            false,
+        )
+    }
+
+    /// As [`NetworkParameters::new`] with `special_primes` special primes (1 or 2) instead
+    /// of [`SPECIAL_PRIMES`]: one special prime leaves room for one more ciphertext prime
+    /// under the security bound, at the price of a few bits of key-switching noise.
+    pub fn with_special_primes(
+        n: usize,
+        q_primes: usize,
+        plaintext_primes: &[u32],
+        special_primes: usize,
+        backend: Backend,
+    ) -> Result<Self, Error> {
+        if !(1..=2).contains(&special_primes) {
+            return Err(Error::InvalidParameters {
+                reason: "one or two special primes",
+            });
+        }
+        Self::build(
+            n,
+            q_primes,
+            plaintext_primes,
+            special_primes,
+            backend,
+            false,
+        )
     }
 
     /// As [`NetworkParameters::new`] below 128-bit security: only for tests on toy sizes.
@@ -254,13 +287,14 @@ impl NetworkParameters {
         plaintext_primes: &[u32],
         backend: Backend,
     ) -> Result<Self, Error> {
-        Self::build(n, q_primes, plaintext_primes, backend, true)
+        Self::build(n, q_primes, plaintext_primes, SPECIAL_PRIMES, backend, true)
     }
 
     fn build(
         n: usize,
         q_primes: usize,
         plaintext_primes: &[u32],
+        special_primes: usize,
         backend: Backend,
         insecure: bool,
     ) -> Result<Self, Error> {
@@ -282,7 +316,7 @@ impl NetworkParameters {
                 let builder = Parameters::builder()
                     .degree(n)
                     .ciphertext_prime_sizes(30, q_primes)
-                    .special_primes(SPECIAL_PRIMES)
+                    .special_primes(special_primes)
                     .plaintext_modulus(t)
                     .backend(backend);
                 if insecure {
@@ -509,7 +543,7 @@ fn unpacked_slots(params: &NetworkParameters, count: usize) -> Result<Vec<usize>
 /// Per channel and output ciphertext, the decoded slots, after the noise-budget check; and
 /// the least budget measured.
 #[allow(clippy::type_complexity)]
-fn decrypt_residues(
+pub(crate) fn decrypt_residues(
     params: &NetworkParameters,
     secret: &SecretKey,
     outputs: &[Vec<Ciphertext>],

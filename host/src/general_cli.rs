@@ -354,6 +354,46 @@ struct GeneralRunReport {
     threads: usize,
 }
 
+/// Up to `count` images for `network`: MNIST test images (with their labels) for a
+/// 1 x 28 x 28 input; for any other input shape (no such data set ships here) at most
+/// `max_random` seeded pseudo-random images, which test exactness but not accuracy.
+#[allow(clippy::type_complexity)]
+pub(crate) fn network_images(
+    network: &PolynomialNetwork,
+    data: Option<PathBuf>,
+    count: usize,
+    max_random: usize,
+    quiet: bool,
+) -> Result<(Vec<Vec<u8>>, Option<Vec<u8>>), String> {
+    let input = network.input();
+    if (input.channels, input.height, input.width) == (1, mnist::SIDE, mnist::SIDE) {
+        let dir = data.unwrap_or_else(mnist::default_dir);
+        let set = mnist::load(&dir, mnist::Split::Test).map_err(|e| e.to_string())?;
+        let count = count.min(set.len());
+        return Ok((
+            (0..count).map(|i| set.image(i).to_vec()).collect(),
+            Some(set.labels[..count].to_vec()),
+        ));
+    }
+    // Without labels more images measure nothing more.
+    let count = count.min(max_random);
+    if !quiet {
+        eprintln!(
+            "input {}x{}x{} is not MNIST's: {count} seeded random images, exactness only",
+            input.channels, input.height, input.width
+        );
+    }
+    let mut rng = <rand_chacha::ChaCha20Rng as rand_core::SeedableRng>::seed_from_u64(2016);
+    let images = (0..count)
+        .map(|_| {
+            let mut image = vec![0u8; input.len()];
+            rand_core::Rng::fill_bytes(&mut rng, &mut image);
+            image
+        })
+        .collect();
+    Ok((images, None))
+}
+
 /// `run` on a general network: MNIST test images (seeded random ones for other input shapes)
 /// in batches of up to n images under one set of keys made in process, then the same report
 /// keys as `run`.
@@ -366,43 +406,13 @@ pub(crate) fn run_general(
     backend: Backend,
 ) -> Result<(), String> {
     let network = read_network(model)?;
-    let input = network.input();
     let planned = plan_for(&network, backend, images)?;
     let params = &planned.params;
     let n = params.degree();
     if images == 0 {
         return Err("--images must be at least 1".into());
     }
-    // MNIST test images for a 1 x 28 x 28 network; for any other input shape (no such data
-    // set ships here) seeded pseudo-random pixels, which test exactness but not accuracy.
-    let (images, labels): (Vec<Vec<u8>>, Option<Vec<u8>>) =
-        if (input.channels, input.height, input.width) == (1, mnist::SIDE, mnist::SIDE) {
-            let dir = data.unwrap_or_else(mnist::default_dir);
-            let set = mnist::load(&dir, mnist::Split::Test).map_err(|e| e.to_string())?;
-            let count = images.min(set.len());
-            (
-                (0..count).map(|i| set.image(i).to_vec()).collect(),
-                Some(set.labels[..count].to_vec()),
-            )
-        } else {
-            // At most one batch: without labels more images measure nothing more.
-            let count = images.min(n);
-            if !json {
-                eprintln!(
-                    "input {}x{}x{} is not MNIST's: {count} seeded random images, exactness only",
-                    input.channels, input.height, input.width
-                );
-            }
-            let mut rng = <rand_chacha::ChaCha20Rng as rand_core::SeedableRng>::seed_from_u64(2016);
-            let images = (0..count)
-                .map(|_| {
-                    let mut image = vec![0u8; input.len()];
-                    rand_core::Rng::fill_bytes(&mut rng, &mut image);
-                    image
-                })
-                .collect();
-            (images, None)
-        };
+    let (images, labels) = network_images(&network, data, images, n, json)?;
     let count = images.len();
     let batches = count.div_ceil(n);
     if !json {

@@ -16,6 +16,7 @@ mod general_cli;
 mod general_files;
 mod info;
 mod pipeline_cli;
+mod single_cli;
 use cryptonets_host::mnist;
 
 /// Neural-network inference on encrypted data (CryptoNets over RNS-BFV).

@@ -578,6 +578,19 @@ pub(crate) struct RunArgs {
     /// Print one JSON object instead of the report.
     #[arg(long)]
     json: bool,
+    /// batch: images in the slots of one key's batches; single: one image at a time, each
+    /// its own ciphertext per channel, evaluated with rotations (many owners' mode).
+    #[arg(long, value_enum, default_value_t = Mode::Batch)]
+    mode: Mode,
+}
+
+/// How images are packed into ciphertexts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum Mode {
+    /// One image per slot, a pixel per ciphertext.
+    Batch,
+    /// One image per ciphertext.
+    Single,
 }
 
 /// What `run --json` prints.
@@ -630,6 +643,15 @@ pub(crate) fn run_command(args: &RunArgs, backend: Backend) -> Result<(), String
             .num_threads(threads as usize)
             .build_global()
             .map_err(|e| format!("cannot start {threads} threads: {e}"))?;
+    }
+    if args.mode == Mode::Single {
+        return crate::single_cli::run_single(
+            &args.model,
+            args.data.clone(),
+            args.images,
+            args.json,
+            backend,
+        );
     }
     if crate::general_cli::is_v2(&args.model) {
         return crate::general_cli::run_general(

@@ -14,11 +14,20 @@ use crate::sampling::{centered_binomial, small_to_residue, ternary, uniform};
 
 /// A fresh secret-key ciphertext whose second polynomial is expanded from a 32-byte seed:
 /// half the size of a [`Ciphertext`] in transit (the client's upload).
+///
+/// It may also be *compressed* ([`SeededCiphertext::compress`]): c0 made a multiple of the
+/// last prime of Q by adding a public correction of at most half that prime, so that the
+/// last limb is zero and not sent. The ciphertext stays at its level; its noise grows to
+/// about q / 2 (some 25 bits of budget, which a network whose first switch goes down a
+/// level anyway may not miss).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SeededCiphertext {
     /// [`Parameters::id`] of the parameters it was made under.
     pub(crate) params: u64,
     pub(crate) level: usize,
+    /// Limbs of Q at the top of c0 that are zero and not held (0 or 1).
+    pub(crate) dropped: usize,
+    /// The other `level - dropped` limbs.
     pub(crate) c0: Vec<u32>,
     pub(crate) seed: [u8; 32],
 }
@@ -67,6 +76,40 @@ impl SeededCiphertext {
         self.params
     }
 
+    /// Limbs of c0 left out (zero): 1 after [`SeededCiphertext::compress`], else 0.
+    pub fn dropped_limbs(&self) -> usize {
+        self.dropped
+    }
+
+    /// Makes c0 a multiple of the last prime q of its Q by adding d = -[c0]_q (centered,
+    /// |d| <= q / 2) to every limb, and drops that limb. c0 is public, and so is d: the
+    /// ciphertext now decrypts with noise e + d. Refused at level 1 or if already done.
+    pub fn compress(mut self, params: &Parameters) -> Result<Self, Error> {
+        params.check_id(self.params)?;
+        if self.level < 2 || self.dropped != 0 {
+            return Err(Error::InvalidParameters {
+                reason: "only an uncompressed ciphertext above level 1 can drop a limb",
+            });
+        }
+        let n = params.degree();
+        let moduli = params.ciphertext_basis().moduli();
+        let last = self.level - 1;
+        let q_last = &moduli[last];
+        let top: Vec<i64> = self.c0[last * n..]
+            .iter()
+            .map(|&x| q_last.center(x))
+            .collect();
+        for (i, limb) in self.c0[..last * n].chunks_exact_mut(n).enumerate() {
+            let q = &moduli[i];
+            limb.iter_mut()
+                .zip(&top)
+                .for_each(|(x, &d)| *x = q.sub(*x, q.reduce_i64(d)));
+        }
+        self.c0.truncate(last * n);
+        self.dropped = 1;
+        Ok(self)
+    }
+
     /// Expands the seed into a full ciphertext.
     pub fn expand(&self, params: &Parameters) -> Result<Ciphertext, Error> {
         let mut out = Ciphertext::from_parts(params, self.level, Vec::new());
@@ -85,6 +128,8 @@ impl SeededCiphertext {
         out.polys.resize_with(2, Vec::new);
         out.polys[0].clear();
         out.polys[0].extend_from_slice(&self.c0);
+        // The dropped limbs are zero.
+        out.polys[0].resize(len, 0);
         let a = &mut out.polys[1];
         a.resize(len, 0);
         expand_seed_into(params, self.seed, a);
@@ -124,6 +169,7 @@ impl SecretKey {
         let ciphertext = SeededCiphertext {
             params: params.id(),
             level,
+            dropped: 0,
             c0,
             seed,
         };

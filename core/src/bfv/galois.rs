@@ -81,14 +81,19 @@ pub(crate) fn from_hoisting_order(poly: &[u32], positions: &[u32]) -> Vec<u32> {
 pub(crate) fn digit_from_parts(
     params: &Parameters,
     element: usize,
+    levels: usize,
     seed: [u8; 32],
     k0: &[u32],
 ) -> GaloisDigit {
-    let positions = ntt_positions(params.degree(), element);
+    let n = params.degree();
+    let positions = ntt_positions(n, element);
+    // k1 over the key's limbs only: Q_levels, then the special primes.
+    let mut k1 = expand_key_seed(params, seed);
+    k1.drain(levels * n..params.max_level() * n);
     GaloisDigit {
         seed,
         k0: to_hoisting_order(k0, &positions),
-        k1: to_hoisting_order(&expand_key_seed(params, seed), &positions),
+        k1: to_hoisting_order(&k1, &positions),
     }
 }
 
@@ -99,6 +104,10 @@ pub(crate) fn serialized_k0(params: &Parameters, element: usize, digit: &GaloisD
 
 /// The key switching key of one Galois element g: what [`Evaluator::apply_galois`] needs
 /// to apply X -> X^g to a ciphertext. Public (the service's).
+///
+/// A key may serve only the lower levels ([`GaloisKey::truncated`]): one digit per prime
+/// of Q_l, each modulo Q_l S. A rotation done late in a network, at a low level, needs no
+/// more, and its key is a fraction of the size (the single-image mode's keys).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct GaloisKey {
     /// [`Parameters::ring_id`] of the ring it was made for.
@@ -227,6 +236,41 @@ impl GaloisKey {
     pub fn element(&self) -> usize {
         self.element
     }
+
+    /// The highest ciphertext level the key switches (the number of its digits).
+    pub fn level(&self) -> usize {
+        self.digits.len()
+    }
+
+    /// The key restricted to ciphertexts of at most `level` primes: the digits of q_0 to
+    /// q_{level-1}, each kept modulo Q_level S. The CRT idempotent of q_i is 1 modulo q_i and
+    /// 0 modulo the other primes of Q, whichever prefix of Q it is taken in, so the limbs
+    /// kept are exactly those of the key made for Q_level.
+    pub fn truncated(mut self, params: &Parameters, level: usize) -> Result<Self, Error> {
+        let (n, top) = (params.degree(), self.digits.len());
+        if !(1..=top).contains(&level) {
+            return Err(Error::InvalidParameters {
+                reason: "a Galois key can only be truncated to a level it has",
+            });
+        }
+        self.digits.truncate(level);
+        for digit in &mut self.digits {
+            for poly in [&mut digit.k0, &mut digit.k1] {
+                poly.drain(level * n..top * n);
+            }
+        }
+        Ok(self)
+    }
+
+    /// Index, in this key's digits, of limb `k` of Q S as numbered by
+    /// [`Parameters::key_limbs`] (a prime of Q below the key's level, or a special prime).
+    fn limb_index(&self, k: usize, top: usize) -> usize {
+        if k < top {
+            k
+        } else {
+            self.digits.len() + (k - top)
+        }
+    }
 }
 
 /// Key switching of d (coefficient form, `level` limbs) by several keys at once, before
@@ -260,11 +304,12 @@ fn switch_keys(
         let montgomery = m.shoup(m.montgomery_r().value);
         for (key, sums) in keys.iter().zip(sums.iter_mut()) {
             for (half, sum) in sums.iter_mut().enumerate() {
+                let at = key.limb_index(k, top);
                 let key_rows: Vec<&[u32]> = key.digits[..level]
                     .iter()
                     .map(|digit| {
                         let poly = if half == 0 { &digit.k0 } else { &digit.k1 };
-                        &poly[k * n..(k + 1) * n]
+                        &poly[at * n..(at + 1) * n]
                     })
                     .collect();
                 let out = &mut sum[j * n..(j + 1) * n];
@@ -304,10 +349,11 @@ impl Evaluator<'_> {
     pub fn check_galois_key(&self, key: &GaloisKey) -> Result<(), Error> {
         let params = self.params;
         params.check_ring(key.ring, "Galois key made for another ring")?;
-        let limbs = params.max_level() + params.special_basis().map_or(0, |s| s.len());
+        let levels = key.digits.len();
+        let limbs = levels + params.special_basis().map_or(0, |s| s.len());
         if params.special_basis().is_none()
             || check_element(params.degree(), key.element).is_err()
-            || key.digits.len() != params.max_level()
+            || !(1..=params.max_level()).contains(&levels)
             || key
                 .digits
                 .iter()
@@ -342,6 +388,11 @@ impl Evaluator<'_> {
         }
         for key in keys {
             self.check_galois_key(key)?;
+            if key.level() < ct.level() {
+                return Err(Error::Incompatible {
+                    reason: "Galois key truncated below the ciphertext's level",
+                });
+            }
         }
         let params = self.params;
         let (n, level) = (params.degree(), ct.level());

@@ -43,6 +43,7 @@ enum Kind {
     Ciphertext = 5,
     SeededCiphertext = 6,
     GaloisKey = 7,
+    CompressedSeededCiphertext = 8,
 }
 
 fn malformed(reason: &'static str) -> Error {
@@ -99,6 +100,13 @@ fn limbs_bytes(n: usize, moduli: &[Modulus]) -> usize {
 /// The moduli of key-switching keys: Q, then the special primes.
 fn key_moduli(params: &Parameters) -> Vec<Modulus> {
     params.key_limbs().iter().map(|&(q, _)| *q).collect()
+}
+
+/// The moduli of a key-switching key truncated to `level`: Q_level, then the special primes.
+fn key_moduli_at(params: &Parameters, level: usize) -> Vec<Modulus> {
+    let top = params.max_level();
+    let all = key_moduli(params);
+    all[..level].iter().chain(&all[top..]).copied().collect()
 }
 
 fn pack_poly(params: &Parameters, poly: &[u32], out: &mut Vec<u8>) {
@@ -277,6 +285,12 @@ impl Parameters {
         HEADER + 33 + poly_bytes(self, self.max_level())
     }
 
+    /// The serialized size of a fresh [`SeededCiphertext`] with its last limb dropped
+    /// ([`SeededCiphertext::compress`]).
+    pub fn compressed_ciphertext_bytes(&self) -> usize {
+        HEADER + 34 + poly_bytes(self, self.max_level().saturating_sub(1))
+    }
+
     /// The serialized size of a [`RelinearizationKey`].
     pub fn relinearization_key_bytes(&self) -> usize {
         HEADER + 2 * self.max_level() * poly_bytes(self, self.max_level())
@@ -284,7 +298,12 @@ impl Parameters {
 
     /// The serialized size of a [`GaloisKey`] (special primes included).
     pub fn galois_key_bytes(&self) -> usize {
-        HEADER + 4 + self.max_level() * (32 + limbs_bytes(self.degree(), &key_moduli(self)))
+        self.galois_key_bytes_at(self.max_level())
+    }
+
+    /// The serialized size of a [`GaloisKey`] truncated to `level` ([`GaloisKey::truncated`]).
+    pub fn galois_key_bytes_at(&self, level: usize) -> usize {
+        HEADER + 4 + level * (32 + limbs_bytes(self.degree(), &key_moduli_at(self, level)))
     }
 
     /// The serialized size of a [`SecretKey`].
@@ -348,15 +367,53 @@ pub(crate) fn seeded_ciphertext_header(
 }
 
 impl SeededCiphertext {
-    /// Serializes c0 and the seed: about half a [`Ciphertext`].
+    /// Serializes c0 and the seed: about half a [`Ciphertext`]. A compressed one
+    /// ([`SeededCiphertext::compress`]) is its own kind: level, dropped limbs, seed, and
+    /// the limbs of c0 kept.
     pub fn to_bytes(&self, params: &Parameters) -> Vec<u8> {
-        let mut out = seeded_ciphertext_header(params, self.params, self.level, &self.seed);
+        if self.dropped == 0 {
+            let mut out = seeded_ciphertext_header(params, self.params, self.level, &self.seed);
+            pack_poly(params, &self.c0, &mut out);
+            return out;
+        }
+        let kept = self.level - self.dropped;
+        let mut out = header(
+            Kind::CompressedSeededCiphertext,
+            self.params,
+            34 + poly_bytes(params, kept),
+        );
+        out.push(self.level as u8);
+        out.push(self.dropped as u8);
+        out.extend_from_slice(&self.seed);
         pack_poly(params, &self.c0, &mut out);
         out
     }
 
-    /// Parses a seeded ciphertext made under `params`.
+    /// Parses a seeded ciphertext made under `params`, compressed or not.
     pub fn from_bytes(params: &Parameters, bytes: &[u8]) -> Result<Self, Error> {
+        if bytes.len() > 5 && bytes[5] == Kind::CompressedSeededCiphertext as u8 {
+            let body = body(bytes, Kind::CompressedSeededCiphertext, Some(params.id()))?;
+            let (level, dropped) = match body {
+                [level, dropped, ..] => (*level as usize, *dropped as usize),
+                _ => return Err(malformed("truncated ciphertext")),
+            };
+            if level > params.max_level() || dropped != 1 || level < 2 {
+                return Err(malformed("compressed ciphertext level out of range"));
+            }
+            let kept = level - dropped;
+            if body.len() != 34 + poly_bytes(params, kept) {
+                return Err(malformed("wrong compressed ciphertext length"));
+            }
+            let seed: [u8; 32] = body[2..34].try_into().expect("32 bytes");
+            let c0 = unpack_poly(params, &body[34..], kept)?;
+            return Ok(SeededCiphertext {
+                params: params.id(),
+                level,
+                dropped,
+                c0,
+                seed,
+            });
+        }
         let body = body(bytes, Kind::SeededCiphertext, Some(params.id()))?;
         let level = *body.first().ok_or(malformed("truncated ciphertext"))? as usize;
         if level == 0 || level > params.max_level() {
@@ -370,6 +427,7 @@ impl SeededCiphertext {
         Ok(SeededCiphertext {
             params: params.id(),
             level,
+            dropped: 0,
             c0,
             seed,
         })
@@ -451,7 +509,7 @@ impl GaloisKey {
     /// Serializes the Galois key: per digit the seed of k1 and k0, about half its size in
     /// memory.
     pub fn to_bytes(&self, params: &Parameters) -> Vec<u8> {
-        let moduli = key_moduli(params);
+        let moduli = key_moduli_at(params, self.digits.len());
         let per_digit = 32 + limbs_bytes(params.degree(), &moduli);
         let mut out = header(
             Kind::GaloisKey,
@@ -468,19 +526,20 @@ impl GaloisKey {
     }
 
     /// Parses a Galois key made under `params` (which must have special primes), expanding
-    /// the seeds.
+    /// the seeds. Its level ([`GaloisKey::truncated`]) is the one its length gives.
     pub fn from_bytes(params: &Parameters, bytes: &[u8]) -> Result<Self, Error> {
         let body = body(bytes, Kind::GaloisKey, Some(params.id()))?;
         if params.special_basis().is_none() {
             return Err(malformed("Galois keys need parameters with special primes"));
         }
         let n = params.degree();
-        let moduli = key_moduli(params);
-        let per_digit = 32 + limbs_bytes(n, &moduli);
-        let levels = params.max_level();
-        if body.len() != 4 + levels * per_digit {
-            return Err(malformed("wrong Galois key length"));
-        }
+        let per_digit = |levels| 32 + limbs_bytes(n, &key_moduli_at(params, levels));
+        // The length grows with the level: at most one level matches it.
+        let levels = (1..=params.max_level())
+            .find(|&l| body.len() == 4 + l * per_digit(l))
+            .ok_or_else(|| malformed("wrong Galois key length"))?;
+        let moduli = key_moduli_at(params, levels);
+        let per_digit = per_digit(levels);
         let element = u32::from_le_bytes(body[..4].try_into().expect("4 bytes")) as usize;
         check_element(n, element).map_err(|_| malformed("not a Galois element"))?;
         let digits = body[4..]
@@ -488,7 +547,7 @@ impl GaloisKey {
             .map(|chunk| {
                 let seed: [u8; 32] = chunk[..32].try_into().expect("32 bytes");
                 let k0 = unpack_limbs(n, &moduli, &chunk[32..])?;
-                Ok(digit_from_parts(params, element, seed, &k0))
+                Ok(digit_from_parts(params, element, levels, seed, &k0))
             })
             .collect::<Result<Vec<_>, Error>>()?;
         Ok(Self {

@@ -118,6 +118,16 @@ impl Estimator {
         self.log_t + libm_log2(CBD_ETA as f64 + 0.5) - self.log_q[level]
     }
 
+    /// The invariant noise (log2) of a fresh encryption at level l whose last limb was
+    /// dropped (`SeededCiphertext::compress`): the correction, up to q_{l-1} / 2, dominates.
+    pub(super) fn fresh_compressed(&self, level: usize) -> f64 {
+        let log_last = self.log_q[level] - self.log_q[level - 1];
+        log_add(
+            self.fresh(level),
+            self.log_t + log_last - 1.0 - self.log_q[level],
+        )
+    }
+
     /// A product of two ciphertexts of noises a and b (the square's estimate generalized).
     pub(super) fn multiply(&self, a: f64, b: f64, level: usize) -> f64 {
         log_add(
@@ -155,11 +165,19 @@ impl Estimator {
     /// A Galois automorphism with key switching at level l: the division by S rounds like a
     /// modulus switch of a size-2 ciphertext, and leaves the relinearization-like sum of
     /// digits times key errors divided by S.
-    fn unpack(&self, v: f64, level: usize) -> f64 {
+    pub(super) fn unpack(&self, v: f64, level: usize) -> f64 {
         let absolute =
             libm_log2(6.0) + (libm_log2(level as f64) + self.log_n) / 2.0 + 30.0 - self.log_s;
         let keys = self.log_t - self.log_q[level] + absolute;
         log_add(v, log_add(self.rounding(level, 2), keys))
+    }
+
+    /// A product by a plaintext whose centered coefficients are anywhere in (-t/2, t/2]:
+    /// the noise polynomial times the plaintext grows by about the plaintext's L2 norm, at
+    /// most sqrt(n) t / 2 (measured: sqrt(n) t / sqrt(12) for a vector of slots, t = 2^19.5,
+    /// n = 8192).
+    pub(super) fn plain_product(&self, v: f64) -> f64 {
+        v + self.log_n / 2.0 + self.log_t - 1.0
     }
 
     pub(super) fn switch(&self, v: f64, level: usize, size: usize) -> f64 {

@@ -87,20 +87,23 @@ fn step_noise(e: &Estimator, step: Step, v: f64, level: usize) -> f64 {
     match step {
         Step::Reshape => v,
         Step::Affine { l1 } => e.linear(v, l1, level),
-        Step::Activation { coefficients: c } => {
-            let x2 = e.relinearize(e.square(v, level), level);
-            let x3 = e.relinearize(e.multiply(x2, v, level), level);
-            let powers = [v, x2, x3];
-            let mut out = f64::NEG_INFINITY;
-            for (k, &ck) in c[1..].iter().enumerate() {
-                if ck != 0 {
-                    out = log_add(out, e.scale(powers[k], ck.unsigned_abs()));
-                }
-            }
-            // The constant's rounding, like a bias.
-            e.linear(out, 1, level)
+        Step::Activation { coefficients } => activation_noise(e, coefficients, v, level),
+    }
+}
+
+/// The noise after the activation polynomial c0 + c1 x + c2 x^2 + c3 x^3 at `level`.
+pub(super) fn activation_noise(e: &Estimator, c: [i64; 4], v: f64, level: usize) -> f64 {
+    let x2 = e.relinearize(e.square(v, level), level);
+    let x3 = e.relinearize(e.multiply(x2, v, level), level);
+    let powers = [v, x2, x3];
+    let mut out = f64::NEG_INFINITY;
+    for (k, &ck) in c[1..].iter().enumerate() {
+        if ck != 0 {
+            out = log_add(out, e.scale(powers[k], ck.unsigned_abs()));
         }
     }
+    // The constant's rounding, like a bias.
+    e.linear(out, 1, level)
 }
 
 impl PolynomialPlan {

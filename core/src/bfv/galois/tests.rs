@@ -350,3 +350,36 @@ fn hoisted_automorphisms_equal_one_at_a_time_on_every_backend() {
         assert!(eval.apply_galois_many(&ct, &[]).unwrap().is_empty());
     }
 }
+
+#[test]
+fn truncated_keys_switch_like_full_ones_at_their_levels() {
+    // A key truncated to level l rotates a ciphertext of level l to the same ciphertext as
+    // the full key, is refused above l, and round-trips through its (shorter) bytes.
+    let params = toy_params(Backend::detect());
+    let n = params.degree();
+    let mut rng = ChaCha20Rng::seed_from_u64(11);
+    let (secret, _, fresh) = encrypted_slots(&params, &mut rng);
+    let eval = Evaluator::new(&params);
+    let g = elements(n)[1];
+    let full = GaloisKey::new(&params, &secret, g, &mut rng).unwrap();
+    for level in 1..params.max_level() {
+        let mut low = fresh.clone();
+        while low.level() > level {
+            eval.mod_switch_to_next_assign(&mut low).unwrap();
+        }
+        let key = full.clone().truncated(&params, level).unwrap();
+        assert_eq!(key.level(), level);
+        assert_eq!(
+            eval.apply_galois(&low, &key).unwrap(),
+            eval.apply_galois(&low, &full).unwrap(),
+            "level {level}"
+        );
+        assert!(eval.apply_galois(&fresh, &key).is_err(), "level {level}");
+        let bytes = key.to_bytes(&params);
+        assert_eq!(bytes.len(), params.galois_key_bytes_at(level));
+        assert!(bytes.len() < full.to_bytes(&params).len());
+        assert_eq!(GaloisKey::from_bytes(&params, &bytes).unwrap(), key);
+    }
+    assert!(full.clone().truncated(&params, 0).is_err());
+    assert!(full.truncated(&params, params.max_level() + 1).is_err());
+}

@@ -1,0 +1,567 @@
+//! Evaluation of a [`SinglePlan`]: the owner's encoding and keys, the service's steps, the
+//! owner's decoding.
+
+use alloc::collections::BTreeMap;
+use alloc::vec::Vec;
+
+use rand_core::CryptoRng;
+
+use super::column_slots;
+use super::plan::{Bias, DiagonalStep, GatherStep, SinglePlan, SingleStep, TapsStep};
+use super::rotation_element;
+use crate::Error;
+use crate::backend::Kernels;
+use crate::bfv::{
+    BatchEncoder, Ciphertext, Evaluator, GaloisKey, MultiplyScratch, Parameters, Plaintext,
+    RelinearizationKey, SecretKey,
+};
+use crate::model::polynomial::PolynomialNetwork;
+use crate::network::{NetworkParameters, WideCrt, decrypt_residues, parallel};
+
+/// The owner's evaluation keys for a plan: the relinearization key (when an activation
+/// multiplies) and the Galois key of every rotation, truncated to the highest level the
+/// plan applies it at.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SingleKeys {
+    /// Relinearization.
+    pub relin: Option<RelinearizationKey>,
+    /// Galois keys by element.
+    pub galois: BTreeMap<usize, GaloisKey>,
+}
+
+impl SingleKeys {
+    /// Exactly the keys `plan` needs, from the owner's secret key.
+    pub fn generate<R: CryptoRng + ?Sized>(
+        params: &NetworkParameters,
+        plan: &SinglePlan,
+        secret: &SecretKey,
+        rng: &mut R,
+    ) -> Result<Self, Error> {
+        let p = &params.channels()[0];
+        let relin = match plan.needs_relinearization() {
+            true => Some(RelinearizationKey::new(p, secret, rng)?),
+            false => None,
+        };
+        let mut galois = BTreeMap::new();
+        for (&g, &level) in &plan.keys {
+            let key = GaloisKey::new(p, secret, g, rng)?.truncated(p, level)?;
+            galois.insert(g, key);
+        }
+        Ok(Self { relin, galois })
+    }
+
+    /// `Ok` if these keys are made for `params` and hold every key `plan` needs at its
+    /// level: checked before any work.
+    pub fn check(&self, params: &NetworkParameters, plan: &SinglePlan) -> Result<(), Error> {
+        let p = &params.channels()[0];
+        let mismatch = Error::Incompatible {
+            reason: "evaluation keys made for other parameters or another plan",
+        };
+        if params.channels().iter().any(|c| c.ring_id() != p.ring_id()) {
+            return Err(mismatch);
+        }
+        match &self.relin {
+            Some(r) if r.ring_id() != p.ring_id() => return Err(mismatch),
+            None if plan.needs_relinearization() => return Err(mismatch),
+            _ => {}
+        }
+        let evaluator = Evaluator::new(p);
+        for (&g, &level) in &plan.keys {
+            let key = self.galois.get(&g).ok_or(Error::Incompatible {
+                reason: "a Galois key the plan needs is missing",
+            })?;
+            evaluator.check_galois_key(key)?;
+            if key.element() != g || key.level() < level {
+                return Err(mismatch);
+            }
+        }
+        Ok(())
+    }
+
+    /// Serialized size: the relinearization key and every Galois key.
+    pub fn serialized_len(&self, params: &NetworkParameters) -> usize {
+        let p = &params.channels()[0];
+        self.relin
+            .as_ref()
+            .map_or(0, |_| p.relinearization_key_bytes())
+            + self
+                .galois
+                .values()
+                .map(|k| p.galois_key_bytes_at(k.level()))
+                .sum::<usize>()
+    }
+}
+
+/// The owner's plaintext of one image under one channel's parameters: every input neuron's
+/// quantized pixel at its column of the plan's layout, zero elsewhere.
+pub fn encode_single_input(
+    params: &Parameters,
+    plan: &SinglePlan,
+    network: &PolynomialNetwork,
+    image: &[u8],
+) -> Result<Plaintext, Error> {
+    let n = params.degree();
+    if image.len() != network.input().len() || plan.layout.n != n {
+        return Err(Error::InvalidParameters {
+            reason: "an image of the network's input size, under the plan's ring degree",
+        });
+    }
+    let slots = column_slots(n);
+    let mut values = alloc::vec![0u64; n];
+    for &(neuron, column) in &plan.layout.input {
+        values[slots[column as usize] as usize] =
+            network.quantize_pixel(image[neuron as usize]) as u64;
+    }
+    BatchEncoder::new(params).encode(&values)
+}
+
+/// Decrypts one image's outputs (per channel, one ciphertext per output part), checking
+/// every noise budget first, and combines the residues into the exact logits.
+pub fn decode_single_outputs(
+    params: &NetworkParameters,
+    secret: &SecretKey,
+    plan: &SinglePlan,
+    outputs: &[Vec<Ciphertext>],
+) -> Result<(Vec<num_bigint::BigInt>, u32), Error> {
+    let parts = plan.layout.output();
+    if outputs.iter().any(|o| o.len() != parts.len()) {
+        return Err(Error::Incompatible {
+            reason: "expected one ciphertext per output part in every CRT channel",
+        });
+    }
+    let (residues, budget) = decrypt_residues(params, secret, outputs)?;
+    let crt = WideCrt::new(&params.plaintext_moduli())?;
+    let slots = column_slots(params.degree());
+    let classes = parts.iter().map(|p| p.neurons.len()).sum::<usize>();
+    let mut logits = alloc::vec![num_bigint::BigInt::default(); classes];
+    for (k, part) in parts.iter().enumerate() {
+        for (&o, &column) in part.neurons.iter().zip(&part.columns) {
+            let slot = slots[column as usize] as usize;
+            let r: heapless::Vec<u32, { crate::network::MAX_CHANNELS }> = residues
+                .iter()
+                .map(|per_part| per_part[k][slot] as u32)
+                .collect();
+            *logits.get_mut(o as usize).ok_or(Error::Incompatible {
+                reason: "an output neuron outside the network's outputs",
+            })? = crt.combine(&r)?;
+        }
+    }
+    Ok((logits, budget))
+}
+
+/// Evaluates a planned network on one image's ciphertexts: public data only.
+#[derive(Debug)]
+pub struct SingleEvaluator<'a> {
+    params: &'a NetworkParameters,
+    plan: &'a SinglePlan,
+    keys: &'a SingleKeys,
+}
+
+impl<'a> SingleEvaluator<'a> {
+    /// Checks the keys against the parameters and the plan, before any work.
+    pub fn new(
+        params: &'a NetworkParameters,
+        plan: &'a SinglePlan,
+        keys: &'a SingleKeys,
+    ) -> Result<Self, Error> {
+        keys.check(params, plan)?;
+        if params.degree() != plan.layout.n {
+            return Err(Error::Incompatible {
+                reason: "a plan of another ring degree",
+            });
+        }
+        Ok(Self { params, plan, keys })
+    }
+
+    /// The network on channel `channel`'s input (one fresh ciphertext, size 2, top level):
+    /// one ciphertext per output part, at the plan's output level.
+    pub fn evaluate_channel(
+        &self,
+        channel: usize,
+        input: &Ciphertext,
+    ) -> Result<Vec<Ciphertext>, Error> {
+        self.evaluate_channel_observed(channel, input, |_, _| {})
+    }
+
+    /// [`SingleEvaluator::evaluate_channel`], showing `observe(step, parts)` every step's
+    /// outputs (after its planned switch): how the tests hold the noise plan against the
+    /// budgets measured step by step.
+    pub fn evaluate_channel_observed(
+        &self,
+        channel: usize,
+        input: &Ciphertext,
+        mut observe: impl FnMut(usize, &[Ciphertext]),
+    ) -> Result<Vec<Ciphertext>, Error> {
+        let p = self.params.channel(channel)?;
+        if input.parameters_id() != p.id() || input.level() != p.max_level() || input.size() != 2 {
+            return Err(Error::Incompatible {
+                reason: "one fresh ciphertext of this channel expected",
+            });
+        }
+        let evaluator = Evaluator::new(p);
+        let mut current: Vec<Ciphertext> = alloc::vec![input.clone()];
+        for (i, (step, planned)) in self
+            .plan
+            .layout
+            .steps
+            .iter()
+            .zip(&self.plan.steps)
+            .enumerate()
+        {
+            let mut next = match step {
+                SingleStep::Reshape => current,
+                SingleStep::Taps(t) => self.taps(p, &evaluator, t, &current[0])?,
+                SingleStep::Activation {
+                    coefficients,
+                    drop_constant,
+                } => {
+                    let mut c = *coefficients;
+                    if *drop_constant {
+                        c[0] = 0;
+                    }
+                    self.activation(&evaluator, c, &current)?
+                }
+                SingleStep::Diagonal(d) => alloc::vec![self.diagonal(p, &evaluator, d, &current)?],
+                SingleStep::Gather(g) => alloc::vec![self.gather(p, &evaluator, g, &current[0])?],
+            };
+            for ct in next.iter_mut() {
+                while ct.level() > planned.level {
+                    evaluator.mod_switch_to_next_assign(ct)?;
+                }
+            }
+            observe(i, &next);
+            current = next;
+        }
+        Ok(current)
+    }
+
+    fn key(&self, shift: u32) -> Result<&GaloisKey, Error> {
+        let g = rotation_element(self.plan.layout.n, shift as usize);
+        self.keys.galois.get(&g).ok_or(Error::Incompatible {
+            reason: "a Galois key the plan needs is missing",
+        })
+    }
+
+    /// ct rotated by each shift (0 is ct itself), sharing one decomposition.
+    fn rotations(
+        &self,
+        evaluator: &Evaluator<'_>,
+        ct: &Ciphertext,
+        shifts: &[u32],
+    ) -> Result<Vec<Ciphertext>, Error> {
+        let keys = shifts
+            .iter()
+            .filter(|&&s| s != 0)
+            .map(|&s| self.key(s))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut rotated = evaluator.apply_galois_many(ct, &keys)?.into_iter();
+        Ok(shifts
+            .iter()
+            .map(|&s| match s {
+                0 => ct.clone(),
+                _ => rotated.next().expect("one rotation per key"),
+            })
+            .collect())
+    }
+
+    /// ct rotated by one shift.
+    fn rotate(
+        &self,
+        evaluator: &Evaluator<'_>,
+        ct: Ciphertext,
+        shift: u32,
+    ) -> Result<Ciphertext, Error> {
+        match shift {
+            0 => Ok(ct),
+            s => evaluator.apply_galois(&ct, self.key(s)?),
+        }
+    }
+
+    /// Horner's rule over `indices` (from the outermost): acc = rot(acc, shift) + P_i for
+    /// each, then one more rotation, taking the sums out of `sums` (a missing one is zero).
+    /// Returns zero for no indices.
+    fn horner(
+        &self,
+        evaluator: &Evaluator<'_>,
+        sums: &mut BTreeMap<i32, Ciphertext>,
+        indices: impl Iterator<Item = i32>,
+        shift: u32,
+        level: usize,
+    ) -> Result<Ciphertext, Error> {
+        let mut acc: Option<Ciphertext> = None;
+        for i in indices {
+            let next = sums.remove(&i);
+            acc = match (acc, next) {
+                (None, next) => next,
+                (Some(a), None) => Some(self.rotate(evaluator, a, shift)?),
+                (Some(a), Some(mut p)) => {
+                    evaluator.add_assign(&mut p, &self.rotate(evaluator, a, shift)?)?;
+                    Some(p)
+                }
+            };
+        }
+        match acc {
+            Some(a) => self.rotate(evaluator, a, shift),
+            None => evaluator.linear_combination(&[], 0, level, 2),
+        }
+    }
+
+    fn taps(
+        &self,
+        p: &Parameters,
+        evaluator: &Evaluator<'_>,
+        t: &TapsStep,
+        input: &Ciphertext,
+    ) -> Result<Vec<Ciphertext>, Error> {
+        // The input at every sub-image base, then each of those at every grid shift a tap
+        // of that base uses.
+        let based = self.rotations(evaluator, input, &t.bases)?;
+        let per_base = parallel::map(
+            t.bases.len(),
+            |b| -> Result<Vec<Option<Ciphertext>>, Error> {
+                let used: Vec<u32> = (0..t.shifts.len() as u32)
+                    .filter(|&s| t.rotations.contains(&(b as u32, s)))
+                    .collect();
+                let shifts: Vec<u32> = used.iter().map(|&s| t.shifts[s as usize]).collect();
+                let mut rotated = self.rotations(evaluator, &based[b], &shifts)?.into_iter();
+                Ok((0..t.shifts.len() as u32)
+                    .map(|s| {
+                        used.contains(&s)
+                            .then(|| rotated.next().expect("one per shift"))
+                    })
+                    .collect())
+            },
+        );
+        let per_base = per_base.into_iter().collect::<Result<Vec<_>, _>>()?;
+        let tap = |r: u32| -> Result<&Ciphertext, Error> {
+            let (b, s) = t.rotations[r as usize];
+            per_base[b as usize][s as usize]
+                .as_ref()
+                .ok_or(Error::Incompatible {
+                    reason: "a tap's rotation is not planned",
+                })
+        };
+        let level = input.level();
+        let maps = parallel::map(t.maps.len(), |o| -> Result<Ciphertext, Error> {
+            let terms: Vec<(&Ciphertext, i64)> = t.maps[o]
+                .iter()
+                .map(|&(r, w)| Ok((tap(r)?, w)))
+                .collect::<Result<_, Error>>()?;
+            match &t.biases[o] {
+                Bias::Constant(b) => evaluator.linear_combination(&terms, *b, level, 2),
+                Bias::Columns(values) => {
+                    let mut y = evaluator.linear_combination(&terms, 0, level, 2)?;
+                    evaluator.add_plain_assign(&mut y, &column_plaintext(p, values)?)?;
+                    Ok(y)
+                }
+            }
+        });
+        maps.into_iter().collect()
+    }
+
+    fn activation(
+        &self,
+        evaluator: &Evaluator<'_>,
+        c: [i64; 4],
+        parts: &[Ciphertext],
+    ) -> Result<Vec<Ciphertext>, Error> {
+        let relin = self.keys.relin.as_ref();
+        let results = parallel::map_init(parts.len(), MultiplyScratch::default, |s, k| {
+            let x = &parts[k];
+            let level = x.level();
+            let needs = |d: usize| c[d..].iter().any(|&ck| ck != 0);
+            let relin = || {
+                relin.ok_or(Error::Incompatible {
+                    reason: "the relinearization key is missing",
+                })
+            };
+            let x2 = match needs(2) {
+                true => {
+                    let mut x2 = evaluator.square_to_level(x, level, s)?;
+                    evaluator.relinearize_assign(&mut x2, relin()?)?;
+                    Some(x2)
+                }
+                false => None,
+            };
+            let x3 = match (c[3], &x2) {
+                (0, _) | (_, None) => None,
+                (_, Some(x2)) => {
+                    let mut x3 = evaluator.multiply_with(x2, x, s)?;
+                    evaluator.relinearize_assign(&mut x3, relin()?)?;
+                    Some(x3)
+                }
+            };
+            if c == [0, 0, 1, 0] {
+                return Ok(x2.expect("a square"));
+            }
+            let powers = [Some(x), x2.as_ref(), x3.as_ref()];
+            let terms: Vec<(&Ciphertext, i64)> = powers
+                .iter()
+                .zip(&c[1..])
+                .filter(|&(_, &ck)| ck != 0)
+                .filter_map(|(p, &ck)| p.map(|p| (p, ck)))
+                .collect();
+            evaluator.linear_combination(&terms, c[0] as i128, level, 2)
+        });
+        results.into_iter().collect()
+    }
+
+    fn diagonal(
+        &self,
+        p: &Parameters,
+        evaluator: &Evaluator<'_>,
+        d: &DiagonalStep,
+        parts: &[Ciphertext],
+    ) -> Result<Ciphertext, Error> {
+        let (n, level) = (p.degree(), parts[0].level());
+        if parts.len() != d.babies.len() || parts.iter().any(|c| c.level() != level) {
+            return Err(Error::Incompatible {
+                reason: "the parts of a layer do not match its plan",
+            });
+        }
+        let basis = p.ciphertext_basis();
+        let backend = p.backend();
+        // Every part's baby rotations, in NTT form: [part][baby index] = (c0, c1).
+        let mut rotated: Vec<Vec<[Vec<u32>; 2]>> = Vec::with_capacity(parts.len());
+        for (part, babies) in parts.iter().zip(&d.babies) {
+            let cts = self.rotations(evaluator, part, babies)?;
+            rotated.push(
+                cts.into_iter()
+                    .map(|ct| {
+                        [0, 1].map(|i| {
+                            let mut poly = ct.poly(i).to_vec();
+                            basis.forward(backend, &mut poly, 0);
+                            poly
+                        })
+                    })
+                    .collect(),
+            );
+        }
+        let encoder = BatchEncoder::new(p);
+        let slots = column_slots(n);
+        let moduli = &basis.moduli()[..level];
+        let partials = parallel::map(d.giants.len(), |g| -> Result<Ciphertext, Error> {
+            let giant = &d.giants[g];
+            let mut acc = [0, 1].map(|_| alloc::vec![0u32; level * n]);
+            let mut values = alloc::vec![0u64; n];
+            let t = p.plaintext_modulus();
+            for diagonal in &giant.diagonals {
+                values.iter_mut().for_each(|v| *v = 0);
+                for &(column, w) in &diagonal.values {
+                    values[slots[column as usize] as usize] = t.reduce_i64(w) as u64;
+                }
+                let m = encoder.encode(&values)?;
+                let lifted = lift_to_ntt(p, &m, level);
+                let k = d.babies[diagonal.part as usize]
+                    .binary_search(&diagonal.baby)
+                    .map_err(|_| Error::Incompatible {
+                        reason: "a diagonal's baby step is not planned",
+                    })?;
+                let x = &rotated[diagonal.part as usize][k];
+                for (a, xi) in acc.iter_mut().zip(x) {
+                    for (i, q) in moduli.iter().enumerate() {
+                        let at = i * n..(i + 1) * n;
+                        backend.mul_acc(&mut a[at.clone()], &xi[at.clone()], &lifted[at], q);
+                    }
+                }
+            }
+            for a in acc.iter_mut() {
+                basis.inverse(backend, a, 0);
+            }
+            let [c0, c1] = acc;
+            Ok(Ciphertext::from_parts(p, level, alloc::vec![c0, c1]))
+        });
+        let mut sums: BTreeMap<i32, Ciphertext> = BTreeMap::new();
+        for (giant, partial) in d.giants.iter().zip(partials) {
+            sums.insert(giant.index, partial?);
+        }
+        let columns = (n / 2) as u32;
+        let (lo, hi) = d.giant_range();
+        // Horner's rule: y = P_0 + rot(P_1 + rot(P_2 + ..., b), b), and the same with -b
+        // for the negative giants.
+        let mut y = self.horner(evaluator, &mut sums, (1..=hi).rev(), d.baby, level)?;
+        let down = self.horner(evaluator, &mut sums, lo..=-1, columns - d.baby, level)?;
+        evaluator.add_assign(&mut y, &down)?;
+        if let Some(p0) = sums.remove(&0) {
+            evaluator.add_assign(&mut y, &p0)?;
+        }
+        evaluator.add_plain_assign(&mut y, &column_plaintext(p, &d.bias)?)?;
+        Ok(y)
+    }
+
+    fn gather(
+        &self,
+        p: &Parameters,
+        evaluator: &Evaluator<'_>,
+        g: &GatherStep,
+        input: &Ciphertext,
+    ) -> Result<Ciphertext, Error> {
+        let level = input.level();
+        let babies: Vec<u32> = (0..g.babies).collect();
+        let rotated = self.rotations(evaluator, input, &babies)?;
+        // T_o = U_o0 + rot(U_o1 + rot(U_o2 + ..., b), b): output o at column 0.
+        let outputs = parallel::map(g.weights.len(), |o| -> Result<Ciphertext, Error> {
+            let mut sums: BTreeMap<i32, Ciphertext> = BTreeMap::new();
+            for (k, weights) in g.weights[o].iter().enumerate() {
+                let terms: Vec<(&Ciphertext, i64)> = weights
+                    .iter()
+                    .map(|&(b, w)| (&rotated[b as usize], w))
+                    .collect();
+                sums.insert(k as i32, evaluator.linear_combination(&terms, 0, level, 2)?);
+            }
+            let giants = g.weights[o].len() as i32;
+            let mut t = self.horner(evaluator, &mut sums, (1..giants).rev(), g.babies, level)?;
+            if let Some(u0) = sums.remove(&0) {
+                evaluator.add_assign(&mut t, &u0)?;
+            }
+            Ok(t)
+        });
+        // y = T_0 + rot(T_1 + rot(T_2 + ..., -K), -K): output o lands at column o K.
+        let mut sums: BTreeMap<i32, Ciphertext> = BTreeMap::new();
+        for (o, t) in outputs.into_iter().enumerate() {
+            sums.insert(o as i32, t?);
+        }
+        let columns = (p.degree() / 2) as u32;
+        let last = g.weights.len() as i32;
+        let mut y = self.horner(
+            evaluator,
+            &mut sums,
+            (1..last).rev(),
+            columns - g.spacing,
+            level,
+        )?;
+        if let Some(t0) = sums.remove(&0) {
+            evaluator.add_assign(&mut y, &t0)?;
+        }
+        evaluator.add_plain_assign(&mut y, &column_plaintext(p, &g.bias)?)?;
+        Ok(y)
+    }
+}
+
+/// The plaintext with these values at these columns, zero elsewhere.
+fn column_plaintext(p: &Parameters, values: &[(u32, i128)]) -> Result<Plaintext, Error> {
+    let n = p.degree();
+    let slots = column_slots(n);
+    let t = p.plaintext_modulus().value() as i128;
+    let mut slot_values = alloc::vec![0u64; n];
+    for &(column, v) in values {
+        slot_values[slots[column as usize] as usize] = v.rem_euclid(t) as u64;
+    }
+    BatchEncoder::new(p).encode(&slot_values)
+}
+
+/// m's centered coefficients modulo the first `level` primes of Q, in NTT form.
+fn lift_to_ntt(p: &Parameters, m: &Plaintext, level: usize) -> Vec<u32> {
+    let n = p.degree();
+    let basis = p.ciphertext_basis();
+    let t = p.plaintext_modulus();
+    let mut lifted = alloc::vec![0u32; level * n];
+    for (i, limb) in lifted.chunks_exact_mut(n).enumerate() {
+        let q = &basis.moduli()[i];
+        limb.iter_mut()
+            .zip(m.coefficients())
+            .for_each(|(x, &c)| *x = q.reduce_i64(t.center(c)));
+    }
+    basis.forward(p.backend(), &mut lifted, 0);
+    lifted
+}
