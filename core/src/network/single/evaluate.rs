@@ -7,7 +7,7 @@ use alloc::vec::Vec;
 use rand_core::CryptoRng;
 
 use super::column_slots;
-use super::plan::{Bias, DiagonalStep, GatherStep, SinglePlan, SingleStep, TapsStep};
+use super::plan::{Bias, Diagonal, DiagonalStep, GatherStep, SinglePlan, SingleStep, TapsStep};
 use super::rotation_element;
 use crate::Error;
 use crate::backend::Kernels;
@@ -149,12 +149,20 @@ pub fn decode_single_outputs(
     Ok((logits, budget))
 }
 
+/// Most bytes of diagonals kept encoded (NTT form, every channel) between images: below
+/// this, a service encodes each diagonal once instead of once an image (for the CryptoNets
+/// network about 600 MiB, a third of its latency).
+pub const MAX_ENCODED_DIAGONAL_BYTES: usize = 1 << 30;
+
 /// Evaluates a planned network on one image's ciphertexts: public data only.
 #[derive(Debug)]
 pub struct SingleEvaluator<'a> {
     params: &'a NetworkParameters,
     plan: &'a SinglePlan,
     keys: &'a SingleKeys,
+    /// encoded[channel][step][product]: each diagonal's plaintext at the step's level in
+    /// NTT form, times 2^32 (for the Montgomery dot product); empty where not kept.
+    encoded: Vec<Vec<Vec<Vec<u32>>>>,
 }
 
 impl<'a> SingleEvaluator<'a> {
@@ -165,12 +173,49 @@ impl<'a> SingleEvaluator<'a> {
         keys: &'a SingleKeys,
     ) -> Result<Self, Error> {
         keys.check(params, plan)?;
-        if params.degree() != plan.layout.n {
+        if params.degree() != plan.layout.n || plan.steps.len() != plan.layout.steps.len() {
             return Err(Error::Incompatible {
                 reason: "a plan of another ring degree",
             });
         }
-        Ok(Self { params, plan, keys })
+        let n = params.degree();
+        let bytes: usize = plan
+            .layout
+            .steps
+            .iter()
+            .zip(&plan.steps)
+            .map(|(s, p)| match s {
+                SingleStep::Diagonal(d) => {
+                    d.giants.iter().map(|g| g.diagonals.len()).sum::<usize>() * p.input_level
+                }
+                _ => 0,
+            })
+            .sum::<usize>()
+            .saturating_mul(n * 4 * params.channels().len());
+        let encoded = match bytes <= MAX_ENCODED_DIAGONAL_BYTES {
+            true => params
+                .channels()
+                .iter()
+                .map(|p| {
+                    plan.layout
+                        .steps
+                        .iter()
+                        .zip(&plan.steps)
+                        .map(|(s, planned)| match s {
+                            SingleStep::Diagonal(d) => encode_diagonals(p, d, planned.input_level),
+                            _ => Ok(Vec::new()),
+                        })
+                        .collect::<Result<Vec<_>, Error>>()
+                })
+                .collect::<Result<Vec<_>, Error>>()?,
+            false => Vec::new(),
+        };
+        Ok(Self {
+            params,
+            plan,
+            keys,
+            encoded,
+        })
     }
 
     /// The network on channel `channel`'s input (one fresh ciphertext, size 2, top level):
@@ -221,7 +266,14 @@ impl<'a> SingleEvaluator<'a> {
                     }
                     self.activation(&evaluator, c, &current)?
                 }
-                SingleStep::Diagonal(d) => alloc::vec![self.diagonal(p, &evaluator, d, &current)?],
+                SingleStep::Diagonal(d) => {
+                    let encoded = self
+                        .encoded
+                        .get(channel)
+                        .map(|steps| steps[i].as_slice())
+                        .filter(|e| !e.is_empty());
+                    alloc::vec![self.diagonal(p, &evaluator, d, encoded, &current)?]
+                }
                 SingleStep::Gather(g) => alloc::vec![self.gather(p, &evaluator, g, &current[0])?],
             };
             for ct in next.iter_mut() {
@@ -411,6 +463,7 @@ impl<'a> SingleEvaluator<'a> {
         p: &Parameters,
         evaluator: &Evaluator<'_>,
         d: &DiagonalStep,
+        encoded: Option<&[Vec<u32>]>,
         parts: &[Ciphertext],
     ) -> Result<Ciphertext, Error> {
         let (n, level) = (p.degree(), parts[0].level());
@@ -422,50 +475,64 @@ impl<'a> SingleEvaluator<'a> {
         let basis = p.ciphertext_basis();
         let backend = p.backend();
         // Every part's baby rotations, in NTT form: [part][baby index] = (c0, c1).
-        let mut rotated: Vec<Vec<[Vec<u32>; 2]>> = Vec::with_capacity(parts.len());
-        for (part, babies) in parts.iter().zip(&d.babies) {
-            let cts = self.rotations(evaluator, part, babies)?;
-            rotated.push(
-                cts.into_iter()
-                    .map(|ct| {
-                        [0, 1].map(|i| {
-                            let mut poly = ct.poly(i).to_vec();
-                            basis.forward(backend, &mut poly, 0);
-                            poly
-                        })
+        let rotated = parallel::map(parts.len(), |q| -> Result<Vec<[Vec<u32>; 2]>, Error> {
+            let cts = self.rotations(evaluator, &parts[q], &d.babies[q])?;
+            Ok(cts
+                .into_iter()
+                .map(|ct| {
+                    [0, 1].map(|i| {
+                        let mut poly = ct.poly(i).to_vec();
+                        basis.forward(backend, &mut poly, 0);
+                        poly
                     })
-                    .collect(),
-            );
-        }
-        let encoder = BatchEncoder::new(p);
-        let slots = column_slots(n);
+                })
+                .collect())
+        });
+        let rotated = rotated.into_iter().collect::<Result<Vec<_>, _>>()?;
+        // Where each giant's products start in the flat list of encoded diagonals.
+        let starts: Vec<usize> = d
+            .giants
+            .iter()
+            .scan(0, |at, g| {
+                let start = *at;
+                *at += g.diagonals.len();
+                Some(start)
+            })
+            .collect();
         let moduli = &basis.moduli()[..level];
         let partials = parallel::map(d.giants.len(), |g| -> Result<Ciphertext, Error> {
             let giant = &d.giants[g];
-            let mut acc = [0, 1].map(|_| alloc::vec![0u32; level * n]);
-            let mut values = alloc::vec![0u64; n];
-            let t = p.plaintext_modulus();
-            for diagonal in &giant.diagonals {
-                values.iter_mut().for_each(|v| *v = 0);
-                for &(column, w) in &diagonal.values {
-                    values[slots[column as usize] as usize] = t.reduce_i64(w) as u64;
-                }
-                let m = encoder.encode(&values)?;
-                let lifted = lift_to_ntt(p, &m, level);
-                let k = d.babies[diagonal.part as usize]
+            let mut plaintexts: Vec<alloc::borrow::Cow<'_, [u32]>> =
+                Vec::with_capacity(giant.diagonals.len());
+            let mut inputs: Vec<&[Vec<u32>; 2]> = Vec::with_capacity(giant.diagonals.len());
+            for (k, diagonal) in giant.diagonals.iter().enumerate() {
+                plaintexts.push(match encoded {
+                    Some(e) => alloc::borrow::Cow::Borrowed(e[starts[g] + k].as_slice()),
+                    None => alloc::borrow::Cow::Owned(encode_diagonal(p, diagonal, level)?),
+                });
+                let b = d.babies[diagonal.part as usize]
                     .binary_search(&diagonal.baby)
                     .map_err(|_| Error::Incompatible {
                         reason: "a diagonal's baby step is not planned",
                     })?;
-                let x = &rotated[diagonal.part as usize][k];
-                for (a, xi) in acc.iter_mut().zip(x) {
-                    for (i, q) in moduli.iter().enumerate() {
-                        let at = i * n..(i + 1) * n;
-                        backend.mul_acc(&mut a[at.clone()], &xi[at.clone()], &lifted[at], q);
+                inputs.push(&rotated[diagonal.part as usize][b]);
+            }
+            // sum_k x_k * p_k per limb, sixteen products to a lazy Montgomery dot product.
+            let mut acc = [0, 1].map(|_| alloc::vec![0u32; level * n]);
+            let mut chunk = alloc::vec![0u32; n];
+            for (half, a) in acc.iter_mut().enumerate() {
+                for (i, q) in moduli.iter().enumerate() {
+                    let at = i * n..(i + 1) * n;
+                    for (xs, ps) in inputs.chunks(16).zip(plaintexts.chunks(16)) {
+                        let xs: Vec<&[u32]> = xs.iter().map(|x| &x[half][at.clone()]).collect();
+                        let ps: Vec<&[u32]> = ps.iter().map(|p| &p[at.clone()]).collect();
+                        backend.dot_pointwise_montgomery(&mut chunk, &xs, &ps, q);
+                        a[at.clone()]
+                            .iter_mut()
+                            .zip(&chunk)
+                            .for_each(|(a, &c)| *a = q.add(*a, c));
                     }
                 }
-            }
-            for a in acc.iter_mut() {
                 basis.inverse(backend, a, 0);
             }
             let [c0, c1] = acc;
@@ -548,6 +615,32 @@ fn column_plaintext(p: &Parameters, values: &[(u32, i128)]) -> Result<Plaintext,
         slot_values[slots[column as usize] as usize] = v.rem_euclid(t) as u64;
     }
     BatchEncoder::new(p).encode(&slot_values)
+}
+
+/// One diagonal's plaintext at `level`: its values in their slots, encoded, lifted to Q
+/// in NTT form and multiplied by 2^32 (undone by the Montgomery dot product).
+fn encode_diagonal(p: &Parameters, diagonal: &Diagonal, level: usize) -> Result<Vec<u32>, Error> {
+    let n = p.degree();
+    let slots = column_slots(n);
+    let t = p.plaintext_modulus();
+    let mut values = alloc::vec![0u64; n];
+    for &(column, w) in &diagonal.values {
+        values[slots[column as usize] as usize] = t.reduce_i64(w) as u64;
+    }
+    let mut lifted = lift_to_ntt(p, &BatchEncoder::new(p).encode(&values)?, level);
+    for (limb, q) in lifted.chunks_exact_mut(n).zip(p.ciphertext_basis().moduli()) {
+        p.backend()
+            .mul_scalar_assign(limb, q.shoup(q.montgomery_r().value), q);
+    }
+    Ok(lifted)
+}
+
+/// Every diagonal of a step, in the order of its giants.
+fn encode_diagonals(p: &Parameters, d: &DiagonalStep, level: usize) -> Result<Vec<Vec<u32>>, Error> {
+    let all: Vec<&Diagonal> = d.giants.iter().flat_map(|g| &g.diagonals).collect();
+    parallel::map(all.len(), |k| encode_diagonal(p, all[k], level))
+        .into_iter()
+        .collect()
 }
 
 /// m's centered coefficients modulo the first `level` primes of Q, in NTT form.

@@ -489,8 +489,9 @@ fn diagonal(
     let offsets: BTreeSet<(u32, i64)> =
         entries.iter().map(|&(_, q, r, _)| (q, signed(r))).collect();
     let split = |r: i64, b: i64| (r.div_euclid(b), r.rem_euclid(b));
-    // The baby size of fewest rotations: the babies of every part plus the giants (each
-    // giant from the lowest to the highest is one key switch of Horner's rule).
+    // The baby size of least key-switching work: the babies of every part (hoisted: about
+    // a third of a key switch each) plus the giants (each from the lowest to the highest is
+    // one key switch of Horner's rule).
     let cost = |b: u32| {
         let babies: BTreeSet<(u32, i64)> = offsets
             .iter()
@@ -506,7 +507,7 @@ fn diagonal(
             .map(|&(_, r)| split(r, b as i64).0)
             .max()
             .unwrap_or(0);
-        babies.len() as i64 + hi.max(0) - lo.min(0)
+        babies.len() as i64 + 3 * (hi.max(0) - lo.min(0))
     };
     let baby = (1..=64u32).min_by_key(|&b| (cost(b), b)).unwrap_or(1);
     let mut babies: Vec<BTreeSet<u32>> = alloc::vec![BTreeSet::new(); parts.len()];
@@ -676,7 +677,7 @@ fn step_noise(e: &Estimator, step: &SingleStep, v: f64, level: usize) -> f64 {
 }
 
 impl SinglePlan {
-    /// Plans `layout` under `params`: after every activation (and at the end), the lowest
+    /// Plans `layout` under `params`: after every step, the lowest
     /// level from which the rest keeps [`MARGIN_BITS`]; refuses when none does.
     pub fn new(
         params: &NetworkParameters,
@@ -733,7 +734,7 @@ impl SinglePlan {
                 *at = (*at).max(level);
             }
             v = step_noise(&e, s, v, level);
-            if matches!(s, SingleStep::Activation { .. }) || i + 1 == steps.len() {
+            if !matches!(s, SingleStep::Reshape) {
                 let target = (1..level)
                     .find(|&l| {
                         let switched = e.switch(v, l, 2);
