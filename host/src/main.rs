@@ -17,6 +17,7 @@ mod general_files;
 mod info;
 mod pipeline_cli;
 mod single_cli;
+mod single_files;
 use cryptonets_host::mnist;
 
 /// Neural-network inference on encrypted data (CryptoNets over RNS-BFV).

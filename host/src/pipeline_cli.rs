@@ -200,6 +200,10 @@ pub(crate) struct KeygenArgs {
     /// keys) is chosen for them. The CryptoNets model (version 1) always takes n = 8192.
     #[arg(long, default_value_t = 8192)]
     pub(crate) images: usize,
+    /// batch (images in the slots) or single (one image a ciphertext, `run --mode single`'s
+    /// layouts and keys).
+    #[arg(long, value_enum, default_value_t = Mode::Batch)]
+    pub(crate) mode: Mode,
 }
 
 fn parse_packing(text: &str) -> Result<usize, String> {
@@ -210,6 +214,9 @@ fn parse_packing(text: &str) -> Result<usize, String> {
 }
 
 pub(crate) fn keygen_command(args: &KeygenArgs, backend: Backend) -> Result<(), String> {
+    if args.mode == Mode::Single {
+        return crate::single_files::keygen(args, backend);
+    }
     if crate::general_cli::is_v2(&args.model) {
         return crate::general_files::keygen(args, backend);
     }
@@ -266,6 +273,10 @@ pub(crate) struct EncryptArgs {
     /// against (default: OUT.record).
     #[arg(long)]
     pub(crate) record: Option<PathBuf>,
+    /// batch (images in the slots) or single (one image a ciphertext, `run --mode single`'s
+    /// layouts and keys).
+    #[arg(long, value_enum, default_value_t = Mode::Batch)]
+    pub(crate) mode: Mode,
 }
 
 pub(crate) fn record_path(batch: &Path) -> PathBuf {
@@ -297,6 +308,9 @@ pub(crate) fn image_range(
 }
 
 pub(crate) fn encrypt_command(args: &EncryptArgs, backend: Backend) -> Result<(), String> {
+    if args.mode == Mode::Single {
+        return crate::single_files::encrypt(args, backend);
+    }
     if crate::general_cli::is_v2(&args.model) {
         return crate::general_files::encrypt(args, backend);
     }
@@ -366,9 +380,16 @@ pub(crate) struct EvalArgs {
     /// default: the memory the system reports available).
     #[arg(long, value_parser = parse_size)]
     pub(crate) max_memory: Option<u64>,
+    /// batch (images in the slots) or single (one image a ciphertext, `run --mode single`'s
+    /// layouts and keys).
+    #[arg(long, value_enum, default_value_t = Mode::Batch)]
+    pub(crate) mode: Mode,
 }
 
 pub(crate) fn eval_command(args: &EvalArgs, backend: Backend) -> Result<(), String> {
+    if args.mode == Mode::Single {
+        return crate::single_files::eval(args, backend);
+    }
     if crate::general_cli::is_v2(&args.model) {
         return crate::general_files::eval(args, backend);
     }
@@ -455,6 +476,10 @@ pub(crate) struct DecryptArgs {
     /// Print one JSON object instead of the report.
     #[arg(long)]
     pub(crate) json: bool,
+    /// batch (images in the slots) or single (one image a ciphertext, `run --mode single`'s
+    /// layouts and keys).
+    #[arg(long, value_enum, default_value_t = Mode::Batch)]
+    pub(crate) mode: Mode,
 }
 
 /// What `decrypt --json` prints.
@@ -471,6 +496,9 @@ pub(crate) struct DecryptReport {
 }
 
 pub(crate) fn decrypt_command(args: &DecryptArgs, backend: Backend) -> Result<(), String> {
+    if args.mode == Mode::Single {
+        return crate::single_files::decrypt(args, backend);
+    }
     if crate::general_cli::is_v2(&args.model) {
         return crate::general_files::decrypt(args, backend);
     }

@@ -84,7 +84,7 @@ pub(crate) fn run_single(
     }
     let network = read_network(model)?;
     let threads = rayon::current_num_threads();
-    let planned = PlannedSingle::new(&network, backend, threads)
+    let planned = PlannedSingle::new(&network, backend)
         .map_err(|e| format!("{}: no single-image plan: {e}", model.display()))?;
     let (params, plan) = (&planned.params, &planned.plan);
     let first = &params.channels()[0];
@@ -98,7 +98,7 @@ pub(crate) fn run_single(
             params.plaintext_primes(),
             plan.keys.len(),
             images.len(),
-            planned.seconds,
+            plan.estimate_seconds(params, threads),
         );
     }
     let mut rng = os_rng()?;
@@ -189,7 +189,7 @@ pub(crate) fn run_single(
         plaintext_primes: params.plaintext_primes(),
         steps: plan.layout.steps.iter().map(step_kind).collect(),
         galois_keys: plan.keys.len(),
-        estimated_latency_seconds: planned.seconds,
+        estimated_latency_seconds: plan.estimate_seconds(params, threads),
         accuracy: labels.as_ref().map(|_| fraction(correct)),
         plaintext_accuracy: labels.as_ref().map(|_| fraction(plain_correct)),
         agreement: fraction(agree),

@@ -28,9 +28,11 @@
 //! slots, and the planner refuses parameters under which decryption could fail.
 
 pub mod evaluate;
+pub mod keys;
 pub mod plan;
 
-pub use evaluate::{SingleEvaluator, SingleKeys, decode_single_outputs, encode_single_input};
+pub use evaluate::{SingleEvaluator, decode_single_outputs, encode_single_input};
+pub use keys::SingleKeys;
 pub use plan::{Part, PlannedSingle, SinglePlan, SingleStep};
 
 /// The Galois element that rotates the columns left by `r` (column c receives column

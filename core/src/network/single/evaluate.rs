@@ -4,93 +4,18 @@
 use alloc::collections::BTreeMap;
 use alloc::vec::Vec;
 
-use rand_core::CryptoRng;
-
 use super::column_slots;
+use super::keys::SingleKeys;
 use super::plan::{Bias, Diagonal, DiagonalStep, GatherStep, SinglePlan, SingleStep, TapsStep};
 use super::rotation_element;
 use crate::Error;
 use crate::backend::Kernels;
 use crate::bfv::{
     BatchEncoder, Ciphertext, Evaluator, GaloisKey, MultiplyScratch, Parameters, Plaintext,
-    RelinearizationKey, SecretKey,
+    SecretKey,
 };
 use crate::model::polynomial::PolynomialNetwork;
 use crate::network::{NetworkParameters, WideCrt, decrypt_residues, parallel};
-
-/// The owner's evaluation keys for a plan: the relinearization key (when an activation
-/// multiplies) and the Galois key of every rotation, truncated to the highest level the
-/// plan applies it at.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct SingleKeys {
-    /// Relinearization.
-    pub relin: Option<RelinearizationKey>,
-    /// Galois keys by element.
-    pub galois: BTreeMap<usize, GaloisKey>,
-}
-
-impl SingleKeys {
-    /// Exactly the keys `plan` needs, from the owner's secret key.
-    pub fn generate<R: CryptoRng + ?Sized>(
-        params: &NetworkParameters,
-        plan: &SinglePlan,
-        secret: &SecretKey,
-        rng: &mut R,
-    ) -> Result<Self, Error> {
-        let p = &params.channels()[0];
-        let relin = match plan.needs_relinearization() {
-            true => Some(RelinearizationKey::new(p, secret, rng)?),
-            false => None,
-        };
-        let mut galois = BTreeMap::new();
-        for (&g, &level) in &plan.keys {
-            let key = GaloisKey::new(p, secret, g, rng)?.truncated(p, level)?;
-            galois.insert(g, key);
-        }
-        Ok(Self { relin, galois })
-    }
-
-    /// `Ok` if these keys are made for `params` and hold every key `plan` needs at its
-    /// level: checked before any work.
-    pub fn check(&self, params: &NetworkParameters, plan: &SinglePlan) -> Result<(), Error> {
-        let p = &params.channels()[0];
-        let mismatch = Error::Incompatible {
-            reason: "evaluation keys made for other parameters or another plan",
-        };
-        if params.channels().iter().any(|c| c.ring_id() != p.ring_id()) {
-            return Err(mismatch);
-        }
-        match &self.relin {
-            Some(r) if r.ring_id() != p.ring_id() => return Err(mismatch),
-            None if plan.needs_relinearization() => return Err(mismatch),
-            _ => {}
-        }
-        let evaluator = Evaluator::new(p);
-        for (&g, &level) in &plan.keys {
-            let key = self.galois.get(&g).ok_or(Error::Incompatible {
-                reason: "a Galois key the plan needs is missing",
-            })?;
-            evaluator.check_galois_key(key)?;
-            if key.element() != g || key.level() < level {
-                return Err(mismatch);
-            }
-        }
-        Ok(())
-    }
-
-    /// Serialized size: the relinearization key and every Galois key.
-    pub fn serialized_len(&self, params: &NetworkParameters) -> usize {
-        let p = &params.channels()[0];
-        self.relin
-            .as_ref()
-            .map_or(0, |_| p.relinearization_key_bytes())
-            + self
-                .galois
-                .values()
-                .map(|k| p.galois_key_bytes_at(k.level()))
-                .sum::<usize>()
-    }
-}
 
 /// The owner's plaintext of one image under one channel's parameters: every input neuron's
 /// quantized pixel at its column of the plan's layout, zero elsewhere.
@@ -628,7 +553,10 @@ fn encode_diagonal(p: &Parameters, diagonal: &Diagonal, level: usize) -> Result<
         values[slots[column as usize] as usize] = t.reduce_i64(w) as u64;
     }
     let mut lifted = lift_to_ntt(p, &BatchEncoder::new(p).encode(&values)?, level);
-    for (limb, q) in lifted.chunks_exact_mut(n).zip(p.ciphertext_basis().moduli()) {
+    for (limb, q) in lifted
+        .chunks_exact_mut(n)
+        .zip(p.ciphertext_basis().moduli())
+    {
         p.backend()
             .mul_scalar_assign(limb, q.shoup(q.montgomery_r().value), q);
     }
@@ -636,7 +564,11 @@ fn encode_diagonal(p: &Parameters, diagonal: &Diagonal, level: usize) -> Result<
 }
 
 /// Every diagonal of a step, in the order of its giants.
-fn encode_diagonals(p: &Parameters, d: &DiagonalStep, level: usize) -> Result<Vec<Vec<u32>>, Error> {
+fn encode_diagonals(
+    p: &Parameters,
+    d: &DiagonalStep,
+    level: usize,
+) -> Result<Vec<Vec<u32>>, Error> {
     let all: Vec<&Diagonal> = d.giants.iter().flat_map(|g| &g.diagonals).collect();
     parallel::map(all.len(), |k| encode_diagonal(p, all[k], level))
         .into_iter()

@@ -867,6 +867,9 @@ impl SinglePlan {
     }
 }
 
+/// The thread count the planner's latency estimates compare parameters at.
+pub const REFERENCE_THREADS: usize = 2;
+
 /// Ring degrees the single-image planner considers.
 pub const SINGLE_DEGREES: [usize; 2] = [8192, 16384];
 
@@ -877,20 +880,20 @@ pub struct PlannedSingle {
     pub params: NetworkParameters,
     /// The plan under them.
     pub plan: SinglePlan,
-    /// Estimated seconds of one image.
+    /// Estimated seconds of one image on [`REFERENCE_THREADS`] threads.
     pub seconds: f64,
 }
 
 impl PlannedSingle {
-    /// The parameters of least estimated latency per image: for each ring degree whose rows
-    /// hold the layout, each CRT prime set of [`crt_prime_candidates`], one or two special
-    /// primes, the fewest ciphertext primes that plan within the 128-bit bound. Refuses with
-    /// the last reason found when nothing fits.
-    pub fn new(
-        network: &PolynomialNetwork,
-        backend: Backend,
-        threads: usize,
-    ) -> Result<Self, Error> {
+    /// The parameters of least estimated latency per image on [`REFERENCE_THREADS`]
+    /// threads: for each ring degree whose rows hold the layout, each CRT prime set of
+    /// [`crt_prime_candidates`], one or two special primes, the fewest ciphertext primes
+    /// that plan within the 128-bit bound (and the input compressed where the noise allows).
+    /// The choice depends on the network alone, so that the owner and the service, each
+    /// planning the model, find the same parameters. Refuses with the last reason found
+    /// when nothing fits.
+    pub fn new(network: &PolynomialNetwork, backend: Backend) -> Result<Self, Error> {
+        let threads = REFERENCE_THREADS;
         let mut best: Option<Self> = None;
         let mut last_error = refuse("no ring degree holds this network in one ciphertext");
         for n in SINGLE_DEGREES {

@@ -1,0 +1,505 @@
+//! `keygen`, `encrypt`, `eval` and `decrypt` with `--mode single`: the single-image mode's
+//! files. Both parties plan the model ([`PlannedSingle::new`] depends on the model alone),
+//! so the keys, uploads and results need carry no parameters: every object in them names
+//! its parameter set and is refused under another.
+//!
+//! Uploads and results are *bundles*, little-endian:
+//!
+//! | bytes | field |
+//! | --- | --- |
+//! | 4 | magic `CNSB` |
+//! | 1 | version (1) |
+//! | 1 | kind: 1 uploads (seeded ciphertexts), 2 results (ciphertexts) |
+//! | 1 | CRT channels c |
+//! | 1 | reserved (0) |
+//! | 16 | bundle id (random, from `encrypt`; results repeat their uploads' id) |
+//! | 4 | images k (at most [`MAX_BUNDLE_IMAGES`]) |
+//! | 4 | objects per image and channel m |
+//! | k c m (4 + ...) | each object as a u32 byte length and the object, image by image, channel by channel |
+//!
+//! The owner keeps OUT.record (JSON: the bundle id, image count and first test image), and
+//! `decrypt` checks the results against it.
+
+use std::path::Path;
+use std::time::Instant;
+
+use cryptonets_core::Backend;
+use cryptonets_core::bfv::{Ciphertext, SecretKey, SeededCiphertext};
+use cryptonets_core::model::argmax;
+use cryptonets_core::model::polynomial::PolynomialNetwork;
+use cryptonets_core::network::single::{
+    PlannedSingle, SingleEvaluator, SingleKeys, decode_single_outputs, encode_single_input,
+};
+use cryptonets_host::files::{read_checked, read_secret, write, write_secret};
+use cryptonets_host::pipeline::os_rng;
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use crate::general_cli::read_network;
+use crate::pipeline_cli::{
+    DecryptArgs, DecryptReport, EncryptArgs, EvalArgs, KeygenArgs, finish_decrypt, image_range,
+    record_path, test_images,
+};
+
+/// Most images in one bundle.
+pub(crate) const MAX_BUNDLE_IMAGES: usize = 10_000;
+const MAGIC: [u8; 4] = *b"CNSB";
+const VERSION: u8 = 1;
+const HEADER: usize = 32;
+const UPLOADS: u8 = 1;
+const RESULTS: u8 = 2;
+
+/// A bundle of serialized objects: objects[image][channel][k].
+#[derive(Debug, PartialEq, Eq)]
+struct Bundle {
+    kind: u8,
+    id: [u8; 16],
+    objects: Vec<Vec<Vec<Vec<u8>>>>,
+}
+
+impl Bundle {
+    fn to_bytes(&self) -> Vec<u8> {
+        let channels = self.objects.first().map_or(0, Vec::len);
+        let per = self
+            .objects
+            .first()
+            .and_then(|i| i.first())
+            .map_or(0, Vec::len);
+        let mut out = Vec::new();
+        out.extend_from_slice(&MAGIC);
+        out.extend_from_slice(&[VERSION, self.kind, channels as u8, 0]);
+        out.extend_from_slice(&self.id);
+        out.extend_from_slice(&(self.objects.len() as u32).to_le_bytes());
+        out.extend_from_slice(&(per as u32).to_le_bytes());
+        for object in self.objects.iter().flatten().flatten() {
+            out.extend_from_slice(&(object.len() as u32).to_le_bytes());
+            out.extend_from_slice(object);
+        }
+        out
+    }
+
+    /// Parses a bundle of `kind` with `channels` channels and `per` objects each, no object
+    /// longer than `max_object`.
+    fn from_bytes(
+        bytes: &[u8],
+        kind: u8,
+        channels: usize,
+        per: usize,
+        max_object: usize,
+    ) -> Result<Self, String> {
+        if bytes.len() < HEADER || bytes[..4] != MAGIC {
+            return Err("not a single-image bundle (bad magic)".into());
+        }
+        if bytes[4] != VERSION || bytes[7] != 0 {
+            return Err("unsupported bundle version".into());
+        }
+        if bytes[5] != kind {
+            return Err(match kind {
+                UPLOADS => "not encrypted images (a bundle of results?)".into(),
+                _ => "not encrypted results (a bundle of images?)".into(),
+            });
+        }
+        let word =
+            |at: usize| u32::from_le_bytes(bytes[at..at + 4].try_into().expect("4")) as usize;
+        let (images, found_per) = (word(24), word(28));
+        if bytes[6] as usize != channels || found_per != per {
+            return Err(format!(
+                "made for {} channels and {found_per} objects an image, this model's plan has {channels} and {per}",
+                bytes[6]
+            ));
+        }
+        if images == 0 || images > MAX_BUNDLE_IMAGES {
+            return Err(format!(
+                "{images} images: a bundle holds 1 to {MAX_BUNDLE_IMAGES}"
+            ));
+        }
+        let id: [u8; 16] = bytes[8..24].try_into().expect("16 bytes");
+        let mut offset = HEADER;
+        let mut objects = Vec::with_capacity(images);
+        for _ in 0..images {
+            let mut image = Vec::with_capacity(channels);
+            for _ in 0..channels {
+                let mut list = Vec::with_capacity(per);
+                for _ in 0..per {
+                    let len = bytes
+                        .get(offset..offset + 4)
+                        .map(|b| u32::from_le_bytes(b.try_into().expect("4")) as usize)
+                        .ok_or("truncated bundle")?;
+                    if len > max_object {
+                        return Err(format!("an object of {len} bytes (at most {max_object})"));
+                    }
+                    let object = bytes
+                        .get(offset + 4..offset + 4 + len)
+                        .ok_or("truncated bundle")?;
+                    list.push(object.to_vec());
+                    offset += 4 + len;
+                }
+                image.push(list);
+            }
+            objects.push(image);
+        }
+        if offset != bytes.len() {
+            return Err("trailing bytes after the bundle".into());
+        }
+        Ok(Self {
+            kind: bytes[5],
+            id,
+            objects,
+        })
+    }
+}
+
+/// The owner's record of an uploads bundle.
+#[derive(Debug, Serialize, Deserialize)]
+struct SingleRecord {
+    mode: String,
+    bundle_id: String,
+    images: usize,
+    offset: Option<usize>,
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn plan(
+    network: &PolynomialNetwork,
+    backend: Backend,
+    model: &Path,
+) -> Result<PlannedSingle, String> {
+    PlannedSingle::new(network, backend)
+        .map_err(|e| format!("{}: no single-image plan: {e}", model.display()))
+}
+
+fn read_secret_key(planned: &PlannedSingle, path: &Path) -> Result<SecretKey, String> {
+    let p = &planned.params.channels()[0];
+    let bytes = read_secret(path, p.secret_key_bytes() as u64, "secret key")?;
+    SecretKey::from_bytes(p, &bytes).map_err(|e| {
+        format!(
+            "{}: {e} (not a key of this model's single-image parameters; make one with `cryptonets keygen --mode single`)",
+            path.display()
+        )
+    })
+}
+
+/// `keygen --mode single`: the secret key and exactly the evaluation keys the plan needs.
+pub(crate) fn keygen(args: &KeygenArgs, backend: Backend) -> Result<(), String> {
+    let network = read_network(&args.model)?;
+    let planned = plan(&network, backend, &args.model)?;
+    let (params, plan) = (&planned.params, &planned.plan);
+    let mut rng = os_rng()?;
+    let t = Instant::now();
+    let secret = SecretKey::generate(&params.channels()[0], &mut rng);
+    let keys = SingleKeys::generate(params, plan, &secret, &mut rng).map_err(|e| e.to_string())?;
+    let seconds = t.elapsed().as_secs_f64();
+    write_secret(&args.secret_key, &secret.to_bytes(&params.channels()[0]))?;
+    let bytes = keys.to_bytes(params);
+    write(&args.eval_key, &bytes)?;
+    println!(
+        "single-image keys for n = {}, {} ciphertext primes, plaintext CRT primes {:?}: secret key {}, evaluation keys {} ({} bytes: {} Galois keys{}) in {seconds:.2} s",
+        params.degree(),
+        params.ciphertext_primes(),
+        params.plaintext_primes(),
+        args.secret_key.display(),
+        args.eval_key.display(),
+        bytes.len(),
+        keys.galois.len(),
+        if keys.relin.is_some() {
+            " and relinearization"
+        } else {
+            ""
+        },
+    );
+    Ok(())
+}
+
+/// The images of `encrypt --mode single`: MNIST test images, or `--pixels` for another
+/// input shape.
+fn images(network: &PolynomialNetwork, args: &EncryptArgs) -> Result<Vec<Vec<u8>>, String> {
+    let input = network.input();
+    if let Some(path) = &args.pixels {
+        let len = input.len();
+        let max = (len as u64).saturating_mul(MAX_BUNDLE_IMAGES as u64);
+        let bytes = read_checked(path, max, "image pixels")?;
+        if bytes.is_empty() || bytes.len() % len != 0 {
+            return Err(format!(
+                "{}: {} bytes is not a whole number of {len}-byte images",
+                path.display(),
+                bytes.len()
+            ));
+        }
+        let all: Vec<&[u8]> = bytes.chunks(len).collect();
+        let end = args.offset.saturating_add(args.count).min(all.len());
+        if end <= args.offset {
+            return Err(format!(
+                "{}: no images from {}",
+                path.display(),
+                args.offset
+            ));
+        }
+        return Ok(all[args.offset..end].iter().map(|i| i.to_vec()).collect());
+    }
+    if (input.channels, input.height, input.width) != (1, 28, 28) {
+        return Err("this model's input is not MNIST's: give the images with --pixels FILE".into());
+    }
+    let set = test_images(args.data.clone())?;
+    let range = image_range(&set, args.offset, args.count, MAX_BUNDLE_IMAGES)?;
+    Ok(range.map(|i| set.image(i).to_vec()).collect())
+}
+
+/// `encrypt --mode single`: one seeded (compressed where planned) ciphertext per image and
+/// channel, and the owner's record.
+pub(crate) fn encrypt(args: &EncryptArgs, backend: Backend) -> Result<(), String> {
+    let network = read_network(&args.model)?;
+    let planned = plan(&network, backend, &args.model)?;
+    let (params, plan) = (&planned.params, &planned.plan);
+    let secret = read_secret_key(&planned, &args.secret_key)?;
+    let images = images(&network, args)?;
+    let mut rng = os_rng()?;
+    let mut id = [0u8; 16];
+    rand_core::Rng::fill_bytes(&mut rng, &mut id);
+    let t = Instant::now();
+    let mut objects = Vec::with_capacity(images.len());
+    for image in &images {
+        let per_channel = params
+            .channels()
+            .iter()
+            .map(|p| {
+                let m = encode_single_input(p, plan, &network, image)?;
+                let seeded = secret.encrypt_seeded(p, &m, &mut rng)?;
+                let seeded = match plan.compressed_input {
+                    true => seeded.compress(p)?,
+                    false => seeded,
+                };
+                Ok(vec![seeded.to_bytes(p)])
+            })
+            .collect::<Result<Vec<_>, cryptonets_core::Error>>()
+            .map_err(|e| e.to_string())?;
+        objects.push(per_channel);
+    }
+    let seconds = t.elapsed().as_secs_f64();
+    let bundle = Bundle {
+        kind: UPLOADS,
+        id,
+        objects,
+    };
+    let bytes = bundle.to_bytes();
+    write(&args.out, &bytes)?;
+    let record = args
+        .record
+        .clone()
+        .unwrap_or_else(|| record_path(&args.out));
+    let record_json = SingleRecord {
+        mode: "single".into(),
+        bundle_id: hex(&id),
+        images: images.len(),
+        offset: args.pixels.is_none().then_some(args.offset),
+    };
+    write(
+        &record,
+        serde_json::to_string(&record_json)
+            .map_err(|e| e.to_string())?
+            .as_bytes(),
+    )?;
+    println!(
+        "{} images encrypted one by one in {seconds:.2} s: {} ({} bytes, {} an image), record {}",
+        images.len(),
+        args.out.display(),
+        bytes.len(),
+        (bytes.len() - HEADER) / images.len(),
+        record.display()
+    );
+    Ok(())
+}
+
+/// What `eval --mode single --json` would print; printed as text.
+#[derive(Debug, Serialize)]
+struct EvalReport {
+    mode: &'static str,
+    images: usize,
+    latency_seconds_per_image: f64,
+    latency_seconds_max: f64,
+    eval_seconds: f64,
+    threads: usize,
+}
+
+/// `eval --mode single`: every image of the bundle, its channels in parallel.
+pub(crate) fn eval(args: &EvalArgs, backend: Backend) -> Result<(), String> {
+    let network = read_network(&args.model)?;
+    let planned = plan(&network, backend, &args.model)?;
+    let (params, plan) = (&planned.params, &planned.plan);
+    let max_keys = SingleKeys::serialized_len_for(params, plan);
+    let keys = read_checked(&args.eval_key, max_keys as u64, "evaluation keys")?;
+    let keys = SingleKeys::from_bytes(params, &keys)
+        .map_err(|e| format!("{}: {e}", args.eval_key.display()))?;
+    let evaluator = SingleEvaluator::new(params, plan, &keys).map_err(|e| {
+        format!(
+            "{}: {e} (keys of another model or mode? make them with `cryptonets keygen --mode single`)",
+            args.eval_key.display()
+        )
+    })?;
+    let p = &params.channels()[0];
+    let channels = params.channels().len();
+    let object = p.seeded_ciphertext_bytes();
+    let max = HEADER + MAX_BUNDLE_IMAGES * channels * (4 + object);
+    let bytes = read_checked(&args.input, max as u64, "encrypted images")?;
+    let uploads = Bundle::from_bytes(&bytes, UPLOADS, channels, 1, object)
+        .map_err(|e| format!("{}: {e}", args.input.display()))?;
+    let started = Instant::now();
+    let mut latency = Vec::with_capacity(uploads.objects.len());
+    let mut results = Vec::with_capacity(uploads.objects.len());
+    for image in &uploads.objects {
+        let t = Instant::now();
+        let outputs = image
+            .par_iter()
+            .enumerate()
+            .map(
+                |(c, objects)| -> Result<Vec<Vec<u8>>, cryptonets_core::Error> {
+                    let p = &params.channels()[c];
+                    let input = SeededCiphertext::from_bytes(p, &objects[0])?;
+                    if input.dropped_limbs() != usize::from(plan.compressed_input) {
+                        return Err(cryptonets_core::Error::Incompatible {
+                            reason: "an upload compressed otherwise than the plan says",
+                        });
+                    }
+                    let out = evaluator.evaluate_channel(c, &input.expand(p)?)?;
+                    Ok(out.iter().map(|ct| ct.to_bytes(p)).collect())
+                },
+            )
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| format!("{}: {e}", args.input.display()))?;
+        latency.push(t.elapsed().as_secs_f64());
+        results.push(outputs);
+    }
+    let eval_seconds = started.elapsed().as_secs_f64();
+    let bundle = Bundle {
+        kind: RESULTS,
+        id: uploads.id,
+        objects: results,
+    };
+    write(&args.out, &bundle.to_bytes())?;
+    let max_latency = latency.iter().copied().fold(0.0, f64::max);
+    latency.sort_by(f64::total_cmp);
+    let report = EvalReport {
+        mode: "single",
+        images: latency.len(),
+        latency_seconds_per_image: latency[latency.len() / 2],
+        latency_seconds_max: max_latency,
+        eval_seconds,
+        threads: rayon::current_num_threads(),
+    };
+    println!(
+        "{} images evaluated one by one: {:.3} s an image (median; slowest {:.3} s), {:.2} s in all on {} threads; results {}",
+        report.images,
+        report.latency_seconds_per_image,
+        report.latency_seconds_max,
+        report.eval_seconds,
+        report.threads,
+        args.out.display()
+    );
+    Ok(())
+}
+
+/// `decrypt --mode single`: the logits of every image, checked against the owner's record.
+pub(crate) fn decrypt(args: &DecryptArgs, backend: Backend) -> Result<(), String> {
+    let network = read_network(&args.model)?;
+    let planned = plan(&network, backend, &args.model)?;
+    let (params, plan) = (&planned.params, &planned.plan);
+    let secret = read_secret_key(&planned, &args.secret_key)?;
+    let record = read_checked(&args.record, 4096, "record")?;
+    let record: SingleRecord = serde_json::from_slice(&record)
+        .map_err(|e| format!("{}: not a single-image record: {e}", args.record.display()))?;
+    let p = &params.channels()[0];
+    let channels = params.channels().len();
+    let parts = plan.layout.output().len();
+    let object = p.max_ciphertext_bytes();
+    let max = HEADER + MAX_BUNDLE_IMAGES * channels * parts * (4 + object);
+    let bytes = read_checked(&args.input, max as u64, "encrypted results")?;
+    let results = Bundle::from_bytes(&bytes, RESULTS, channels, parts, object)
+        .map_err(|e| format!("{}: {e}", args.input.display()))?;
+    if hex(&results.id) != record.bundle_id || results.objects.len() != record.images {
+        return Err(format!(
+            "{}: these results answer another upload than {} ({} images, id {})",
+            args.input.display(),
+            args.record.display(),
+            record.images,
+            record.bundle_id
+        ));
+    }
+    let mut predictions = Vec::with_capacity(results.objects.len());
+    let mut min_budget = u32::MAX;
+    for (i, image) in results.objects.iter().enumerate() {
+        let outputs = image
+            .iter()
+            .zip(params.channels())
+            .map(|(objects, p)| {
+                objects
+                    .iter()
+                    .map(|b| Ciphertext::from_bytes(p, b))
+                    .collect()
+            })
+            .collect::<Result<Vec<Vec<_>>, _>>()
+            .map_err(|e| format!("{}: image {i}: {e}", args.input.display()))?;
+        let (logits, budget) = decode_single_outputs(params, &secret, plan, &outputs)
+            .map_err(|e| format!("{}: image {i}: {e}", args.input.display()))?;
+        min_budget = min_budget.min(budget);
+        predictions.push(argmax(&logits));
+    }
+    let offset = args.offset.or(record.offset);
+    let accuracy = match offset {
+        Some(offset) if args.offset.is_some() || args.data.is_some() => {
+            let set = test_images(args.data.clone())?;
+            let range = image_range(&set, offset, predictions.len(), MAX_BUNDLE_IMAGES)?;
+            let correct = range
+                .zip(&predictions)
+                .filter(|&(i, &p)| set.labels[i] as usize == p)
+                .count();
+            Some(correct as f64 / predictions.len() as f64)
+        }
+        _ => None,
+    };
+    let report = DecryptReport {
+        images: predictions.len(),
+        batch_id: record.bundle_id.clone(),
+        packing: 1,
+        min_noise_budget_bits: min_budget,
+        required_noise_budget_bits: cryptonets_core::network::MIN_OUTPUT_BUDGET_BITS,
+        predictions,
+        accuracy,
+    };
+    finish_decrypt(args, report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bundles_round_trip_and_refuse_hostile_headers() {
+        let bundle = Bundle {
+            kind: UPLOADS,
+            id: [7; 16],
+            objects: vec![vec![vec![vec![1, 2, 3]], vec![vec![4]]]; 2],
+        };
+        let bytes = bundle.to_bytes();
+        assert_eq!(
+            Bundle::from_bytes(&bytes, UPLOADS, 2, 1, 8).unwrap(),
+            bundle
+        );
+        // Another kind, shape, oversized object, truncation, trailing bytes, a huge count.
+        assert!(Bundle::from_bytes(&bytes, RESULTS, 2, 1, 8).is_err());
+        assert!(Bundle::from_bytes(&bytes, UPLOADS, 3, 1, 8).is_err());
+        assert!(Bundle::from_bytes(&bytes, UPLOADS, 2, 2, 8).is_err());
+        assert!(Bundle::from_bytes(&bytes, UPLOADS, 2, 1, 2).is_err());
+        assert!(Bundle::from_bytes(&bytes[..bytes.len() - 1], UPLOADS, 2, 1, 8).is_err());
+        let mut trailing = bytes.clone();
+        trailing.push(0);
+        assert!(Bundle::from_bytes(&trailing, UPLOADS, 2, 1, 8).is_err());
+        let mut huge = bytes.clone();
+        huge[24..28].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert!(Bundle::from_bytes(&huge, UPLOADS, 2, 1, 8).is_err());
+        let mut zero = bytes;
+        zero[24..28].copy_from_slice(&0u32.to_le_bytes());
+        assert!(Bundle::from_bytes(&zero, UPLOADS, 2, 1, 8).is_err());
+    }
+}
