@@ -6,7 +6,9 @@ use alloc::vec::Vec;
 
 use super::column_slots;
 use super::keys::SingleKeys;
-use super::plan::{Bias, Diagonal, DiagonalStep, GatherStep, SinglePlan, SingleStep, TapsStep};
+use super::plan::{
+    Bias, Diagonal, DiagonalStep, GatherStep, RotationTree, SinglePlan, SingleStep, TapsStep,
+};
 use super::rotation_element;
 use crate::Error;
 use crate::backend::Kernels;
@@ -254,6 +256,57 @@ impl<'a> SingleEvaluator<'a> {
         }
     }
 
+    /// ct rotated by every leaf of `tree`, in leaf order: digit by digit, each distinct
+    /// prefix's ciphertext rotated by the next digit's values it leads to, together.
+    fn tree_rotations(
+        &self,
+        evaluator: &Evaluator<'_>,
+        ct: &Ciphertext,
+        tree: &RotationTree,
+    ) -> Result<Vec<Ciphertext>, Error> {
+        let mut nodes: BTreeMap<Vec<u8>, Ciphertext> = BTreeMap::new();
+        nodes.insert(Vec::new(), ct.clone());
+        for (d, values) in tree.digits.iter().enumerate() {
+            // prefix -> the value indices of this digit its leaves take.
+            let mut wanted: BTreeMap<&[u8], alloc::collections::BTreeSet<u8>> = BTreeMap::new();
+            for leaf in &tree.leaves {
+                wanted.entry(&leaf[..d]).or_default().insert(leaf[d]);
+            }
+            let wanted: Vec<(&[u8], Vec<u8>)> = wanted
+                .into_iter()
+                .map(|(p, v)| (p, v.into_iter().collect()))
+                .collect();
+            let rotated = parallel::map(wanted.len(), |k| -> Result<Vec<Ciphertext>, Error> {
+                let (prefix, indices) = &wanted[k];
+                let node = nodes.get(*prefix).ok_or(Error::Incompatible {
+                    reason: "a rotation tree's prefix is missing",
+                })?;
+                let shifts: Vec<u32> = indices
+                    .iter()
+                    .map(|&i| values.get(i as usize).copied().unwrap_or(0))
+                    .collect();
+                self.rotations(evaluator, node, &shifts)
+            });
+            let mut next = BTreeMap::new();
+            for ((prefix, indices), cts) in wanted.iter().zip(rotated) {
+                for (&i, c) in indices.iter().zip(cts?) {
+                    let mut key = prefix.to_vec();
+                    key.push(i);
+                    next.insert(key, c);
+                }
+            }
+            nodes = next;
+        }
+        tree.leaves
+            .iter()
+            .map(|leaf| {
+                nodes.get(leaf).cloned().ok_or(Error::Incompatible {
+                    reason: "a rotation tree's leaf is missing",
+                })
+            })
+            .collect()
+    }
+
     /// Horner's rule over `indices` (from the outermost): acc = rot(acc, shift) + P_i for
     /// each, then one more rotation, taking the sums out of `sums` (a missing one is zero).
     /// Returns zero for no indices.
@@ -290,33 +343,11 @@ impl<'a> SingleEvaluator<'a> {
         t: &TapsStep,
         input: &Ciphertext,
     ) -> Result<Vec<Ciphertext>, Error> {
-        // The input at every sub-image base, then each of those at every grid shift a tap
-        // of that base uses.
-        let based = self.rotations(evaluator, input, &t.bases)?;
-        let per_base = parallel::map(
-            t.bases.len(),
-            |b| -> Result<Vec<Option<Ciphertext>>, Error> {
-                let used: Vec<u32> = (0..t.shifts.len() as u32)
-                    .filter(|&s| t.rotations.contains(&(b as u32, s)))
-                    .collect();
-                let shifts: Vec<u32> = used.iter().map(|&s| t.shifts[s as usize]).collect();
-                let mut rotated = self.rotations(evaluator, &based[b], &shifts)?.into_iter();
-                Ok((0..t.shifts.len() as u32)
-                    .map(|s| {
-                        used.contains(&s)
-                            .then(|| rotated.next().expect("one per shift"))
-                    })
-                    .collect())
-            },
-        );
-        let per_base = per_base.into_iter().collect::<Result<Vec<_>, _>>()?;
+        let leaves = self.tree_rotations(evaluator, input, &t.tree)?;
         let tap = |r: u32| -> Result<&Ciphertext, Error> {
-            let (b, s) = t.rotations[r as usize];
-            per_base[b as usize][s as usize]
-                .as_ref()
-                .ok_or(Error::Incompatible {
-                    reason: "a tap's rotation is not planned",
-                })
+            leaves.get(r as usize).ok_or(Error::Incompatible {
+                reason: "a tap's rotation is not planned",
+            })
         };
         let level = input.level();
         let maps = parallel::map(t.maps.len(), |o| -> Result<Ciphertext, Error> {
@@ -401,7 +432,7 @@ impl<'a> SingleEvaluator<'a> {
         let backend = p.backend();
         // Every part's baby rotations, in NTT form: [part][baby index] = (c0, c1).
         let rotated = parallel::map(parts.len(), |q| -> Result<Vec<[Vec<u32>; 2]>, Error> {
-            let cts = self.rotations(evaluator, &parts[q], &d.babies[q])?;
+            let cts = self.tree_rotations(evaluator, &parts[q], &d.trees[q])?;
             Ok(cts
                 .into_iter()
                 .map(|ct| {
@@ -489,8 +520,7 @@ impl<'a> SingleEvaluator<'a> {
         input: &Ciphertext,
     ) -> Result<Ciphertext, Error> {
         let level = input.level();
-        let babies: Vec<u32> = (0..g.babies).collect();
-        let rotated = self.rotations(evaluator, input, &babies)?;
+        let rotated = self.tree_rotations(evaluator, input, &g.tree)?;
         // T_o = U_o0 + rot(U_o1 + rot(U_o2 + ..., b), b): output o at column 0.
         let outputs = parallel::map(g.weights.len(), |o| -> Result<Ciphertext, Error> {
             let mut sums: BTreeMap<i32, Ciphertext> = BTreeMap::new();

@@ -50,17 +50,81 @@ pub enum Bias {
     Columns(Vec<(u32, i128)>),
 }
 
+/// Rotations of one ciphertext as a tree of hoisted ones: each rotation (a *leaf*) is the
+/// sum of one value of every *digit*, and the ciphertext of every prefix is rotated by the
+/// next digit's values together (one key-switching decomposition for them all). The keys
+/// are the digits' values, sum (D_i - 1) of them for up to prod D_i rotations; a leaf is at
+/// most one key switch a digit away from the root.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RotationTree {
+    /// Each digit's column shifts, the first 0.
+    pub digits: Vec<Vec<u32>>,
+    /// The rotations used: one value index per digit.
+    pub leaves: Vec<Vec<u8>>,
+}
+
+impl RotationTree {
+    /// The tree of distinct `shifts` in two digits: shift = low + high with low below a base
+    /// of about the square root of the largest shift, and high a multiple of it.
+    fn of_shifts(shifts: &[u32]) -> Self {
+        let max = shifts.iter().copied().max().unwrap_or(0);
+        let base = (2..).find(|b: &u32| b * b > max).unwrap_or(2);
+        let digit = |part: &dyn Fn(u32) -> u32| -> Vec<u32> {
+            let values: BTreeSet<u32> = shifts.iter().map(|&s| part(s)).collect();
+            core::iter::once(0)
+                .chain(values.into_iter().filter(|&v| v != 0))
+                .collect()
+        };
+        let lows = digit(&|s| s % base);
+        let highs = digit(&|s| s / base * base);
+        let index = |list: &[u32], v: u32| list.iter().position(|&x| x == v).unwrap_or(0) as u8;
+        Self {
+            leaves: shifts
+                .iter()
+                .map(|&s| alloc::vec![index(&lows, s % base), index(&highs, s / base * base)])
+                .collect(),
+            digits: alloc::vec![lows, highs],
+        }
+    }
+
+    /// The column shift of leaf `k`.
+    pub fn shift(&self, k: usize, columns: u32) -> u32 {
+        let sum: u64 = self.leaves[k]
+            .iter()
+            .zip(&self.digits)
+            .map(|(&i, d)| d[i as usize] as u64)
+            .sum();
+        (sum % columns as u64) as u32
+    }
+
+    /// The keys' shifts: every digit's non-zero values.
+    fn keys(&self) -> impl Iterator<Item = u32> + '_ {
+        self.digits.iter().flatten().copied().filter(|&v| v != 0)
+    }
+
+    /// Key switches to reach every leaf: per digit, each distinct prefix of a leaf with a
+    /// non-zero value there.
+    pub fn switches(&self) -> usize {
+        (0..self.digits.len())
+            .map(|d| {
+                self.leaves
+                    .iter()
+                    .filter(|l| l[d] != 0)
+                    .map(|l| &l[..=d])
+                    .collect::<BTreeSet<_>>()
+                    .len()
+            })
+            .sum()
+    }
+}
+
 /// The first layer as rotations of the owner's polyphase layout and scalar weights.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TapsStep {
-    /// The input's rotations to every sub-image base (hoisted together).
-    pub bases: Vec<u32>,
-    /// Each rotated input's rotations within the sub-image grid (hoisted together): a tap is
-    /// (base, shift), so that bases + shifts keys serve bases x shifts taps.
-    pub shifts: Vec<u32>,
-    /// The taps used: (base index, shift index).
-    pub rotations: Vec<(u32, u32)>,
-    /// Per output part (channel): (rotation index, weight).
+    /// The taps' rotations of the input: digits channel, row phase, column phase, kernel row
+    /// / stride, kernel column / stride (those with more than one value).
+    pub tree: RotationTree,
+    /// Per output part (channel): (leaf of the tree, weight).
     pub maps: Vec<Vec<(u32, i64)>>,
     /// Per output part.
     pub biases: Vec<Bias>,
@@ -94,6 +158,8 @@ pub struct GiantStep {
 pub struct DiagonalStep {
     /// Per input part, its baby steps (sorted).
     pub babies: Vec<Vec<u32>>,
+    /// Per input part, the tree of its baby steps (leaves in the order of `babies`).
+    pub trees: Vec<RotationTree>,
     /// The baby size b.
     pub baby: u32,
     /// The giant steps, by increasing g.
@@ -119,6 +185,8 @@ impl DiagonalStep {
 pub struct GatherStep {
     /// Baby steps: rotations of the input by 0..babies.
     pub babies: u32,
+    /// Their tree (leaf b is baby step b).
+    pub tree: RotationTree,
     /// Output spacing K (output o at column o K).
     pub spacing: u32,
     /// weights[o][g]: U_og as (baby, weight) terms.
@@ -153,12 +221,9 @@ impl SingleStep {
     pub fn shifts(&self, columns: u32) -> BTreeSet<u32> {
         let mut shifts = BTreeSet::new();
         match self {
-            SingleStep::Taps(t) => {
-                shifts.extend(&t.bases);
-                shifts.extend(&t.shifts);
-            }
+            SingleStep::Taps(t) => shifts.extend(t.tree.keys()),
             SingleStep::Diagonal(d) => {
-                d.babies.iter().for_each(|b| shifts.extend(b));
+                d.trees.iter().for_each(|t| shifts.extend(t.keys()));
                 let (lo, hi) = d.giant_range();
                 if hi > 0 {
                     shifts.insert(d.baby);
@@ -168,7 +233,7 @@ impl SingleStep {
                 }
             }
             SingleStep::Gather(g) => {
-                shifts.extend(0..g.babies);
+                shifts.extend(g.tree.keys());
                 if g.weights.iter().any(|w| w.len() > 1) {
                     shifts.insert(g.babies);
                 }
@@ -357,25 +422,24 @@ fn taps(
         }
     }
     let (oh, ow) = window.output(input.height, input.width)?;
-    let mut rotations: Vec<(u32, u32)> = Vec::new();
-    let (mut bases, mut shifts): (Vec<u32>, Vec<u32>) = (Vec::new(), Vec::new());
-    let index = |list: &mut Vec<u32>, x: u32| -> u32 {
-        match list.iter().position(|&y| y == x) {
-            Some(k) => k as u32,
-            None => {
-                list.push(x);
-                (list.len() - 1) as u32
-            }
-        }
-    };
+    // The digits of a tap's rotation base(c, ky % sh, kx % sw) + (ky / sh) ws + kx / sw.
+    let all_digits: [Vec<u32>; 5] = [
+        (0..input.channels).map(|c| base(c, 0, 0) as u32).collect(),
+        (0..sh).map(|a| base(0, a, 0) as u32).collect(),
+        (0..sw).map(|b| base(0, 0, b) as u32).collect(),
+        (0..kh.div_ceil(sh)).map(|y| (y * ws) as u32).collect(),
+        (0..kw.div_ceil(sw)).map(|x| x as u32).collect(),
+    ];
+    let kept: Vec<usize> = (0..5).filter(|&d| all_digits[d].len() > 1).collect();
+    let mut leaves: Vec<Vec<u8>> = Vec::new();
     let mut rotation = |c: usize, ky: usize, kx: usize| -> u32 {
-        let b = index(&mut bases, base(c, ky % sh, kx % sw) as u32);
-        let s = index(&mut shifts, ((ky / sh) * ws + kx / sw) as u32);
-        match rotations.iter().position(|&x| x == (b, s)) {
+        let all = [c, ky % sh, kx % sw, ky / sh, kx / sw];
+        let leaf: Vec<u8> = kept.iter().map(|&d| all[d] as u8).collect();
+        match leaves.iter().position(|l| *l == leaf) {
             Some(k) => k as u32,
             None => {
-                rotations.push((b, s));
-                (rotations.len() - 1) as u32
+                leaves.push(leaf);
+                (leaves.len() - 1) as u32
             }
         }
     };
@@ -434,9 +498,10 @@ fn taps(
     Ok((
         layout,
         TapsStep {
-            bases,
-            shifts,
-            rotations,
+            tree: RotationTree {
+                digits: kept.iter().map(|&d| all_digits[d].clone()).collect(),
+                leaves,
+            },
             maps,
             biases,
         },
@@ -525,11 +590,13 @@ fn diagonal(
             .or_default()
             .push((column, w));
     }
+    let babies: Vec<Vec<u32>> = babies
+        .into_iter()
+        .map(|b| b.into_iter().collect())
+        .collect();
     Ok(DiagonalStep {
-        babies: babies
-            .into_iter()
-            .map(|b| b.into_iter().collect())
-            .collect(),
+        trees: babies.iter().map(|b| RotationTree::of_shifts(b)).collect(),
+        babies,
         baby,
         giants: giants
             .into_iter()
@@ -582,6 +649,7 @@ fn gather(
     Ok((
         GatherStep {
             babies: babies.min(width as u32),
+            tree: RotationTree::of_shifts(&(0..babies.min(width as u32)).collect::<Vec<_>>()),
             spacing: width as u32,
             weights,
             bias,
@@ -640,15 +708,17 @@ fn step_noise(e: &Estimator, step: &SingleStep, v: f64, level: usize) -> f64 {
                 .map(|m| m.iter().map(|&(_, w)| w.unsigned_abs()).sum::<u64>())
                 .max()
                 .unwrap_or(1);
-            // Two key switches in a row: base, then shift.
-            e.linear(switches(e, v, level, 2), l1, level)
+            // A key switch a digit, in a row.
+            e.linear(switches(e, v, level, t.tree.digits.len()), l1, level)
         }
         SingleStep::Diagonal(d) => {
             // The products' noises are the input's (rotated) times independent-looking
             // plaintexts: they add like independent terms, sqrt(count) (one bit of margin).
             let products: usize = d.giants.iter().map(|g| g.diagonals.len()).sum();
-            let summed =
-                e.plain_product(e.unpack(v, level)) + log2(products.max(1) as f64) / 2.0 + 1.0;
+            let depth = d.trees.iter().map(|t| t.digits.len()).max().unwrap_or(0);
+            let summed = e.plain_product(switches(e, v, level, depth))
+                + log2(products.max(1) as f64) / 2.0
+                + 1.0;
             let (lo, hi) = d.giant_range();
             e.linear(switches(e, summed, level, (hi - lo) as usize), 1, level)
         }
@@ -661,7 +731,7 @@ fn step_noise(e: &Estimator, step: &SingleStep, v: f64, level: usize) -> f64 {
                 .map(|&(_, w)| w.unsigned_abs())
                 .sum();
             let giants = g.weights.iter().map(Vec::len).max().unwrap_or(1);
-            let rotated = e.unpack(v, level);
+            let rotated = switches(e, v, level, g.tree.digits.len());
             e.linear(
                 switches(
                     e,
@@ -833,12 +903,14 @@ impl SinglePlan {
                 }
                 SingleStep::Taps(t) => {
                     let terms: usize = t.maps.iter().map(|m| m.len()).sum();
-                    (1.0 + t.bases.len() as f64) * switch(l, false)
-                        + (t.bases.len() * t.shifts.len()) as f64 * switch(l, true)
+                    let nodes = t.tree.switches() as f64;
+                    // One decomposition a rotated prefix, the rest hoisted.
+                    nodes / 3.0 * switch(l, false)
+                        + nodes * switch(l, true)
                         + terms as f64 * 2.0 * lf * n * mac
                 }
                 SingleStep::Diagonal(d) => {
-                    let babies: usize = d.babies.iter().map(|b| b.len()).sum();
+                    let babies: usize = d.trees.iter().map(RotationTree::switches).sum();
                     let products: usize = d.giants.iter().map(|g| g.diagonals.len()).sum();
                     let (lo, hi) = d.giant_range();
                     parts as f64 * switch(l, false)

@@ -239,10 +239,15 @@ fn the_layout_is_taps_then_diagonals_then_a_gather_with_few_keys() {
     let SingleStep::Taps(taps) = &layout.steps[0] else {
         unreachable!()
     };
-    // Stride 2: four sub-images, and a 3 x 3 kernel reads 2 x 2 positions of each.
-    assert_eq!(taps.bases.len(), 4);
-    assert_eq!(taps.shifts.len(), 4);
-    assert_eq!(taps.rotations.len(), 9);
+    // Stride 2: two phases a dimension, and a 3 x 3 kernel reads 2 x 2 positions of each
+    // sub-image: four digits of two values, four keys for the nine taps.
+    assert_eq!(taps.tree.digits.len(), 4);
+    assert!(taps.tree.digits.iter().all(|d| d.len() == 2 && d[0] == 0));
+    assert_eq!(taps.tree.leaves.len(), 9);
+    assert_eq!(layout.steps[0].shifts(512).len(), 4);
+    // Every leaf's shift is its tap's: base of the sub-image plus its place in the grid.
+    let shifts: std::collections::BTreeSet<u32> = (0..9).map(|k| taps.tree.shift(k, 512)).collect();
+    assert_eq!(shifts.len(), 9);
     // The owner's layout holds every pixel once.
     let mut pixels: Vec<u32> = layout.input.iter().map(|&(p, _)| p).collect();
     pixels.sort_unstable();
