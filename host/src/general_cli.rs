@@ -59,6 +59,9 @@ pub(crate) struct PlanArgs {
     /// Print one JSON object.
     #[arg(long)]
     json: bool,
+    /// batch (images in the slots) or single (one image a ciphertext).
+    #[arg(long, value_enum, default_value_t = crate::pipeline_cli::Mode::Batch)]
+    mode: crate::pipeline_cli::Mode,
 }
 
 #[derive(Debug, Serialize)]
@@ -153,6 +156,9 @@ pub(crate) fn plan_for(
 }
 
 pub(crate) fn plan_command(args: &PlanArgs, backend: Backend) -> Result<(), String> {
+    if args.mode == crate::pipeline_cli::Mode::Single {
+        return crate::single_cli::plan_single(&args.model, args.json, backend);
+    }
     let network = read_network(&args.model)?;
     let planned = plan_for(&network, backend, args.images)?;
     let report = plan_report(&args.model, &network, &planned);

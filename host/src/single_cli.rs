@@ -246,3 +246,134 @@ pub(crate) fn run_single(
     }
     Ok(())
 }
+
+/// One step of `plan --mode single`.
+#[derive(Debug, Serialize)]
+struct StepReport {
+    kind: &'static str,
+    /// Ciphertexts of its output (parts).
+    parts: usize,
+    input_level: usize,
+    level: usize,
+    estimated_budget_bits: f64,
+    /// Key switches (rotations), plaintext-vector products and scalar terms.
+    rotations: usize,
+    plaintext_products: usize,
+}
+
+/// What `plan --mode single` prints.
+#[derive(Debug, Serialize)]
+struct SinglePlanReport {
+    model: String,
+    n: usize,
+    ciphertext_primes: usize,
+    special_primes: usize,
+    log_q: f64,
+    plaintext_primes: Vec<u32>,
+    compressed_upload: bool,
+    input_budget_bits: f64,
+    steps: Vec<StepReport>,
+    galois_keys: usize,
+    eval_key_bytes: usize,
+    upload_bytes_per_image: usize,
+    estimated_latency_seconds: f64,
+    threads: usize,
+}
+
+/// `plan --mode single`: the layouts, levels, noise, keys and sizes of the single-image plan.
+pub(crate) fn plan_single(model: &Path, json: bool, backend: Backend) -> Result<(), String> {
+    let network = read_network(model)?;
+    let planned = PlannedSingle::new(&network, backend)
+        .map_err(|e| format!("{}: no single-image plan: {e}", model.display()))?;
+    let (params, plan) = (&planned.params, &planned.plan);
+    let first = &params.channels()[0];
+    let threads = rayon::current_num_threads();
+    let steps = plan
+        .layout
+        .steps
+        .iter()
+        .zip(&plan.steps)
+        .zip(&plan.layout.parts)
+        .map(|((step, p), parts)| {
+            let (rotations, products) = match step {
+                SingleStep::Taps(t) => (t.tree.switches(), 0),
+                SingleStep::Diagonal(d) => {
+                    let (lo, hi) = d.giant_range();
+                    (
+                        d.trees.iter().map(|t| t.switches()).sum::<usize>() + (hi - lo) as usize,
+                        d.giants.iter().map(|g| g.diagonals.len()).sum(),
+                    )
+                }
+                SingleStep::Gather(g) => (
+                    g.tree.switches()
+                        + g.weights.iter().map(Vec::len).sum::<usize>()
+                        + g.weights.len(),
+                    0,
+                ),
+                _ => (0, 0),
+            };
+            StepReport {
+                kind: step_kind(step),
+                parts: parts.len(),
+                input_level: p.input_level,
+                level: p.level,
+                estimated_budget_bits: (p.budget_bits * 10.0).round() / 10.0,
+                rotations,
+                plaintext_products: products,
+            }
+        })
+        .collect();
+    let report = SinglePlanReport {
+        model: model.display().to_string(),
+        n: params.degree(),
+        ciphertext_primes: first.max_level(),
+        special_primes: first.special_basis().map_or(0, |s| s.len()),
+        log_q: first.log_q(),
+        plaintext_primes: params.plaintext_primes(),
+        compressed_upload: plan.compressed_input,
+        input_budget_bits: (plan.input_budget_bits * 10.0).round() / 10.0,
+        steps,
+        galois_keys: plan.keys.len(),
+        eval_key_bytes: SingleKeys::serialized_len_for(params, plan),
+        upload_bytes_per_image: plan.upload_bytes(params),
+        estimated_latency_seconds: plan.estimate_seconds(params, threads),
+        threads,
+    };
+    if json {
+        return crate::print_json(&report);
+    }
+    println!(
+        "{}: one image a ciphertext: n = {}, {} ciphertext primes (log2 Q = {:.0}) + {} special, plaintext CRT primes {:?}{}",
+        report.model,
+        report.n,
+        report.ciphertext_primes,
+        report.log_q,
+        report.special_primes,
+        report.plaintext_primes,
+        if report.compressed_upload {
+            ", uploads drop their last limb"
+        } else {
+            ""
+        }
+    );
+    println!("  step        parts  level  budget bits (estimated)  rotations  plaintext products");
+    println!(
+        "  input           1  {:>5}  {:>6.1}",
+        report.ciphertext_primes, report.input_budget_bits
+    );
+    for s in &report.steps {
+        println!(
+            "  {:<10} {:>6}  {:>5}  {:>6.1}  {:>26}  {:>18}",
+            s.kind, s.parts, s.level, s.estimated_budget_bits, s.rotations, s.plaintext_products
+        );
+    }
+    println!(
+        "{} Galois keys, evaluation keys {:.1} MiB; upload {:.1} KiB an image; estimated {:.2} s an image on {} threads",
+        report.galois_keys,
+        report.eval_key_bytes as f64 / (1 << 20) as f64,
+        report.upload_bytes_per_image as f64 / 1024.0,
+        report.estimated_latency_seconds,
+        report.threads
+    );
+    Ok(())
+}
