@@ -9,7 +9,7 @@
 #   4. every criterion bench once (`-- --test`) on x86_64 and on aarch64 under qemu;
 #   5. the no_std core for thumbv7em-none-eabihf (Cortex-M4F), with and without `alloc`;
 #   6. cargo fuzz on every parser (models v1 and v2, ONNX, keys, parameters, batches, logits,
-#      records, IDX), 40 s a target (scripts/fuzz.sh);
+#      records, IDX, single-image keys, seeded uploads, bundles), 30 s a target (scripts/fuzz.sh);
 #   7. the known-answer vectors against their independent generator, which also decrypts
 #      the project's serialized BFV ciphertexts.
 set -euo pipefail
@@ -74,8 +74,8 @@ for features in "" "--features alloc"; do
         -p cryptonets-core --no-default-features $features
 done
 
-step "cargo fuzz: every parser, 40 s a target, from valid seeds"
-bash scripts/fuzz.sh 40
+step "cargo fuzz: every parser, 30 s a target, from valid seeds"
+bash scripts/fuzz.sh 30
 
 step "known-answer vectors match their independent generator; it decrypts our ciphertexts"
 python3 vectors/generate_ntt.py --check

@@ -17,6 +17,23 @@ fuzz_target!(|data: &[u8]| {
     if neurons + network.input().len() > MAX_RUN_NEURONS {
         return;
     }
+    // The single-image layout of any accepted network: refused, or every column inside a
+    // row, the owner's columns distinct.
+    if let Ok(layout) = cryptonets_core::network::single::plan::SingleLayout::new(&network, 1024) {
+        let columns = 512u32;
+        let mut input: Vec<u32> = layout.input.iter().map(|&(_, c)| c).collect();
+        assert!(input.iter().all(|&c| c < columns));
+        input.sort_unstable();
+        input.dedup();
+        assert_eq!(input.len(), layout.input.len());
+        assert!(
+            layout
+                .parts
+                .iter()
+                .flatten()
+                .all(|p| p.columns.iter().all(|&c| c < columns))
+        );
+    }
     let bounds = network
         .bounds()
         .last()

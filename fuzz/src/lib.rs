@@ -26,6 +26,24 @@ pub fn params() -> &'static NetworkParameters {
     })
 }
 
+/// Parameters with two ciphertext primes (n = 256, one CRT channel): a seeded ciphertext
+/// can drop its last limb under them.
+pub fn two_prime_params() -> &'static cryptonets_core::bfv::Parameters {
+    static PARAMS: OnceLock<NetworkParameters> = OnceLock::new();
+    &PARAMS
+        .get_or_init(|| {
+            let primes: Vec<u32> = ntt_primes(17, N).take(1).collect();
+            NetworkParameters::insecure_for_tests(
+                N,
+                2,
+                &primes,
+                Backend::Portable(Default::default()),
+            )
+            .expect("two-prime parameters")
+        })
+        .channels()[0]
+}
+
 /// A fixed secret key under [`params`].
 pub fn secret() -> &'static SecretKey {
     static SECRET: OnceLock<SecretKey> = OnceLock::new();

@@ -1,6 +1,7 @@
 //! The host side of CryptoNets: MNIST data and what the `cryptonets` binary shares with the
 //! trainer.
 
+pub mod bundle;
 pub mod files;
 pub mod mnist;
 pub mod phases;

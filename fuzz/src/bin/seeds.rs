@@ -68,6 +68,57 @@ fn main() {
 
     write("eval_keys", "packing-2", &eval_keys().to_bytes(p));
 
+    // Single-image keys: relinearization and two Galois keys, one truncated.
+    let mut rng = ChaCha20Rng::seed_from_u64(5);
+    let relin = cryptonets_core::bfv::RelinearizationKey::new(channel, secret(), &mut rng)
+        .expect("relinearization key");
+    let galois = [3usize, 9]
+        .into_iter()
+        .map(|g| {
+            let key = cryptonets_core::bfv::GaloisKey::new(channel, secret(), g, &mut rng)
+                .expect("Galois key");
+            (g, key)
+        })
+        .collect();
+    let single = cryptonets_core::network::single::SingleKeys {
+        relin: Some(relin),
+        galois,
+    };
+    write("single_keys", "keys", &single.to_bytes(p));
+
+    // Seeded ciphertexts under two primes, plain and compressed.
+    let two = cryptonets_fuzz::two_prime_params();
+    let two_secret = cryptonets_core::bfv::SecretKey::generate(two, &mut rng);
+    let m = cryptonets_core::bfv::BatchEncoder::new(two)
+        .encode(&[1, 2, 3])
+        .expect("slots");
+    let seeded = two_secret
+        .encrypt_seeded(two, &m, &mut rng)
+        .expect("encrypt");
+    write("seeded", "plain", &seeded.to_bytes(two));
+    write(
+        "seeded",
+        "compressed",
+        &seeded.compress(two).expect("compress").to_bytes(two),
+    );
+
+    // Bundles: uploads and results of two channels.
+    let bundle = |kind, per| cryptonets_host::bundle::Bundle {
+        kind,
+        id: [9; 16],
+        objects: vec![vec![vec![vec![1, 2, 3, 4]; per]; 2]; 3],
+    };
+    write(
+        "bundle",
+        "uploads",
+        &bundle(cryptonets_host::bundle::UPLOADS, 1).to_bytes(),
+    );
+    write(
+        "bundle",
+        "results",
+        &bundle(cryptonets_host::bundle::RESULTS, 2).to_bytes(),
+    );
+
     let packed = image_batch(1, Packing::new(16).expect("16"));
     write("batch", "packed-16", &packed);
 
