@@ -366,6 +366,27 @@ pub(crate) fn seeded_ciphertext_header(
     out
 }
 
+/// What a serialized compressed [`SeededCiphertext`] starts with, before its kept limbs of
+/// c0: the header, the level, the dropped limbs and the seed.
+pub(crate) fn compressed_ciphertext_header(
+    params: &Parameters,
+    id: u64,
+    level: usize,
+    dropped: usize,
+    seed: &[u8; 32],
+) -> Vec<u8> {
+    let kept = level - dropped;
+    let mut out = header(
+        Kind::CompressedSeededCiphertext,
+        id,
+        34 + poly_bytes(params, kept),
+    );
+    out.push(level as u8);
+    out.push(dropped as u8);
+    out.extend_from_slice(seed);
+    out
+}
+
 impl SeededCiphertext {
     /// Serializes c0 and the seed: about half a [`Ciphertext`]. A compressed one
     /// ([`SeededCiphertext::compress`]) is its own kind: level, dropped limbs, seed, and
@@ -376,15 +397,8 @@ impl SeededCiphertext {
             pack_poly(params, &self.c0, &mut out);
             return out;
         }
-        let kept = self.level - self.dropped;
-        let mut out = header(
-            Kind::CompressedSeededCiphertext,
-            self.params,
-            34 + poly_bytes(params, kept),
-        );
-        out.push(self.level as u8);
-        out.push(self.dropped as u8);
-        out.extend_from_slice(&self.seed);
+        let mut out =
+            compressed_ciphertext_header(params, self.params, self.level, self.dropped, &self.seed);
         pack_poly(params, &self.c0, &mut out);
         out
     }

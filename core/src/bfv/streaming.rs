@@ -15,7 +15,7 @@ use rand_core::{CryptoRng, SeedableRng};
 use zeroize::Zeroize;
 
 use super::keys::small_to_ntt_limb;
-use super::serialization::{pack_limb, seeded_ciphertext_header};
+use super::serialization::{compressed_ciphertext_header, pack_limb, seeded_ciphertext_header};
 use super::{Parameters, Plaintext, SecretKey};
 use crate::Error;
 use crate::backend::Kernels;
@@ -37,6 +37,8 @@ pub struct LimbScratch {
     /// round((Q mod t) m / t) + e + bias, the same in every limb.
     offsets: Vec<u32>,
     error: Vec<i8>,
+    /// The compression's correction -[c0]_q of the last prime (public, like c0).
+    correction: Vec<i32>,
     /// One packed limb.
     packed: Vec<u8>,
 }
@@ -49,14 +51,16 @@ impl LimbScratch {
             secret: alloc::vec![0; n],
             offsets: alloc::vec![0; n],
             error: alloc::vec![0; n],
+            correction: alloc::vec![0; n],
             packed: Vec::with_capacity((n * 32).div_ceil(8)),
         }
     }
 
-    /// The bytes these buffers take for ring degree `n`: three polynomials of u32 residues,
-    /// one of i8 errors and one packed limb of at most 32 bits a residue.
+    /// The bytes these buffers take for ring degree `n`: four polynomials of 32-bit words
+    /// (three of residues, the compression's correction), one of i8 errors and one packed
+    /// limb of at most 32 bits a residue.
     pub fn bytes(n: usize) -> usize {
-        3 * 4 * n + n + (n * 32).div_ceil(8)
+        4 * 4 * n + n + (n * 32).div_ceil(8)
     }
 
     fn fit(&mut self, n: usize) {
@@ -64,6 +68,7 @@ impl LimbScratch {
             v.resize(n, 0);
         }
         self.error.resize(n, 0);
+        self.correction.resize(n, 0);
     }
 
     fn wipe(&mut self) {
@@ -71,6 +76,7 @@ impl LimbScratch {
         self.secret.zeroize();
         self.offsets.zeroize();
         self.error.zeroize();
+        self.correction.zeroize();
         self.packed.zeroize();
     }
 }
@@ -114,6 +120,48 @@ impl SecretKey {
         m: &Plaintext,
         rng: &mut R,
         scratch: &mut LimbScratch,
+        write: impl FnMut(&[u8]) -> Result<(), E>,
+    ) -> Result<(), E>
+    where
+        R: CryptoRng + ?Sized,
+        E: From<Error>,
+    {
+        self.encrypt_limbs(params, m, rng, scratch, false, write)
+    }
+
+    /// [`SecretKey::encrypt_seeded_by_limb`] with the last limb dropped: the bytes of
+    /// `self.encrypt_seeded(params, m, rng)?.compress(params)?.to_bytes(params)` for a
+    /// generator in the same state. The last limb of c0 is computed first (the uniform
+    /// stream run through the others to reach it), its correction kept (one more polynomial
+    /// of the degree), and every other limb written out corrected.
+    pub fn encrypt_compressed_by_limb<R, E>(
+        &self,
+        params: &Parameters,
+        m: &Plaintext,
+        rng: &mut R,
+        scratch: &mut LimbScratch,
+        write: impl FnMut(&[u8]) -> Result<(), E>,
+    ) -> Result<(), E>
+    where
+        R: CryptoRng + ?Sized,
+        E: From<Error>,
+    {
+        if params.max_level() < 2 {
+            return Err(Error::InvalidParameters {
+                reason: "only an uncompressed ciphertext above level 1 can drop a limb",
+            }
+            .into());
+        }
+        self.encrypt_limbs(params, m, rng, scratch, true, write)
+    }
+
+    fn encrypt_limbs<R, E>(
+        &self,
+        params: &Parameters,
+        m: &Plaintext,
+        rng: &mut R,
+        scratch: &mut LimbScratch,
+        compress: bool,
         mut write: impl FnMut(&[u8]) -> Result<(), E>,
     ) -> Result<(), E>
     where
@@ -134,27 +182,58 @@ impl SecretKey {
             &mut scratch.offsets,
         );
         scratch.error.zeroize();
+        let moduli = params.ciphertext_basis().moduli();
+        // c0 mod q_i into scratch.limb, the stream of a positioned at limb i.
+        let limb = |scratch: &mut LimbScratch, stream: &mut ChaCha12Rng, i: usize| {
+            let q = &moduli[i];
+            let table = params.ciphertext_basis().table(i);
+            uniform(stream, q, &mut scratch.limb);
+            small_to_ntt_limb(params, q, table, &self.coefficients, &mut scratch.secret);
+            let backend = params.backend();
+            backend.mul_assign(&mut scratch.limb, &scratch.secret, q);
+            backend.inverse_ntt(&mut scratch.limb, table);
+            params.add_scaled_message_limb(
+                &mut scratch.limb,
+                i,
+                level,
+                &m.coefficients,
+                &scratch.offsets,
+                bias,
+                true,
+            );
+        };
         let result = (|| {
-            write(&seeded_ciphertext_header(params, params.id(), level, &seed))?;
+            let kept = if compress { level - 1 } else { level };
+            if compress {
+                // The last limb first: a through the other limbs, then limb L - 1.
+                let mut stream = ChaCha12Rng::from_seed(seed);
+                for q in &moduli[..kept] {
+                    uniform(&mut stream, q, &mut scratch.limb);
+                }
+                limb(scratch, &mut stream, kept);
+                let last = &moduli[kept];
+                for (d, &x) in scratch.correction.iter_mut().zip(&scratch.limb) {
+                    *d = -(last.center(x) as i32);
+                }
+                write(&compressed_ciphertext_header(
+                    params,
+                    params.id(),
+                    level,
+                    1,
+                    &seed,
+                ))?;
+            } else {
+                write(&seeded_ciphertext_header(params, params.id(), level, &seed))?;
+            }
             // a is the same ChaCha12 stream as SeededCiphertext::expand reads, limb by limb.
             let mut stream = ChaCha12Rng::from_seed(seed);
-            let moduli = params.ciphertext_basis().moduli();
-            for (i, q) in moduli.iter().enumerate().take(level) {
-                let table = params.ciphertext_basis().table(i);
-                uniform(&mut stream, q, &mut scratch.limb);
-                small_to_ntt_limb(params, q, table, &self.coefficients, &mut scratch.secret);
-                let backend = params.backend();
-                backend.mul_assign(&mut scratch.limb, &scratch.secret, q);
-                backend.inverse_ntt(&mut scratch.limb, table);
-                params.add_scaled_message_limb(
-                    &mut scratch.limb,
-                    i,
-                    level,
-                    &m.coefficients,
-                    &scratch.offsets,
-                    bias,
-                    true,
-                );
+            for (i, q) in moduli.iter().enumerate().take(kept) {
+                limb(scratch, &mut stream, i);
+                if compress {
+                    for (x, &d) in scratch.limb.iter_mut().zip(&scratch.correction) {
+                        *x = q.add(*x, q.reduce_i64(d as i64));
+                    }
+                }
                 scratch.packed.clear();
                 pack_limb(q, &scratch.limb, &mut scratch.packed);
                 write(&scratch.packed)?;

@@ -920,6 +920,58 @@ fn encryption_by_limb_writes_the_bytes_of_the_seeded_ciphertext() {
         assert!(matches!(err, Error::Incompatible { .. }), "{err:?}");
         assert_eq!(written, 0);
     }
-    // The memory of the small client at n = 8192: four polynomials of the degree and a limb.
-    assert_eq!(LimbScratch::bytes(8192), 3 * 32768 + 8192 + 32768);
+    // The memory of the small client at n = 8192: five polynomials of the degree (three of
+    // residues, the compression's correction, the errors) and a limb.
+    assert_eq!(LimbScratch::bytes(8192), 4 * 32768 + 8192 + 32768);
+}
+
+/// The compressed upload by limb: the bytes of `encrypt_seeded(..).compress(..)`, one limb
+/// fewer, every backend alike, decrypting to the message.
+#[test]
+fn compressed_encryption_by_limb_writes_the_bytes_of_the_compressed_ciphertext() {
+    let mut reference: Option<Vec<Vec<u8>>> = None;
+    for backend in Backend::available() {
+        let params = small_params(backend);
+        let n = params.degree();
+        let mut rng = ChaCha20Rng::seed_from_u64(43);
+        let secret = SecretKey::generate(&params, &mut rng);
+        let encoder = BatchEncoder::new(&params);
+        let mut scratch = LimbScratch::new(n);
+        let mut uploads = Vec::new();
+        for image in 0..3u64 {
+            let values = random_slots(&mut rng, n, params.plaintext_modulus().value());
+            let m = encoder.encode(&values).unwrap();
+            let mut twin = rng.clone();
+            let expected = secret
+                .encrypt_seeded(&params, &m, &mut twin)
+                .unwrap()
+                .compress(&params)
+                .unwrap()
+                .to_bytes(&params);
+            let mut chunks: Vec<Vec<u8>> = Vec::new();
+            secret
+                .encrypt_compressed_by_limb(&params, &m, &mut rng, &mut scratch, |bytes| {
+                    chunks.push(bytes.to_vec());
+                    Ok::<(), Error>(())
+                })
+                .unwrap();
+            assert_eq!(chunks.len(), params.max_level(), "{backend:?} {image}");
+            let streamed: Vec<u8> = chunks.concat();
+            assert_eq!(streamed, expected, "{backend:?} image {image}");
+            assert_eq!(rng.next_u64(), twin.next_u64());
+            let ct = SeededCiphertext::from_bytes(&params, &streamed)
+                .unwrap()
+                .expand(&params)
+                .unwrap();
+            assert_eq!(
+                encoder.decode(&secret.decrypt(&params, &ct).unwrap()),
+                values
+            );
+            uploads.push(streamed);
+        }
+        match &reference {
+            None => reference = Some(uploads),
+            Some(r) => assert_eq!(r, &uploads, "{backend:?} differs"),
+        }
+    }
 }

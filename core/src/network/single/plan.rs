@@ -943,7 +943,7 @@ impl SinglePlan {
 pub const REFERENCE_THREADS: usize = 2;
 
 /// Ring degrees the single-image planner considers.
-pub const SINGLE_DEGREES: [usize; 2] = [8192, 16384];
+pub const SINGLE_DEGREES: [usize; 3] = [4096, 8192, 16384];
 
 /// Parameters and plan for this mode, chosen by the planner.
 #[derive(Clone, Debug)]

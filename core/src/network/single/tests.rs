@@ -399,3 +399,29 @@ fn wide_layers_are_refused_with_a_reason() {
     ));
     assert!(SingleLayout::new(&network, 8192).is_ok());
 }
+
+#[test]
+fn the_planner_takes_the_smallest_ring_that_holds_the_network() {
+    // One dense layer: no multiplication, n = 4096 holds it.
+    let linear = PolynomialNetwork::new(
+        Shape::vector(100),
+        15,
+        vec![Layer::Dense {
+            outputs: 10,
+            weights: (0..1000).map(|i| (i % 13) as i16 - 6).collect(),
+            biases: vec![3; 10],
+        }],
+    )
+    .unwrap();
+    let planned = plan::PlannedSingle::new(&linear, Backend::detect()).unwrap();
+    assert_eq!(planned.params.degree(), 4096);
+    // Two squares do not fit n = 4096's 109 bits: the CryptoNets shape takes 8192.
+    let planned = plan::PlannedSingle::new(&small_cnn(), Backend::detect()).unwrap();
+    assert_eq!(planned.params.degree(), 8192);
+    // Every accepted plan is within the 128-bit bound, special primes included.
+    for p in [&planned] {
+        let c = &p.params.channels()[0];
+        let total = c.log_q() + c.special_basis().map_or(0.0, |s| s.log2());
+        assert!(total <= crate::bfv::max_log_q_128(c.degree()).unwrap() as f64);
+    }
+}
