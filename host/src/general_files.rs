@@ -265,18 +265,13 @@ pub(crate) fn decrypt(args: &DecryptArgs, backend: Backend) -> Result<(), String
     let predictions: Vec<usize> = outputs.iter().map(|o| argmax(o)).collect();
     let input = network.input();
     let mnist_shaped = (input.channels, input.height, input.width) == (1, mnist::SIDE, mnist::SIDE);
-    let accuracy = match args.offset.or(record.offset) {
-        Some(offset) if mnist_shaped && (args.offset.is_some() || args.data.is_some()) => {
-            let set = test_images(args.data.clone())?;
-            let range = image_range(&set, offset, predictions.len(), params.degree())?;
-            let correct = range
-                .zip(&predictions)
-                .filter(|&(i, &p)| set.labels[i] as usize == p)
-                .count();
-            Some(correct as f64 / predictions.len() as f64)
-        }
-        _ => None,
-    };
+    let accuracy = crate::pipeline_cli::label_accuracy(
+        args,
+        record.offset,
+        &predictions,
+        mnist_shaped,
+        params.degree(),
+    )?;
     crate::pipeline_cli::finish_decrypt(
         args,
         DecryptReport {

@@ -516,19 +516,13 @@ pub(crate) fn decrypt_command(args: &DecryptArgs, backend: Backend) -> Result<()
     let decrypted = decrypt_batch(loaded.params_for(batch.packing), &secret, &batch)
         .map_err(|e| format!("{}: {e}", args.input.display()))?;
     let predictions: Vec<usize> = decrypted.logits.iter().map(|l| argmax(l)).collect();
-    let offset = args.offset.or(record.offset);
-    let accuracy = match offset {
-        Some(offset) if args.offset.is_some() || args.data.is_some() => {
-            let set = test_images(args.data.clone())?;
-            let range = image_range(&set, offset, predictions.len(), loaded.params.degree())?;
-            let correct = range
-                .zip(&predictions)
-                .filter(|&(i, &p)| set.labels[i] as usize == p)
-                .count();
-            Some(correct as f64 / predictions.len() as f64)
-        }
-        _ => None,
-    };
+    let accuracy = label_accuracy(
+        args,
+        record.offset,
+        &predictions,
+        true,
+        loaded.params.degree(),
+    )?;
     let report = DecryptReport {
         images: predictions.len(),
         batch_id: record.batch_id.clone(),
@@ -539,6 +533,30 @@ pub(crate) fn decrypt_command(args: &DecryptArgs, backend: Backend) -> Result<()
         accuracy,
     };
     finish_decrypt(args, report)
+}
+
+/// The accuracy of `predictions` on the MNIST test labels from the first image (`--offset`,
+/// else the record's), when the owner asks for it (an offset or a data directory) and the
+/// model reads MNIST images; at most `max` images.
+pub(crate) fn label_accuracy(
+    args: &DecryptArgs,
+    recorded_offset: Option<usize>,
+    predictions: &[usize],
+    mnist_shaped: bool,
+    max: usize,
+) -> Result<Option<f64>, String> {
+    match args.offset.or(recorded_offset) {
+        Some(offset) if mnist_shaped && (args.offset.is_some() || args.data.is_some()) => {
+            let set = test_images(args.data.clone())?;
+            let range = image_range(&set, offset, predictions.len(), max)?;
+            let correct = range
+                .zip(predictions)
+                .filter(|&(i, &p)| set.labels[i] as usize == p)
+                .count();
+            Ok(Some(correct as f64 / predictions.len() as f64))
+        }
+        _ => Ok(None),
+    }
 }
 
 /// Writes the predictions where asked and prints the report of `decrypt`.

@@ -12,7 +12,6 @@ use cryptonets_core::bfv::{Ciphertext, SecretKey, SeededCiphertext};
 use cryptonets_core::model::argmax;
 use cryptonets_core::network::single::{
     PlannedSingle, SingleEvaluator, SingleKeys, SingleStep, decode_single_outputs,
-    encode_single_input,
 };
 use cryptonets_host::pipeline::{os_rng, peak_rss_bytes};
 use rayon::prelude::*;
@@ -115,20 +114,9 @@ pub(crate) fn run_single(
     for (i, image) in images.iter().enumerate() {
         // The owner: one seeded ciphertext per channel, as bytes.
         let t = Instant::now();
-        let uploads = params
-            .channels()
-            .iter()
-            .map(|p| {
-                let m = encode_single_input(p, plan, &network, image)?;
-                let seeded = secret.encrypt_seeded(p, &m, &mut rng)?;
-                let seeded = match plan.compressed_input {
-                    true => seeded.compress(p)?,
-                    false => seeded,
-                };
-                Ok(seeded.to_bytes(p))
-            })
-            .collect::<Result<Vec<_>, cryptonets_core::Error>>()
-            .map_err(|e| e.to_string())?;
+        let uploads =
+            crate::single_files::encrypt_image(&planned, &network, &secret, image, &mut rng)
+                .map_err(|e| e.to_string())?;
         encrypt.push(t.elapsed().as_secs_f64());
         upload = uploads.iter().map(Vec::len).sum();
         // The service: parse, evaluate every channel, serialize.

@@ -28,7 +28,7 @@ use cryptonets_host::bundle::{Bundle, HEADER, MAX_BUNDLE_IMAGES, RESULTS, UPLOAD
 use crate::general_cli::read_network;
 use crate::pipeline_cli::{
     DecryptArgs, DecryptReport, EncryptArgs, EvalArgs, KeygenArgs, finish_decrypt, image_range,
-    record_path, test_images,
+    label_accuracy, record_path, test_images,
 };
 
 /// The owner's record of an uploads bundle.
@@ -129,12 +129,37 @@ fn images(network: &PolynomialNetwork, args: &EncryptArgs) -> Result<Vec<Vec<u8>
     Ok(range.map(|i| set.image(i).to_vec()).collect())
 }
 
+/// The owner's upload of one image: per channel, its seeded ciphertext (compressed where
+/// the plan says) as bytes.
+pub(crate) fn encrypt_image(
+    planned: &PlannedSingle,
+    network: &PolynomialNetwork,
+    secret: &SecretKey,
+    image: &[u8],
+    rng: &mut rand_chacha::ChaCha20Rng,
+) -> Result<Vec<Vec<u8>>, cryptonets_core::Error> {
+    let plan = &planned.plan;
+    planned
+        .params
+        .channels()
+        .iter()
+        .map(|p| {
+            let m = encode_single_input(p, plan, network, image)?;
+            let seeded = secret.encrypt_seeded(p, &m, rng)?;
+            let seeded = match plan.compressed_input {
+                true => seeded.compress(p)?,
+                false => seeded,
+            };
+            Ok(seeded.to_bytes(p))
+        })
+        .collect()
+}
+
 /// `encrypt --mode single`: one seeded (compressed where planned) ciphertext per image and
 /// channel, and the owner's record.
 pub(crate) fn encrypt(args: &EncryptArgs, backend: Backend) -> Result<(), String> {
     let network = read_network(&args.model)?;
     let planned = plan(&network, backend, &args.model)?;
-    let (params, plan) = (&planned.params, &planned.plan);
     let secret = read_secret_key(&planned, &args.secret_key)?;
     let images = images(&network, args)?;
     let mut rng = os_rng()?;
@@ -143,21 +168,9 @@ pub(crate) fn encrypt(args: &EncryptArgs, backend: Backend) -> Result<(), String
     let t = Instant::now();
     let mut objects = Vec::with_capacity(images.len());
     for image in &images {
-        let per_channel = params
-            .channels()
-            .iter()
-            .map(|p| {
-                let m = encode_single_input(p, plan, &network, image)?;
-                let seeded = secret.encrypt_seeded(p, &m, &mut rng)?;
-                let seeded = match plan.compressed_input {
-                    true => seeded.compress(p)?,
-                    false => seeded,
-                };
-                Ok(vec![seeded.to_bytes(p)])
-            })
-            .collect::<Result<Vec<_>, cryptonets_core::Error>>()
+        let per_channel = encrypt_image(&planned, &network, &secret, image, &mut rng)
             .map_err(|e| e.to_string())?;
-        objects.push(per_channel);
+        objects.push(per_channel.into_iter().map(|bytes| vec![bytes]).collect());
     }
     let seconds = t.elapsed().as_secs_f64();
     let bundle = Bundle {
@@ -327,19 +340,14 @@ pub(crate) fn decrypt(args: &DecryptArgs, backend: Backend) -> Result<(), String
         min_budget = min_budget.min(budget);
         predictions.push(argmax(&logits));
     }
-    let offset = args.offset.or(record.offset);
-    let accuracy = match offset {
-        Some(offset) if args.offset.is_some() || args.data.is_some() => {
-            let set = test_images(args.data.clone())?;
-            let range = image_range(&set, offset, predictions.len(), MAX_BUNDLE_IMAGES)?;
-            let correct = range
-                .zip(&predictions)
-                .filter(|&(i, &p)| set.labels[i] as usize == p)
-                .count();
-            Some(correct as f64 / predictions.len() as f64)
-        }
-        _ => None,
-    };
+    let input = network.input();
+    let accuracy = label_accuracy(
+        args,
+        record.offset,
+        &predictions,
+        (input.channels, input.height, input.width) == (1, 28, 28),
+        MAX_BUNDLE_IMAGES,
+    )?;
     let report = DecryptReport {
         images: predictions.len(),
         batch_id: record.bundle_id.clone(),

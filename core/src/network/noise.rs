@@ -180,6 +180,21 @@ impl Estimator {
         v + self.log_n / 2.0 + self.log_t - 1.0
     }
 
+    /// Noise v at `level` switched down to the lowest level that keeps [`MARGIN_BITS`] and
+    /// from which `rest_fits(noise, level)` (the rest of the network) holds; unchanged if
+    /// none below does.
+    pub(super) fn switch_down(
+        &self,
+        v: f64,
+        level: usize,
+        rest_fits: impl Fn(f64, usize) -> bool,
+    ) -> (f64, usize) {
+        (1..level)
+            .map(|l| (self.switch(v, l, 2), l))
+            .find(|&(switched, l)| budget(switched) >= MARGIN_BITS && rest_fits(switched, l))
+            .unwrap_or((v, level))
+    }
+
     pub(super) fn switch(&self, v: f64, level: usize, size: usize) -> f64 {
         log_add(v, self.rounding(level, size))
     }

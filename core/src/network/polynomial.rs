@@ -147,16 +147,7 @@ impl PolynomialPlan {
             v = step_noise(&e, s, v, level);
             // After an activation (and at the end), switch down as far as the rest allows.
             if matches!(s, Step::Activation { .. }) || i + 1 == steps.len() {
-                let target = (1..level)
-                    .find(|&l| {
-                        let switched = e.switch(v, l, 2);
-                        budget(switched) >= MARGIN_BITS && rest_fits(i + 1, switched, l)
-                    })
-                    .unwrap_or(level);
-                if target < level {
-                    v = e.switch(v, target, 2);
-                    level = target;
-                }
+                (v, level) = e.switch_down(v, level, |v, l| rest_fits(i + 1, v, l));
             }
             layers.push(LayerPlan {
                 level,

@@ -805,16 +805,7 @@ impl SinglePlan {
             }
             v = step_noise(&e, s, v, level);
             if !matches!(s, SingleStep::Reshape) {
-                let target = (1..level)
-                    .find(|&l| {
-                        let switched = e.switch(v, l, 2);
-                        budget(switched) >= MARGIN_BITS && rest_fits(i + 1, switched, l)
-                    })
-                    .unwrap_or(level);
-                if target < level {
-                    v = e.switch(v, target, 2);
-                    level = target;
-                }
+                (v, level) = e.switch_down(v, level, |v, l| rest_fits(i + 1, v, l));
             }
             planned.push(StepPlan {
                 input_level,
