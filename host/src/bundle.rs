@@ -41,6 +41,43 @@ pub struct Bundle {
 }
 
 impl Bundle {
+    /// Checks a bundle's header (at least its first [`HEADER`] bytes) against the kind and
+    /// shape a reader expects, and returns its image count.
+    pub fn check_header(
+        bytes: &[u8],
+        kind: u8,
+        channels: usize,
+        per: usize,
+    ) -> Result<usize, String> {
+        if bytes.len() < HEADER || bytes[..4] != MAGIC {
+            return Err("not a single-image bundle (bad magic)".into());
+        }
+        if bytes[4] != VERSION || bytes[7] != 0 {
+            return Err("unsupported bundle version".into());
+        }
+        if bytes[5] != kind {
+            return Err(match kind {
+                UPLOADS => "not encrypted images (a bundle of results?)".into(),
+                _ => "not encrypted results (a bundle of images?)".into(),
+            });
+        }
+        let word =
+            |at: usize| u32::from_le_bytes(bytes[at..at + 4].try_into().expect("4")) as usize;
+        let (images, found_per) = (word(24), word(28));
+        if bytes[6] as usize != channels || found_per != per {
+            return Err(format!(
+                "made for {} channels and {found_per} objects an image, this model's plan has {channels} and {per}",
+                bytes[6]
+            ));
+        }
+        if images == 0 || images > MAX_BUNDLE_IMAGES {
+            return Err(format!(
+                "{images} images: a bundle holds 1 to {MAX_BUNDLE_IMAGES}"
+            ));
+        }
+        Ok(images)
+    }
+
     /// Serializes.
     pub fn to_bytes(&self) -> Vec<u8> {
         let channels = self.objects.first().map_or(0, Vec::len);
@@ -71,32 +108,7 @@ impl Bundle {
         per: usize,
         max_object: usize,
     ) -> Result<Self, String> {
-        if bytes.len() < HEADER || bytes[..4] != MAGIC {
-            return Err("not a single-image bundle (bad magic)".into());
-        }
-        if bytes[4] != VERSION || bytes[7] != 0 {
-            return Err("unsupported bundle version".into());
-        }
-        if bytes[5] != kind {
-            return Err(match kind {
-                UPLOADS => "not encrypted images (a bundle of results?)".into(),
-                _ => "not encrypted results (a bundle of images?)".into(),
-            });
-        }
-        let word =
-            |at: usize| u32::from_le_bytes(bytes[at..at + 4].try_into().expect("4")) as usize;
-        let (images, found_per) = (word(24), word(28));
-        if bytes[6] as usize != channels || found_per != per {
-            return Err(format!(
-                "made for {} channels and {found_per} objects an image, this model's plan has {channels} and {per}",
-                bytes[6]
-            ));
-        }
-        if images == 0 || images > MAX_BUNDLE_IMAGES {
-            return Err(format!(
-                "{images} images: a bundle holds 1 to {MAX_BUNDLE_IMAGES}"
-            ));
-        }
+        let images = Self::check_header(bytes, kind, channels, per)?;
         let id: [u8; 16] = bytes[8..24].try_into().expect("16 bytes");
         let mut offset = HEADER;
         let mut objects = Vec::with_capacity(images);

@@ -6,3 +6,4 @@ pub mod files;
 pub mod mnist;
 pub mod phases;
 pub mod pipeline;
+pub mod service;

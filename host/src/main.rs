@@ -16,6 +16,7 @@ mod general_cli;
 mod general_files;
 mod info;
 mod pipeline_cli;
+mod service_cli;
 mod single_cli;
 mod single_files;
 use cryptonets_host::mnist;
@@ -57,6 +58,11 @@ enum Command {
     /// The whole pipeline in one process on MNIST test images, with a timing, traffic and
     /// memory report.
     Run(pipeline_cli::RunArgs),
+    /// Service: serve the models over HTTP to owners with evaluation keys.
+    Serve(service_cli::ServeArgs),
+    /// Data owner: use a running service.
+    #[command(subcommand)]
+    Client(service_cli::ClientCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -213,6 +219,8 @@ fn main() -> ExitCode {
         Command::Eval(args) => pipeline_cli::eval_command(&args, backend),
         Command::Decrypt(args) => pipeline_cli::decrypt_command(&args, backend),
         Command::Run(args) => pipeline_cli::run_command(&args, backend),
+        Command::Serve(args) => service_cli::serve_command(&args, backend),
+        Command::Client(command) => service_cli::client_command(&command, backend),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

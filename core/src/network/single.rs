@@ -31,7 +31,7 @@ pub mod evaluate;
 pub mod keys;
 pub mod plan;
 
-pub use evaluate::{SingleEvaluator, decode_single_outputs, encode_single_input};
+pub use evaluate::{EncodedDiagonals, SingleEvaluator, decode_single_outputs, encode_single_input};
 pub use keys::SingleKeys;
 pub use plan::{Part, PlannedSingle, SinglePlan, SingleStep};
 

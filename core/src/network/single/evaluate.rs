@@ -81,30 +81,22 @@ pub fn decode_single_outputs(
 /// network about 600 MiB, a third of its latency).
 pub const MAX_ENCODED_DIAGONAL_BYTES: usize = 1 << 30;
 
-/// Evaluates a planned network on one image's ciphertexts: public data only.
-#[derive(Debug)]
-pub struct SingleEvaluator<'a> {
-    params: &'a NetworkParameters,
-    plan: &'a SinglePlan,
-    keys: &'a SingleKeys,
+/// A plan's diagonals encoded for every channel: what a service computes once per model and
+/// shares between every owner's evaluator ([`SingleEvaluator::with_diagonals`]). Empty
+/// (diagonals encoded as they are used) above [`MAX_ENCODED_DIAGONAL_BYTES`].
+#[derive(Clone, Debug)]
+pub struct EncodedDiagonals {
+    /// [`crate::bfv::Parameters::id`] of each channel.
+    channels: Vec<u64>,
     /// encoded[channel][step][product]: each diagonal's plaintext at the step's level in
-    /// NTT form, times 2^32 (for the Montgomery dot product); empty where not kept.
+    /// NTT form, times 2^32 (for the Montgomery dot product).
     encoded: Vec<Vec<Vec<Vec<u32>>>>,
 }
 
-impl<'a> SingleEvaluator<'a> {
-    /// Checks the keys against the parameters and the plan, before any work.
-    pub fn new(
-        params: &'a NetworkParameters,
-        plan: &'a SinglePlan,
-        keys: &'a SingleKeys,
-    ) -> Result<Self, Error> {
-        keys.check(params, plan)?;
-        if params.degree() != plan.layout.n || plan.steps.len() != plan.layout.steps.len() {
-            return Err(Error::Incompatible {
-                reason: "a plan of another ring degree",
-            });
-        }
+impl EncodedDiagonals {
+    /// Encodes the diagonals of `plan` under `params`, unless they would take more than
+    /// [`MAX_ENCODED_DIAGONAL_BYTES`].
+    pub fn new(params: &NetworkParameters, plan: &SinglePlan) -> Result<Self, Error> {
         let n = params.degree();
         let bytes: usize = plan
             .layout
@@ -138,10 +130,91 @@ impl<'a> SingleEvaluator<'a> {
             false => Vec::new(),
         };
         Ok(Self {
+            channels: params.channels().iter().map(|p| p.id()).collect(),
+            encoded,
+        })
+    }
+
+    /// Bytes held.
+    pub fn bytes(&self) -> usize {
+        self.encoded
+            .iter()
+            .flatten()
+            .flatten()
+            .map(|d| d.len() * 4)
+            .sum()
+    }
+}
+
+/// Evaluates a planned network on one image's ciphertexts: public data only.
+#[derive(Debug)]
+pub struct SingleEvaluator<'a> {
+    params: &'a NetworkParameters,
+    plan: &'a SinglePlan,
+    keys: &'a SingleKeys,
+    diagonals: alloc::borrow::Cow<'a, EncodedDiagonals>,
+}
+
+impl<'a> SingleEvaluator<'a> {
+    /// Checks the keys against the parameters and the plan, before any work.
+    pub fn new(
+        params: &'a NetworkParameters,
+        plan: &'a SinglePlan,
+        keys: &'a SingleKeys,
+    ) -> Result<Self, Error> {
+        let diagonals = EncodedDiagonals::new(params, plan)?;
+        Self::checked(params, plan, keys, alloc::borrow::Cow::Owned(diagonals))
+    }
+
+    /// [`SingleEvaluator::new`] with diagonals encoded once ([`EncodedDiagonals::new`] of
+    /// the same parameters and plan) and shared.
+    pub fn with_diagonals(
+        params: &'a NetworkParameters,
+        plan: &'a SinglePlan,
+        keys: &'a SingleKeys,
+        diagonals: &'a EncodedDiagonals,
+    ) -> Result<Self, Error> {
+        Self::checked(params, plan, keys, alloc::borrow::Cow::Borrowed(diagonals))
+    }
+
+    fn checked(
+        params: &'a NetworkParameters,
+        plan: &'a SinglePlan,
+        keys: &'a SingleKeys,
+        diagonals: alloc::borrow::Cow<'a, EncodedDiagonals>,
+    ) -> Result<Self, Error> {
+        keys.check(params, plan)?;
+        let same_params = diagonals.channels.len() == params.channels().len()
+            && diagonals
+                .channels
+                .iter()
+                .zip(params.channels())
+                .all(|(&id, p)| id == p.id());
+        if params.degree() != plan.layout.n
+            || plan.steps.len() != plan.layout.steps.len()
+            || !same_params
+            || diagonals.encoded.iter().any(|steps| {
+                steps.len() != plan.layout.steps.len()
+                    || steps.iter().zip(&plan.layout.steps).any(|(e, s)| {
+                        let products = match s {
+                            SingleStep::Diagonal(d) => {
+                                d.giants.iter().map(|g| g.diagonals.len()).sum()
+                            }
+                            _ => 0,
+                        };
+                        e.len() != products
+                    })
+            })
+        {
+            return Err(Error::Incompatible {
+                reason: "a plan of another ring degree, or diagonals of other parameters",
+            });
+        }
+        Ok(Self {
             params,
             plan,
             keys,
-            encoded,
+            diagonals,
         })
     }
 
@@ -195,6 +268,7 @@ impl<'a> SingleEvaluator<'a> {
                 }
                 SingleStep::Diagonal(d) => {
                     let encoded = self
+                        .diagonals
                         .encoded
                         .get(channel)
                         .map(|steps| steps[i].as_slice())
