@@ -7,3 +7,4 @@ pub mod mnist;
 pub mod phases;
 pub mod pipeline;
 pub mod service;
+pub mod single_image;

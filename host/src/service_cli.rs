@@ -6,9 +6,9 @@ use std::time::{Duration, Instant};
 
 use clap::{Args, Subcommand};
 use cryptonets_core::Backend;
-use cryptonets_core::bfv::{Ciphertext, SecretKey};
+use cryptonets_core::bfv::SecretKey;
 use cryptonets_core::model::argmax;
-use cryptonets_core::network::single::{PlannedSingle, SingleKeys, decode_single_outputs};
+use cryptonets_core::network::single::{PlannedSingle, SingleKeys};
 use cryptonets_host::bundle::{Bundle, RESULTS, UPLOADS};
 use cryptonets_host::pipeline::{os_rng, peak_rss_bytes};
 use cryptonets_host::service::client::ServiceClient;
@@ -268,7 +268,7 @@ fn client_load(args: &ClientLoadArgs, backend: Backend) -> Result<(), String> {
                         .map(|i| ((i * 31 + (k * 1000 + r) * 97) % 256) as u8)
                         .collect();
                     let t = Instant::now();
-                    let per_channel = crate::single_files::encrypt_image(
+                    let per_channel = cryptonets_host::single_image::encrypt_image(
                         &planned, &network, &secret, &image, &mut rng,
                     )
                     .map_err(|e| e.to_string())?;
@@ -290,14 +290,12 @@ fn client_load(args: &ClientLoadArgs, backend: Backend) -> Result<(), String> {
                         parts,
                         object,
                     )?;
-                    let outputs = results.objects[0]
-                        .iter()
-                        .zip(params.channels())
-                        .map(|(o, p)| o.iter().map(|b| Ciphertext::from_bytes(p, b)).collect())
-                        .collect::<Result<Vec<Vec<_>>, _>>()
-                        .map_err(|e| e.to_string())?;
-                    let (logits, _) = decode_single_outputs(params, &secret, plan, &outputs)
-                        .map_err(|e| e.to_string())?;
+                    let (logits, _) = cryptonets_host::single_image::decrypt_image(
+                        &planned,
+                        &secret,
+                        &results.objects[0],
+                    )
+                    .map_err(|e| e.to_string())?;
                     exact += usize::from(
                         logits == network.logits_wide(&image).map_err(|e| e.to_string())?,
                     );
@@ -387,9 +385,10 @@ fn client_run(args: &ClientRunArgs, backend: Backend) -> Result<(), String> {
     let (mut correct, mut plain_correct, mut agree, mut exact) = (0, 0, 0, 0);
     for (i, image) in images.iter().enumerate() {
         let t = Instant::now();
-        let per_channel =
-            crate::single_files::encrypt_image(&planned, &network, &secret, image, &mut rng)
-                .map_err(|e| e.to_string())?;
+        let per_channel = cryptonets_host::single_image::encrypt_image(
+            &planned, &network, &secret, image, &mut rng,
+        )
+        .map_err(|e| e.to_string())?;
         let mut id = [0u8; 16];
         rand_core::Rng::fill_bytes(&mut rng, &mut id);
         let bundle = Bundle {
@@ -418,19 +417,9 @@ fn client_run(args: &ClientRunArgs, backend: Backend) -> Result<(), String> {
                 job.job_id
             ));
         }
-        let outputs = results.objects[0]
-            .iter()
-            .zip(params.channels())
-            .map(|(objects, p)| {
-                objects
-                    .iter()
-                    .map(|b| Ciphertext::from_bytes(p, b))
-                    .collect()
-            })
-            .collect::<Result<Vec<Vec<_>>, _>>()
-            .map_err(|e| e.to_string())?;
         let (logits, _) =
-            decode_single_outputs(params, &secret, plan, &outputs).map_err(|e| e.to_string())?;
+            cryptonets_host::single_image::decrypt_image(&planned, &secret, &results.objects[0])
+                .map_err(|e| e.to_string())?;
         decrypt.push(t.elapsed().as_secs_f64());
         client.delete_job(&job.job_id, &registered.token)?;
         let want = network.logits_wide(image).map_err(|e| e.to_string())?;

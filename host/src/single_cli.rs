@@ -114,9 +114,10 @@ pub(crate) fn run_single(
     for (i, image) in images.iter().enumerate() {
         // The owner: one seeded ciphertext per channel, as bytes.
         let t = Instant::now();
-        let uploads =
-            crate::single_files::encrypt_image(&planned, &network, &secret, image, &mut rng)
-                .map_err(|e| e.to_string())?;
+        let uploads = cryptonets_host::single_image::encrypt_image(
+            &planned, &network, &secret, image, &mut rng,
+        )
+        .map_err(|e| e.to_string())?;
         encrypt.push(t.elapsed().as_secs_f64());
         upload = uploads.iter().map(Vec::len).sum();
         // The service: parse, evaluate every channel, serialize.

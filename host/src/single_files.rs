@@ -12,18 +12,16 @@ use std::path::Path;
 use std::time::Instant;
 
 use cryptonets_core::Backend;
-use cryptonets_core::bfv::{Ciphertext, SecretKey, SeededCiphertext};
+use cryptonets_core::bfv::SecretKey;
 use cryptonets_core::model::argmax;
 use cryptonets_core::model::polynomial::PolynomialNetwork;
-use cryptonets_core::network::single::{
-    PlannedSingle, SingleEvaluator, SingleKeys, decode_single_outputs, encode_single_input,
-};
+use cryptonets_core::network::single::{PlannedSingle, SingleEvaluator, SingleKeys};
 use cryptonets_host::files::{read_checked, read_secret, write, write_secret};
 use cryptonets_host::pipeline::os_rng;
-use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use cryptonets_host::bundle::{Bundle, HEADER, MAX_BUNDLE_IMAGES, RESULTS, UPLOADS};
+use cryptonets_host::single_image;
 
 use crate::general_cli::read_network;
 use crate::pipeline_cli::{
@@ -129,32 +127,6 @@ fn images(network: &PolynomialNetwork, args: &EncryptArgs) -> Result<Vec<Vec<u8>
     Ok(range.map(|i| set.image(i).to_vec()).collect())
 }
 
-/// The owner's upload of one image: per channel, its seeded ciphertext (compressed where
-/// the plan says) as bytes.
-pub(crate) fn encrypt_image(
-    planned: &PlannedSingle,
-    network: &PolynomialNetwork,
-    secret: &SecretKey,
-    image: &[u8],
-    rng: &mut rand_chacha::ChaCha20Rng,
-) -> Result<Vec<Vec<u8>>, cryptonets_core::Error> {
-    let plan = &planned.plan;
-    planned
-        .params
-        .channels()
-        .iter()
-        .map(|p| {
-            let m = encode_single_input(p, plan, network, image)?;
-            let seeded = secret.encrypt_seeded(p, &m, rng)?;
-            let seeded = match plan.compressed_input {
-                true => seeded.compress(p)?,
-                false => seeded,
-            };
-            Ok(seeded.to_bytes(p))
-        })
-        .collect()
-}
-
 /// `encrypt --mode single`: one seeded (compressed where planned) ciphertext per image and
 /// channel, and the owner's record.
 pub(crate) fn encrypt(args: &EncryptArgs, backend: Backend) -> Result<(), String> {
@@ -168,7 +140,7 @@ pub(crate) fn encrypt(args: &EncryptArgs, backend: Backend) -> Result<(), String
     let t = Instant::now();
     let mut objects = Vec::with_capacity(images.len());
     for image in &images {
-        let per_channel = encrypt_image(&planned, &network, &secret, image, &mut rng)
+        let per_channel = single_image::encrypt_image(&planned, &network, &secret, image, &mut rng)
             .map_err(|e| e.to_string())?;
         objects.push(per_channel.into_iter().map(|bytes| vec![bytes]).collect());
     }
@@ -245,23 +217,7 @@ pub(crate) fn eval(args: &EvalArgs, backend: Backend) -> Result<(), String> {
     let mut results = Vec::with_capacity(uploads.objects.len());
     for image in &uploads.objects {
         let t = Instant::now();
-        let outputs = image
-            .par_iter()
-            .enumerate()
-            .map(
-                |(c, objects)| -> Result<Vec<Vec<u8>>, cryptonets_core::Error> {
-                    let p = &params.channels()[c];
-                    let input = SeededCiphertext::from_bytes(p, &objects[0])?;
-                    if input.dropped_limbs() != usize::from(plan.compressed_input) {
-                        return Err(cryptonets_core::Error::Incompatible {
-                            reason: "an upload compressed otherwise than the plan says",
-                        });
-                    }
-                    let out = evaluator.evaluate_channel(c, &input.expand(p)?)?;
-                    Ok(out.iter().map(|ct| ct.to_bytes(p)).collect())
-                },
-            )
-            .collect::<Result<Vec<_>, _>>()
+        let outputs = single_image::evaluate_image(&planned, &evaluator, image)
             .map_err(|e| format!("{}: {e}", args.input.display()))?;
         latency.push(t.elapsed().as_secs_f64());
         results.push(outputs);
@@ -324,18 +280,7 @@ pub(crate) fn decrypt(args: &DecryptArgs, backend: Backend) -> Result<(), String
     let mut predictions = Vec::with_capacity(results.objects.len());
     let mut min_budget = u32::MAX;
     for (i, image) in results.objects.iter().enumerate() {
-        let outputs = image
-            .iter()
-            .zip(params.channels())
-            .map(|(objects, p)| {
-                objects
-                    .iter()
-                    .map(|b| Ciphertext::from_bytes(p, b))
-                    .collect()
-            })
-            .collect::<Result<Vec<Vec<_>>, _>>()
-            .map_err(|e| format!("{}: image {i}: {e}", args.input.display()))?;
-        let (logits, budget) = decode_single_outputs(params, &secret, plan, &outputs)
+        let (logits, budget) = single_image::decrypt_image(&planned, &secret, image)
             .map_err(|e| format!("{}: image {i}: {e}", args.input.display()))?;
         min_budget = min_budget.min(budget);
         predictions.push(argmax(&logits));

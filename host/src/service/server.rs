@@ -20,13 +20,11 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use cryptonets_core::Backend;
-use cryptonets_core::bfv::{Ciphertext, SeededCiphertext};
 use cryptonets_core::model::polynomial::PolynomialNetwork;
 use cryptonets_core::network::single::{
     EncodedDiagonals, PlannedSingle, SingleEvaluator, SingleKeys,
 };
 use futures_util::StreamExt;
-use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq;
 use tokio::sync::{Semaphore, mpsc};
@@ -747,23 +745,7 @@ fn evaluate_job(app: &App, job: &mut JobMeta) -> Result<u64, String> {
     drop(bytes);
     let mut results = Vec::with_capacity(uploads.objects.len());
     for (i, image) in uploads.objects.iter().enumerate() {
-        let outputs = image
-            .par_iter()
-            .enumerate()
-            .map(
-                |(c, objects)| -> Result<Vec<Vec<u8>>, cryptonets_core::Error> {
-                    let p = &params.channels()[c];
-                    let input = SeededCiphertext::from_bytes(p, &objects[0])?;
-                    if input.dropped_limbs() != usize::from(plan.compressed_input) {
-                        return Err(cryptonets_core::Error::Incompatible {
-                            reason: "an upload compressed otherwise than the plan says",
-                        });
-                    }
-                    let out: Vec<Ciphertext> = evaluator.evaluate_channel(c, &input.expand(p)?)?;
-                    Ok(out.iter().map(|ct| ct.to_bytes(p)).collect())
-                },
-            )
-            .collect::<Result<Vec<_>, _>>()
+        let outputs = crate::single_image::evaluate_image(&model.planned, &evaluator, image)
             .map_err(|e| format!("image {i}: {e}"))?;
         results.push(outputs);
         job.done_images = i + 1;

@@ -367,6 +367,12 @@ fn keys_of_another_plan_or_level_are_refused_before_any_work() {
         SinglePlan::new(&other, SingleLayout::new(&network, 1024).unwrap(), false).unwrap();
     let other_keys = SingleKeys::generate(&other, &other_plan, &other_secret, &mut rng).unwrap();
     assert!(SingleEvaluator::new(&params, &plan, &other_keys).is_err());
+    // Diagonals encoded once are shared, and refused under other parameters.
+    let shared = EncodedDiagonals::new(&params, &plan).unwrap();
+    assert!(shared.bytes() > 0);
+    assert!(SingleEvaluator::with_diagonals(&params, &plan, &keys, &shared).is_ok());
+    let foreign = EncodedDiagonals::new(&other, &other_plan).unwrap();
+    assert!(SingleEvaluator::with_diagonals(&params, &plan, &keys, &foreign).is_err());
     // A ciphertext of another channel or level is refused by the evaluator.
     let evaluator = SingleEvaluator::new(&params, &plan, &keys).unwrap();
     let image = vec![7u8; 81];
