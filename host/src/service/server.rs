@@ -515,7 +515,7 @@ async fn submit_job(
         .uploads
         .try_acquire()
         .map_err(|_| ApiError::new(StatusCode::TOO_MANY_REQUESTS, "too many uploads at once"))?;
-    let (params, plan) = (&model.planned.params, &model.planned.plan);
+    let params = &model.planned.params;
     let channels = params.channels().len();
     let object = params.channels()[0].seeded_ciphertext_bytes();
     let max = (HEADER + MAX_JOB_IMAGES * channels * (4 + object)) as u64;
@@ -570,7 +570,6 @@ async fn submit_job(
             return Err(e);
         }
     };
-    let _ = plan;
     let job = JobMeta {
         job_id: random_id(),
         key_id: key.key_id.clone(),

@@ -153,6 +153,8 @@ pub struct SingleEvaluator<'a> {
     plan: &'a SinglePlan,
     keys: &'a SingleKeys,
     diagonals: alloc::borrow::Cow<'a, EncodedDiagonals>,
+    /// The slot of every column ([`column_slots`]), computed once.
+    slots: Vec<u32>,
 }
 
 impl<'a> SingleEvaluator<'a> {
@@ -215,6 +217,7 @@ impl<'a> SingleEvaluator<'a> {
             plan,
             keys,
             diagonals,
+            slots: column_slots(params.degree()),
         })
     }
 
@@ -433,7 +436,8 @@ impl<'a> SingleEvaluator<'a> {
                 Bias::Constant(b) => evaluator.linear_combination(&terms, *b, level, 2),
                 Bias::Columns(values) => {
                     let mut y = evaluator.linear_combination(&terms, 0, level, 2)?;
-                    evaluator.add_plain_assign(&mut y, &column_plaintext(p, values)?)?;
+                    evaluator
+                        .add_plain_assign(&mut y, &column_plaintext(p, &self.slots, values)?)?;
                     Ok(y)
                 }
             }
@@ -538,7 +542,9 @@ impl<'a> SingleEvaluator<'a> {
             for (k, diagonal) in giant.diagonals.iter().enumerate() {
                 plaintexts.push(match encoded {
                     Some(e) => alloc::borrow::Cow::Borrowed(e[starts[g] + k].as_slice()),
-                    None => alloc::borrow::Cow::Owned(encode_diagonal(p, diagonal, level)?),
+                    None => {
+                        alloc::borrow::Cow::Owned(encode_diagonal(p, &self.slots, diagonal, level)?)
+                    }
                 });
                 let b = d.babies[diagonal.part as usize]
                     .binary_search(&diagonal.baby)
@@ -582,7 +588,7 @@ impl<'a> SingleEvaluator<'a> {
         if let Some(p0) = sums.remove(&0) {
             evaluator.add_assign(&mut y, &p0)?;
         }
-        evaluator.add_plain_assign(&mut y, &column_plaintext(p, &d.bias)?)?;
+        evaluator.add_plain_assign(&mut y, &column_plaintext(p, &self.slots, &d.bias)?)?;
         Ok(y)
     }
 
@@ -629,15 +635,18 @@ impl<'a> SingleEvaluator<'a> {
         if let Some(t0) = sums.remove(&0) {
             evaluator.add_assign(&mut y, &t0)?;
         }
-        evaluator.add_plain_assign(&mut y, &column_plaintext(p, &g.bias)?)?;
+        evaluator.add_plain_assign(&mut y, &column_plaintext(p, &self.slots, &g.bias)?)?;
         Ok(y)
     }
 }
 
 /// The plaintext with these values at these columns, zero elsewhere.
-fn column_plaintext(p: &Parameters, values: &[(u32, i128)]) -> Result<Plaintext, Error> {
+fn column_plaintext(
+    p: &Parameters,
+    slots: &[u32],
+    values: &[(u32, i128)],
+) -> Result<Plaintext, Error> {
     let n = p.degree();
-    let slots = column_slots(n);
     let t = p.plaintext_modulus().value() as i128;
     let mut slot_values = alloc::vec![0u64; n];
     for &(column, v) in values {
@@ -648,9 +657,13 @@ fn column_plaintext(p: &Parameters, values: &[(u32, i128)]) -> Result<Plaintext,
 
 /// One diagonal's plaintext at `level`: its values in their slots, encoded, lifted to Q
 /// in NTT form and multiplied by 2^32 (undone by the Montgomery dot product).
-fn encode_diagonal(p: &Parameters, diagonal: &Diagonal, level: usize) -> Result<Vec<u32>, Error> {
+fn encode_diagonal(
+    p: &Parameters,
+    slots: &[u32],
+    diagonal: &Diagonal,
+    level: usize,
+) -> Result<Vec<u32>, Error> {
     let n = p.degree();
-    let slots = column_slots(n);
     let t = p.plaintext_modulus();
     let mut values = alloc::vec![0u64; n];
     for &(column, w) in &diagonal.values {
@@ -674,7 +687,8 @@ fn encode_diagonals(
     level: usize,
 ) -> Result<Vec<Vec<u32>>, Error> {
     let all: Vec<&Diagonal> = d.giants.iter().flat_map(|g| &g.diagonals).collect();
-    parallel::map(all.len(), |k| encode_diagonal(p, all[k], level))
+    let slots = column_slots(p.degree());
+    parallel::map(all.len(), |k| encode_diagonal(p, &slots, all[k], level))
         .into_iter()
         .collect()
 }
