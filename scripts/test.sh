@@ -39,6 +39,8 @@ if ! debian_rust_ready; then
 fi
 command -v python3 >/dev/null || { sudo_if_needed apt-get install -y -q python3; }
 command -v npm >/dev/null || { sudo_if_needed apt-get install -y -q npm; }
+# The service's tests talk HTTP/2 to it with curl, a client nobody here wrote.
+command -v curl >/dev/null || { sudo_if_needed apt-get install -y -q curl; }
 
 # Debian's rustc ships the aarch64 and Cortex-M standard libraries the rustup toolchain lacks;
 # it builds in its own target directory so the two compilers never share artifacts.
@@ -73,6 +75,15 @@ for features in "" "--features alloc"; do
     debian env RUSTC_BOOTSTRAP=1 cargo build -Zbuild-std=core,alloc --target thumbv7em-none-eabihf \
         -p cryptonets-core --no-default-features $features
 done
+
+# The fuzz build (AddressSanitizer, its own target directory) needs several gigabytes; on a
+# small disk the earlier builds, no longer needed, make room for it.
+free_kib=$(df -Pk . | awk 'NR == 2 { print $4 }')
+if [ "$free_kib" -lt $((30 * 1024 * 1024)) ]; then
+    step "freeing disk for the fuzz build ($((free_kib / 1024 / 1024)) GiB free)"
+    rm -rf target/debian target/debug
+fi
+df -h . | tail -1
 
 step "cargo fuzz: every parser, 30 s a target, from valid seeds"
 bash scripts/fuzz.sh 30

@@ -6,5 +6,6 @@ pub mod files;
 pub mod mnist;
 pub mod phases;
 pub mod pipeline;
+#[cfg(feature = "service")]
 pub mod service;
 pub mod single_image;

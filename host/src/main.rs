@@ -16,6 +16,7 @@ mod general_cli;
 mod general_files;
 mod info;
 mod pipeline_cli;
+#[cfg(feature = "service")]
 mod service_cli;
 mod single_cli;
 mod single_files;
@@ -58,8 +59,10 @@ enum Command {
     /// The whole pipeline in one process on MNIST test images, with a timing, traffic and
     /// memory report.
     Run(pipeline_cli::RunArgs),
+    #[cfg(feature = "service")]
     /// Service: serve the models over HTTP to owners with evaluation keys.
     Serve(service_cli::ServeArgs),
+    #[cfg(feature = "service")]
     /// Data owner: use a running service.
     #[command(subcommand)]
     Client(service_cli::ClientCommand),
@@ -219,7 +222,9 @@ fn main() -> ExitCode {
         Command::Eval(args) => pipeline_cli::eval_command(&args, backend),
         Command::Decrypt(args) => pipeline_cli::decrypt_command(&args, backend),
         Command::Run(args) => pipeline_cli::run_command(&args, backend),
+        #[cfg(feature = "service")]
         Command::Serve(args) => service_cli::serve_command(&args, backend),
+        #[cfg(feature = "service")]
         Command::Client(command) => service_cli::client_command(&command, backend),
     };
     match result {

@@ -125,6 +125,118 @@ pub struct BatchFile<'a> {
     pub items: Vec<Cow<'a, [u8]>>,
 }
 
+/// The fixed part of a batch file, before its ciphertexts: what a service checks as the
+/// first bytes of an upload arrive, and what [`BatchFile::from_bytes_for`] reads first.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BatchHeader {
+    /// What the ciphertexts are.
+    pub kind: BatchKind,
+    /// Pixels per input ciphertext.
+    pub packing: Packing,
+    /// Ring degree.
+    pub n: u32,
+    /// Ciphertext primes of the parameters.
+    pub q_primes: u8,
+    /// Plaintext CRT primes, one per channel.
+    pub plaintext_primes: Vec<u32>,
+    /// Images in the batch.
+    pub images: u32,
+    /// Ring id of the parameters.
+    pub ring_id: u64,
+    /// The owner's random id of the batch.
+    pub batch_id: [u8; 16],
+}
+
+impl BatchHeader {
+    /// The longest header (eight channels): enough bytes for [`BatchHeader::parse`].
+    pub const MAX_LEN: usize = HEADER + 4 * MAX_CHANNELS;
+
+    /// Parses the header at the start of `bytes` (which may hold more); returns it and
+    /// where the ciphertexts start.
+    pub fn parse(bytes: &[u8], expected: BatchKind) -> Result<(Self, usize), Error> {
+        if bytes.len() < HEADER || bytes[..4] != MAGIC {
+            return Err(malformed("not a cryptonets batch file (bad magic)"));
+        }
+        if bytes[4] != VERSION {
+            return Err(malformed(
+                "unsupported batch file version (this build reads version 3; encrypt again)",
+            ));
+        }
+        let kind = match bytes[5] {
+            1 => BatchKind::Images,
+            2 => BatchKind::Logits,
+            _ => return Err(malformed("unknown batch kind")),
+        };
+        if kind != expected {
+            return Err(malformed(match expected {
+                BatchKind::Images => "expected encrypted images, found encrypted logits",
+                BatchKind::Logits => "expected encrypted logits, found encrypted images",
+            }));
+        }
+        if bytes[7] != 0 || bytes[14..16] != [0, 0] {
+            return Err(malformed("reserved bytes are not zero"));
+        }
+        let packing = Packing::new(bytes[6] as usize)
+            .map_err(|_| malformed("packing is not a power of two from 1 to 16"))?;
+        let word = |i: usize| u32::from_le_bytes(bytes[i..i + 4].try_into().expect("4 bytes"));
+        let (n, q_primes, channels, images) = (word(8), bytes[12], bytes[13] as usize, word(16));
+        if channels == 0 || channels > MAX_CHANNELS {
+            return Err(malformed("one to eight CRT channels"));
+        }
+        if images == 0 || images as usize > packing.capacity(n as usize) {
+            return Err(malformed("image count out of range for the packing"));
+        }
+        let ring_id = u64::from_le_bytes(bytes[20..28].try_into().expect("8 bytes"));
+        let batch_id: [u8; 16] = bytes[28..44].try_into().expect("16 bytes");
+        let end = HEADER + 4 * channels;
+        if bytes.len() < end {
+            return Err(malformed("truncated batch header"));
+        }
+        let plaintext_primes = (0..channels).map(|c| word(HEADER + 4 * c)).collect();
+        let header = Self {
+            kind,
+            packing,
+            n,
+            q_primes,
+            plaintext_primes,
+            images,
+            ring_id,
+            batch_id,
+        };
+        Ok((header, end))
+    }
+
+    /// Checks that the batch was made for `params`.
+    pub fn check_parameters(&self, params: &NetworkParameters) -> Result<(), Error> {
+        check_batch_parameters(
+            params,
+            self.n,
+            self.q_primes,
+            &self.plaintext_primes,
+            self.ring_id,
+        )
+    }
+}
+
+fn check_batch_parameters(
+    params: &NetworkParameters,
+    n: u32,
+    q_primes: u8,
+    plaintext_primes: &[u32],
+    ring_id: u64,
+) -> Result<(), Error> {
+    if n as usize != params.degree()
+        || q_primes as usize != params.ciphertext_primes()
+        || plaintext_primes != params.plaintext_primes()
+        || ring_id != key_params(params).ring_id()
+    {
+        return Err(Error::Incompatible {
+            reason: "the batch was made for other parameters than this model's",
+        });
+    }
+    Ok(())
+}
+
 fn malformed(reason: &'static str) -> Error {
     Error::Malformed { reason }
 }
@@ -202,48 +314,8 @@ impl<'a> BatchFile<'a> {
         expected: BatchKind,
         shape: BatchShape,
     ) -> Result<Self, Error> {
-        if bytes.len() < HEADER || bytes[..4] != MAGIC {
-            return Err(malformed("not a cryptonets batch file (bad magic)"));
-        }
-        if bytes[4] != VERSION {
-            return Err(malformed(
-                "unsupported batch file version (this build reads version 3; encrypt again)",
-            ));
-        }
-        let kind = match bytes[5] {
-            1 => BatchKind::Images,
-            2 => BatchKind::Logits,
-            _ => return Err(malformed("unknown batch kind")),
-        };
-        if kind != expected {
-            return Err(malformed(match expected {
-                BatchKind::Images => "expected encrypted images, found encrypted logits",
-                BatchKind::Logits => "expected encrypted logits, found encrypted images",
-            }));
-        }
-        if bytes[7] != 0 || bytes[14..16] != [0, 0] {
-            return Err(malformed("reserved bytes are not zero"));
-        }
-        let packing = Packing::new(bytes[6] as usize)
-            .map_err(|_| malformed("packing is not a power of two from 1 to 16"))?;
-        let word = |i: usize| u32::from_le_bytes(bytes[i..i + 4].try_into().expect("4 bytes"));
-        let (n, q_primes, channels, images) = (word(8), bytes[12], bytes[13] as usize, word(16));
-        if channels == 0 || channels > MAX_CHANNELS {
-            return Err(malformed("one to eight CRT channels"));
-        }
-        if images == 0 || images as usize > packing.capacity(n as usize) {
-            return Err(malformed("image count out of range for the packing"));
-        }
-        let ring_id = u64::from_le_bytes(bytes[20..28].try_into().expect("8 bytes"));
-        let batch_id: [u8; 16] = bytes[28..44].try_into().expect("16 bytes");
-        let mut offset = HEADER;
-        let primes_end = offset + 4 * channels;
-        if bytes.len() < primes_end {
-            return Err(malformed("truncated batch header"));
-        }
-        let plaintext_primes = (0..channels).map(|c| word(offset + 4 * c)).collect();
-        offset = primes_end;
-        let count = channels * shape.per_channel(kind, packing);
+        let (header, mut offset) = BatchHeader::parse(bytes, expected)?;
+        let count = header.plaintext_primes.len() * shape.per_channel(header.kind, header.packing);
         // Each item takes at least its 4-byte length: bounds the allocation by the input.
         if (bytes.len() - offset) / 4 < count {
             return Err(malformed("truncated batch"));
@@ -264,6 +336,16 @@ impl<'a> BatchFile<'a> {
         if offset != bytes.len() {
             return Err(malformed("trailing bytes after the batch"));
         }
+        let BatchHeader {
+            kind,
+            packing,
+            n,
+            q_primes,
+            plaintext_primes,
+            images,
+            ring_id,
+            batch_id,
+        } = header;
         Ok(Self {
             kind,
             packing,
@@ -279,16 +361,13 @@ impl<'a> BatchFile<'a> {
 
     /// Checks that the file was made for `params`.
     pub fn check_parameters(&self, params: &NetworkParameters) -> Result<(), Error> {
-        if self.n as usize != params.degree()
-            || self.q_primes as usize != params.ciphertext_primes()
-            || self.plaintext_primes != params.plaintext_primes()
-            || self.ring_id != key_params(params).ring_id()
-        {
-            return Err(Error::Incompatible {
-                reason: "the batch was made for other parameters than this model's",
-            });
-        }
-        Ok(())
+        check_batch_parameters(
+            params,
+            self.n,
+            self.q_primes,
+            &self.plaintext_primes,
+            self.ring_id,
+        )
     }
 
     /// Serialized ciphertexts of channel c (parsing and construction give every channel

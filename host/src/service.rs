@@ -6,8 +6,11 @@
 //! every accepted job.
 
 pub mod client;
+pub mod models;
+pub mod owner;
 pub mod server;
 pub mod store;
+pub mod worker;
 
 /// 32 lowercase hex digits from the operating system's generator: job and upload ids.
 pub fn random_id() -> String {

@@ -4,15 +4,14 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use axum_server::tls_rustls::RustlsConfig;
 use clap::{Args, Subcommand};
 use cryptonets_core::Backend;
-use cryptonets_core::bfv::SecretKey;
 use cryptonets_core::model::argmax;
-use cryptonets_core::network::single::{PlannedSingle, SingleKeys};
-use cryptonets_host::bundle::{Bundle, RESULTS, UPLOADS};
-use cryptonets_host::pipeline::{os_rng, peak_rss_bytes};
+use cryptonets_host::pipeline::peak_rss_bytes;
 use cryptonets_host::service::client::ServiceClient;
-use cryptonets_host::service::server::{ServeConfig, serve};
+use cryptonets_host::service::owner::{Answer, BatchOwner, SingleOwner};
+use cryptonets_host::service::server::{Listener, Role, ServeConfig, serve};
 use serde::Serialize;
 
 use crate::general_cli::{network_images, read_network};
@@ -42,6 +41,20 @@ pub(crate) struct ServeArgs {
     /// Seconds a request body may stall before the upload is cut off.
     #[arg(long, default_value_t = 30)]
     read_timeout: u64,
+    /// What this process does: all (API and workers), api (accepts jobs into the state for
+    /// worker processes), worker (takes jobs from the state; serves /healthz and /metrics).
+    #[arg(long, value_enum, default_value_t = Role::All)]
+    role: Role,
+    /// Seconds after which a job claimed by a worker that stopped renewing it (it died) is
+    /// queued again.
+    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(2..=86_400))]
+    lease: u64,
+    /// Serve HTTPS with this certificate chain (PEM); needs --tls-key.
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of --tls-cert.
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
 }
 
 /// `cryptonets serve`: until SIGTERM or Ctrl-C, after which it accepts nothing new and
@@ -65,15 +78,34 @@ pub(crate) fn serve_command(args: &ServeArgs, backend: Backend) -> Result<(), St
         max_queue: args.max_queue,
         max_uploads: args.max_uploads,
         read_timeout: Duration::from_secs(args.read_timeout.max(1)),
+        role: args.role,
+        lease: Duration::from_secs(args.lease),
         backend,
     };
     runtime.block_on(async {
-        let listener = tokio::net::TcpListener::bind(args.listen)
-            .await
+        let listener = std::net::TcpListener::bind(args.listen)
+            .and_then(|l| l.set_nonblocking(true).map(|()| l))
             .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
         let address = listener.local_addr().map_err(|e| e.to_string())?;
+        let (listener, scheme) = match (&args.tls_cert, &args.tls_key) {
+            (Some(cert), Some(key)) => {
+                let tls = RustlsConfig::from_pem_file(cert, key).await.map_err(|e| {
+                    format!(
+                        "TLS certificate {} and key {}: {e}",
+                        cert.display(),
+                        key.display()
+                    )
+                })?;
+                (Listener::Tls(listener, tls), "https")
+            }
+            _ => {
+                let listener =
+                    tokio::net::TcpListener::from_std(listener).map_err(|e| e.to_string())?;
+                (Listener::Plain(listener), "http")
+            }
+        };
         // The first line: where clients (and tests, given port 0) connect.
-        println!("listening on http://{address}");
+        println!("listening on {scheme}://{address}");
         use std::io::Write;
         let _ = std::io::stdout().flush();
         let shutdown = async {
@@ -93,20 +125,53 @@ pub(crate) fn serve_command(args: &ServeArgs, backend: Backend) -> Result<(), St
 /// `cryptonets client`.
 #[derive(Debug, Subcommand)]
 pub(crate) enum ClientCommand {
-    /// The owner's whole round trip against a service: keys, images encrypted one at a time,
-    /// each its own job, decrypted and checked against plaintext inference.
+    /// The owner's whole round trip against a service: keys, images encrypted (one job an
+    /// image, or one batch job), results decrypted and checked against plaintext inference.
     Run(ClientRunArgs),
     /// A bounded load test: concurrent owners, each with its own keys, sending single-image
     /// requests; prints requests per hour and the latency percentiles.
     Load(ClientLoadArgs),
 }
 
+/// Where the service is.
+#[derive(Debug, Args)]
+pub(crate) struct ServerArgs {
+    /// The service (such as http://127.0.0.1:8080 or https://host:port).
+    #[arg(long)]
+    server: String,
+    /// Trust only these CA certificates (PEM) for an https service, such as a private
+    /// deployment's; the system's roots otherwise.
+    #[arg(long)]
+    ca_cert: Option<PathBuf>,
+}
+
+impl ServerArgs {
+    fn client(&self) -> Result<ServiceClient, String> {
+        match &self.ca_cert {
+            None => Ok(ServiceClient::new(&self.server)),
+            Some(path) => {
+                let pem = cryptonets_host::files::read_checked(path, 1 << 20, "CA certificates")?;
+                ServiceClient::with_ca(&self.server, &pem)
+                    .map_err(|e| format!("{}: {e}", path.display()))
+            }
+        }
+    }
+}
+
+/// The model's name on the service: its file name without the extension.
+fn model_name(model: &std::path::Path) -> Result<String, String> {
+    model
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .map(str::to_string)
+        .ok_or_else(|| format!("{}: not a model file name", model.display()))
+}
+
 /// `cryptonets client load`.
 #[derive(Debug, Args)]
 pub(crate) struct ClientLoadArgs {
-    /// The service (loopback or a host you run).
-    #[arg(long)]
-    server: String,
+    #[command(flatten)]
+    server: ServerArgs,
     /// The model.
     #[arg(long, default_value = DEFAULT_MODEL)]
     model: PathBuf,
@@ -140,9 +205,8 @@ struct LoadReport {
 /// `cryptonets client run`.
 #[derive(Debug, Args)]
 pub(crate) struct ClientRunArgs {
-    /// The service (such as http://127.0.0.1:8080).
-    #[arg(long)]
-    server: String,
+    #[command(flatten)]
+    server: ServerArgs,
     /// The model (the owner plans it as the service does; its name on the service is the
     /// file name without the extension).
     #[arg(long, default_value = DEFAULT_MODEL)]
@@ -150,10 +214,11 @@ pub(crate) struct ClientRunArgs {
     /// Directory of the MNIST IDX files (default: data/mnist).
     #[arg(long)]
     data: Option<PathBuf>,
-    /// Test images, each its own job.
+    /// Test images.
     #[arg(long, default_value_t = 10)]
     images: usize,
-    /// single (one image a ciphertext); batch jobs are not served yet.
+    /// single: each image its own job, one image a ciphertext; batch: one job, one image a
+    /// slot.
     #[arg(long, value_enum, default_value_t = Mode::Single)]
     mode: Mode,
     /// Print one JSON object.
@@ -167,21 +232,29 @@ struct ClientReport {
     server: String,
     model: String,
     images: usize,
+    jobs: usize,
     accuracy: Option<f64>,
     plaintext_accuracy: Option<f64>,
     agreement: f64,
     exact_logits: f64,
-    /// Submission to result fetched, per image (median and slowest).
+    /// Submission to result fetched, per image: the median of single-image jobs, or the
+    /// batch's over its images.
     round_trip_seconds_per_image: f64,
+    /// The slowest job's round trip.
     round_trip_seconds_max: f64,
-    /// The service's evaluation of an image, as its job record says (median).
+    /// The service's evaluation per image, as the job records say.
     latency_seconds_per_image: f64,
+    /// Round trips less the service's evaluation, summed over the jobs: the time on the
+    /// network and in the queue.
+    network_seconds: f64,
     keygen_seconds: f64,
     encrypt_seconds_per_image: f64,
     decrypt_seconds_per_image: f64,
-    upload_bytes_per_image: usize,
-    download_bytes_per_image: usize,
+    upload_bytes_per_image: f64,
+    download_bytes_per_image: f64,
     eval_key_bytes: usize,
+    /// Keys, uploads and results: every byte of payload on the wire.
+    bytes_on_wire: usize,
     peak_rss_bytes: Option<u64>,
 }
 
@@ -223,100 +296,65 @@ fn is_loopback(url: &str) -> bool {
 }
 
 fn client_load(args: &ClientLoadArgs, backend: Backend) -> Result<(), String> {
-    if !is_loopback(&args.server) {
+    let server = &args.server.server;
+    if !is_loopback(server) {
         return Err(format!(
-            "{}: the load test only runs against a service on this machine (127.0.0.1, ::1, localhost)",
-            args.server
+            "{server}: the load test only runs against a service on this machine (127.0.0.1, ::1, localhost)",
         ));
     }
     let deadline = Instant::now() + Duration::from_secs(args.max_seconds);
-    let network = std::sync::Arc::new(read_network(&args.model)?);
-    let name = args
-        .model
-        .file_stem()
-        .and_then(|s| s.to_str())
-        .ok_or("a model file name")?
-        .to_string();
-    let planned = std::sync::Arc::new(
-        PlannedSingle::new(&network, backend)
-            .map_err(|e| format!("{}: no single-image plan: {e}", args.model.display()))?,
-    );
+    let network = read_network(&args.model)?;
+    let name = model_name(&args.model)?;
+    let client = args.server.client()?;
     let owners = args.owners as usize;
     let total = args.requests as usize;
     let started = Instant::now();
-    let threads: Vec<_> = (0..owners)
-        .map(|k| {
-            let (network, planned, name) = (network.clone(), planned.clone(), name.clone());
-            let server = args.server.clone();
-            // Owner k sends requests k, k + owners, ...
-            let count = (total + owners - 1 - k) / owners;
-            std::thread::spawn(move || -> Result<(Vec<f64>, usize), String> {
-                let (params, plan) = (&planned.params, &planned.plan);
-                let client = ServiceClient::new(&server);
-                let mut rng = os_rng()?;
-                let secret = SecretKey::generate(&params.channels()[0], &mut rng);
-                let keys = SingleKeys::generate(params, plan, &secret, &mut rng)
-                    .map_err(|e| e.to_string())?
-                    .to_bytes(params);
-                let registered = client.register_keys(&name, &keys)?;
-                let (mut times, mut exact) = (Vec::with_capacity(count), 0);
-                for r in 0..count {
-                    if Instant::now() >= deadline {
-                        break;
+    let results: Vec<Result<(Vec<f64>, usize), String>> = std::thread::scope(|scope| {
+        let threads: Vec<_> = (0..owners)
+            .map(|k| {
+                let (network, name, client) = (network.clone(), name.clone(), client.clone());
+                // Owner k sends requests k, k + owners, ...
+                let count = (total + owners - 1 - k) / owners;
+                scope.spawn(move || -> Result<(Vec<f64>, usize), String> {
+                    let owner = SingleOwner::register(client, &name, network.clone(), backend)?;
+                    let (mut times, mut exact) = (Vec::with_capacity(count), 0);
+                    for r in 0..count {
+                        if Instant::now() >= deadline {
+                            break;
+                        }
+                        let image: Vec<u8> = (0..network.input().len())
+                            .map(|i| ((i * 31 + (k * 1000 + r) * 97) % 256) as u8)
+                            .collect();
+                        let t = Instant::now();
+                        let answer = owner.predict(&image, |_| {})?;
+                        times.push(t.elapsed().as_secs_f64());
+                        let want = network.logits_wide(&image).map_err(|e| e.to_string())?;
+                        exact += usize::from(answer.logits[0] == want);
                     }
-                    let image: Vec<u8> = (0..network.input().len())
-                        .map(|i| ((i * 31 + (k * 1000 + r) * 97) % 256) as u8)
-                        .collect();
-                    let t = Instant::now();
-                    let per_channel = cryptonets_host::single_image::encrypt_image(
-                        &planned, &network, &secret, &image, &mut rng,
-                    )
-                    .map_err(|e| e.to_string())?;
-                    let upload = Bundle {
-                        kind: UPLOADS,
-                        id: [k as u8; 16],
-                        objects: vec![per_channel.into_iter().map(|b| vec![b]).collect()],
-                    }
-                    .to_bytes();
-                    let job = client.submit(&registered.key_id, &registered.token, &upload)?;
-                    let result = client.wait(&job.job_id, &registered.token, |_| {})?;
-                    times.push(t.elapsed().as_secs_f64());
-                    let parts = plan.layout.output().len();
-                    let object = params.channels()[0].max_ciphertext_bytes();
-                    let results = Bundle::from_bytes(
-                        &result,
-                        RESULTS,
-                        params.channels().len(),
-                        parts,
-                        object,
-                    )?;
-                    let (logits, _) = cryptonets_host::single_image::decrypt_image(
-                        &planned,
-                        &secret,
-                        &results.objects[0],
-                    )
-                    .map_err(|e| e.to_string())?;
-                    exact += usize::from(
-                        logits == network.logits_wide(&image).map_err(|e| e.to_string())?,
-                    );
-                    client.delete_job(&job.job_id, &registered.token)?;
-                }
-                client.delete_keys(&registered.key_id, &registered.token)?;
-                Ok((times, exact))
+                    owner.unregister()?;
+                    Ok((times, exact))
+                })
             })
-        })
-        .collect();
+            .collect();
+        threads
+            .into_iter()
+            .map(|t| {
+                t.join()
+                    .unwrap_or_else(|_| Err("an owner's thread panicked".into()))
+            })
+            .collect()
+    });
     let mut times = Vec::with_capacity(total);
     let mut exact = 0;
-    for thread in threads {
-        let (t, e) = thread.join().map_err(|_| "an owner's thread panicked")??;
+    for result in results {
+        let (t, e) = result?;
         times.extend(t);
         exact += e;
     }
     let seconds = started.elapsed().as_secs_f64();
     times.sort_by(f64::total_cmp);
     let report = LoadReport {
-        server: args.server.clone(),
+        server: server.clone(),
         owners: args.owners,
         requests: times.len(),
         exact,
@@ -350,126 +388,134 @@ fn client_load(args: &ClientLoadArgs, backend: Backend) -> Result<(), String> {
     Ok(())
 }
 
+/// The answers of one `client run`: the jobs' answers and the owner's key figures.
+struct Answers {
+    answers: Vec<Answer>,
+    keygen_seconds: f64,
+    eval_key_bytes: usize,
+}
+
 /// `cryptonets client run`.
 fn client_run(args: &ClientRunArgs, backend: Backend) -> Result<(), String> {
-    if args.mode != Mode::Single {
-        return Err("the service takes single-image jobs (--mode single) for now".into());
-    }
     if args.images == 0 {
         return Err("--images must be at least 1".into());
     }
     let network = read_network(&args.model)?;
-    let name = args
-        .model
-        .file_stem()
-        .and_then(|s| s.to_str())
-        .ok_or("a model file name")?
-        .to_string();
-    let planned = PlannedSingle::new(&network, backend)
-        .map_err(|e| format!("{}: no single-image plan: {e}", args.model.display()))?;
-    let (params, plan) = (&planned.params, &planned.plan);
+    let name = model_name(&args.model)?;
     let (images, labels) =
         network_images(&network, args.data.clone(), args.images, 100, args.json)?;
-    let client = ServiceClient::new(&args.server);
-    let mut rng = os_rng()?;
-    let t = Instant::now();
-    let secret = SecretKey::generate(&params.channels()[0], &mut rng);
-    let keys = SingleKeys::generate(params, plan, &secret, &mut rng).map_err(|e| e.to_string())?;
-    let key_bytes = keys.to_bytes(params);
-    let keygen_seconds = t.elapsed().as_secs_f64();
-    let registered = client.register_keys(&name, &key_bytes)?;
-    let bar = crate::pipeline_cli::bar(images.len() as u64, "images", args.json);
-    let (mut trips, mut latency, mut encrypt, mut decrypt) =
-        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    let (mut upload, mut download) = (0, 0);
+    let client = args.server.client()?;
+    let count = images.len();
+    let run = match args.mode {
+        Mode::Single => {
+            let owner = SingleOwner::register(client, &name, network.clone(), backend)?;
+            let bar = crate::pipeline_cli::bar(count as u64, "images", args.json);
+            let answers = images
+                .iter()
+                .map(|image| {
+                    let answer = owner.predict(image, |_| {});
+                    bar.inc(1);
+                    answer
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            bar.finish_and_clear();
+            let run = Answers {
+                answers,
+                keygen_seconds: owner.keygen_seconds(),
+                eval_key_bytes: owner.eval_key_bytes(),
+            };
+            owner.unregister()?;
+            run
+        }
+        Mode::Batch => {
+            let owner = BatchOwner::register(client, &name, network.clone(), backend, count)?;
+            let bar = crate::pipeline_cli::bar(100, "batch job (percent)", args.json);
+            let refs: Vec<&[u8]> = images.iter().map(Vec::as_slice).collect();
+            let answer =
+                owner.predict(&refs, |job| bar.set_position((job.progress * 100.0) as u64))?;
+            bar.finish_and_clear();
+            let run = Answers {
+                answers: vec![answer],
+                keygen_seconds: owner.keygen_seconds(),
+                eval_key_bytes: owner.eval_key_bytes(),
+            };
+            owner.unregister()?;
+            run
+        }
+    };
+    let logits: Vec<&Vec<num_bigint::BigInt>> =
+        run.answers.iter().flat_map(|a| &a.logits).collect();
+    if logits.len() != count {
+        return Err(format!("{} answers for {count} images", logits.len()));
+    }
     let (mut correct, mut plain_correct, mut agree, mut exact) = (0, 0, 0, 0);
-    for (i, image) in images.iter().enumerate() {
-        let t = Instant::now();
-        let per_channel = cryptonets_host::single_image::encrypt_image(
-            &planned, &network, &secret, image, &mut rng,
-        )
-        .map_err(|e| e.to_string())?;
-        let mut id = [0u8; 16];
-        rand_core::Rng::fill_bytes(&mut rng, &mut id);
-        let bundle = Bundle {
-            kind: UPLOADS,
-            id,
-            objects: vec![per_channel.into_iter().map(|b| vec![b]).collect()],
-        }
-        .to_bytes();
-        encrypt.push(t.elapsed().as_secs_f64());
-        upload = bundle.len();
-        let t = Instant::now();
-        let job = client.submit(&registered.key_id, &registered.token, &bundle)?;
-        let mut record = job.clone();
-        let result = client.wait(&job.job_id, &registered.token, |j| record = j.clone())?;
-        trips.push(t.elapsed().as_secs_f64());
-        latency.push(record.eval_seconds);
-        download = result.len();
-        let t = Instant::now();
-        let channels = params.channels().len();
-        let parts = plan.layout.output().len();
-        let object = params.channels()[0].max_ciphertext_bytes();
-        let results = Bundle::from_bytes(&result, RESULTS, channels, parts, object)?;
-        if results.id != id {
-            return Err(format!(
-                "job {}: the result answers another upload",
-                job.job_id
-            ));
-        }
-        let (logits, _) =
-            cryptonets_host::single_image::decrypt_image(&planned, &secret, &results.objects[0])
-                .map_err(|e| e.to_string())?;
-        decrypt.push(t.elapsed().as_secs_f64());
-        client.delete_job(&job.job_id, &registered.token)?;
+    for (i, (image, got)) in images.iter().zip(&logits).enumerate() {
         let want = network.logits_wide(image).map_err(|e| e.to_string())?;
-        exact += usize::from(logits == want);
-        let (got, plain) = (argmax(&logits), argmax(&want));
+        exact += usize::from(**got == want);
+        let (got, plain) = (argmax(got), argmax(&want));
         agree += usize::from(got == plain);
         if let Some(labels) = &labels {
             correct += usize::from(got == labels[i] as usize);
             plain_correct += usize::from(plain == labels[i] as usize);
         }
-        bar.inc(1);
     }
-    bar.finish_and_clear();
-    client.delete_keys(&registered.key_id, &registered.token)?;
-    let count = images.len();
+    let per_image = |f: &dyn Fn(&Answer) -> f64| -> f64 {
+        let mut values: Vec<f64> = run
+            .answers
+            .iter()
+            .map(|a| f(a) / a.logits.len() as f64)
+            .collect();
+        median(&mut values)
+    };
+    let total = |f: &dyn Fn(&Answer) -> f64| -> f64 { run.answers.iter().map(f).sum() };
     let fraction = |k: usize| k as f64 / count as f64;
-    let trip_max = trips.iter().copied().fold(0.0, f64::max);
+    let upload: usize = run.answers.iter().map(|a| a.upload_bytes).sum();
+    let download: usize = run.answers.iter().map(|a| a.download_bytes).sum();
     let report = ClientReport {
-        mode: "single",
-        server: args.server.clone(),
+        mode: match args.mode {
+            Mode::Single => "single",
+            Mode::Batch => "batch",
+        },
+        server: args.server.server.clone(),
         model: name,
         images: count,
+        jobs: run.answers.len(),
         accuracy: labels.as_ref().map(|_| fraction(correct)),
         plaintext_accuracy: labels.as_ref().map(|_| fraction(plain_correct)),
         agreement: fraction(agree),
         exact_logits: fraction(exact),
-        round_trip_seconds_per_image: median(&mut trips),
-        round_trip_seconds_max: trip_max,
-        latency_seconds_per_image: median(&mut latency),
-        keygen_seconds,
-        encrypt_seconds_per_image: median(&mut encrypt),
-        decrypt_seconds_per_image: median(&mut decrypt),
-        upload_bytes_per_image: upload,
-        download_bytes_per_image: download,
-        eval_key_bytes: key_bytes.len(),
+        round_trip_seconds_per_image: per_image(&|a| a.round_trip_seconds),
+        round_trip_seconds_max: run
+            .answers
+            .iter()
+            .map(|a| a.round_trip_seconds)
+            .fold(0.0, f64::max),
+        latency_seconds_per_image: per_image(&|a| a.job.eval_seconds),
+        network_seconds: total(&|a| (a.round_trip_seconds - a.job.eval_seconds).max(0.0)),
+        keygen_seconds: run.keygen_seconds,
+        encrypt_seconds_per_image: per_image(&|a| a.encrypt_seconds),
+        decrypt_seconds_per_image: per_image(&|a| a.decrypt_seconds),
+        upload_bytes_per_image: upload as f64 / count as f64,
+        download_bytes_per_image: download as f64 / count as f64,
+        eval_key_bytes: run.eval_key_bytes,
+        bytes_on_wire: run.eval_key_bytes + upload + download,
         peak_rss_bytes: peak_rss_bytes(),
     };
     if args.json {
         crate::print_json(&report)?;
     } else {
         println!(
-            "{count} images through {}: accuracy {}, agreement {:.4}, exact logits {:.4}; round trip {:.3} s an image (service {:.3} s), upload {} and download {} bytes an image",
-            args.server,
+            "{count} images ({} mode, {} jobs) through {}: accuracy {}, agreement {:.4}, exact logits {:.4}; round trip {:.3} s an image (service {:.3} s), {:.0} bytes up and {:.0} down an image",
+            report.mode,
+            report.jobs,
+            report.server,
             report.accuracy.map_or("n/a".into(), |a| format!("{a:.4}")),
             report.agreement,
             report.exact_logits,
             report.round_trip_seconds_per_image,
             report.latency_seconds_per_image,
-            upload,
-            download
+            report.upload_bytes_per_image,
+            report.download_bytes_per_image
         );
     }
     if exact != count {

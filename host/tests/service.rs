@@ -2,6 +2,7 @@
 //! the owner's round trip (`cryptonets client run`), tokens that isolate owners, bad
 //! requests answered with a 4xx and a JSON reason, a service killed mid-job that finishes it
 //! after a restart, and the OpenAPI document in step with the routes.
+#![cfg(feature = "service")]
 
 #[path = "support/cli.rs"]
 mod support;
@@ -20,7 +21,7 @@ use cryptonets_core::network::single::{
 };
 use cryptonets_host::bundle::{Bundle, RESULTS, UPLOADS};
 use cryptonets_host::service::client::ServiceClient;
-use cryptonets_host::service::server::ROUTES;
+use cryptonets_host::service::server::{JobMode, ROUTES};
 use cryptonets_host::service::store::JobStatus;
 use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
@@ -54,6 +55,14 @@ impl Server {
             .unwrap_or_else(|| panic!("first line: {line:?}"))
             .to_string();
         Self { child, url }
+    }
+}
+
+impl Server {
+    /// Kills the process at once (SIGKILL): nothing is flushed, nothing finishes.
+    fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
@@ -233,9 +242,11 @@ fn tokens_isolate_owners_and_bad_requests_get_a_4xx_with_a_reason() {
         "no model",
     );
     let a = client
-        .register_keys("cryptonets-mnist", &alice.keys)
+        .register_keys("cryptonets-mnist", JobMode::Single, &alice.keys)
         .unwrap();
-    let b = client.register_keys("cryptonets-mnist", &bob.keys).unwrap();
+    let b = client
+        .register_keys("cryptonets-mnist", JobMode::Single, &bob.keys)
+        .unwrap();
     expect(
         client.raw("POST", keys_path, None, &alice.keys).unwrap(),
         409,
@@ -267,14 +278,21 @@ fn tokens_isolate_owners_and_bad_requests_get_a_4xx_with_a_reason() {
         400,
         "bundle",
     );
-    // More images than a job holds, said by the header: 413 once the body is read.
+    // More images than a job holds, said by the header: 413, as soon as the header is in
+    // (the whole body: the connection is closed before the client is done sending it).
     let mut many = upload.clone();
     many[24..28].copy_from_slice(&300u32.to_le_bytes());
     expect(
-        client.raw("POST", &jobs, Some(&a.token), &many).unwrap(),
+        client
+            .raw("POST", &jobs, Some(&a.token), &many[..40])
+            .unwrap(),
         413,
         "at most",
     );
+    assert!(matches!(
+        client.raw("POST", &jobs, Some(&a.token), &many),
+        Err(_) | Ok((413, _))
+    ));
     // More bytes than a job can hold: 413, or the connection closed before the client is
     // done sending them.
     let huge = vec![0u8; 200 << 20];
@@ -345,9 +363,10 @@ fn tokens_isolate_owners_and_bad_requests_get_a_4xx_with_a_reason() {
     let metrics = String::from_utf8(metrics).unwrap();
     assert!(metrics.contains("cryptonets_images_total 3"), "{metrics}");
     assert!(
-        metrics.contains("cryptonets_jobs{status=\"done\"} 1"),
+        metrics.contains("cryptonets_jobs_total{status=\"done\"} 2"),
         "{metrics}"
     );
+    assert!(metrics.contains("cryptonets_queue_depth 0"), "{metrics}");
     drop(server);
     std::fs::remove_dir_all(&tmp).unwrap();
 }
@@ -364,7 +383,7 @@ fn eight_owners_at_once_each_get_their_own_exact_answer() {
                 let mut owner = Owner::new(10 + k);
                 let client = ServiceClient::new(&url);
                 let keys = client
-                    .register_keys("cryptonets-mnist", &owner.keys)
+                    .register_keys("cryptonets-mnist", JobMode::Single, &owner.keys)
                     .unwrap();
                 let images = vec![Owner::image(k as usize)];
                 let upload = owner.upload(&images);
@@ -424,7 +443,7 @@ fn a_service_killed_mid_job_finishes_it_after_a_restart() {
     let server = Server::start(&state, &models, &["--workers", "1"]);
     let client = ServiceClient::new(&server.url);
     let keys = client
-        .register_keys("cryptonets-mnist", &owner.keys)
+        .register_keys("cryptonets-mnist", JobMode::Single, &owner.keys)
         .unwrap();
     let job = client.submit(&keys.key_id, &keys.token, &upload).unwrap();
     // Killed (SIGKILL) as soon as the job runs.
@@ -443,6 +462,50 @@ fn a_service_killed_mid_job_finishes_it_after_a_restart() {
     owner.check(&result, &images);
     let record = client.job(&job.job_id, &keys.token).unwrap();
     assert_eq!((record.status, record.done_images), (JobStatus::Done, 6));
+    drop(server);
+    std::fs::remove_dir_all(&tmp).unwrap();
+}
+
+#[test]
+fn sigterm_finishes_the_running_job_then_exits() {
+    let tmp = tempdir("service-term");
+    let (state, models) = (tmp.join("state"), models_dir(&tmp));
+    let mut owner = Owner::new(5);
+    let images: Vec<Vec<u8>> = (0..4).map(Owner::image).collect();
+    let upload = owner.upload(&images);
+    let mut server = Server::start(&state, &models, &[]);
+    let client = ServiceClient::new(&server.url);
+    let keys = client
+        .register_keys("cryptonets-mnist", JobMode::Single, &owner.keys)
+        .unwrap();
+    let job = client.submit(&keys.key_id, &keys.token, &upload).unwrap();
+    wait_until_running(&client, &job.job_id, &keys.token);
+    let pid = server.child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = server.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "still running"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "{status:?}");
+    // The job finished before the exit: done at the next start, before any worker ran.
+    let server = Server::start(&state, &models, &[]);
+    let client = ServiceClient::new(&server.url);
+    let record = client.job(&job.job_id, &keys.token).unwrap();
+    assert_eq!((record.status, record.done_images), (JobStatus::Done, 4));
+    owner.check(&client.result(&job.job_id, &keys.token).unwrap(), &images);
     drop(server);
     std::fs::remove_dir_all(&tmp).unwrap();
 }
@@ -471,4 +534,367 @@ fn the_openapi_document_describes_exactly_the_routes() {
     documented.sort();
     routes.sort();
     assert_eq!(documented, routes);
+}
+
+/// Waits until `job` leaves the queue (a worker claimed it).
+fn wait_until_running(client: &ServiceClient, job: &str, token: &str) {
+    let started = Instant::now();
+    while client.job(job, token).unwrap().status == JobStatus::Queued {
+        assert!(started.elapsed() < Duration::from_secs(120), "never ran");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn a_batch_owner_and_eight_single_image_owners_at_once_on_api_and_worker_processes() {
+    let Some(dir) = data() else { return };
+    let tmp = tempdir("service-roles");
+    let (state, models) = (tmp.join("state"), models_dir(&tmp));
+    // The front accepts jobs into the state directory; two worker processes take them.
+    let api = Server::start(&state, &models, &["--role", "api"]);
+    let workers: Vec<Server> = (0..2)
+        .map(|_| Server::start(&state, &models, &["--role", "worker", "--workers", "1"]))
+        .collect();
+    let batch = {
+        let (url, dir) = (api.url.clone(), dir.clone());
+        std::thread::spawn(move || {
+            cryptonets(&[
+                "client",
+                "run",
+                "--server",
+                &url,
+                "--mode",
+                "batch",
+                "--images",
+                "24",
+                "--data",
+                dir.to_str().unwrap(),
+                "--json",
+            ])
+        })
+    };
+    let owners: Vec<_> = (0..8u64)
+        .map(|k| {
+            let url = api.url.clone();
+            std::thread::spawn(move || {
+                let mut owner = Owner::new(100 + k);
+                let client = ServiceClient::new(&url);
+                let keys = client
+                    .register_keys("cryptonets-mnist", JobMode::Single, &owner.keys)
+                    .unwrap();
+                let images = vec![Owner::image(k as usize)];
+                let upload = owner.upload(&images);
+                let job = client.submit(&keys.key_id, &keys.token, &upload).unwrap();
+                let result = client.wait(&job.job_id, &keys.token, |_| {}).unwrap();
+                owner.check(&result, &images);
+            })
+        })
+        .collect();
+    for owner in owners {
+        owner.join().expect("a single-image owner's round trip");
+    }
+    let out = batch.join().unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["mode"], "batch");
+    assert_eq!(report["jobs"], 1);
+    assert_eq!(report["images"], 24);
+    assert_eq!(report["exact_logits"], 1.0);
+    assert_eq!(report["accuracy"], report["plaintext_accuracy"]);
+    // The workers did the evaluations (the front evaluates nothing).
+    let images_by = |url: &str| -> u64 {
+        let (_, metrics) = ServiceClient::new(url)
+            .raw("GET", "/metrics", None, &[])
+            .unwrap();
+        let metrics = String::from_utf8(metrics).unwrap();
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("cryptonets_images_total "))
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    assert_eq!(images_by(&api.url), 0);
+    assert_eq!(
+        workers.iter().map(|w| images_by(&w.url)).sum::<u64>(),
+        24 + 8
+    );
+    // A worker has no API.
+    let (status, _) = ServiceClient::new(&workers[0].url)
+        .raw("GET", "/v1/models", None, &[])
+        .unwrap();
+    assert_eq!(status, 404);
+    drop((api, workers));
+    std::fs::remove_dir_all(&tmp).unwrap();
+}
+
+#[test]
+fn a_worker_killed_mid_job_loses_nothing_another_finishes_it() {
+    let tmp = tempdir("service-lease");
+    let (state, models) = (tmp.join("state"), models_dir(&tmp));
+    let mut owner = Owner::new(4);
+    let images: Vec<Vec<u8>> = (0..6).map(Owner::image).collect();
+    let upload = owner.upload(&images);
+    let api = Server::start(&state, &models, &["--role", "api"]);
+    let worker = Server::start(&state, &models, &["--role", "worker", "--lease", "2"]);
+    let client = ServiceClient::new(&api.url);
+    let keys = client
+        .register_keys("cryptonets-mnist", JobMode::Single, &owner.keys)
+        .unwrap();
+    let job = client.submit(&keys.key_id, &keys.token, &upload).unwrap();
+    wait_until_running(&client, &job.job_id, &keys.token);
+    worker.kill();
+    // The dead worker's lease runs out; a new worker queues the job again and runs it.
+    let _worker = Server::start(&state, &models, &["--role", "worker", "--lease", "2"]);
+    let result = client.wait(&job.job_id, &keys.token, |_| {}).unwrap();
+    owner.check(&result, &images);
+    let record = client.job(&job.job_id, &keys.token).unwrap();
+    assert_eq!((record.status, record.done_images), (JobStatus::Done, 6));
+    drop(api);
+    std::fs::remove_dir_all(&tmp).unwrap();
+}
+
+/// Runs curl (a client nobody here wrote) and returns its output; curl must be installed
+/// (scripts/test.sh installs it).
+fn curl(args: &[&str]) -> String {
+    let out = Command::new("curl")
+        .args(["--silent", "--show-error", "--max-time", "60"])
+        .args(args)
+        .output()
+        .expect("curl is installed (scripts/test.sh installs it)");
+    assert!(out.status.success(), "curl {args:?}: {}", text(&out));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn https_with_rustls_and_http2_serve_a_real_client() {
+    let Some(dir) = data() else { return };
+    let tmp = tempdir("service-tls");
+    let cert =
+        rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()]).unwrap();
+    let (cert_pem, key_pem) = (tmp.join("cert.pem"), tmp.join("key.pem"));
+    std::fs::write(&cert_pem, cert.cert.pem()).unwrap();
+    std::fs::write(&key_pem, cert.signing_key.serialize_pem()).unwrap();
+    let server = Server::start(
+        &tmp.join("state"),
+        &models_dir(&tmp),
+        &[
+            "--tls-cert",
+            cert_pem.to_str().unwrap(),
+            "--tls-key",
+            key_pem.to_str().unwrap(),
+        ],
+    );
+    assert!(
+        server.url.starts_with("https://127.0.0.1:"),
+        "{}",
+        server.url
+    );
+    let ca = cert_pem.to_str().unwrap();
+    let out = cryptonets(&[
+        "client",
+        "run",
+        "--server",
+        &server.url,
+        "--ca-cert",
+        ca,
+        "--images",
+        "2",
+        "--data",
+        dir.to_str().unwrap(),
+        "--json",
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["exact_logits"], 1.0);
+    // Without the CA the client refuses the certificate.
+    let out = cryptonets(&["client", "run", "--server", &server.url, "--images", "1"]);
+    assert!(!out.status.success());
+    // HTTP/2 by ALPN over TLS, and HTTP/1.1.
+    let models = format!("{}/v1/models", server.url);
+    let head = curl(&[
+        "--http2",
+        "--cacert",
+        ca,
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_version} %{http_code}",
+        &models,
+    ]);
+    assert_eq!(head, "2 200");
+    let head = curl(&[
+        "--http1.1",
+        "--cacert",
+        ca,
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_version} %{http_code}",
+        &models,
+    ]);
+    assert_eq!(head, "1.1 200");
+    drop(server);
+    // Cleartext HTTP/2 with prior knowledge.
+    let server = Server::start(&tmp.join("state"), &models_dir(&tmp), &[]);
+    let head = curl(&[
+        "--http2-prior-knowledge",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_version} %{http_code}",
+        &format!("{}/healthz", server.url),
+    ]);
+    assert_eq!(head, "2 200");
+    drop(server);
+    std::fs::remove_dir_all(&tmp).unwrap();
+}
+
+/// Byte-level mutations as a fuzzer makes them: bits flipped, bytes set to edge values,
+/// ranges cut, duplicated or inserted, the whole truncated.
+fn mutate(bytes: &[u8], rng: &mut ChaCha20Rng) -> Vec<u8> {
+    use rand_core::Rng;
+    let mut out = bytes.to_vec();
+    let pick = |rng: &mut ChaCha20Rng, n: usize| (rng.next_u64() % n.max(1) as u64) as usize;
+    for _ in 0..1 + pick(rng, 4) {
+        let len = out.len();
+        match pick(rng, 6) {
+            0 if len > 0 => {
+                let i = pick(rng, len);
+                out[i] ^= 1 << pick(rng, 8);
+            }
+            1 if len > 0 => {
+                // Mostly in the headers, where the parsers decide.
+                let i = pick(rng, len.min(64));
+                out[i] = [0, 1, 0x7f, 0x80, 0xff][pick(rng, 5)];
+            }
+            2 => out.truncate(pick(rng, len + 1)),
+            3 if len > 0 => {
+                let (a, b) = (pick(rng, len), pick(rng, len));
+                let (a, b) = (a.min(b), a.max(b));
+                out.drain(a..b);
+            }
+            4 if len > 0 => {
+                let (a, k) = (pick(rng, len), 1 + pick(rng, 64));
+                let chunk: Vec<u8> = out[a..(a + k).min(len)].to_vec();
+                let at = pick(rng, len);
+                out.splice(at..at, chunk);
+            }
+            _ => {
+                let at = pick(rng, len + 1);
+                let junk: Vec<u8> = (0..1 + pick(rng, 16))
+                    .map(|_| rng.next_u64() as u8)
+                    .collect();
+                out.splice(at..at, junk);
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn mutated_keys_uploads_and_http_requests_get_4xx_and_the_service_stays_up() {
+    let tmp = tempdir("service-mutations");
+    let server = Server::start(
+        &tmp.join("state"),
+        &models_dir(&tmp),
+        &["--workers", "2", "--max-queue", "1000"],
+    );
+    let client = ServiceClient::new(&server.url);
+    let mut owner = Owner::new(7);
+    let keys = client
+        .register_keys("cryptonets-mnist", JobMode::Single, &owner.keys)
+        .unwrap();
+    let images = vec![Owner::image(5)];
+    let upload = owner.upload(&images);
+    let mut rng = ChaCha20Rng::seed_from_u64(2026);
+    let allowed = |status: u16| (400..500).contains(&status) || status == 201 || status == 202;
+    // Keys: every mutation is refused with a reason, or (a mutation the parsers cannot tell
+    // from keys) registered.
+    for _ in 0..60 {
+        let bad = mutate(&owner.keys, &mut rng);
+        let (status, body) = client
+            .raw("POST", "/v1/keys?model=cryptonets-mnist", None, &bad)
+            .unwrap();
+        assert!(
+            allowed(status),
+            "{status}: {}",
+            String::from_utf8_lossy(&body)
+        );
+    }
+    // Uploads: refused with a reason, or accepted and then done or failed with one.
+    let jobs = format!("/v1/jobs?key_id={}", keys.key_id);
+    let mut accepted = Vec::new();
+    for _ in 0..200 {
+        let bad = mutate(&upload, &mut rng);
+        let (status, body) = client.raw("POST", &jobs, Some(&keys.token), &bad).unwrap();
+        assert!(
+            allowed(status),
+            "{status}: {}",
+            String::from_utf8_lossy(&body)
+        );
+        if status >= 400 {
+            let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
+            assert!(json["error"].as_str().is_some_and(|e| !e.is_empty()));
+        } else {
+            let job: serde_json::Value = serde_json::from_slice(&body).unwrap();
+            accepted.push(job["job_id"].as_str().unwrap().to_string());
+        }
+    }
+    for job in &accepted {
+        let started = Instant::now();
+        loop {
+            let record = client.job(job, &keys.token).unwrap();
+            match record.status {
+                JobStatus::Done => break,
+                JobStatus::Failed => {
+                    assert!(record.error.is_some_and(|e| !e.is_empty()));
+                    break;
+                }
+                _ => {
+                    assert!(started.elapsed() < Duration::from_secs(300));
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            }
+        }
+    }
+    // Raw HTTP: malformed request lines, headers and lengths, on fresh connections.
+    let address = server.url.strip_prefix("http://").unwrap().to_string();
+    let raw_requests: Vec<Vec<u8>> = vec![
+        b"GARBAGE\r\n\r\n".to_vec(),
+        b"GET / HTTP/9.9\r\n\r\n".to_vec(),
+        b"POST /v1/keys?model=cryptonets-mnist HTTP/1.1\r\nHost: x\r\nContent-Length: -5\r\n\r\n".to_vec(),
+        b"POST /v1/keys?model=cryptonets-mnist HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999999999999999\r\n\r\n".to_vec(),
+        b"POST /v1/keys?model=cryptonets-mnist HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n".to_vec(),
+        [b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: ".to_vec(), vec![b'a'; 1 << 20], b"\r\n\r\n".to_vec()].concat(),
+        b"GET /v1/jobs/%00%ff HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(),
+        b"POST /v1/jobs?key_id=%zz HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n".to_vec(),
+    ];
+    for (k, request) in raw_requests.iter().enumerate() {
+        let mut stream = std::net::TcpStream::connect(&address).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        use std::io::{Read, Write};
+        let _ = stream.write_all(request);
+        let _ = stream.shutdown(std::net::Shutdown::Write);
+        let mut answer = Vec::new();
+        let _ = stream.read_to_end(&mut answer);
+        let answer = String::from_utf8_lossy(&answer);
+        // An HTTP error status, or the connection closed without one; never a 5xx.
+        assert!(
+            answer.is_empty()
+                || answer.starts_with("HTTP/1.1 4")
+                || answer.starts_with("HTTP/1.0 4"),
+            "request {k}: {answer}"
+        );
+    }
+    // Still up, and still exact.
+    let (status, _) = client.raw("GET", "/healthz", None, &[]).unwrap();
+    assert_eq!(status, 200);
+    let job = client.submit(&keys.key_id, &keys.token, &upload).unwrap();
+    let result = client.wait(&job.job_id, &keys.token, |_| {}).unwrap();
+    owner.check(&result, &images);
+    drop(server);
+    std::fs::remove_dir_all(&tmp).unwrap();
 }

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use super::server::Registered;
+use super::server::{JobMode, Registered};
 use super::store::{JobMeta, JobStatus};
 
 /// The largest answer read: a result bundle of a full job, with margin.
@@ -38,9 +38,40 @@ impl Answer {
 }
 
 impl ServiceClient {
-    /// A client of the service at `base` (such as `http://127.0.0.1:8080`).
+    /// A client of the service at `base` (such as `http://127.0.0.1:8080`, or `https://...`
+    /// verified against the system's roots).
     pub fn new(base: &str) -> Self {
-        let agent = ureq::Agent::config_builder()
+        Self::with_agent(base, ureq::Agent::config_builder())
+    }
+
+    /// A client of an HTTPS service whose certificate chains to the CA certificates of
+    /// `ca_pem` (PEM) alone, such as a private deployment's.
+    pub fn with_ca(base: &str, ca_pem: &[u8]) -> Result<Self, String> {
+        let certs = ureq::tls::parse_pem(ca_pem)
+            .filter_map(|item| match item {
+                Ok(ureq::tls::PemItem::Certificate(c)) => Some(Ok(c)),
+                Ok(_) => None,
+                Err(e) => Some(Err(e)),
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| format!("CA certificates: {e}"))?;
+        if certs.is_empty() {
+            return Err("CA certificates: no PEM certificate found".into());
+        }
+        let tls = ureq::tls::TlsConfig::builder()
+            .root_certs(ureq::tls::RootCerts::Specific(std::sync::Arc::new(certs)))
+            .build();
+        Ok(Self::with_agent(
+            base,
+            ureq::Agent::config_builder().tls_config(tls),
+        ))
+    }
+
+    fn with_agent(
+        base: &str,
+        config: ureq::config::ConfigBuilder<ureq::typestate::AgentScope>,
+    ) -> Self {
+        let agent = config
             .http_status_as_error(false)
             .timeout_global(Some(Duration::from_secs(600)))
             .build()
@@ -82,14 +113,20 @@ impl ServiceClient {
         serde_json::from_slice(&body).map_err(|e| format!("{what}: {e}"))
     }
 
-    /// `POST /v1/keys?model=MODEL`: registers evaluation keys; the token is the only way to
-    /// use or delete them.
-    pub fn register_keys(&self, model: &str, keys: &[u8]) -> Result<Registered, String> {
+    /// `POST /v1/keys?model=MODEL&mode=MODE`: registers evaluation keys for jobs of `mode`;
+    /// the token is the only way to use or delete them.
+    pub fn register_keys(
+        &self,
+        model: &str,
+        mode: JobMode,
+        keys: &[u8],
+    ) -> Result<Registered, String> {
         let what = "register the evaluation keys";
         let request = self
             .agent
             .post(format!("{}/v1/keys", self.base))
             .query("model", model)
+            .query("mode", mode.name())
             .header("content-type", "application/octet-stream");
         let body = self.answer(what, request.send(keys))?.expect(201, what)?;
         serde_json::from_slice(&body).map_err(|e| format!("{what}: {e}"))
@@ -106,7 +143,8 @@ impl ServiceClient {
         Ok(())
     }
 
-    /// `POST /v1/jobs?key_id=ID`: submits a bundle of encrypted images.
+    /// `POST /v1/jobs?key_id=ID`: submits encrypted images (a bundle of single-image
+    /// uploads, or a batch file, as the keys' mode says).
     pub fn submit(&self, key_id: &str, token: &str, upload: &[u8]) -> Result<JobMeta, String> {
         let what = "submit the job";
         let request = self
@@ -121,26 +159,38 @@ impl ServiceClient {
 
     /// `GET /v1/jobs/{job_id}`.
     pub fn job(&self, job_id: &str, token: &str) -> Result<JobMeta, String> {
+        self.job_waiting(job_id, token, None)
+    }
+
+    /// `GET /v1/jobs/{job_id}?wait=SECONDS`: the record once it changes (or after `wait`).
+    fn job_waiting(
+        &self,
+        job_id: &str,
+        token: &str,
+        wait: Option<Duration>,
+    ) -> Result<JobMeta, String> {
         let what = "poll the job";
-        let request = self
+        let mut request = self
             .agent
             .get(format!("{}/v1/jobs/{job_id}", self.base))
             .header("authorization", Self::bearer(token));
+        if let Some(wait) = wait {
+            request = request.query("wait", format!("{}", wait.as_secs_f64()));
+        }
         let body = self.answer(what, request.call())?.expect(200, what)?;
         serde_json::from_slice(&body).map_err(|e| format!("{what}: {e}"))
     }
 
-    /// Polls until the job is done (its result) or failed (its reason), calling `progress`
-    /// with each record seen.
+    /// Waits (long polls) until the job is done (its result) or failed (its reason),
+    /// calling `progress` with each record seen.
     pub fn wait(
         &self,
         job_id: &str,
         token: &str,
         mut progress: impl FnMut(&JobMeta),
     ) -> Result<Vec<u8>, String> {
-        let mut delay = Duration::from_millis(20);
         loop {
-            let job = self.job(job_id, token)?;
+            let job = self.job_waiting(job_id, token, Some(Duration::from_secs(20)))?;
             progress(&job);
             match job.status {
                 JobStatus::Done => return self.result(job_id, token),
@@ -150,10 +200,7 @@ impl ServiceClient {
                         job.error.unwrap_or_default()
                     ));
                 }
-                _ => {
-                    std::thread::sleep(delay);
-                    delay = (delay * 2).min(Duration::from_millis(500));
-                }
+                _ => {}
             }
         }
     }

@@ -1,17 +1,18 @@
-//! `cryptonets serve`: the HTTP API (axum on tokio), the job queue and its workers.
+//! `cryptonets serve`: the HTTP API (axum on tokio, HTTP/1.1 and HTTP/2, TLS with rustls
+//! when given a certificate) in front of the [`Store`] the workers take jobs from.
 //!
 //! Routes (described in `host/openapi.json`, which a test keeps in sync with [`ROUTES`]):
-//! `GET /healthz`, `GET /metrics`, `GET /v1/models`, `POST /v1/keys?model=NAME`,
+//! `GET /healthz`, `GET /metrics`, `GET /v1/models`, `POST /v1/keys?model=NAME&mode=MODE`,
 //! `DELETE /v1/keys/{key_id}`, `POST /v1/jobs?key_id=ID`, `GET /v1/jobs/{job_id}`,
 //! `GET /v1/jobs/{job_id}/result`, `DELETE /v1/jobs/{job_id}`. Errors are JSON
 //! `{"error": "..."}` with a 4xx status for anything the client sent.
 
 use std::collections::BTreeMap;
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, Path as UrlPath, Query, State};
@@ -20,18 +21,19 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use cryptonets_core::Backend;
-use cryptonets_core::model::polynomial::PolynomialNetwork;
-use cryptonets_core::network::single::{
-    EncodedDiagonals, PlannedSingle, SingleEvaluator, SingleKeys,
-};
+use cryptonets_core::network::EvaluationKeys;
+use cryptonets_core::network::single::SingleKeys;
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq;
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::Notify;
 
-use super::store::{JobMeta, JobStatus, KeyMeta, Store, now_unix, valid_id};
+use super::models::{ServedModel, load_models};
+use super::store::{FsStore, JobMeta, JobStatus, KeyMeta, Store, now_unix, valid_id};
+use super::worker::{MAX_JOB_IMAGES, max_single_upload, run_workers};
 use super::{random_id, sha256_hex};
-use crate::bundle::{Bundle, HEADER, RESULTS, UPLOADS};
+use crate::bundle::{Bundle, HEADER, UPLOADS};
+use crate::pipeline::{BatchFile, BatchHeader, BatchKind, BatchShape};
 
 /// Every route, as (method, path): what `host/openapi.json` must describe.
 pub const ROUTES: [(&str, &str); 9] = [
@@ -46,8 +48,17 @@ pub const ROUTES: [(&str, &str); 9] = [
     ("delete", "/v1/jobs/{job_id}"),
 ];
 
-/// Most images in one job.
-pub const MAX_JOB_IMAGES: usize = 256;
+/// What a process of the service does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Role {
+    /// The API and the workers (the default: one process).
+    All,
+    /// The API only: jobs wait in the store for worker processes.
+    Api,
+    /// Workers only, serving `/healthz` and `/metrics`: they take the jobs an API process
+    /// accepted into the same store.
+    Worker,
+}
 
 /// How the service runs.
 #[derive(Debug, Clone)]
@@ -56,6 +67,8 @@ pub struct ServeConfig {
     pub state: PathBuf,
     /// The directory of models served (every `*.cnmd`).
     pub models: PathBuf,
+    /// What this process does.
+    pub role: Role,
     /// Jobs evaluated at once.
     pub workers: usize,
     /// Jobs accepted and not yet running, at most.
@@ -64,39 +77,44 @@ pub struct ServeConfig {
     pub max_uploads: usize,
     /// Longest wait for the next piece of a request body.
     pub read_timeout: Duration,
+    /// A claimed job whose worker has not renewed its lease for this long is queued again.
+    pub lease: Duration,
     /// The kernels.
     pub backend: Backend,
 }
 
-/// A model served, with its single-image plan and its diagonals, encoded once for every
-/// owner.
-#[derive(Debug)]
-struct Model {
-    name: String,
-    network: PolynomialNetwork,
-    planned: PlannedSingle,
-    diagonals: EncodedDiagonals,
-}
-
 #[derive(Debug, Default)]
-struct Metrics {
+pub(crate) struct Metrics {
     requests: AtomicU64,
     bad_requests: AtomicU64,
     bytes_in: AtomicU64,
     bytes_out: AtomicU64,
-    eval_micros: AtomicU64,
-    images: AtomicU64,
+    pub(crate) eval_micros: AtomicU64,
+    pub(crate) images: AtomicU64,
+    pub(crate) jobs_done: AtomicU64,
+    pub(crate) jobs_failed: AtomicU64,
+    jobs_accepted: AtomicU64,
 }
 
+/// What the API and the workers of one process share.
 #[derive(Debug)]
-struct App {
-    config: ServeConfig,
-    store: Store,
-    models: BTreeMap<String, Arc<Model>>,
-    queue: mpsc::Sender<String>,
-    queued: AtomicUsize,
-    uploads: Semaphore,
-    metrics: Metrics,
+pub(crate) struct Shared {
+    pub(crate) config: ServeConfig,
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) models: BTreeMap<String, Arc<ServedModel>>,
+    pub(crate) metrics: Metrics,
+    /// Told when this process queues a job, so that its idle workers start at once.
+    pub(crate) wake: Notify,
+    uploads: tokio::sync::Semaphore,
+}
+
+/// Where the service listens.
+#[derive(Debug)]
+pub enum Listener {
+    /// Plain HTTP (HTTP/1.1, and HTTP/2 with prior knowledge).
+    Plain(tokio::net::TcpListener),
+    /// HTTPS with rustls (HTTP/1.1 and HTTP/2 by ALPN).
+    Tls(std::net::TcpListener, axum_server::tls_rustls::RustlsConfig),
 }
 
 /// An error answered to the client: a status and a JSON body naming the problem.
@@ -127,217 +145,206 @@ fn internal(e: impl std::fmt::Display) -> ApiError {
     ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
 }
 
-/// Loads the models of `dir` that have a single-image plan.
-fn load_models(dir: &Path, backend: Backend) -> Result<BTreeMap<String, Arc<Model>>, String> {
-    let mut models = BTreeMap::new();
-    let entries = std::fs::read_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    let mut paths: Vec<PathBuf> = entries
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|e| e == "cnmd"))
-        .collect();
-    paths.sort();
-    for path in paths {
-        let name = path
-            .file_stem()
-            .and_then(|s| s.to_str())
-            .unwrap_or_default()
-            .to_string();
-        let bytes = crate::files::read_checked(&path, 64 << 20, "model")?;
-        let network = match PolynomialNetwork::parse(&bytes) {
-            Ok(n) => n,
-            Err(e) => {
-                tracing::warn!(model = %path.display(), error = %e, "not served");
-                continue;
-            }
-        };
-        match PlannedSingle::new(&network, backend) {
-            Ok(planned) => {
-                let diagonals = EncodedDiagonals::new(&planned.params, &planned.plan)
-                    .map_err(|e| format!("{name}: {e}"))?;
-                tracing::info!(
-                    model = %name,
-                    n = planned.params.degree(),
-                    diagonal_bytes = diagonals.bytes(),
-                    "serving"
-                );
-                models.insert(
-                    name.clone(),
-                    Arc::new(Model {
-                        name,
-                        network,
-                        planned,
-                        diagonals,
-                    }),
-                );
-            }
-            Err(e) => tracing::warn!(model = %name, error = %e, "no single-image plan"),
-        }
-    }
-    if models.is_empty() {
-        return Err(format!("{}: no model to serve", dir.display()));
-    }
-    Ok(models)
-}
-
 /// Serves on `listener` until `shutdown` resolves; then stops accepting and lets running
-/// jobs finish. Jobs left unfinished by an earlier process are queued again first.
+/// jobs finish (queued ones stay queued in the state directory for the next start).
 pub async fn serve(
     config: ServeConfig,
-    listener: tokio::net::TcpListener,
+    listener: Listener,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), String> {
-    let store = Store::open(&config.state)?;
-    store.clear_temp();
+    let store = FsStore::open(&config.state)?;
+    if config.role != Role::Worker {
+        store.clear_temp();
+    }
+    if config.role == Role::All {
+        // The only process on this state: whatever was claimed belonged to a process that
+        // died. Evaluation is deterministic, so running it again gives the same result.
+        for id in store.requeue_expired(Duration::ZERO) {
+            tracing::info!(job = %id, "resumed");
+        }
+    }
     let models = load_models(&config.models, config.backend)?;
-    let (tx, rx) = mpsc::channel::<String>(config.max_queue.max(1) + 1024);
-    let app = Arc::new(App {
-        uploads: Semaphore::new(config.max_uploads.max(1)),
-        store,
+    let shared = Arc::new(Shared {
+        uploads: tokio::sync::Semaphore::new(config.max_uploads.max(1)),
+        store: Arc::new(store),
         models,
-        queue: tx,
-        queued: AtomicUsize::new(0),
         metrics: Metrics::default(),
+        wake: Notify::new(),
         config,
     });
-    // Resume: every job accepted and not finished runs again (evaluation is deterministic,
-    // so a job interrupted while running gives the same result).
-    for mut job in app.store.unfinished_jobs() {
-        job.status = JobStatus::Queued;
-        job.done_images = 0;
-        app.store.set_job(&job)?;
-        app.queued.fetch_add(1, Ordering::SeqCst);
-        app.queue
-            .send(job.job_id.clone())
+    let stop = Arc::new(Notify::new());
+    let workers = (shared.config.role != Role::Api)
+        .then(|| tokio::spawn(run_workers(shared.clone(), stop.clone())));
+    let router = router(shared.clone());
+    match listener {
+        Listener::Plain(listener) => axum::serve(listener, router)
+            .with_graceful_shutdown(shutdown)
             .await
-            .map_err(|e| e.to_string())?;
-        tracing::info!(job = %job.job_id, "resumed");
+            .map_err(|e| e.to_string())?,
+        Listener::Tls(listener, tls) => {
+            let handle = axum_server::Handle::new();
+            let stopper = handle.clone();
+            tokio::spawn(async move {
+                shutdown.await;
+                stopper.graceful_shutdown(Some(Duration::from_secs(30)));
+            });
+            axum_server::from_tcp_rustls(listener, tls)
+                .map_err(|e| e.to_string())?
+                .handle(handle)
+                .serve(router.into_make_service())
+                .await
+                .map_err(|e| e.to_string())?
+        }
     }
-    let stop = Arc::new(tokio::sync::Notify::new());
-    let workers = tokio::spawn(run_workers(app.clone(), rx, stop.clone()));
-    let router = router(app.clone());
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown)
-        .await
-        .map_err(|e| e.to_string())?;
-    // Stop taking jobs off the queue (they stay queued in the state directory for the next
-    // start); wait for the running ones.
+    // Stop claiming jobs; wait for the running ones.
+    stop.notify_waiters();
     stop.notify_one();
-    let _ = workers.await;
+    if let Some(workers) = workers {
+        let _ = workers.await;
+    }
     Ok(())
 }
 
-fn router(app: Arc<App>) -> Router {
-    let max_keys = app
+fn router(shared: Arc<Shared>) -> Router {
+    let counted = |router: Router<Arc<Shared>>| {
+        router
+            .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such route") })
+            .layer(axum::middleware::from_fn_with_state(shared.clone(), count))
+            .with_state(shared.clone())
+    };
+    let base = Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/metrics", get(metrics));
+    if shared.config.role == Role::Worker {
+        return counted(base);
+    }
+    let max_keys = shared
         .models
         .values()
-        .map(|m| SingleKeys::serialized_len_for(&m.planned.params, &m.planned.plan))
+        .map(|m| m.max_key_bytes())
         .max()
         .unwrap_or(0);
-    Router::new()
-        .route("/healthz", get(|| async { "ok\n" }))
-        .route("/metrics", get(metrics))
-        .route("/v1/models", get(models))
-        .route(
-            "/v1/keys",
-            post(register_keys).layer(DefaultBodyLimit::max(max_keys + 1024)),
-        )
-        .route("/v1/keys/{key_id}", delete(delete_keys))
-        .route(
-            "/v1/jobs",
-            post(submit_job).layer(DefaultBodyLimit::disable()),
-        )
-        .route("/v1/jobs/{job_id}", get(job_status).delete(delete_job))
-        .route("/v1/jobs/{job_id}/result", get(job_result))
-        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such route") })
-        .layer(axum::middleware::from_fn_with_state(app.clone(), count))
-        .with_state(app)
+    counted(
+        base.route("/v1/models", get(models))
+            .route(
+                "/v1/keys",
+                post(register_keys).layer(DefaultBodyLimit::max(max_keys + 1024)),
+            )
+            .route("/v1/keys/{key_id}", delete(delete_keys))
+            .route(
+                "/v1/jobs",
+                // Bounded per job by its keys' plan, as it streams in.
+                post(submit_job).layer(DefaultBodyLimit::disable()),
+            )
+            .route("/v1/jobs/{job_id}", get(job_status).delete(delete_job))
+            .route("/v1/jobs/{job_id}/result", get(job_result)),
+    )
 }
 
 async fn count(
-    State(app): State<Arc<App>>,
+    State(shared): State<Arc<Shared>>,
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
-    app.metrics.requests.fetch_add(1, Ordering::Relaxed);
+    shared.metrics.requests.fetch_add(1, Ordering::Relaxed);
     let response = next.run(request).await;
     if response.status().is_client_error() {
-        app.metrics.bad_requests.fetch_add(1, Ordering::Relaxed);
+        shared.metrics.bad_requests.fetch_add(1, Ordering::Relaxed);
     }
     response
 }
 
-async fn metrics(State(app): State<Arc<App>>) -> impl IntoResponse {
-    let m = &app.metrics;
-    let counts = app.store.job_counts();
+/// Runs a store operation off the async threads.
+async fn blocking<T: Send + 'static>(
+    shared: &Arc<Shared>,
+    f: impl FnOnce(&dyn Store) -> T + Send + 'static,
+) -> ApiResult<T> {
+    let store = shared.store.clone();
+    tokio::task::spawn_blocking(move || f(store.as_ref()))
+        .await
+        .map_err(internal)
+}
+
+async fn metrics(State(shared): State<Arc<Shared>>) -> ApiResult<impl IntoResponse> {
+    let m = &shared.metrics;
+    let (queued, running) = blocking(&shared, |s| (s.queue_depth(), s.running())).await?;
     let mut text = String::new();
-    let line = |text: &mut String, name: &str, kind: &str, help: &str, value: String| {
-        text.push_str(&format!(
-            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n"
-        ));
+    let mut metric = |name: &str, kind: &str, help: &str, samples: &[(&str, String)]| {
+        text.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n"));
+        for (labels, value) in samples {
+            text.push_str(&format!("{name}{labels} {value}\n"));
+        }
     };
-    line(
-        &mut text,
+    let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed).to_string();
+    metric(
         "cryptonets_requests_total",
         "counter",
         "HTTP requests.",
-        m.requests.load(Ordering::Relaxed).to_string(),
+        &[("", load(&m.requests))],
     );
-    line(
-        &mut text,
+    metric(
         "cryptonets_bad_requests_total",
         "counter",
         "Requests answered with a 4xx status.",
-        m.bad_requests.load(Ordering::Relaxed).to_string(),
+        &[("", load(&m.bad_requests))],
     );
-    line(
-        &mut text,
+    metric(
         "cryptonets_queue_depth",
         "gauge",
-        "Jobs accepted and waiting for a worker.",
-        app.queued.load(Ordering::Relaxed).to_string(),
+        "Jobs accepted and waiting for a worker (every process of this state).",
+        &[("", queued.to_string())],
     );
-    text.push_str("# HELP cryptonets_jobs Jobs in the state directory by status.\n# TYPE cryptonets_jobs gauge\n");
-    for (status, n) in ["queued", "running", "done", "failed"].iter().zip(counts) {
-        text.push_str(&format!("cryptonets_jobs{{status=\"{status}\"}} {n}\n"));
-    }
-    line(
-        &mut text,
+    metric(
+        "cryptonets_jobs",
+        "gauge",
+        "Jobs queued or running (every process of this state).",
+        &[
+            ("{status=\"queued\"}", queued.to_string()),
+            ("{status=\"running\"}", running.to_string()),
+        ],
+    );
+    metric(
+        "cryptonets_jobs_total",
+        "counter",
+        "Jobs accepted by this process, and finished by its workers, by outcome.",
+        &[
+            ("{status=\"accepted\"}", load(&m.jobs_accepted)),
+            ("{status=\"done\"}", load(&m.jobs_done)),
+            ("{status=\"failed\"}", load(&m.jobs_failed)),
+        ],
+    );
+    metric(
         "cryptonets_eval_seconds_total",
         "counter",
-        "Seconds of evaluation.",
-        format!("{:.6}", m.eval_micros.load(Ordering::Relaxed) as f64 / 1e6),
+        "Seconds of evaluation by this process's workers.",
+        &[(
+            "",
+            format!("{:.6}", m.eval_micros.load(Ordering::Relaxed) as f64 / 1e6),
+        )],
     );
-    line(
-        &mut text,
+    metric(
         "cryptonets_images_total",
         "counter",
-        "Images evaluated.",
-        m.images.load(Ordering::Relaxed).to_string(),
+        "Images evaluated by this process's workers.",
+        &[("", load(&m.images))],
     );
-    line(
-        &mut text,
+    metric(
         "cryptonets_bytes_in_total",
         "counter",
         "Bytes of keys and uploads received.",
-        m.bytes_in.load(Ordering::Relaxed).to_string(),
+        &[("", load(&m.bytes_in))],
     );
-    line(
-        &mut text,
+    metric(
         "cryptonets_bytes_out_total",
         "counter",
         "Bytes of results sent.",
-        m.bytes_out.load(Ordering::Relaxed).to_string(),
+        &[("", load(&m.bytes_out))],
     );
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text)
+    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text))
 }
 
 #[derive(Serialize)]
-struct ModelInfo {
-    name: String,
-    input: [usize; 3],
-    classes: usize,
-    mode: &'static str,
+struct SingleInfo {
     n: usize,
     ciphertext_primes: usize,
     special_primes: usize,
@@ -347,19 +354,36 @@ struct ModelInfo {
     upload_bytes_per_image: usize,
 }
 
-async fn models(State(app): State<Arc<App>>) -> Json<Vec<ModelInfo>> {
-    Json(
-        app.models
-            .values()
-            .map(|m| {
-                let (params, plan) = (&m.planned.params, &m.planned.plan);
+#[derive(Serialize)]
+struct BatchInfo {
+    n: usize,
+    max_images: usize,
+    ciphertext_primes: usize,
+    plaintext_primes: Vec<u32>,
+    max_upload_bytes: usize,
+}
+
+#[derive(Serialize)]
+struct ModelInfo {
+    name: String,
+    input: [usize; 3],
+    classes: usize,
+    single: Option<SingleInfo>,
+    batch: Vec<BatchInfo>,
+}
+
+async fn models(State(shared): State<Arc<Shared>>) -> Json<Vec<ModelInfo>> {
+    let info = |m: &ServedModel| {
+        let input = m.network.input();
+        let shape = BatchShape::of(&m.network);
+        ModelInfo {
+            name: m.name.clone(),
+            input: [input.channels, input.height, input.width],
+            classes: m.network.classes(),
+            single: m.single.as_ref().map(|p| {
+                let (params, plan) = (&p.params, &p.plan);
                 let first = &params.channels()[0];
-                let input = m.network.input();
-                ModelInfo {
-                    name: m.name.clone(),
-                    input: [input.channels, input.height, input.width],
-                    classes: m.network.classes(),
-                    mode: "single",
+                SingleInfo {
                     n: params.degree(),
                     ciphertext_primes: first.max_level(),
                     special_primes: first.special_basis().map_or(0, |s| s.len()),
@@ -368,14 +392,47 @@ async fn models(State(app): State<Arc<App>>) -> Json<Vec<ModelInfo>> {
                     eval_key_bytes: SingleKeys::serialized_len_for(params, plan),
                     upload_bytes_per_image: plan.upload_bytes(params),
                 }
-            })
-            .collect(),
-    )
+            }),
+            batch: m
+                .batch
+                .iter()
+                .map(|p| BatchInfo {
+                    n: p.params.degree(),
+                    max_images: p.params.degree(),
+                    ciphertext_primes: p.params.ciphertext_primes(),
+                    plaintext_primes: p.params.plaintext_primes(),
+                    max_upload_bytes: BatchFile::max_len_for(&p.params, BatchKind::Images, shape),
+                })
+                .collect(),
+        }
+    };
+    Json(shared.models.values().map(|m| info(m)).collect())
+}
+
+/// The two ways to submit work.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum JobMode {
+    /// One image a ciphertext (rotations): many owners, one image each.
+    Single,
+    /// One image a slot: one owner's batch of up to n images.
+    Batch,
+}
+
+impl JobMode {
+    /// "single" or "batch".
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Single => "single",
+            Self::Batch => "batch",
+        }
+    }
 }
 
 #[derive(Deserialize)]
 struct KeysQuery {
     model: String,
+    mode: Option<JobMode>,
 }
 
 /// What registering keys answers: the key id and the bearer token that alone may use them.
@@ -387,8 +444,9 @@ pub struct Registered {
     pub token: String,
 }
 
-fn model(app: &App, name: &str) -> ApiResult<Arc<Model>> {
-    app.models
+fn model(shared: &Shared, name: &str) -> ApiResult<Arc<ServedModel>> {
+    shared
+        .models
         .get(name)
         .cloned()
         .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("no model named {name:?}")))
@@ -400,35 +458,78 @@ fn is_secret_key(bytes: &[u8]) -> bool {
     bytes.len() >= 16 && &bytes[..4] == b"CNET" && bytes[5] == 2
 }
 
+fn bad(message: impl Into<String>) -> ApiError {
+    ApiError::new(StatusCode::BAD_REQUEST, message)
+}
+
+/// Checks evaluation keys against the model's plan for `mode`; for batch keys, returns the
+/// ring degree of the plan they fit.
+fn check_keys(model: &ServedModel, mode: JobMode, body: &[u8]) -> ApiResult<Option<usize>> {
+    match mode {
+        JobMode::Single => {
+            let planned = model.single.as_ref().ok_or_else(|| {
+                bad(format!(
+                    "model {:?} has no single-image plan; use mode=batch",
+                    model.name
+                ))
+            })?;
+            let (params, plan) = (&planned.params, &planned.plan);
+            let keys = SingleKeys::from_bytes(params, body)
+                .map_err(|e| bad(format!("single-image evaluation keys: {e}")))?;
+            keys.check(params, plan)
+                .map_err(|e| bad(format!("evaluation keys of another model's plan: {e}")))?;
+            Ok(None)
+        }
+        JobMode::Batch => {
+            let mut last = None;
+            for planned in &model.batch {
+                match EvaluationKeys::from_bytes(&planned.params, body) {
+                    Ok(_) => return Ok(Some(planned.params.degree())),
+                    Err(e) => last = Some(e),
+                }
+            }
+            Err(bad(format!(
+                "batch evaluation keys: {} (none of this model's batch plans takes them)",
+                last.map_or("the model has no batch plan".into(), |e| e.to_string())
+            )))
+        }
+    }
+}
+
 async fn register_keys(
-    State(app): State<Arc<App>>,
+    State(shared): State<Arc<Shared>>,
     Query(query): Query<KeysQuery>,
     body: axum::body::Bytes,
 ) -> ApiResult<(StatusCode, Json<Registered>)> {
-    let model = model(&app, &query.model)?;
-    app.metrics
+    let model = model(&shared, &query.model)?;
+    let mode = query.mode.unwrap_or(JobMode::Single);
+    shared
+        .metrics
         .bytes_in
         .fetch_add(body.len() as u64, Ordering::Relaxed);
     if is_secret_key(&body) {
-        return Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "this is a secret key: it never leaves its owner; send the evaluation keys (keygen --mode single --eval-key)",
+        return Err(bad(
+            "this is a secret key: it never leaves its owner; send the evaluation keys (keygen --eval-key)",
         ));
     }
-    let (params, plan) = (&model.planned.params, &model.planned.plan);
-    let keys = SingleKeys::from_bytes(params, &body)
-        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("evaluation keys: {e}")))?;
-    keys.check(params, plan).map_err(|e| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            format!("evaluation keys of another model's plan: {e}"),
-        )
-    })?;
+    let checked = {
+        let (model, body) = (model.clone(), body.clone());
+        tokio::task::spawn_blocking(move || check_keys(&model, mode, &body))
+            .await
+            .map_err(internal)?
+    };
+    let degree = checked?;
     let mut address = model.name.as_bytes().to_vec();
+    address.push(0);
+    address.extend_from_slice(mode.name().as_bytes());
     address.push(0);
     address.extend_from_slice(&body);
     let key_id = sha256_hex(&address)[..32].to_string();
-    if app.store.key_meta(&key_id).is_some() {
+    let known = {
+        let id = key_id.clone();
+        blocking(&shared, move |s| s.key_meta(&id).is_some()).await?
+    };
+    if known {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
             "these keys are registered already (with the token returned then)",
@@ -440,28 +541,24 @@ async fn register_keys(
     let meta = KeyMeta {
         key_id: key_id.clone(),
         model: model.name.clone(),
-        mode: "single".into(),
+        mode: mode.name().into(),
+        degree,
         token_sha256: sha256_hex(token.as_bytes()),
         created_unix: now_unix(),
     };
-    let store = app.store.clone();
-    tokio::task::spawn_blocking(move || store.put_key(&meta, &body))
-        .await
-        .map_err(internal)?
+    blocking(&shared, move |s| s.put_key(&meta, &body))
+        .await?
         .map_err(internal)?;
-    tracing::info!(key = %key_id, model = %model.name, "keys registered");
+    tracing::info!(key = %key_id, model = %model.name, mode = mode.name(), "keys registered");
     Ok((StatusCode::CREATED, Json(Registered { key_id, token })))
 }
 
 /// The keys `key_id` if the request's bearer token is theirs; 404 otherwise (whether the
 /// keys exist is not told to someone without their token).
-fn authorize(app: &App, headers: &HeaderMap, key_id: &str) -> ApiResult<KeyMeta> {
+async fn authorize(shared: &Arc<Shared>, headers: &HeaderMap, key_id: &str) -> ApiResult<KeyMeta> {
     let denied = || ApiError::new(StatusCode::NOT_FOUND, "no such keys for this token");
     if !valid_id(key_id) {
-        return Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "a key id is 32 hex digits",
-        ));
+        return Err(bad("a key id is 32 hex digits"));
     }
     let token = headers
         .get(header::AUTHORIZATION)
@@ -473,7 +570,10 @@ fn authorize(app: &App, headers: &HeaderMap, key_id: &str) -> ApiResult<KeyMeta>
                 "an Authorization: Bearer token is required",
             )
         })?;
-    let meta = app.store.key_meta(key_id).ok_or_else(denied)?;
+    let id = key_id.to_string();
+    let meta = blocking(shared, move |s| s.key_meta(&id))
+        .await?
+        .ok_or_else(denied)?;
     let presented = sha256_hex(token.as_bytes());
     if bool::from(presented.as_bytes().ct_eq(meta.token_sha256.as_bytes())) {
         Ok(meta)
@@ -483,12 +583,14 @@ fn authorize(app: &App, headers: &HeaderMap, key_id: &str) -> ApiResult<KeyMeta>
 }
 
 async fn delete_keys(
-    State(app): State<Arc<App>>,
+    State(shared): State<Arc<Shared>>,
     UrlPath(key_id): UrlPath<String>,
     headers: HeaderMap,
 ) -> ApiResult<StatusCode> {
-    authorize(&app, &headers, &key_id)?;
-    app.store.delete_key(&key_id).map_err(internal)?;
+    authorize(&shared, &headers, &key_id).await?;
+    blocking(&shared, move |s| s.delete_key(&key_id))
+        .await?
+        .map_err(internal)?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -497,266 +599,281 @@ struct JobQuery {
     key_id: String,
 }
 
+/// Checks an upload's first bytes and returns its image count.
+type HeaderCheck = Box<dyn Fn(&[u8]) -> ApiResult<usize> + Send + Sync>;
+
+/// What an upload must be, from its keys: its largest size and how its header is checked.
+struct Expected {
+    max: u64,
+    check: HeaderCheck,
+}
+
+fn expected_upload(model: &ServedModel, key: &KeyMeta) -> ApiResult<Expected> {
+    let gone = || internal("the keys' plan is no longer served");
+    if key.mode == "batch" {
+        let planned = key
+            .degree
+            .and_then(|n| model.batch_plan(n))
+            .ok_or_else(gone)?;
+        let params = planned.params.clone();
+        let max =
+            BatchFile::max_len_for(&params, BatchKind::Images, BatchShape::of(&model.network));
+        return Ok(Expected {
+            max: max as u64,
+            check: Box::new(move |bytes| {
+                let (header, _) = BatchHeader::parse(bytes, BatchKind::Images)
+                    .map_err(|e| bad(format!("upload: {e}")))?;
+                header
+                    .check_parameters(&params)
+                    .map_err(|e| bad(format!("upload: {e}")))?;
+                Ok(header.images as usize)
+            }),
+        });
+    }
+    let planned = model.single.as_ref().ok_or_else(gone)?;
+    let channels = planned.params.channels().len();
+    let object = planned.params.channels()[0].seeded_ciphertext_bytes();
+    Ok(Expected {
+        max: max_single_upload(channels, object),
+        check: Box::new(move |bytes| {
+            let images = Bundle::check_header(bytes, UPLOADS, channels, 1)
+                .map_err(|e| bad(format!("upload: {e}")))?;
+            if images > MAX_JOB_IMAGES {
+                return Err(ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    format!("a job holds at most {MAX_JOB_IMAGES} images"),
+                ));
+            }
+            Ok(images)
+        }),
+    })
+}
+
 async fn submit_job(
-    State(app): State<Arc<App>>,
+    State(shared): State<Arc<Shared>>,
     Query(query): Query<JobQuery>,
     headers: HeaderMap,
     body: Body,
 ) -> ApiResult<(StatusCode, Json<JobMeta>)> {
-    let key = authorize(&app, &headers, &query.key_id)?;
-    let model = model(&app, &key.model)?;
-    if app.queued.load(Ordering::SeqCst) >= app.config.max_queue {
+    let key = authorize(&shared, &headers, &query.key_id).await?;
+    let model = model(&shared, &key.model)?;
+    let expected = expected_upload(&model, &key)?;
+    let queued = blocking(&shared, |s| s.queue_depth()).await?;
+    if queued >= shared.config.max_queue {
         return Err(ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
             "the queue is full",
         ));
     }
-    let _permit = app
+    let _permit = shared
         .uploads
         .try_acquire()
         .map_err(|_| ApiError::new(StatusCode::TOO_MANY_REQUESTS, "too many uploads at once"))?;
-    let params = &model.planned.params;
-    let channels = params.channels().len();
-    let object = params.channels()[0].seeded_ciphertext_bytes();
-    let max = (HEADER + MAX_JOB_IMAGES * channels * (4 + object)) as u64;
-    // Streamed to a file, never held whole; a stalled sender is cut off.
-    let (mut file, path) = app.store.temp_file().map_err(internal)?;
+    // Streamed into the store, never held whole; a stalled sender is cut off.
+    let mut upload = blocking(&shared, |s| s.new_upload())
+        .await?
+        .map_err(internal)?;
+    let header_len = HEADER.max(BatchHeader::MAX_LEN);
     let mut received = 0u64;
-    let mut header_bytes = Vec::with_capacity(HEADER);
+    let mut header_bytes = Vec::with_capacity(header_len);
     let mut stream = body.into_data_stream();
     let result: ApiResult<()> = async {
         loop {
-            let next = tokio::time::timeout(app.config.read_timeout, stream.next())
+            let next = tokio::time::timeout(shared.config.read_timeout, stream.next())
                 .await
                 .map_err(|_| ApiError::new(StatusCode::REQUEST_TIMEOUT, "the upload stalled"))?;
             let Some(chunk) = next else { break };
-            let chunk = chunk
-                .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("upload: {e}")))?;
+            let chunk = chunk.map_err(|e| bad(format!("upload: {e}")))?;
             received += chunk.len() as u64;
-            if received > max {
+            if received > expected.max {
                 return Err(ApiError::new(
                     StatusCode::PAYLOAD_TOO_LARGE,
-                    format!("a job holds at most {MAX_JOB_IMAGES} images ({max} bytes)"),
+                    format!(
+                        "this upload is larger than a job may be ({} bytes)",
+                        expected.max
+                    ),
                 ));
             }
-            if header_bytes.len() < HEADER {
-                let take = (HEADER - header_bytes.len()).min(chunk.len());
+            if header_bytes.len() < header_len {
+                let take = (header_len - header_bytes.len()).min(chunk.len());
                 header_bytes.extend_from_slice(&chunk[..take]);
+                // A bad header is refused before the rest is received.
+                if header_bytes.len() == header_len {
+                    (expected.check)(&header_bytes)?;
+                }
             }
-            file.write_all(&chunk).map_err(internal)?;
+            // Local files take these writes at memory speed; a remote store would buffer.
+            upload.write_all(&chunk).map_err(internal)?;
         }
         Ok(())
     }
     .await;
-    app.metrics.bytes_in.fetch_add(received, Ordering::Relaxed);
-    if let Err(e) = result {
-        let _ = std::fs::remove_file(&path);
-        return Err(e);
-    }
-    // The header's shape now; every object is parsed by the worker.
-    let images = Bundle::check_header(&header_bytes, UPLOADS, channels, 1)
-        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("upload: {e}")))
-        .and_then(|images| match images <= MAX_JOB_IMAGES {
-            true => Ok(images),
-            false => Err(ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                format!("a job holds at most {MAX_JOB_IMAGES} images"),
-            )),
-        });
-    let images = match images {
-        Ok(i) => i,
-        Err(e) => {
-            let _ = std::fs::remove_file(&path);
-            return Err(e);
-        }
-    };
+    shared
+        .metrics
+        .bytes_in
+        .fetch_add(received, Ordering::Relaxed);
+    result?;
+    // The header's shape (every object is parsed by the worker).
+    let images = (expected.check)(&header_bytes)?;
     let job = JobMeta {
         job_id: random_id(),
         key_id: key.key_id.clone(),
         model: model.name.clone(),
+        mode: key.mode.clone(),
+        degree: key.degree,
         status: JobStatus::Queued,
         images,
         done_images: 0,
+        progress: 0.0,
         error: None,
         created_unix: now_unix(),
         eval_seconds: 0.0,
         bytes_in: received,
         bytes_out: 0,
     };
-    let store = app.store.clone();
     let accepted = job.clone();
-    tokio::task::spawn_blocking(move || store.put_job(&accepted, &path))
-        .await
-        .map_err(internal)?
+    blocking(&shared, move |s| s.put_job(&accepted, upload))
+        .await?
         .map_err(internal)?;
-    app.queued.fetch_add(1, Ordering::SeqCst);
-    app.queue.send(job.job_id.clone()).await.map_err(internal)?;
-    tracing::info!(job = %job.job_id, images, "accepted");
+    shared.metrics.jobs_accepted.fetch_add(1, Ordering::Relaxed);
+    shared.wake.notify_one();
+    tracing::info!(job = %job.job_id, mode = %job.mode, images, "accepted");
     Ok((StatusCode::ACCEPTED, Json(job)))
 }
 
 /// The job `job_id` if the request's token is its keys'.
-fn authorized_job(app: &App, headers: &HeaderMap, job_id: &str) -> ApiResult<JobMeta> {
+async fn authorized_job(
+    shared: &Arc<Shared>,
+    headers: &HeaderMap,
+    job_id: &str,
+) -> ApiResult<JobMeta> {
+    let denied = || ApiError::new(StatusCode::NOT_FOUND, "no such job for this token");
     if !valid_id(job_id) {
-        return Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "a job id is 32 hex digits",
-        ));
+        return Err(bad("a job id is 32 hex digits"));
     }
-    let job = app
-        .store
-        .job(job_id)
-        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "no such job for this token"))?;
-    authorize(app, headers, &job.key_id)
-        .map_err(|_| ApiError::new(StatusCode::NOT_FOUND, "no such job for this token"))?;
+    let id = job_id.to_string();
+    let job = blocking(shared, move |s| s.job(&id))
+        .await?
+        .ok_or_else(denied)?;
+    authorize(shared, headers, &job.key_id)
+        .await
+        .map_err(|_| denied())?;
     Ok(job)
 }
 
+#[derive(Deserialize)]
+struct StatusQuery {
+    /// Long poll: answer once the job's status or progress changes, or after this many
+    /// seconds (at most 30).
+    wait: Option<f64>,
+}
+
+/// Longest long poll.
+const MAX_WAIT: Duration = Duration::from_secs(30);
+
 async fn job_status(
-    State(app): State<Arc<App>>,
+    State(shared): State<Arc<Shared>>,
     UrlPath(job_id): UrlPath<String>,
+    Query(query): Query<StatusQuery>,
     headers: HeaderMap,
 ) -> ApiResult<Json<JobMeta>> {
-    Ok(Json(authorized_job(&app, &headers, &job_id)?))
+    let first = authorized_job(&shared, &headers, &job_id).await?;
+    let wait = query
+        .wait
+        .filter(|w| w.is_finite() && *w > 0.0)
+        .map_or(Duration::ZERO, |w| Duration::from_secs_f64(w).min(MAX_WAIT));
+    let deadline = tokio::time::Instant::now() + wait;
+    let mut job = first.clone();
+    while matches!(job.status, JobStatus::Queued | JobStatus::Running)
+        && (job.status, job.progress) == (first.status, first.progress)
+        && tokio::time::Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        let id = job_id.clone();
+        // Deleted meanwhile (by its owner): the last record seen.
+        match blocking(&shared, move |s| s.job(&id)).await? {
+            Some(now) => job = now,
+            None => break,
+        }
+    }
+    Ok(Json(job))
 }
 
 async fn job_result(
-    State(app): State<Arc<App>>,
+    State(shared): State<Arc<Shared>>,
     UrlPath(job_id): UrlPath<String>,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
-    let job = authorized_job(&app, &headers, &job_id)?;
+    let job = authorized_job(&shared, &headers, &job_id).await?;
     if job.status != JobStatus::Done {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
             format!("the job is {:?}, not done", job.status).to_lowercase(),
         ));
     }
-    let file = tokio::fs::File::open(app.store.job_result(&job_id))
-        .await
+    let reader = blocking(&shared, move |s| s.open_result(&job_id))
+        .await?
         .map_err(internal)?;
-    app.metrics
+    shared
+        .metrics
         .bytes_out
         .fetch_add(job.bytes_out, Ordering::Relaxed);
-    let stream = tokio_util::io::ReaderStream::new(file);
+    // Streamed from the store in chunks, on a blocking thread.
+    let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Vec<u8>>>(4);
+    tokio::task::spawn_blocking(move || {
+        let mut reader = reader;
+        loop {
+            let mut chunk = vec![0u8; 1 << 20];
+            match std::io::Read::read(&mut reader, &mut chunk) {
+                Ok(0) => break,
+                Ok(k) => {
+                    chunk.truncate(k);
+                    if tx.blocking_send(Ok(chunk)).is_err() {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    let _ = tx.blocking_send(Err(e));
+                    break;
+                }
+            }
+        }
+    });
+    let stream = tokio_stream_of(rx);
     Ok((
-        [(header::CONTENT_TYPE, "application/octet-stream")],
+        [
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/octet-stream"),
+            ),
+            (header::CONTENT_LENGTH, HeaderValue::from(job.bytes_out)),
+        ],
         Body::from_stream(stream),
     )
         .into_response())
 }
 
+/// A stream of the chunks `rx` receives.
+fn tokio_stream_of(
+    mut rx: tokio::sync::mpsc::Receiver<std::io::Result<Vec<u8>>>,
+) -> impl futures_util::Stream<Item = std::io::Result<Vec<u8>>> {
+    futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx))
+}
+
 async fn delete_job(
-    State(app): State<Arc<App>>,
+    State(shared): State<Arc<Shared>>,
     UrlPath(job_id): UrlPath<String>,
     headers: HeaderMap,
 ) -> ApiResult<StatusCode> {
-    let job = authorized_job(&app, &headers, &job_id)?;
+    let job = authorized_job(&shared, &headers, &job_id).await?;
     if matches!(job.status, JobStatus::Queued | JobStatus::Running) {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
             "the job is not finished; delete it once it is",
         ));
     }
-    app.store.delete_job(&job_id).map_err(internal)?;
+    blocking(&shared, move |s| s.delete_job(&job_id))
+        .await?
+        .map_err(internal)?;
     Ok(StatusCode::NO_CONTENT)
-}
-
-/// Takes jobs off the queue, at most `workers` at once, each on a blocking thread, until
-/// `stop`; then waits for the running ones.
-async fn run_workers(
-    app: Arc<App>,
-    mut rx: mpsc::Receiver<String>,
-    stop: Arc<tokio::sync::Notify>,
-) {
-    let workers = Arc::new(Semaphore::new(app.config.workers.max(1)));
-    let mut running = tokio::task::JoinSet::new();
-    loop {
-        // A worker first, then a job: a job taken off the queue starts at once.
-        let permit = tokio::select! {
-            permit = workers.clone().acquire_owned() => permit,
-            _ = stop.notified() => break,
-        };
-        let Ok(permit) = permit else { break };
-        let job_id = tokio::select! {
-            job = rx.recv() => job,
-            _ = stop.notified() => break,
-        };
-        let Some(job_id) = job_id else { break };
-        app.queued.fetch_sub(1, Ordering::SeqCst);
-        let worker_app = app.clone();
-        running.spawn_blocking(move || {
-            let _permit = permit;
-            run_job(&worker_app, &job_id);
-        });
-        while running.try_join_next().is_some() {}
-    }
-    while running.join_next().await.is_some() {}
-}
-
-/// Evaluates one job; its record says how it ended.
-fn run_job(app: &App, job_id: &str) {
-    let Some(mut job) = app.store.job(job_id) else {
-        return;
-    };
-    job.status = JobStatus::Running;
-    job.done_images = 0;
-    if app.store.set_job(&job).is_err() {
-        return;
-    }
-    let started = Instant::now();
-    match evaluate_job(app, &mut job) {
-        Ok(bytes_out) => {
-            job.status = JobStatus::Done;
-            job.bytes_out = bytes_out;
-        }
-        Err(e) => {
-            tracing::warn!(job = %job_id, error = %e, "failed");
-            job.status = JobStatus::Failed;
-            job.error = Some(e);
-        }
-    }
-    job.eval_seconds = started.elapsed().as_secs_f64();
-    app.metrics
-        .eval_micros
-        .fetch_add((job.eval_seconds * 1e6) as u64, Ordering::Relaxed);
-    let _ = app.store.set_job(&job);
-    tracing::info!(job = %job_id, status = ?job.status, seconds = job.eval_seconds, "finished");
-}
-
-fn evaluate_job(app: &App, job: &mut JobMeta) -> Result<u64, String> {
-    let model = app
-        .models
-        .get(&job.model)
-        .ok_or("the job's model is no longer served")?;
-    let (params, plan) = (&model.planned.params, &model.planned.plan);
-    let keys = app
-        .store
-        .key_bytes(&job.key_id)
-        .map_err(|_| "the job's keys were deleted".to_string())?;
-    let keys = SingleKeys::from_bytes(params, &keys).map_err(|e| e.to_string())?;
-    let evaluator = SingleEvaluator::with_diagonals(params, plan, &keys, &model.diagonals)
-        .map_err(|e| e.to_string())?;
-    let channels = params.channels().len();
-    let object = params.channels()[0].seeded_ciphertext_bytes();
-    let bytes = std::fs::read(app.store.job_input(&job.job_id)).map_err(|e| e.to_string())?;
-    let uploads = Bundle::from_bytes(&bytes, UPLOADS, channels, 1, object)?;
-    drop(bytes);
-    let mut results = Vec::with_capacity(uploads.objects.len());
-    for (i, image) in uploads.objects.iter().enumerate() {
-        let outputs = crate::single_image::evaluate_image(&model.planned, &evaluator, image)
-            .map_err(|e| format!("image {i}: {e}"))?;
-        results.push(outputs);
-        job.done_images = i + 1;
-        app.metrics.images.fetch_add(1, Ordering::Relaxed);
-        let _ = app.store.set_job(job);
-    }
-    let bundle = Bundle {
-        kind: RESULTS,
-        id: uploads.id,
-        objects: results,
-    }
-    .to_bytes();
-    Store::write_atomic(&app.store.job_result(&job.job_id), &bundle)?;
-    Ok(bundle.len() as u64)
 }

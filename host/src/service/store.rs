@@ -1,7 +1,12 @@
-//! The service's state in a directory: registered evaluation keys and accepted jobs, each
-//! file written atomically (a temporary file in the same directory, synced, renamed over
-//! the target, the directory synced), so that a crash leaves either the old or the new
-//! file, never half of one.
+//! The service's state: registered evaluation keys, accepted jobs, the queue. The API front
+//! and the evaluation workers share it through [`Store`] and nothing else, so they run in
+//! one process (the default) or in many, on one machine or on several; another
+//! implementation of the trait (a database for the records and the queue, an object store
+//! for the blobs) changes neither of them. See "Scaling out" in the README.
+//!
+//! [`FsStore`], the implementation here, keeps everything in a directory, each file written
+//! atomically (a temporary file in the same directory, synced, renamed over the target, the
+//! directory synced), so that a crash leaves the old or the new file, never half of one:
 //!
 //! ```text
 //! STATE/keys/<key id>/meta.json    who may use the keys (a token's SHA-256), for which model
@@ -9,15 +14,23 @@
 //! STATE/jobs/<job id>/meta.json    status and progress
 //! STATE/jobs/<job id>/input.bin    the encrypted images as uploaded
 //! STATE/jobs/<job id>/result.bin   the encrypted results, once done
+//! STATE/queue/<job id>             a job waiting for a worker (empty file)
+//! STATE/running/<job id>           a job a worker claimed; its time is the worker's lease
 //! STATE/tmp/                       uploads being received
 //! ```
+//!
+//! A worker claims a job by renaming its queue entry into `running/`: of two workers (or
+//! processes, on a filesystem with atomic rename) only one succeeds. It renews the lease as
+//! it goes; a job whose lease ran out (its worker died) goes back to the queue. Evaluation
+//! is deterministic, so a job run twice gives the same result.
 //!
 //! Ids are 32 lowercase hex digits; anything else from a request is refused before it
 //! reaches a path.
 
 use std::fs::{self, File};
-use std::io::Write;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
@@ -28,8 +41,11 @@ pub struct KeyMeta {
     pub key_id: String,
     /// The model the keys were made for.
     pub model: String,
-    /// "single".
+    /// "single" or "batch".
     pub mode: String,
+    /// For batch keys: the ring degree of the plan they were made under.
+    #[serde(default)]
+    pub degree: Option<usize>,
     /// SHA-256 of the bearer token, hex.
     pub token_sha256: String,
     /// Seconds since the Unix epoch.
@@ -65,6 +81,15 @@ pub struct JobMeta {
     pub images: usize,
     /// Images evaluated so far.
     pub done_images: usize,
+    /// Fraction of the evaluation done (images, or a batch's CRT channels).
+    #[serde(default)]
+    pub progress: f64,
+    /// "single" or "batch".
+    #[serde(default = "single_mode")]
+    pub mode: String,
+    /// For a batch job: the ring degree of its keys' plan.
+    #[serde(default)]
+    pub degree: Option<usize>,
     /// Why it failed.
     pub error: Option<String>,
     /// Seconds since the Unix epoch when accepted.
@@ -77,9 +102,64 @@ pub struct JobMeta {
     pub bytes_out: u64,
 }
 
-/// The state directory.
+fn single_mode() -> String {
+    "single".into()
+}
+
+/// An upload being received: bytes are appended as they arrive, then it becomes a job's
+/// input ([`Store::put_job`]) or is dropped (and removed).
+pub trait Upload: Write + Send + std::fmt::Debug {
+    /// Makes the bytes durable; called before the job is accepted.
+    fn finish(&mut self) -> Result<(), String>;
+    /// Where the bytes are, for the store that made it.
+    fn locator(&self) -> &str;
+}
+
+/// The state the API front and the workers share. Every method is blocking (the front calls
+/// them from blocking tasks).
+pub trait Store: Send + Sync + std::fmt::Debug {
+    /// Registers keys (a key without its record is not registered).
+    fn put_key(&self, meta: &KeyMeta, bytes: &[u8]) -> Result<(), String>;
+    /// The record of keys `id`, if registered.
+    fn key_meta(&self, id: &str) -> Option<KeyMeta>;
+    /// The bytes of keys `id`, at most `max` of them.
+    fn key_bytes(&self, id: &str, max: u64) -> Result<Vec<u8>, String>;
+    /// Deletes keys `id`.
+    fn delete_key(&self, id: &str) -> Result<(), String>;
+    /// A new upload.
+    fn new_upload(&self) -> Result<Box<dyn Upload>, String>;
+    /// Accepts a job: its input is `upload`, its record `meta` (queued); it joins the queue.
+    fn put_job(&self, meta: &JobMeta, upload: Box<dyn Upload>) -> Result<(), String>;
+    /// Rewrites a job's record.
+    fn set_job(&self, meta: &JobMeta) -> Result<(), String>;
+    /// A job's record.
+    fn job(&self, id: &str) -> Option<JobMeta>;
+    /// A job's input, at most `max` bytes.
+    fn job_input(&self, id: &str, max: u64) -> Result<Vec<u8>, String>;
+    /// Stores a job's result.
+    fn put_result(&self, id: &str, bytes: &[u8]) -> Result<(), String>;
+    /// Reads a job's result.
+    fn open_result(&self, id: &str) -> Result<Box<dyn Read + Send>, String>;
+    /// Deletes a finished job.
+    fn delete_job(&self, id: &str) -> Result<(), String>;
+    /// Jobs waiting for a worker.
+    fn queue_depth(&self) -> usize;
+    /// Jobs claimed by a worker.
+    fn running(&self) -> usize;
+    /// Takes the oldest queued job for a worker (its record still says queued), or none.
+    fn claim(&self) -> Option<String>;
+    /// Renews the lease of a claimed job (the worker is alive).
+    fn renew(&self, id: &str);
+    /// Leaves the running set once the job's record says done or failed.
+    fn release(&self, id: &str);
+    /// Queues again every claimed job whose lease is older than `lease` (its worker died);
+    /// returns their ids.
+    fn requeue_expired(&self, lease: Duration) -> Vec<String>;
+}
+
+/// The state in a local (or shared) directory.
 #[derive(Debug, Clone)]
-pub struct Store {
+pub struct FsStore {
     root: PathBuf,
 }
 
@@ -102,10 +182,10 @@ fn io(what: &str, path: &Path, e: std::io::Error) -> String {
     format!("{what} {}: {e}", path.display())
 }
 
-impl Store {
+impl FsStore {
     /// Opens (creating) the state directory.
     pub fn open(root: &Path) -> Result<Self, String> {
-        for dir in ["keys", "jobs", "tmp"] {
+        for dir in ["keys", "jobs", "queue", "running", "tmp"] {
             let path = root.join(dir);
             fs::create_dir_all(&path).map_err(|e| io("cannot create", &path, e))?;
         }
@@ -124,13 +204,6 @@ impl Store {
         self.root.join("jobs").join(id)
     }
 
-    /// A fresh file for an upload being received, and its path.
-    pub fn temp_file(&self) -> Result<(File, PathBuf), String> {
-        let path = self.root.join("tmp").join(crate::service::random_id());
-        let file = File::create(&path).map_err(|e| io("cannot create", &path, e))?;
-        Ok((file, path))
-    }
-
     /// Writes `bytes` to `path` atomically.
     pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), String> {
         let dir = path.parent().ok_or("a file without a directory")?;
@@ -143,14 +216,87 @@ impl Store {
             .and_then(|_| file.sync_all())
             .map_err(|e| io("cannot write", &tmp, e))?;
         fs::rename(&tmp, path).map_err(|e| io("cannot rename to", path, e))?;
-        File::open(dir)
-            .and_then(|d| d.sync_all())
-            .map_err(|e| io("cannot sync", dir, e))
+        sync_dir(dir)
     }
 
-    /// Registers keys: their record and bytes, the record last (a key without a record is
-    /// not registered).
-    pub fn put_key(&self, meta: &KeyMeta, bytes: &[u8]) -> Result<(), String> {
+    /// Removes uploads left half-received by a crash of the process that owns `tmp/`
+    /// (one front per state directory).
+    pub fn clear_temp(&self) {
+        let dir = self.root.join("tmp");
+        for entry in fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let _ = fs::remove_file(entry.path());
+        }
+    }
+
+    fn entries(&self, dir: &str) -> impl Iterator<Item = String> {
+        fs::read_dir(self.root.join(dir))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| e.file_name().to_str().map(str::to_string))
+            .filter(|id| valid_id(id))
+    }
+
+    fn read_bounded(path: &Path, max: u64) -> Result<Vec<u8>, String> {
+        let file = File::open(path).map_err(|e| io("cannot read", path, e))?;
+        let len = file
+            .metadata()
+            .map_err(|e| io("cannot read", path, e))?
+            .len();
+        if len > max {
+            return Err(format!("{}: {len} bytes, more than {max}", path.display()));
+        }
+        let mut bytes = Vec::with_capacity(len as usize);
+        file.take(max)
+            .read_to_end(&mut bytes)
+            .map_err(|e| io("cannot read", path, e))?;
+        Ok(bytes)
+    }
+}
+
+fn sync_dir(dir: &Path) -> Result<(), String> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| io("cannot sync", dir, e))
+}
+
+/// An upload into `STATE/tmp/`.
+#[derive(Debug)]
+struct FsUpload {
+    file: File,
+    path: PathBuf,
+    locator: String,
+}
+
+impl Write for FsUpload {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.file.write(bytes)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.file.flush()
+    }
+}
+
+impl Upload for FsUpload {
+    fn finish(&mut self) -> Result<(), String> {
+        self.file
+            .sync_all()
+            .map_err(|e| io("cannot sync", &self.path, e))
+    }
+    fn locator(&self) -> &str {
+        &self.locator
+    }
+}
+
+impl Drop for FsUpload {
+    fn drop(&mut self) {
+        // After put_job the file is a job's input and this finds nothing to remove.
+        let _ = fs::remove_file(&self.path);
+    }
+}
+
+impl Store for FsStore {
+    fn put_key(&self, meta: &KeyMeta, bytes: &[u8]) -> Result<(), String> {
         let dir = self.key_dir(&meta.key_id);
         fs::create_dir_all(&dir).map_err(|e| io("cannot create", &dir, e))?;
         Self::write_atomic(&dir.join("keys.bin"), bytes)?;
@@ -158,102 +304,138 @@ impl Store {
         Self::write_atomic(&dir.join("meta.json"), &json)
     }
 
-    /// The record of keys `id`, if registered.
-    pub fn key_meta(&self, id: &str) -> Option<KeyMeta> {
-        let bytes = fs::read(self.key_dir(id).join("meta.json")).ok()?;
+    fn key_meta(&self, id: &str) -> Option<KeyMeta> {
+        let bytes = Self::read_bounded(&self.key_dir(id).join("meta.json"), 1 << 16).ok()?;
         serde_json::from_slice(&bytes).ok()
     }
 
-    /// The bytes of keys `id`.
-    pub fn key_bytes(&self, id: &str) -> Result<Vec<u8>, String> {
-        let path = self.key_dir(id).join("keys.bin");
-        fs::read(&path).map_err(|e| io("cannot read", &path, e))
+    fn key_bytes(&self, id: &str, max: u64) -> Result<Vec<u8>, String> {
+        Self::read_bounded(&self.key_dir(id).join("keys.bin"), max)
     }
 
-    /// Deletes keys `id` (record first).
-    pub fn delete_key(&self, id: &str) -> Result<(), String> {
+    fn delete_key(&self, id: &str) -> Result<(), String> {
         let dir = self.key_dir(id);
         let _ = fs::remove_file(dir.join("meta.json"));
         fs::remove_dir_all(&dir).map_err(|e| io("cannot delete", &dir, e))
     }
 
-    /// Accepts a job: moves its upload in, then writes its record.
-    pub fn put_job(&self, meta: &JobMeta, upload: &Path) -> Result<(), String> {
-        let dir = self.job_dir(&meta.job_id);
-        fs::create_dir_all(&dir).map_err(|e| io("cannot create", &dir, e))?;
-        let input = dir.join("input.bin");
-        File::open(upload)
-            .and_then(|f| f.sync_all())
-            .map_err(|e| io("cannot sync", upload, e))?;
-        fs::rename(upload, &input).map_err(|e| io("cannot move to", &input, e))?;
-        self.set_job(meta)
+    fn new_upload(&self) -> Result<Box<dyn Upload>, String> {
+        let locator = crate::service::random_id();
+        let path = self.root.join("tmp").join(&locator);
+        let file = File::create(&path).map_err(|e| io("cannot create", &path, e))?;
+        Ok(Box::new(FsUpload {
+            file,
+            path,
+            locator,
+        }))
     }
 
-    /// Rewrites a job's record.
-    pub fn set_job(&self, meta: &JobMeta) -> Result<(), String> {
+    fn put_job(&self, meta: &JobMeta, mut upload: Box<dyn Upload>) -> Result<(), String> {
+        let dir = self.job_dir(&meta.job_id);
+        fs::create_dir_all(&dir).map_err(|e| io("cannot create", &dir, e))?;
+        upload.finish()?;
+        let from = self.root.join("tmp").join(upload.locator());
+        let input = dir.join("input.bin");
+        fs::rename(&from, &input).map_err(|e| io("cannot move to", &input, e))?;
+        self.set_job(meta)?;
+        // The queue entry last: a worker never sees a job without its input and record.
+        let entry = self.root.join("queue").join(&meta.job_id);
+        File::create(&entry).map_err(|e| io("cannot create", &entry, e))?;
+        sync_dir(&self.root.join("queue"))
+    }
+
+    fn set_job(&self, meta: &JobMeta) -> Result<(), String> {
         let json = serde_json::to_vec(meta).map_err(|e| e.to_string())?;
         Self::write_atomic(&self.job_dir(&meta.job_id).join("meta.json"), &json)
     }
 
-    /// A job's record.
-    pub fn job(&self, id: &str) -> Option<JobMeta> {
-        let bytes = fs::read(self.job_dir(id).join("meta.json")).ok()?;
+    fn job(&self, id: &str) -> Option<JobMeta> {
+        let bytes = Self::read_bounded(&self.job_dir(id).join("meta.json"), 1 << 16).ok()?;
         serde_json::from_slice(&bytes).ok()
     }
 
-    /// The path of a job's upload.
-    pub fn job_input(&self, id: &str) -> PathBuf {
-        self.job_dir(id).join("input.bin")
+    fn job_input(&self, id: &str, max: u64) -> Result<Vec<u8>, String> {
+        Self::read_bounded(&self.job_dir(id).join("input.bin"), max)
     }
 
-    /// The path of a job's result.
-    pub fn job_result(&self, id: &str) -> PathBuf {
-        self.job_dir(id).join("result.bin")
+    fn put_result(&self, id: &str, bytes: &[u8]) -> Result<(), String> {
+        Self::write_atomic(&self.job_dir(id).join("result.bin"), bytes)
     }
 
-    /// Deletes a job.
-    pub fn delete_job(&self, id: &str) -> Result<(), String> {
+    fn open_result(&self, id: &str) -> Result<Box<dyn Read + Send>, String> {
+        let path = self.job_dir(id).join("result.bin");
+        let file = File::open(&path).map_err(|e| io("cannot read", &path, e))?;
+        Ok(Box::new(file))
+    }
+
+    fn delete_job(&self, id: &str) -> Result<(), String> {
         let dir = self.job_dir(id);
         let _ = fs::remove_file(dir.join("meta.json"));
         fs::remove_dir_all(&dir).map_err(|e| io("cannot delete", &dir, e))
     }
 
-    /// Every job not finished (queued, or running when the service stopped), oldest first:
-    /// what a restart resumes.
-    pub fn unfinished_jobs(&self) -> Vec<JobMeta> {
-        let mut jobs: Vec<JobMeta> = fs::read_dir(self.root.join("jobs"))
-            .into_iter()
-            .flatten()
-            .flatten()
-            .filter_map(|e| e.file_name().to_str().map(str::to_string))
-            .filter(|id| valid_id(id))
-            .filter_map(|id| self.job(&id))
-            .filter(|j| matches!(j.status, JobStatus::Queued | JobStatus::Running))
-            .collect();
-        jobs.sort_by(|a, b| (a.created_unix, &a.job_id).cmp(&(b.created_unix, &b.job_id)));
-        jobs
+    fn queue_depth(&self) -> usize {
+        self.entries("queue").count()
     }
 
-    /// Counts of jobs by status.
-    pub fn job_counts(&self) -> [usize; 4] {
-        let mut counts = [0; 4];
-        for entry in fs::read_dir(self.root.join("jobs"))
-            .into_iter()
-            .flatten()
-            .flatten()
-        {
-            if let Some(job) = entry.file_name().to_str().and_then(|id| self.job(id)) {
-                counts[job.status as usize] += 1;
+    fn running(&self) -> usize {
+        self.entries("running").count()
+    }
+
+    fn claim(&self) -> Option<String> {
+        // Oldest first: by the time the entry was made, then by id.
+        let mut queued: Vec<(SystemTime, String)> = self
+            .entries("queue")
+            .filter_map(|id| {
+                let time = fs::metadata(self.root.join("queue").join(&id))
+                    .and_then(|m| m.modified())
+                    .ok()?;
+                Some((time, id))
+            })
+            .collect();
+        queued.sort();
+        for (_, id) in queued {
+            let running = self.root.join("running").join(&id);
+            // The rename is the claim: it fails for every other claimant.
+            if fs::rename(self.root.join("queue").join(&id), &running).is_ok() {
+                self.renew(&id);
+                return Some(id);
             }
         }
-        counts
+        None
     }
 
-    /// Removes uploads left half-received by a crash.
-    pub fn clear_temp(&self) {
-        let dir = self.root.join("tmp");
-        for entry in fs::read_dir(&dir).into_iter().flatten().flatten() {
-            let _ = fs::remove_file(entry.path());
+    fn renew(&self, id: &str) {
+        let path = self.root.join("running").join(id);
+        let _ = File::options()
+            .write(true)
+            .open(&path)
+            .and_then(|f| f.set_modified(SystemTime::now()));
+    }
+
+    fn release(&self, id: &str) {
+        let _ = fs::remove_file(self.root.join("running").join(id));
+    }
+
+    fn requeue_expired(&self, lease: Duration) -> Vec<String> {
+        let now = SystemTime::now();
+        let mut requeued = Vec::new();
+        for id in self.entries("running").collect::<Vec<_>>() {
+            let path = self.root.join("running").join(&id);
+            let expired = fs::metadata(&path)
+                .and_then(|m| m.modified())
+                .is_ok_and(|t| now.duration_since(t).unwrap_or_default() >= lease);
+            if expired
+                && fs::rename(&path, self.root.join("queue").join(&id)).is_ok()
+                && let Some(mut job) = self.job(&id)
+            {
+                job.status = JobStatus::Queued;
+                job.done_images = 0;
+                job.progress = 0.0;
+                let _ = self.set_job(&job);
+                requeued.push(id);
+            }
         }
+        requeued
     }
 }
