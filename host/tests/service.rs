@@ -371,16 +371,14 @@ fn tokens_isolate_owners_and_bad_requests_get_a_4xx_with_a_reason() {
     std::fs::remove_dir_all(&tmp).unwrap();
 }
 
-#[test]
-fn eight_owners_at_once_each_get_their_own_exact_answer() {
-    let tmp = tempdir("service-owners");
-    let server = Server::start(&tmp.join("state"), &models_dir(&tmp), &["--workers", "2"]);
-    let url = server.url.clone();
+/// Eight owners, each with its own keys (seeds `seed`, `seed` + 1, ...), send one image at
+/// once and check their answers.
+fn eight_single_image_owners_at_once(url: &str, seed: u64) {
     let owners: Vec<_> = (0..8u64)
         .map(|k| {
-            let url = url.clone();
+            let url = url.to_string();
             std::thread::spawn(move || {
-                let mut owner = Owner::new(10 + k);
+                let mut owner = Owner::new(seed + k);
                 let client = ServiceClient::new(&url);
                 let keys = client
                     .register_keys("cryptonets-mnist", JobMode::Single, &owner.keys)
@@ -396,6 +394,14 @@ fn eight_owners_at_once_each_get_their_own_exact_answer() {
     for owner in owners {
         owner.join().expect("an owner's round trip");
     }
+}
+
+#[test]
+fn eight_owners_at_once_each_get_their_own_exact_answer() {
+    let tmp = tempdir("service-owners");
+    let server = Server::start(&tmp.join("state"), &models_dir(&tmp), &["--workers", "2"]);
+    let url = server.url.clone();
+    eight_single_image_owners_at_once(&url, 10);
     // The load test, bounded, on loopback only.
     let out = cryptonets(&[
         "client",
@@ -573,26 +579,7 @@ fn a_batch_owner_and_eight_single_image_owners_at_once_on_api_and_worker_process
             ])
         })
     };
-    let owners: Vec<_> = (0..8u64)
-        .map(|k| {
-            let url = api.url.clone();
-            std::thread::spawn(move || {
-                let mut owner = Owner::new(100 + k);
-                let client = ServiceClient::new(&url);
-                let keys = client
-                    .register_keys("cryptonets-mnist", JobMode::Single, &owner.keys)
-                    .unwrap();
-                let images = vec![Owner::image(k as usize)];
-                let upload = owner.upload(&images);
-                let job = client.submit(&keys.key_id, &keys.token, &upload).unwrap();
-                let result = client.wait(&job.job_id, &keys.token, |_| {}).unwrap();
-                owner.check(&result, &images);
-            })
-        })
-        .collect();
-    for owner in owners {
-        owner.join().expect("a single-image owner's round trip");
-    }
+    eight_single_image_owners_at_once(&api.url, 100);
     let out = batch.join().unwrap();
     assert!(out.status.success(), "{}", text(&out));
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
