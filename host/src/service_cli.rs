@@ -55,18 +55,24 @@ pub(crate) struct ServeArgs {
     /// The private key (PEM) of --tls-cert.
     #[arg(long, requires = "tls_cert")]
     tls_key: Option<PathBuf>,
+    /// Logs (standard error) as one JSON object a line, for a log collector; the level
+    /// comes from RUST_LOG (default info).
+    #[arg(long)]
+    log_json: bool,
 }
 
 /// `cryptonets serve`: until SIGTERM or Ctrl-C, after which it accepts nothing new and
 /// finishes the running jobs.
 pub(crate) fn serve_command(args: &ServeArgs, backend: Backend) -> Result<(), String> {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .try_init();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match args.log_json {
+        true => logs.json().try_init(),
+        false => logs.try_init(),
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

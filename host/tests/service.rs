@@ -473,6 +473,131 @@ fn a_service_killed_mid_job_finishes_it_after_a_restart() {
 }
 
 #[test]
+fn a_full_queue_answers_429_and_a_stalled_upload_408_in_json_logs() {
+    let tmp = tempdir("service-limits");
+    let (state, models) = (tmp.join("state"), models_dir(&tmp));
+    let mut owner = Owner::new(6);
+    let images: Vec<Vec<u8>> = (0..3).map(Owner::image).collect();
+    let upload = owner.upload(&images);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_cryptonets"))
+        .current_dir(workspace())
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--max-queue",
+            "1",
+            "--workers",
+            "1",
+        ])
+        .args(["--read-timeout", "1", "--log-json", "--state"])
+        .arg(&state)
+        .arg("--models")
+        .arg(&models)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let url = line
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap()
+        .to_string();
+    let client = ServiceClient::new(&url);
+    let keys = client
+        .register_keys("cryptonets-mnist", JobMode::Single, &owner.keys)
+        .unwrap();
+    let jobs = format!("/v1/jobs?key_id={}", keys.key_id);
+    // One job runs, one waits; the next is refused until the queue drains.
+    let mut statuses = Vec::new();
+    for _ in 0..4 {
+        let (status, body) = client
+            .raw("POST", &jobs, Some(&keys.token), &upload)
+            .unwrap();
+        if status == 429 {
+            assert!(String::from_utf8_lossy(&body).contains("queue is full"));
+        }
+        statuses.push(status);
+    }
+    assert_eq!(statuses[0], 202);
+    assert!(statuses.contains(&429), "{statuses:?}");
+    // Retry-After, seen by a client nobody here wrote (a job it gets in fills the queue
+    // again for the next try).
+    let curl_submit = || {
+        let out = Command::new("curl")
+            .args(["--silent", "--include", "-X", "POST", "--data-binary", "@-"])
+            .args(["-H", &format!("Authorization: Bearer {}", keys.token)])
+            .arg(format!("{url}{jobs}"))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .and_then(|mut curl| {
+                use std::io::Write;
+                curl.stdin.take().unwrap().write_all(&upload)?;
+                curl.wait_with_output()
+            })
+            .expect("curl is installed (scripts/test.sh installs it)");
+        String::from_utf8_lossy(&out.stdout).to_lowercase()
+    };
+    let refused = (0..3)
+        .map(|_| curl_submit())
+        .find(|head| head.contains(" 429 "))
+        .expect("curl saw a 429");
+    assert!(refused.contains("retry-after: 5"), "{refused}");
+    // A body that stops arriving is cut off with 408 after --read-timeout.
+    let address = url.strip_prefix("http://").unwrap();
+    let mut stream = std::net::TcpStream::connect(address).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    use std::io::{Read, Write};
+    // Wait for the queue to drain so that the stall, not the queue, is what is refused.
+    let started = Instant::now();
+    while client
+        .raw("GET", "/metrics", None, &[])
+        .map(|(_, m)| String::from_utf8_lossy(&m).contains("cryptonets_queue_depth 0"))
+        != Ok(true)
+    {
+        assert!(started.elapsed() < Duration::from_secs(120));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    write!(
+        stream,
+        "POST {jobs} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\nContent-Length: 100000\r\n\r\n",
+        keys.token
+    )
+    .unwrap();
+    stream.write_all(&upload[..1000]).unwrap();
+    let stalled = Instant::now();
+    let mut answer = vec![0u8; 4096];
+    let k = stream.read(&mut answer).unwrap();
+    let answer = String::from_utf8_lossy(&answer[..k]).to_string();
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("stalled"), "{answer}");
+    assert!(stalled.elapsed() < Duration::from_secs(20));
+    // The logs are JSON lines with the job ids as fields.
+    let _ = child.kill();
+    let out = child.wait_with_output().unwrap();
+    let logs = String::from_utf8_lossy(&out.stderr);
+    let accepted: Vec<serde_json::Value> = logs
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .filter(|v: &serde_json::Value| v["fields"]["message"] == "accepted")
+        .collect();
+    assert!(accepted.len() >= 2, "{logs}");
+    assert!(
+        accepted
+            .iter()
+            .all(|v| v["fields"]["job"].as_str().is_some_and(|j| j.len() == 32))
+    );
+    std::fs::remove_dir_all(&tmp).unwrap();
+}
+
+#[test]
 fn sigterm_finishes_the_running_job_then_exits() {
     let tmp = tempdir("service-term");
     let (state, models) = (tmp.join("state"), models_dir(&tmp));

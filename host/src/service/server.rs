@@ -649,28 +649,82 @@ fn expected_upload(model: &ServedModel, key: &KeyMeta) -> ApiResult<Expected> {
     })
 }
 
+/// A refused upload's body is read and dropped up to this many bytes (a few single-image
+/// uploads), so that a client that sends before it reads gets the answer instead of a reset
+/// connection; beyond, the connection is closed.
+const DRAIN_BYTES: usize = 4 << 20;
+
+async fn drain(body: Body, timeout: Duration) {
+    let mut stream = body.into_data_stream();
+    let mut drained = 0;
+    let _ = tokio::time::timeout(timeout, async {
+        while let Some(Ok(chunk)) = stream.next().await {
+            drained += chunk.len();
+            if drained > DRAIN_BYTES {
+                break;
+            }
+        }
+    })
+    .await;
+}
+
 async fn submit_job(
     State(shared): State<Arc<Shared>>,
     Query(query): Query<JobQuery>,
     headers: HeaderMap,
     body: Body,
 ) -> ApiResult<(StatusCode, Json<JobMeta>)> {
-    let key = authorize(&shared, &headers, &query.key_id).await?;
-    let model = model(&shared, &key.model)?;
+    match admit(&shared, &query, &headers).await {
+        Ok((key, model, expected, permit)) => {
+            receive(&shared, key, &model, expected, body, permit).await
+        }
+        Err(e) => {
+            drain(body, shared.config.read_timeout).await;
+            Err(e)
+        }
+    }
+}
+
+/// Whether a job may be uploaded now: its keys and token, its model, room in the queue and
+/// an upload slot.
+async fn admit<'a>(
+    shared: &'a Arc<Shared>,
+    query: &JobQuery,
+    headers: &HeaderMap,
+) -> ApiResult<(
+    KeyMeta,
+    Arc<ServedModel>,
+    Expected,
+    tokio::sync::SemaphorePermit<'a>,
+)> {
+    let key = authorize(shared, headers, &query.key_id).await?;
+    let model = model(shared, &key.model)?;
     let expected = expected_upload(&model, &key)?;
-    let queued = blocking(&shared, |s| s.queue_depth()).await?;
+    let queued = blocking(shared, |s| s.queue_depth()).await?;
     if queued >= shared.config.max_queue {
         return Err(ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
             "the queue is full",
         ));
     }
-    let _permit = shared
+    let permit = shared
         .uploads
         .try_acquire()
         .map_err(|_| ApiError::new(StatusCode::TOO_MANY_REQUESTS, "too many uploads at once"))?;
+    Ok((key, model, expected, permit))
+}
+
+/// Streams an admitted upload into the store and queues its job.
+async fn receive(
+    shared: &Arc<Shared>,
+    key: KeyMeta,
+    model: &ServedModel,
+    expected: Expected,
+    body: Body,
+    _permit: tokio::sync::SemaphorePermit<'_>,
+) -> ApiResult<(StatusCode, Json<JobMeta>)> {
     // Streamed into the store, never held whole; a stalled sender is cut off.
-    let mut upload = blocking(&shared, |s| s.new_upload())
+    let mut upload = blocking(shared, |s| s.new_upload())
         .await?
         .map_err(internal)?;
     let header_len = HEADER.max(BatchHeader::MAX_LEN);
@@ -732,7 +786,7 @@ async fn submit_job(
         bytes_out: 0,
     };
     let accepted = job.clone();
-    blocking(&shared, move |s| s.put_job(&accepted, upload))
+    blocking(shared, move |s| s.put_job(&accepted, upload))
         .await?
         .map_err(internal)?;
     shared.metrics.jobs_accepted.fetch_add(1, Ordering::Relaxed);
