@@ -155,6 +155,9 @@ pub async fn serve(
     let store = FsStore::open(&config.state)?;
     if config.role != Role::Worker {
         store.clear_temp();
+        for id in store.recover() {
+            tracing::warn!(job = %id, "recorded but not queued (a crash): queued");
+        }
     }
     if config.role == Role::All {
         // The only process on this state: whatever was claimed belonged to a process that

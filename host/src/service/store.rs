@@ -228,6 +228,36 @@ impl FsStore {
         }
     }
 
+    /// Repairs what a crash of an API process can leave: a job recorded as queued or running
+    /// with neither a queue entry nor a claim (the crash fell between its record and its
+    /// queue entry) is queued; a job directory without a record (never acknowledged to its
+    /// owner) is removed. Returns the ids queued.
+    pub fn recover(&self) -> Vec<String> {
+        let mut queued = Vec::new();
+        for id in self.entries("jobs").collect::<Vec<_>>() {
+            let listed = ["queue", "running"]
+                .iter()
+                .any(|dir| self.root.join(dir).join(&id).exists());
+            match self.job(&id) {
+                // Not one being made right now by another front.
+                None if modified_before(&self.job_dir(&id), Duration::from_secs(60)) => {
+                    let _ = fs::remove_dir_all(self.job_dir(&id));
+                }
+                None => {}
+                Some(job)
+                    if !listed && matches!(job.status, JobStatus::Queued | JobStatus::Running) =>
+                {
+                    let entry = self.root.join("queue").join(&id);
+                    if File::create(&entry).is_ok() {
+                        queued.push(id);
+                    }
+                }
+                Some(_) => {}
+            }
+        }
+        queued
+    }
+
     fn entries(&self, dir: &str) -> impl Iterator<Item = String> {
         fs::read_dir(self.root.join(dir))
             .into_iter()
@@ -252,6 +282,13 @@ impl FsStore {
             .map_err(|e| io("cannot read", path, e))?;
         Ok(bytes)
     }
+}
+
+/// Whether `path` was last modified at least `age` ago.
+fn modified_before(path: &Path, age: Duration) -> bool {
+    fs::metadata(path)
+        .and_then(|m| m.modified())
+        .is_ok_and(|t| SystemTime::now().duration_since(t).unwrap_or_default() >= age)
 }
 
 fn sync_dir(dir: &Path) -> Result<(), String> {
@@ -418,14 +455,10 @@ impl Store for FsStore {
     }
 
     fn requeue_expired(&self, lease: Duration) -> Vec<String> {
-        let now = SystemTime::now();
         let mut requeued = Vec::new();
         for id in self.entries("running").collect::<Vec<_>>() {
             let path = self.root.join("running").join(&id);
-            let expired = fs::metadata(&path)
-                .and_then(|m| m.modified())
-                .is_ok_and(|t| now.duration_since(t).unwrap_or_default() >= lease);
-            if expired
+            if modified_before(&path, lease)
                 && fs::rename(&path, self.root.join("queue").join(&id)).is_ok()
                 && let Some(mut job) = self.job(&id)
             {
@@ -437,5 +470,87 @@ impl Store for FsStore {
             }
         }
         requeued
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(id: &str, status: JobStatus) -> JobMeta {
+        JobMeta {
+            job_id: id.into(),
+            key_id: "0".repeat(32),
+            model: "m".into(),
+            status,
+            images: 1,
+            done_images: 0,
+            progress: 0.0,
+            mode: "single".into(),
+            degree: None,
+            error: None,
+            created_unix: 0,
+            eval_seconds: 0.0,
+            bytes_in: 0,
+            bytes_out: 0,
+        }
+    }
+
+    fn store(name: &str) -> (FsStore, PathBuf) {
+        let dir =
+            std::env::temp_dir().join(format!("cryptonets-store-{name}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        (FsStore::open(&dir).unwrap(), dir)
+    }
+
+    #[test]
+    fn a_job_is_claimed_once_and_an_expired_lease_queues_it_again() {
+        let (store, dir) = store("claim");
+        let id = "ab".repeat(16);
+        let mut upload = store.new_upload().unwrap();
+        upload.write_all(b"input").unwrap();
+        store.put_job(&job(&id, JobStatus::Queued), upload).unwrap();
+        assert_eq!(store.job_input(&id, 5).unwrap(), b"input");
+        assert!(store.job_input(&id, 4).is_err(), "bounded reads");
+        assert_eq!(store.queue_depth(), 1);
+        // Two claimants (threads standing for processes): one gets it.
+        let claims: Vec<Option<String>> = std::thread::scope(|s| {
+            let a = s.spawn(|| store.claim());
+            let b = s.spawn(|| store.claim());
+            vec![a.join().unwrap(), b.join().unwrap()]
+        });
+        assert_eq!(claims.iter().flatten().count(), 1);
+        assert_eq!((store.queue_depth(), store.running()), (0, 1));
+        // A fresh lease is kept; a lapsed one goes back to the queue, the record with it.
+        assert!(store.requeue_expired(Duration::from_secs(3600)).is_empty());
+        let mut running = job(&id, JobStatus::Running);
+        running.progress = 0.5;
+        store.set_job(&running).unwrap();
+        assert_eq!(store.requeue_expired(Duration::ZERO), vec![id.clone()]);
+        let record = store.job(&id).unwrap();
+        assert_eq!((record.status, record.progress), (JobStatus::Queued, 0.0));
+        assert_eq!(store.claim(), Some(id.clone()));
+        store.release(&id);
+        assert_eq!((store.queue_depth(), store.running()), (0, 0));
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn recovery_queues_a_recorded_job_left_unqueued_and_keeps_finished_ones() {
+        let (store, dir) = store("recover");
+        let (lost, done) = ("cd".repeat(16), "ef".repeat(16));
+        for (id, status) in [(&lost, JobStatus::Queued), (&done, JobStatus::Done)] {
+            fs::create_dir_all(store.job_dir(id)).unwrap();
+            store.set_job(&job(id, status)).unwrap();
+        }
+        // A directory without a record, just made: left alone (another front may be
+        // writing it).
+        let fresh = "01".repeat(16);
+        fs::create_dir_all(store.job_dir(&fresh)).unwrap();
+        assert_eq!(store.recover(), vec![lost.clone()]);
+        assert!(store.job_dir(&fresh).exists());
+        assert_eq!(store.claim(), Some(lost));
+        assert_eq!(store.claim(), None);
+        fs::remove_dir_all(dir).unwrap();
     }
 }
