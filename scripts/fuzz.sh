@@ -9,7 +9,7 @@ cd "$(dirname "$0")/../fuzz"
 seconds=${1:-45}
 shift || true
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(model network onnx secret_key parameters eval_keys batch logits record idx single_keys seeded bundle)
+[ ${#targets[@]} -gt 0 ] || targets=(model network onnx secret_key parameters eval_keys batch logits record idx single_keys seeded bundle device_profile)
 
 command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
 export RUSTC_BOOTSTRAP=1

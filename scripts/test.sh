@@ -7,9 +7,12 @@
 #      fetched and verified so that the tests on real data run;
 #   3. the core and integration tests for aarch64 under qemu-user (portable and NEON);
 #   4. every criterion bench once (`-- --test`) on x86_64 and on aarch64 under qemu;
-#   5. the no_std core for thumbv7em-none-eabihf (Cortex-M4F), with and without `alloc`;
+#   5. the no_std core for thumbv7em-none-eabihf (Cortex-M4F), with and without `alloc`, and
+#      the owner's client firmware on an emulated Cortex-M4 (qemu-system-arm mps2-an386):
+#      its upload bit-exact with the host's, its prediction the model's (scripts/firmware.sh);
 #   6. cargo fuzz on every parser (models v1 and v2, ONNX, keys, parameters, batches, logits,
-#      records, IDX, single-image keys, seeded uploads, bundles), 30 s a target (scripts/fuzz.sh);
+#      records, IDX, single-image keys, seeded uploads, bundles, device profiles), 30 s a
+#      target (scripts/fuzz.sh);
 #   7. the known-answer vectors against their independent generator, which also decrypts
 #      the project's serialized BFV ciphertexts.
 set -euo pipefail
@@ -25,7 +28,7 @@ debian_rust_ready() {
     [ -x /usr/bin/rustc ] && /usr/bin/rustc --version | grep -qE '^rustc 1\.(89|9[0-9])' &&
         [ -d /usr/lib/rustlib/aarch64-unknown-linux-gnu ] && [ -d /usr/lib/rustlib/src ] &&
         [ -x /usr/bin/clippy-driver ] && command -v aarch64-linux-gnu-gcc >/dev/null &&
-        command -v qemu-aarch64 >/dev/null
+        command -v qemu-aarch64 >/dev/null && command -v qemu-system-arm >/dev/null
 }
 
 if ! debian_rust_ready; then
@@ -35,7 +38,7 @@ if ! debian_rust_ready; then
     sudo_if_needed apt-get update -q
     sudo_if_needed apt-get install -y -q \
         rustc-web libstd-rust-web-dev:arm64 rust-web-src rust-web-clippy \
-        gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user
+        gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user qemu-system-arm
 fi
 command -v python3 >/dev/null || { sudo_if_needed apt-get install -y -q python3; }
 command -v npm >/dev/null || { sudo_if_needed apt-get install -y -q npm; }
@@ -48,6 +51,7 @@ debian() { RUSTC=/usr/bin/rustc RUSTDOC=/usr/bin/rustdoc CARGO_TARGET_DIR=target
 
 step "format and lints"
 cargo fmt --all -- --check
+(cd firmware && cargo fmt -- --check)
 cargo clippy --workspace --all-targets -- -D warnings
 debian /usr/bin/cargo-clippy clippy --target aarch64-unknown-linux-gnu \
     -p cryptonets-core -p cryptonets-tests --all-targets -- -D warnings
@@ -75,6 +79,9 @@ for features in "" "--features alloc"; do
     debian env RUSTC_BOOTSTRAP=1 cargo build -Zbuild-std=core,alloc --target thumbv7em-none-eabihf \
         -p cryptonets-core --no-default-features $features
 done
+
+step "the client firmware on an emulated Cortex-M4 (scripts/firmware.sh)"
+bash scripts/firmware.sh
 
 # The fuzz build (AddressSanitizer, its own target directory) needs several gigabytes; on a
 # small disk the earlier builds, no longer needed, make room for it.

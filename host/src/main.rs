@@ -12,6 +12,7 @@ use cryptonets_core::backend::BACKEND_NAMES;
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod bench;
+mod device_cli;
 mod general_cli;
 mod general_files;
 mod info;
@@ -46,6 +47,10 @@ enum Command {
     /// Integer CryptoNets models.
     #[command(subcommand)]
     Model(ModelCommand),
+    /// The microcontroller client's host side: its profile of a model, its input, the check
+    /// of what it encrypted.
+    #[command(subcommand)]
+    Device(device_cli::DeviceCommand),
     /// Data owner: generate a secret key and the service's evaluation key.
     Keygen(pipeline_cli::KeygenArgs),
     /// Data owner: encrypt a batch of MNIST test images (one image per slot).
@@ -217,6 +222,7 @@ fn main() -> ExitCode {
             general_cli::convert_command(&input, &output)
         }
         Command::Plan(args) => general_cli::plan_command(&args, backend),
+        Command::Device(command) => device_cli::device_command(&command, backend),
         Command::Keygen(args) => pipeline_cli::keygen_command(&args, backend),
         Command::Encrypt(args) => pipeline_cli::encrypt_command(&args, backend),
         Command::Eval(args) => pipeline_cli::eval_command(&args, backend),

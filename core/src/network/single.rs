@@ -27,10 +27,12 @@
 //! Exactness is that of the batch evaluator: every step is an integer polynomial map of the
 //! slots, and the planner refuses parameters under which decryption could fail.
 
+pub mod device;
 pub mod evaluate;
 pub mod keys;
 pub mod plan;
 
+pub use device::DeviceProfile;
 pub use evaluate::{EncodedDiagonals, SingleEvaluator, decode_single_outputs, encode_single_input};
 pub use keys::SingleKeys;
 pub use plan::{Part, PlannedSingle, SinglePlan, SingleStep};

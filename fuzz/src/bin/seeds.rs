@@ -86,6 +86,17 @@ fn main() {
     };
     write("single_keys", "keys", &single.to_bytes(p));
 
+    // The device profile of the committed model's single-image plan.
+    let network = cryptonets_core::model::polynomial::PolynomialNetwork::parse(&committed)
+        .expect("the committed model as version 2");
+    let planned = cryptonets_core::network::single::PlannedSingle::new(&network, Backend::detect())
+        .expect("the committed model's single-image plan");
+    write(
+        "device_profile",
+        "committed",
+        &cryptonets_core::network::single::DeviceProfile::new(&planned, &network).to_bytes(),
+    );
+
     // Seeded ciphertexts under two primes, plain and compressed.
     let two = cryptonets_fuzz::two_prime_params();
     let two_secret = cryptonets_core::bfv::SecretKey::generate(two, &mut rng);

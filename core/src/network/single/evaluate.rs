@@ -33,11 +33,26 @@ pub fn encode_single_input(
             reason: "an image of the network's input size, under the plan's ring degree",
         });
     }
+    encode_columns(params, &plan.layout.input, |neuron| {
+        network.quantize_pixel(image[neuron as usize])
+    })
+}
+
+/// The plaintext with `value(neuron)` at each (neuron, column) of an owner's layout: what
+/// [`encode_single_input`] and a device's [`super::DeviceProfile::encode`] share.
+pub(crate) fn encode_columns(
+    params: &Parameters,
+    input: &[(u32, u32)],
+    value: impl Fn(u32) -> i64,
+) -> Result<Plaintext, Error> {
+    let n = params.degree();
     let slots = column_slots(n);
     let mut values = alloc::vec![0u64; n];
-    for &(neuron, column) in &plan.layout.input {
-        values[slots[column as usize] as usize] =
-            network.quantize_pixel(image[neuron as usize]) as u64;
+    for &(neuron, column) in input {
+        let slot = slots.get(column as usize).ok_or(Error::InvalidParameters {
+            reason: "an input column outside the slot row",
+        })?;
+        values[*slot as usize] = value(neuron) as u64;
     }
     BatchEncoder::new(params).encode(&values)
 }

@@ -429,3 +429,77 @@ fn the_planner_takes_the_smallest_ring_that_holds_the_network() {
     let total = c.log_q() + c.special_basis().map_or(0.0, |s| s.log2());
     assert!(total <= crate::bfv::max_log_q_128(c.degree()).unwrap() as f64);
 }
+
+#[test]
+fn a_device_profile_encodes_and_encrypts_as_the_owner_does_without_the_model() {
+    // The CryptoNets shape: n = 8192, compressed uploads.
+    let network = small_cnn();
+    let planned = plan::PlannedSingle::new(&network, Backend::detect()).unwrap();
+    let profile = DeviceProfile::new(&planned, &network);
+    let bytes = profile.to_bytes();
+    let parsed = DeviceProfile::from_bytes(&bytes).unwrap();
+    assert_eq!(parsed, profile);
+    let image: Vec<u8> = (0..network.input().len())
+        .map(|i| (i * 37 % 256) as u8)
+        .collect();
+    let secret_seed = [7u8; 32];
+    let mut owner_rng = ChaCha20Rng::from_seed([9; 32]);
+    let mut device_rng = ChaCha20Rng::from_seed([9; 32]);
+    let owner_secret = SecretKey::generate(
+        &planned.params.channels()[0],
+        &mut ChaCha20Rng::from_seed(secret_seed),
+    );
+    let n = profile.n;
+    let mut scratch = crate::bfv::LimbScratch::new(n);
+    for (c, p) in planned.params.channels().iter().enumerate() {
+        // The device: one channel's parameters, built from the profile alone.
+        let dp = parsed
+            .channel(c, Backend::Portable(Default::default()))
+            .unwrap();
+        assert_eq!(dp.id(), p.id());
+        let device_secret = SecretKey::generate(&dp, &mut ChaCha20Rng::from_seed(secret_seed));
+        let m = parsed.encode(&dp, &image).unwrap();
+        assert_eq!(
+            m,
+            encode_single_input(p, &planned.plan, &network, &image).unwrap()
+        );
+        let mut upload = Vec::new();
+        device_secret
+            .encrypt_compressed_by_limb(&dp, &m, &mut device_rng, &mut scratch, |b| {
+                upload.extend_from_slice(b);
+                Ok::<(), Error>(())
+            })
+            .unwrap();
+        // The owner on a host: the same bytes.
+        let seeded = owner_secret.encrypt_seeded(p, &m, &mut owner_rng).unwrap();
+        assert_eq!(upload, seeded.compress(p).unwrap().to_bytes(p));
+    }
+    // Hostile profiles: every truncation, and counts or entries out of range, are refused.
+    for k in 0..bytes.len() {
+        assert!(DeviceProfile::from_bytes(&bytes[..k]).is_err(), "{k}");
+    }
+    for (at, value) in [
+        (4, 2u8),
+        (5, 2),
+        (6, 0),
+        (7, 3),
+        (8, 3),
+        (12, 0),
+        (13, 1),
+        (16, 0),
+    ] {
+        let mut bad = bytes.clone();
+        bad[at] = value;
+        assert!(DeviceProfile::from_bytes(&bad).is_err(), "{at} = {value}");
+    }
+    let mut bad = bytes.clone();
+    let last = bad.len() - 4;
+    bad[last..].copy_from_slice(&(n as u32).to_le_bytes());
+    assert!(
+        DeviceProfile::from_bytes(&bad).is_err(),
+        "a column past the slot row"
+    );
+    let mut other = profile.clone();
+    other.channel_ids[0] ^= 1;
+    assert!(other.channel(0, Backend::detect()).is_err());
+}
