@@ -21,7 +21,7 @@ use cryptonets_core::network::single::{
 };
 use cryptonets_host::bundle::{Bundle, RESULTS, UPLOADS};
 use cryptonets_host::service::client::ServiceClient;
-use cryptonets_host::service::server::{JobMode, ROUTES};
+use cryptonets_host::service::server::{JobMode, ROUTES, Registered};
 use cryptonets_host::service::store::JobStatus;
 use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
@@ -111,6 +111,13 @@ impl Owner {
             keys,
             rng,
         }
+    }
+
+    /// Registers its keys for single-image jobs of the CryptoNets model.
+    fn register(&self, client: &ServiceClient) -> Registered {
+        client
+            .register_keys("cryptonets-mnist", JobMode::Single, &self.keys)
+            .unwrap()
     }
 
     fn image(k: usize) -> Vec<u8> {
@@ -295,7 +302,9 @@ fn tokens_isolate_owners_and_bad_requests_get_a_4xx_with_a_reason() {
     ));
     // More bytes than a job can hold: 413, or the connection closed before the client is
     // done sending them.
-    let huge = vec![0u8; 200 << 20];
+    // (A valid header, so that the size is what is refused.)
+    let mut huge = vec![0u8; 200 << 20];
+    huge[..64].copy_from_slice(&upload[..64]);
     if let Ok(answer) = client.raw("POST", &jobs, Some(&a.token), &huge) {
         expect(answer, 413, "at most");
     }
@@ -380,9 +389,7 @@ fn eight_single_image_owners_at_once(url: &str, seed: u64) {
             std::thread::spawn(move || {
                 let mut owner = Owner::new(seed + k);
                 let client = ServiceClient::new(&url);
-                let keys = client
-                    .register_keys("cryptonets-mnist", JobMode::Single, &owner.keys)
-                    .unwrap();
+                let keys = owner.register(&client);
                 let images = vec![Owner::image(k as usize)];
                 let upload = owner.upload(&images);
                 let job = client.submit(&keys.key_id, &keys.token, &upload).unwrap();
@@ -448,20 +455,11 @@ fn a_service_killed_mid_job_finishes_it_after_a_restart() {
     let upload = owner.upload(&images);
     let server = Server::start(&state, &models, &["--workers", "1"]);
     let client = ServiceClient::new(&server.url);
-    let keys = client
-        .register_keys("cryptonets-mnist", JobMode::Single, &owner.keys)
-        .unwrap();
+    let keys = owner.register(&client);
     let job = client.submit(&keys.key_id, &keys.token, &upload).unwrap();
     // Killed (SIGKILL) as soon as the job runs.
-    let started = Instant::now();
-    loop {
-        let record = client.job(&job.job_id, &keys.token).unwrap();
-        if record.status != JobStatus::Queued || started.elapsed() > Duration::from_secs(60) {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    drop(server);
+    wait_until_running(&client, &job.job_id, &keys.token);
+    server.kill();
     let server = Server::start(&state, &models, &["--workers", "1"]);
     let client = ServiceClient::new(&server.url);
     let result = client.wait(&job.job_id, &keys.token, |_| {}).unwrap();
@@ -508,9 +506,7 @@ fn a_full_queue_answers_429_and_a_stalled_upload_408_in_json_logs() {
         .unwrap()
         .to_string();
     let client = ServiceClient::new(&url);
-    let keys = client
-        .register_keys("cryptonets-mnist", JobMode::Single, &owner.keys)
-        .unwrap();
+    let keys = owner.register(&client);
     let jobs = format!("/v1/jobs?key_id={}", keys.key_id);
     // One job runs, one waits; the next is refused until the queue drains.
     let mut statuses = Vec::new();
@@ -606,9 +602,7 @@ fn sigterm_finishes_the_running_job_then_exits() {
     let upload = owner.upload(&images);
     let mut server = Server::start(&state, &models, &[]);
     let client = ServiceClient::new(&server.url);
-    let keys = client
-        .register_keys("cryptonets-mnist", JobMode::Single, &owner.keys)
-        .unwrap();
+    let keys = owner.register(&client);
     let job = client.submit(&keys.key_id, &keys.token, &upload).unwrap();
     wait_until_running(&client, &job.job_id, &keys.token);
     let pid = server.child.id().to_string();
@@ -750,9 +744,7 @@ fn a_worker_killed_mid_job_loses_nothing_another_finishes_it() {
     let api = Server::start(&state, &models, &["--role", "api"]);
     let worker = Server::start(&state, &models, &["--role", "worker", "--lease", "2"]);
     let client = ServiceClient::new(&api.url);
-    let keys = client
-        .register_keys("cryptonets-mnist", JobMode::Single, &owner.keys)
-        .unwrap();
+    let keys = owner.register(&client);
     let job = client.submit(&keys.key_id, &keys.token, &upload).unwrap();
     wait_until_running(&client, &job.job_id, &keys.token);
     worker.kill();
@@ -914,9 +906,7 @@ fn mutated_keys_uploads_and_http_requests_get_4xx_and_the_service_stays_up() {
     );
     let client = ServiceClient::new(&server.url);
     let mut owner = Owner::new(7);
-    let keys = client
-        .register_keys("cryptonets-mnist", JobMode::Single, &owner.keys)
-        .unwrap();
+    let keys = owner.register(&client);
     let images = vec![Owner::image(5)];
     let upload = owner.upload(&images);
     let mut rng = ChaCha20Rng::seed_from_u64(2026);

@@ -658,7 +658,10 @@ fn expected_upload(model: &ServedModel, key: &KeyMeta) -> ApiResult<Expected> {
 const DRAIN_BYTES: usize = 4 << 20;
 
 async fn drain(body: Body, timeout: Duration) {
-    let mut stream = body.into_data_stream();
+    drain_stream(body.into_data_stream(), timeout).await;
+}
+
+async fn drain_stream(mut stream: axum::body::BodyDataStream, timeout: Duration) {
     let mut drained = 0;
     let _ = tokio::time::timeout(timeout, async {
         while let Some(Ok(chunk)) = stream.next().await {
@@ -769,7 +772,15 @@ async fn receive(
         .metrics
         .bytes_in
         .fetch_add(received, Ordering::Relaxed);
-    result?;
+    if let Err(e) = result {
+        // A refused header is answered after the rest of a small body (as a refusal before
+        // it is); a body too large or stalled is cut off.
+        let cut_off = e.0 == StatusCode::REQUEST_TIMEOUT || received > expected.max;
+        if !cut_off {
+            drain_stream(stream, shared.config.read_timeout).await;
+        }
+        return Err(e);
+    }
     // The header's shape (every object is parsed by the worker).
     let images = (expected.check)(&header_bytes)?;
     let job = JobMeta {
