@@ -35,7 +35,7 @@ pub use evaluation::Evaluator;
 pub use galois::{GaloisKey, galois_slot};
 pub use keys::{KeyGenerator, PublicKey, RelinearizationKey, SecretKey};
 pub use multiply::MultiplyScratch;
-pub use streaming::LimbScratch;
+pub use streaming::{CompactChannel, CompactScratch, LimbScratch};
 
 /// The HomomorphicEncryption.org bound on log2 Q for 128-bit security with ternary secrets
 /// (classical attacks), by ring degree. Q includes every modulus that key material uses.
@@ -280,12 +280,7 @@ impl Parameters {
     }
 
     fn level(q: &[Modulus], p: &[Modulus], special: Option<&[Modulus]>, t: &Modulus) -> Level {
-        // floor(Q / t) = (Q - (Q mod t)) / t, so mod q_i it is -(Q mod t) * t^-1.
-        let q_mod_t = q.iter().fold(1, |acc, m| t.mul(acc, t.reduce(m.value())));
-        let delta = q
-            .iter()
-            .map(|m| m.shoup(m.neg(m.mul(m.reduce(q_mod_t), m.inv(m.reduce(t.value()))))))
-            .collect();
+        let (q_mod_t, delta) = message_scale(q, t);
         let last = q[q.len() - 1];
         let last_inverse = q[..q.len() - 1]
             .iter()
@@ -450,18 +445,19 @@ impl Parameters {
         offsets: &mut [u32],
     ) -> u32 {
         let data = self.level_data(level);
-        for (o, &x) in offsets.iter_mut().zip(m) {
-            *o = self.rounded_fraction(data, x);
-        }
         match error {
             Some(e) => {
-                for (o, &e) in offsets.iter_mut().zip(e) {
-                    debug_assert!(e.unsigned_abs() as u32 <= CBD_ETA);
-                    *o = (*o as i32 + e as i32 + CBD_ETA as i32) as u32;
+                for ((o, &x), &e) in offsets.iter_mut().zip(m).zip(e) {
+                    *o = message_offset(&self.t, data.q_mod_t, x, e);
                 }
                 CBD_ETA
             }
-            None => 0,
+            None => {
+                for (o, &x) in offsets.iter_mut().zip(m) {
+                    *o = rounded_fraction(&self.t, data.q_mod_t, x);
+                }
+                0
+            }
         }
     }
 
@@ -484,20 +480,13 @@ impl Parameters {
             .scaled_add(limb, m, delta, offsets, q.neg(bias), subtract, q);
     }
 
-    /// round((Q_L mod t) x / t) = floor(((Q_L mod t) x + t/2) / t) < t for x < t: with
-    /// floor(Q_L / t) x, the parts of round(Q_L x / t). Constant time in x.
-    fn rounded_fraction(&self, data: &Level, x: u32) -> u32 {
-        let t = self.t.value() as u64;
-        self.t.quotient_u64(data.q_mod_t as u64 * x as u64 + t / 2) as u32
-    }
-
     /// poly += round(Q_L c / t) in coefficient 0 of every limb: adds the constant plaintext c
     /// (in [0, t)), which is c in every slot.
     pub(crate) fn add_scaled_constant(&self, poly: &mut [u32], c: u32) {
         let n = self.n;
         let level = poly.len() / n;
         let data = self.level_data(level);
-        let rounded = self.rounded_fraction(data, c);
+        let rounded = rounded_fraction(&self.t, data.q_mod_t, c);
         for (i, limb) in poly.chunks_exact_mut(n).enumerate() {
             let q = &self.q.moduli()[i];
             let scaled = q.add(q.mul_shoup(c, data.delta[i]), q.reduce_once(rounded));
@@ -511,6 +500,30 @@ impl Parameters {
 }
 
 pub(crate) use crate::rns::libm_log2;
+
+/// (Q mod t, floor(Q / t) mod each q_i) for the primes q_i of Q: the scaling of a message.
+pub(crate) fn message_scale(q: &[Modulus], t: &Modulus) -> (u32, Vec<ShoupConstant>) {
+    // floor(Q / t) = (Q - (Q mod t)) / t, so mod q_i it is -(Q mod t) * t^-1.
+    let q_mod_t = q.iter().fold(1, |acc, m| t.mul(acc, t.reduce(m.value())));
+    let delta = q
+        .iter()
+        .map(|m| m.shoup(m.neg(m.mul(m.reduce(q_mod_t), m.inv(m.reduce(t.value()))))))
+        .collect();
+    (q_mod_t, delta)
+}
+
+/// round((Q_L mod t) x / t) = floor(((Q_L mod t) x + t/2) / t) < t for x < t: with
+/// floor(Q_L / t) x, the parts of round(Q_L x / t). Constant time in x.
+pub(crate) fn rounded_fraction(t: &Modulus, q_mod_t: u32, x: u32) -> u32 {
+    t.quotient_u64(q_mod_t as u64 * x as u64 + t.value() as u64 / 2) as u32
+}
+
+/// One coefficient of [`Parameters::message_offsets`] with an error e (|e| <= [`CBD_ETA`]):
+/// round((Q_L mod t) x / t) + e + CBD_ETA, in [0, t + 2 CBD_ETA). Branch-free in e.
+pub(crate) fn message_offset(t: &Modulus, q_mod_t: u32, x: u32, e: i8) -> u32 {
+    debug_assert!(e.unsigned_abs() as u32 <= CBD_ETA);
+    (rounded_fraction(t, q_mod_t, x) as i32 + e as i32 + CBD_ETA as i32) as u32
+}
 
 #[cfg(test)]
 mod tests;

@@ -14,6 +14,9 @@
 use crate::Error;
 use crate::zq::{Modulus, ShoupConstant};
 
+mod compact;
+pub use compact::CompactNtt;
+
 /// Smallest supported ring degree: two 64-coefficient blocks, so that the last inverse stage
 /// (which carries the 1/n scaling) always lies outside a block.
 pub const MIN_DEGREE: usize = 128;

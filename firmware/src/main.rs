@@ -3,11 +3,13 @@
 //!
 //! It holds the model's device profile (the parameters its single-image plan chose and the
 //! owner's input layout: `cryptonets device profile`), derives its secret key from a 32-byte
-//! seed, takes one MNIST image, and for each CRT channel builds that channel's parameters
-//! alone, encodes the image in the single-image layout and encrypts it with seeded
-//! secret-key encryption, compressed, one RNS limb at a time
-//! ([`SecretKey::encrypt_compressed_by_limb`]), writing each limb to the host file
-//! `device-upload.bin` as it is made (semihosting). The profile, the image and both seeds
+//! seed, takes one MNIST image, and for each CRT channel builds that channel's table-free
+//! parameters (`cryptonets_core::bfv::CompactChannel`: primes, transforms with twiddles made on the fly),
+//! encodes the image in the single-image layout into one polynomial and encrypts it with
+//! seeded secret-key encryption, one RNS limb at a time in one more polynomial (plus the
+//! compression's correction), writing each chunk of a limb to the host file
+//! `device-upload.bin` as it is made (semihosting). Its memory: the key (n bytes), the
+//! message (4n), `CompactScratch` (9n compressed) and the parsed profile. The profile, the image and both seeds
 //! are built in (`CRYPTONETS_FIRMWARE_PROFILE`, `CRYPTONETS_FIRMWARE_INPUT`, made by
 //! `cryptonets device profile` and `cryptonets device input`).
 //!
@@ -26,14 +28,16 @@ use core::alloc::{GlobalAlloc, Layout};
 use core::fmt::Write;
 use core::sync::atomic::{AtomicUsize, Ordering};
 
+use alloc::vec;
 use cortex_m::peripheral::syst::SystClkSource;
 use cortex_m_rt::entry;
 use cortex_m_semihosting::{debug, hio, syscall};
-use cryptonets_core::Backend;
-use cryptonets_core::bfv::{LimbScratch, SecretKey};
+use cryptonets_core::bfv::CompactScratch;
 use cryptonets_core::network::single::DeviceProfile;
+use cryptonets_core::sampling::ternary;
 use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
+use zeroize::Zeroizing;
 
 /// The model's device profile.
 static PROFILE: &[u8] = include_bytes!(env!("CRYPTONETS_FIRMWARE_PROFILE"));
@@ -214,35 +218,44 @@ fn main() -> ! {
     };
     let mut total = 0u64;
     let profile = DeviceProfile::from_bytes(PROFILE).unwrap_or_else(|_| fail(&mut out, "profile"));
-    if !profile.compressed || image.len() != profile.pixels {
-        fail(&mut out, "the profile does not take this image compressed");
+    if image.len() != profile.pixels {
+        fail(&mut out, "the profile does not take this image");
     }
-    let n = profile.n;
-    let mut scratch = LimbScratch::new(n);
+    let (n, compressed) = (profile.n, profile.compressed);
+    // The secret key from its seed: n ternary coefficients, the same in every channel (they
+    // share Q), as SecretKey::generate draws them.
+    let mut key = Zeroizing::new(vec![0i8; n]);
+    ternary(&mut ChaCha20Rng::from_seed(seed(secret_seed)), &mut key);
+    let mut message = Zeroizing::new(vec![0u32; n]);
+    let mut scratch = CompactScratch::new(n, compressed);
     let mut rng = ChaCha20Rng::from_seed(seed(encryption_seed));
     let file = open_host_file("device-upload.bin").unwrap_or_else(|_| fail(&mut out, "open"));
-    let (mut written, mut setup, mut encrypt, mut params_heap) = (0usize, 0u64, 0u64, 0usize);
+    let (mut written, mut setup, mut encrypt, mut channel_heap) = (0usize, 0u64, 0u64, 0usize);
+    total += lap(&mut out);
     for c in 0..profile.plaintext_primes.len() {
-        // One channel's parameters at a time: built, used, dropped.
-        total += lap(&mut out);
+        // One channel at a time: its primes and table-free transforms, checked by its id.
         let heap_before = HEAP.used.load(Ordering::Relaxed);
-        let params = profile
-            .channel(c, Backend::detect())
+        let channel = profile
+            .compact_channel(c)
             .unwrap_or_else(|_| fail(&mut out, "the profile's parameters"));
-        params_heap = params_heap.max(HEAP.used.load(Ordering::Relaxed) - heap_before);
-        // The key is the same in every channel (they share Q): derived from the seed.
-        let secret = SecretKey::generate(&params, &mut ChaCha20Rng::from_seed(seed(secret_seed)));
+        channel_heap = channel_heap.max(HEAP.used.load(Ordering::Relaxed) - heap_before);
         let t1 = lap(&mut out);
-        let m = profile
-            .encode(&params, image)
+        profile
+            .encode_into(&channel, image, &mut message)
             .unwrap_or_else(|_| fail(&mut out, "encoding"));
-        let result =
-            secret.encrypt_compressed_by_limb(&params, &m, &mut rng, &mut scratch, |bytes| {
+        let result = channel.encrypt(
+            &key,
+            &message,
+            compressed,
+            &mut rng,
+            &mut scratch,
+            |bytes| {
                 written += bytes.len();
                 write_host_file(file, bytes).map_err(|()| cryptonets_core::Error::Malformed {
                     reason: "the host file refused a write",
                 })
-            });
+            },
+        );
         if result.is_err() {
             fail(&mut out, "encryption");
         }
@@ -255,11 +268,12 @@ fn main() -> ! {
     let total = total + lap(&mut out);
     let _ = writeln!(
         out,
-        "device n={n} channels={} upload_bytes={written} setup_ticks={setup} encrypt_ticks={encrypt} total_ticks={} heap_peak_bytes={} parameters_heap_bytes={params_heap} scratch_bytes={} stack_peak_bytes={}",
+        "device n={n} channels={} upload_bytes={written} setup_ticks={setup} encrypt_ticks={encrypt} total_ticks={} heap_peak_bytes={} channel_heap_bytes={channel_heap} scratch_bytes={} key_and_message_bytes={} stack_peak_bytes={}",
         profile.plaintext_primes.len(),
         total,
         HEAP.peak.load(Ordering::Relaxed),
-        LimbScratch::bytes(n),
+        CompactScratch::bytes(n, compressed),
+        n + 4 * n,
         stack_peak(),
     );
     debug::exit(debug::EXIT_SUCCESS);

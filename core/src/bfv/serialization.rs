@@ -124,22 +124,41 @@ fn pack_limbs(n: usize, moduli: &[Modulus], poly: &[u32], out: &mut Vec<u8>) {
     }
 }
 
-/// Appends one limb of residues mod q, bit-packed and padded to a whole byte: limbs are
-/// independent, so a polynomial can be written out one limb at a time.
-pub(crate) fn pack_limb(q: &Modulus, limb: &[u32], out: &mut Vec<u8>) {
-    let bits = q.bits();
-    let (mut buffer, mut filled) = (0u64, 0u32);
-    for &x in limb {
+/// Residues per packed chunk: a multiple of 8, so that every chunk but a limb's last ends on
+/// a byte boundary and chunks packed one after the other are the limb packed whole.
+pub(crate) const PACK_CHUNK: usize = 64;
+/// Bytes of one packed chunk at most (residues below 2^32).
+pub(crate) const PACKED_CHUNK_BYTES: usize = PACK_CHUNK * 4;
+
+/// Packs up to [`PACK_CHUNK`] residues of `bits` bits into the front of `out` (the last byte
+/// padded with zeros); returns the bytes written.
+pub(crate) fn pack_chunk(bits: u32, residues: &[u32], out: &mut [u8; PACKED_CHUNK_BYTES]) -> usize {
+    debug_assert!(residues.len() <= PACK_CHUNK);
+    let (mut buffer, mut filled, mut written) = (0u64, 0u32, 0);
+    for &x in residues {
         buffer |= (x as u64) << filled;
         filled += bits;
         while filled >= 8 {
-            out.push(buffer as u8);
+            out[written] = buffer as u8;
+            written += 1;
             buffer >>= 8;
             filled -= 8;
         }
     }
     if filled > 0 {
-        out.push(buffer as u8);
+        out[written] = buffer as u8;
+        written += 1;
+    }
+    written
+}
+
+/// Appends one limb of residues mod q, bit-packed and padded to a whole byte: limbs are
+/// independent, so a polynomial can be written out one limb at a time.
+pub(crate) fn pack_limb(q: &Modulus, limb: &[u32], out: &mut Vec<u8>) {
+    let mut packed = [0u8; PACKED_CHUNK_BYTES];
+    for chunk in limb.chunks(PACK_CHUNK) {
+        let written = pack_chunk(q.bits(), chunk, &mut packed);
+        out.extend_from_slice(&packed[..written]);
     }
 }
 
@@ -353,34 +372,31 @@ impl Ciphertext {
 }
 
 /// What a serialized [`SeededCiphertext`] starts with, before its limbs of c0: the header
-/// (with the ciphertext's parameter identifier `id`), the level and the seed.
+/// (with the ciphertext's parameter identifier `id`), the level and the seed; `reserve`
+/// bytes of room for what follows. It depends on no table, so a device without
+/// [`Parameters`] writes the same bytes.
 pub(crate) fn seeded_ciphertext_header(
-    params: &Parameters,
     id: u64,
     level: usize,
     seed: &[u8; 32],
+    reserve: usize,
 ) -> Vec<u8> {
-    let mut out = header(Kind::SeededCiphertext, id, 33 + poly_bytes(params, level));
+    let mut out = header(Kind::SeededCiphertext, id, 33 + reserve);
     out.push(level as u8);
     out.extend_from_slice(seed);
     out
 }
 
 /// What a serialized compressed [`SeededCiphertext`] starts with, before its kept limbs of
-/// c0: the header, the level, the dropped limbs and the seed.
+/// c0: the header, the level, the dropped limbs and the seed (room reserved as above).
 pub(crate) fn compressed_ciphertext_header(
-    params: &Parameters,
     id: u64,
     level: usize,
     dropped: usize,
     seed: &[u8; 32],
+    reserve: usize,
 ) -> Vec<u8> {
-    let kept = level - dropped;
-    let mut out = header(
-        Kind::CompressedSeededCiphertext,
-        id,
-        34 + poly_bytes(params, kept),
-    );
+    let mut out = header(Kind::CompressedSeededCiphertext, id, 34 + reserve);
     out.push(level as u8);
     out.push(dropped as u8);
     out.extend_from_slice(seed);
@@ -392,13 +408,13 @@ impl SeededCiphertext {
     /// ([`SeededCiphertext::compress`]) is its own kind: level, dropped limbs, seed, and
     /// the limbs of c0 kept.
     pub fn to_bytes(&self, params: &Parameters) -> Vec<u8> {
-        if self.dropped == 0 {
-            let mut out = seeded_ciphertext_header(params, self.params, self.level, &self.seed);
-            pack_poly(params, &self.c0, &mut out);
-            return out;
-        }
-        let mut out =
-            compressed_ciphertext_header(params, self.params, self.level, self.dropped, &self.seed);
+        let reserve = poly_bytes(params, self.level - self.dropped);
+        let mut out = match self.dropped {
+            0 => seeded_ciphertext_header(self.params, self.level, &self.seed, reserve),
+            dropped => {
+                compressed_ciphertext_header(self.params, self.level, dropped, &self.seed, reserve)
+            }
+        };
         pack_poly(params, &self.c0, &mut out);
         out
     }

@@ -24,6 +24,9 @@ use crate::sampling::{centered_binomial, uniform};
 #[cfg(doc)]
 use super::SeededCiphertext;
 
+mod compact;
+pub use compact::{CompactChannel, CompactScratch};
+
 /// The buffers of [`SecretKey::encrypt_seeded_by_limb`], made once for a ring degree and
 /// reused for every image: [`LimbScratch::bytes`] is all the encryption holds besides the
 /// key and the plaintext. The secret parts (s in NTT form, the error, the offsets that carry
@@ -216,14 +219,14 @@ impl SecretKey {
                     *d = -(last.center(x) as i32);
                 }
                 write(&compressed_ciphertext_header(
-                    params,
                     params.id(),
                     level,
                     1,
                     &seed,
+                    0,
                 ))?;
             } else {
-                write(&seeded_ciphertext_header(params, params.id(), level, &seed))?;
+                write(&seeded_ciphertext_header(params.id(), level, &seed, 0))?;
             }
             // a is the same ChaCha12 stream as SeededCiphertext::expand reads, limb by limb.
             let mut stream = ChaCha12Rng::from_seed(seed);

@@ -1,11 +1,14 @@
 //! What a small device needs to encrypt images for a model's single-image plan, without the
 //! model or the planner (whose search over parameters takes megabytes): the parameters the
-//! plan chose, the owner's input layout (which pixel goes to which column), the quantized
-//! value of each pixel level, and each channel's parameter id. The service's owner makes it
-//! once with [`DeviceProfile::new`]; the device reads it with [`DeviceProfile::from_bytes`]
-//! (checked like any input), builds one channel's [`Parameters`] at a time
-//! ([`DeviceProfile::channel`], checked against the id) and encodes with
-//! [`DeviceProfile::encode`], which gives the plaintext [`super::encode_single_input`] gives.
+//! plan chose (the primes themselves, so that a device need not search for them), the owner's
+//! input layout (which pixel goes to which column), the quantized value of each pixel level,
+//! and each channel's parameter id. The service's owner makes it once with
+//! [`DeviceProfile::new`]; the device reads it with [`DeviceProfile::from_bytes`] (checked
+//! like any input) and builds one channel at a time, checked against its id: a microcontroller
+//! the table-free [`CompactChannel`] ([`DeviceProfile::compact_channel`], with
+//! [`DeviceProfile::encode_into`]), a host full [`Parameters`] ([`DeviceProfile::channel`],
+//! with [`DeviceProfile::encode`]). Both give the plaintext [`super::encode_single_input`]
+//! gives.
 
 use alloc::vec::Vec;
 
@@ -13,12 +16,14 @@ use super::PlannedSingle;
 use super::evaluate::encode_columns;
 use crate::Error;
 use crate::backend::Backend;
-use crate::bfv::{Parameters, Plaintext};
+use crate::bfv::{CompactChannel, Parameters, Plaintext, exponent_slot};
 use crate::model::polynomial::PolynomialNetwork;
 use crate::network::MAX_CHANNELS;
+use crate::rns::MAX_LIMBS;
 
 const MAGIC: [u8; 4] = *b"CNDP";
-const VERSION: u8 = 1;
+/// Version 2 lists the primes (version 1 had their counts only).
+const VERSION: u8 = 2;
 /// Pixel levels: one quantized value for each byte value.
 const LEVELS: usize = 256;
 
@@ -27,10 +32,10 @@ const LEVELS: usize = 256;
 pub struct DeviceProfile {
     /// Ring degree.
     pub n: usize,
-    /// Ciphertext primes (30 bits each).
-    pub q_primes: usize,
-    /// Special primes.
-    pub special_primes: usize,
+    /// The ciphertext primes (30 bits each), q_0 first.
+    pub q_primes: Vec<u32>,
+    /// The special primes of the owner's keys (they enter the parameters' identity).
+    pub special_primes: Vec<u32>,
     /// Whether uploads drop their last limb ([`crate::bfv::SecretKey::encrypt_compressed_by_limb`]).
     pub compressed: bool,
     /// The plaintext CRT primes, one per channel.
@@ -56,8 +61,15 @@ impl DeviceProfile {
         let first = &params.channels()[0];
         Self {
             n: params.degree(),
-            q_primes: first.max_level(),
-            special_primes: first.special_basis().map_or(0, |s| s.len()),
+            q_primes: first
+                .ciphertext_basis()
+                .moduli()
+                .iter()
+                .map(|q| q.value())
+                .collect(),
+            special_primes: first.special_basis().map_or(Vec::new(), |s| {
+                s.moduli().iter().map(|q| q.value()).collect()
+            }),
             compressed: planned.plan.compressed_input,
             plaintext_primes: params.plaintext_primes(),
             channel_ids: params.channels().iter().map(Parameters::id).collect(),
@@ -67,15 +79,16 @@ impl DeviceProfile {
         }
     }
 
-    /// Serializes (little-endian): magic, version, flags, counts, primes, ids, levels, layout.
+    /// Serializes (little-endian): magic, version, flags and prime counts, sizes, ciphertext and
+    /// special primes, plaintext primes, ids, levels, layout.
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut out = Vec::new();
         out.extend_from_slice(&MAGIC);
         out.extend_from_slice(&[
             VERSION,
             u8::from(self.compressed),
-            self.q_primes as u8,
-            self.special_primes as u8,
+            self.q_primes.len() as u8,
+            self.special_primes.len() as u8,
         ]);
         for word in [
             self.n as u32,
@@ -85,8 +98,13 @@ impl DeviceProfile {
         ] {
             out.extend_from_slice(&word.to_le_bytes());
         }
-        for t in &self.plaintext_primes {
-            out.extend_from_slice(&t.to_le_bytes());
+        for p in self
+            .q_primes
+            .iter()
+            .chain(&self.special_primes)
+            .chain(&self.plaintext_primes)
+        {
+            out.extend_from_slice(&p.to_le_bytes());
         }
         for id in &self.channel_ids {
             out.extend_from_slice(&id.to_le_bytes());
@@ -127,19 +145,27 @@ impl DeviceProfile {
         if channels == 0 || channels > MAX_CHANNELS {
             return Err(malformed("one to eight CRT channels"));
         }
-        if q_primes == 0 || !(1..=2).contains(&special_primes) {
+        if q_primes == 0
+            || q_primes + special_primes > MAX_LIMBS
+            || !(1..=2).contains(&special_primes)
+        {
             return Err(malformed(
-                "no ciphertext primes, or not one or two special primes",
+                "no ciphertext primes, too many, or not one or two special primes",
             ));
         }
         // The rest must hold exactly what the counts say (8 bytes an input pair).
-        let rest = channels * 12 + LEVELS * 8;
+        let rest = (q_primes + special_primes) * 4 + channels * 12 + LEVELS * 8;
         if inputs > n / 2 || pixels == 0 || reader.remaining() != rest + inputs.saturating_mul(8) {
             return Err(malformed("the counts do not match the profile's length"));
         }
-        let plaintext_primes = (0..channels)
-            .map(|_| reader.u32())
-            .collect::<Result<_, _>>()?;
+        let mut primes = |count| {
+            (0..count)
+                .map(|_| reader.u32())
+                .collect::<Result<Vec<_>, _>>()
+        };
+        let q_primes = primes(q_primes)?;
+        let special_primes = primes(special_primes)?;
+        let plaintext_primes = primes(channels)?;
         let channel_ids = (0..channels)
             .map(|_| reader.u64())
             .collect::<Result<_, _>>()?;
@@ -167,29 +193,47 @@ impl DeviceProfile {
         })
     }
 
-    /// The parameters of channel `c`, built alone (a device holds one channel's at a time),
-    /// checked to be those the profile was made under.
-    pub fn channel(&self, c: usize, backend: Backend) -> Result<Parameters, Error> {
-        let (&t, &id) = self
-            .plaintext_primes
+    /// Channel `c`'s plaintext prime and parameter id.
+    fn channel_entry(&self, c: usize) -> Result<(u32, u64), Error> {
+        self.plaintext_primes
             .get(c)
-            .zip(self.channel_ids.get(c))
+            .copied()
+            .zip(self.channel_ids.get(c).copied())
             .ok_or(Error::Incompatible {
                 reason: "no such CRT channel",
-            })?;
+            })
+    }
+
+    /// The parameters of channel `c`, built alone (a host holds one channel's at a time),
+    /// checked to be those the profile was made under.
+    pub fn channel(&self, c: usize, backend: Backend) -> Result<Parameters, Error> {
+        let (t, id) = self.channel_entry(c)?;
         let params = Parameters::builder()
             .degree(self.n)
-            .ciphertext_prime_sizes(30, self.q_primes)
-            .special_primes(self.special_primes)
+            .ciphertext_primes(&self.q_primes)
+            .special_primes(self.special_primes.len())
             .plaintext_modulus(t)
             .backend(backend)
             .build()?;
-        if params.id() != id {
+        // The builder chooses the special primes itself: they must be the listed ones.
+        let special = params.special_basis().map(|s| s.moduli());
+        let listed = self.special_primes.iter().copied();
+        if !special.is_some_and(|s| s.iter().map(|q| q.value()).eq(listed)) {
             return Err(Error::Incompatible {
-                reason: "the profile's parameters are not those its ids name",
+                reason: "the profile's special primes are not those of its parameters",
             });
         }
+        check_id(params.id(), id)?;
         Ok(params)
+    }
+
+    /// Channel `c` for a microcontroller: the table-free [`CompactChannel`] (a few words a
+    /// prime), checked to be the parameters the profile was made under.
+    pub fn compact_channel(&self, c: usize) -> Result<CompactChannel, Error> {
+        let (t, id) = self.channel_entry(c)?;
+        let channel = CompactChannel::new(self.n, &self.q_primes, &self.special_primes, t)?;
+        check_id(channel.id(), id)?;
+        Ok(channel)
     }
 
     /// The plaintext of `image` (its pixels, the network's input order) under `params`.
@@ -202,6 +246,52 @@ impl DeviceProfile {
         encode_columns(params, &self.input, |neuron| {
             self.levels[image[neuron as usize] as usize]
         })
+    }
+
+    /// [`DeviceProfile::encode`] for a [`CompactChannel`], into the caller's n words (no
+    /// other memory): the plaintext's coefficients.
+    pub fn encode_into(
+        &self,
+        channel: &CompactChannel,
+        image: &[u8],
+        m: &mut [u32],
+    ) -> Result<(), Error> {
+        let n = self.n;
+        if image.len() != self.pixels || channel.degree() != n || m.len() != n {
+            return Err(Error::InvalidParameters {
+                reason: "an image of the profile's input size, n words, under its ring degree",
+            });
+        }
+        let t = channel.plaintext_modulus();
+        m.fill(0);
+        for &(neuron, column) in &self.input {
+            // Column c of the first slot row is the slot of exponent 3^c (super::column_slots).
+            let slot = exponent_slot(n, three_to_the(column, 2 * n));
+            m[slot] = t.reduce_i64(self.levels[image[neuron as usize] as usize]);
+        }
+        channel.encode_slots(m)
+    }
+}
+
+/// 3^k mod `modulus` (a power of two up to 2^16: the products fit a u64).
+fn three_to_the(mut k: u32, modulus: usize) -> usize {
+    let (mut result, mut base) = (1u64, 3u64);
+    while k > 0 {
+        if k & 1 == 1 {
+            result = result * base % modulus as u64;
+        }
+        base = base * base % modulus as u64;
+        k >>= 1;
+    }
+    result as usize
+}
+
+fn check_id(made: u64, named: u64) -> Result<(), Error> {
+    match made == named {
+        true => Ok(()),
+        false => Err(Error::Incompatible {
+            reason: "the profile's parameters are not those its ids name",
+        }),
     }
 }
 

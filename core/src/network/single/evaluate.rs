@@ -47,14 +47,14 @@ pub(crate) fn encode_columns(
 ) -> Result<Plaintext, Error> {
     let n = params.degree();
     let slots = column_slots(n);
-    let mut values = alloc::vec![0u64; n];
+    let mut values = alloc::vec![0i64; n];
     for &(neuron, column) in input {
         let slot = slots.get(column as usize).ok_or(Error::InvalidParameters {
             reason: "an input column outside the slot row",
         })?;
-        values[*slot as usize] = value(neuron) as u64;
+        values[*slot as usize] = value(neuron);
     }
-    BatchEncoder::new(params).encode(&values)
+    BatchEncoder::new(params).encode_signed(&values)
 }
 
 /// Decrypts one image's outputs (per channel, one ciphertext per output part), checking

@@ -451,8 +451,14 @@ fn a_device_profile_encodes_and_encrypts_as_the_owner_does_without_the_model() {
     );
     let n = profile.n;
     let mut scratch = crate::bfv::LimbScratch::new(n);
+    // The microcontroller's path: the key from its seed, no tables, n words of message.
+    let mut key = alloc::vec![0i8; n];
+    crate::sampling::ternary(&mut ChaCha20Rng::from_seed(secret_seed), &mut key);
+    let mut compact_rng = ChaCha20Rng::from_seed([9; 32]);
+    let mut compact_scratch = crate::bfv::CompactScratch::new(n, true);
+    let mut m_words = alloc::vec![0u32; n];
     for (c, p) in planned.params.channels().iter().enumerate() {
-        // The device: one channel's parameters, built from the profile alone.
+        // A host device: one channel's parameters, built from the profile alone.
         let dp = parsed
             .channel(c, Backend::Portable(Default::default()))
             .unwrap();
@@ -473,13 +479,47 @@ fn a_device_profile_encodes_and_encrypts_as_the_owner_does_without_the_model() {
         // The owner on a host: the same bytes.
         let seeded = owner_secret.encrypt_seeded(p, &m, &mut owner_rng).unwrap();
         assert_eq!(upload, seeded.compress(p).unwrap().to_bytes(p));
+        // A microcontroller: the same plaintext and bytes from the table-free channel.
+        let compact = parsed.compact_channel(c).unwrap();
+        assert_eq!(compact.id(), p.id());
+        parsed.encode_into(&compact, &image, &mut m_words).unwrap();
+        assert_eq!(m_words, m.coefficients);
+        let mut compact_upload = Vec::new();
+        compact
+            .encrypt(
+                &key,
+                &m_words,
+                true,
+                &mut compact_rng,
+                &mut compact_scratch,
+                |b: &[u8]| {
+                    compact_upload.extend_from_slice(b);
+                    Ok::<(), Error>(())
+                },
+            )
+            .unwrap();
+        assert_eq!(compact_upload, upload, "channel {c}");
     }
+    assert!(
+        parsed
+            .compact_channel(parsed.plaintext_primes.len())
+            .is_err()
+    );
+    assert!(
+        parsed
+            .encode_into(
+                &parsed.compact_channel(0).unwrap(),
+                &image[1..],
+                &mut m_words
+            )
+            .is_err()
+    );
     // Hostile profiles: every truncation, and counts or entries out of range, are refused.
     for k in 0..bytes.len() {
         assert!(DeviceProfile::from_bytes(&bytes[..k]).is_err(), "{k}");
     }
     for (at, value) in [
-        (4, 2u8),
+        (4, 1u8),
         (5, 2),
         (6, 0),
         (7, 3),
@@ -502,4 +542,18 @@ fn a_device_profile_encodes_and_encrypts_as_the_owner_does_without_the_model() {
     let mut other = profile.clone();
     other.channel_ids[0] ^= 1;
     assert!(other.channel(0, Backend::detect()).is_err());
+    assert!(other.compact_channel(0).is_err());
+    // Primes that are not the plan's: refused by the id, or as primes, on both paths.
+    for change in [1u32, 2 * n as u32] {
+        for list in 0..2 {
+            let mut other = profile.clone();
+            let primes = [&mut other.q_primes, &mut other.special_primes][list].as_mut_slice();
+            primes[0] = primes[0].wrapping_sub(change);
+            assert!(
+                other.channel(0, Backend::detect()).is_err(),
+                "{list} {change}"
+            );
+            assert!(other.compact_channel(0).is_err(), "{list} {change}");
+        }
+    }
 }
