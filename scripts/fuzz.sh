@@ -23,7 +23,11 @@ for target in "${targets[@]}"; do
     if ! cargo fuzz run "$target" -- -max_total_time="$seconds" -len_control=0 \
         -max_len=262144 -print_final_stats=1 >"$log" 2>&1; then
         tail -40 "$log"
-        echo "fuzz: $target found a crash (input in fuzz/artifacts/$target/)" >&2
+        if grep -q 'failed to build fuzz script' "$log"; then
+            echo "fuzz: building $target failed (not a crash; see above)" >&2
+        else
+            echo "fuzz: $target found a crash (input in fuzz/artifacts/$target/)" >&2
+        fi
         exit 1
     fi
     runs=$(grep -oE '^Done [0-9]+ runs' "$log" | grep -oE '[0-9]+' || echo '?')
