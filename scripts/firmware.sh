@@ -67,6 +67,7 @@ report = {
     "upload_bytes": int(fields["upload_bytes"]),
     "ram_peak_bytes": static_ram + int(fields["heap_peak_bytes"]) + int(fields["stack_peak_bytes"]),
     "heap_peak_bytes": int(fields["heap_peak_bytes"]),
+    "heap_bound_bytes": int(fields["heap_bound_bytes"]),
     "channel_heap_bytes": int(fields["channel_heap_bytes"]),
     "scratch_bytes": int(fields["scratch_bytes"]),
     "key_and_message_bytes": int(fields["key_and_message_bytes"]),
