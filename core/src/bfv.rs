@@ -333,6 +333,11 @@ impl Parameters {
         self.special.as_ref()
     }
 
+    /// The special primes, in order (none without key switching).
+    pub fn special_primes(&self) -> Vec<u32> {
+        self.special.as_ref().map_or(Vec::new(), RnsBasis::primes)
+    }
+
     /// The limbs key material lives modulo, with their NTT tables: every prime of Q, then the
     /// special primes (if any).
     pub(crate) fn key_limbs(&self) -> Vec<(&Modulus, &NttTable<Vec<u32>>)> {

@@ -72,6 +72,11 @@ impl RnsBasis {
         &self.moduli
     }
 
+    /// The primes, in order.
+    pub fn primes(&self) -> Vec<u32> {
+        self.moduli().iter().map(Modulus::value).collect()
+    }
+
     /// The NTT table of prime i.
     pub fn table(&self, i: usize) -> &NttTable<Vec<u32>> {
         &self.tables[i]

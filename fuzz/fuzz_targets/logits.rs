@@ -16,6 +16,6 @@ fuzz_target!(|data: &[u8]| {
         .check(&batch)
         .expect("a batch matches its own record");
     if let Ok(decrypted) = decrypt_batch(params, cryptonets_fuzz::secret(), &batch) {
-        assert_eq!(decrypted.logits.len(), batch.images as usize);
+        assert_eq!(decrypted.logits.len(), batch.header.images as usize);
     }
 });

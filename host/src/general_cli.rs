@@ -289,7 +289,7 @@ pub(crate) fn score_command(
 ) -> Result<(), String> {
     let network = read_network(model)?;
     let input = network.input();
-    if (input.channels, input.height, input.width) != (1, mnist::SIDE, mnist::SIDE) {
+    if input != mnist::SHAPE {
         return Err(format!(
             "{}: input {}x{}x{} is not MNIST's",
             model.display(),
@@ -372,7 +372,7 @@ pub(crate) fn network_images(
     quiet: bool,
 ) -> Result<(Vec<Vec<u8>>, Option<Vec<u8>>), String> {
     let input = network.input();
-    if (input.channels, input.height, input.width) == (1, mnist::SIDE, mnist::SIDE) {
+    if input == mnist::SHAPE {
         let dir = data.unwrap_or_else(mnist::default_dir);
         let set = mnist::load(&dir, mnist::Split::Test).map_err(|e| e.to_string())?;
         let count = count.min(set.len());

@@ -149,7 +149,7 @@ fn input_images(
             })?;
         return Ok(all[args.offset..end].iter().map(|i| i.to_vec()).collect());
     }
-    if (input.channels, input.height, input.width) != (1, mnist::SIDE, mnist::SIDE) {
+    if input != mnist::SHAPE {
         return Err(format!(
             "this model takes {}x{}x{} inputs, not MNIST's: give them with --pixels FILE",
             input.channels, input.height, input.width
@@ -237,7 +237,7 @@ pub(crate) fn eval(args: &EvalArgs, backend: Backend) -> Result<(), String> {
     let evaluator = PolynomialEvaluator::new(params, &network, &keys).map_err(|e| e.to_string())?;
     evaluate_to_file(
         params.channels().len(),
-        batch.images,
+        batch.header.images,
         &args.input,
         &args.out,
         |progress| evaluate_network_batch(params, &evaluator, &batch, progress),
@@ -264,7 +264,7 @@ pub(crate) fn decrypt(args: &DecryptArgs, backend: Backend) -> Result<(), String
         .map_err(|e| format!("{}: {e}", args.input.display()))?;
     let predictions: Vec<usize> = outputs.iter().map(|o| argmax(o)).collect();
     let input = network.input();
-    let mnist_shaped = (input.channels, input.height, input.width) == (1, mnist::SIDE, mnist::SIDE);
+    let mnist_shaped = input == mnist::SHAPE;
     let accuracy = crate::pipeline_cli::label_accuracy(
         args,
         record.offset,

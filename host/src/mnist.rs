@@ -11,6 +11,14 @@ use sha2::{Digest, Sha256};
 
 /// Image side in pixels.
 pub const SIDE: usize = 28;
+
+/// The shape of an MNIST image as a network input: one channel of 28 x 28.
+pub const SHAPE: cryptonets_core::model::polynomial::Shape =
+    cryptonets_core::model::polynomial::Shape {
+        channels: 1,
+        height: SIDE,
+        width: SIDE,
+    };
 /// Pixels per image.
 pub const PIXELS: usize = SIDE * SIDE;
 

@@ -40,6 +40,7 @@ use std::borrow::Cow;
 use crate::phases::{self, PhaseClock};
 use cryptonets_core::Error;
 use cryptonets_core::bfv::Plaintext;
+use cryptonets_core::bfv::serialization::LengthPrefixed;
 use cryptonets_core::bfv::{Ciphertext, Parameters, SecretKey, SeededCiphertext};
 use cryptonets_core::model::polynomial::PolynomialNetwork;
 use cryptonets_core::model::{CLASSES, Model};
@@ -104,22 +105,8 @@ impl BatchShape {
 /// ciphertexts from the bytes it was read from (a batch of images is about 360 MB).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BatchFile<'a> {
-    /// What the ciphertexts are.
-    pub kind: BatchKind,
-    /// Ring degree.
-    pub n: u32,
-    /// Pixels per input ciphertext (and so where the logits' images sit in the slots).
-    pub packing: Packing,
-    /// Ciphertext primes of the parameters.
-    pub q_primes: u8,
-    /// Plaintext CRT primes, one per channel.
-    pub plaintext_primes: Vec<u32>,
-    /// Images in the batch.
-    pub images: u32,
-    /// Ring id of the parameters (and of the keys).
-    pub ring_id: u64,
-    /// The owner's random id of the batch (the logits carry their images' id).
-    pub batch_id: [u8; 16],
+    /// What the ciphertexts are, under which parameters, for which images.
+    pub header: BatchHeader,
     /// Serialized ciphertexts, the same number per channel (the [`BatchShape`]'s inputs,
     /// packed, or outputs), channel-major.
     pub items: Vec<Cow<'a, [u8]>>,
@@ -208,33 +195,31 @@ impl BatchHeader {
 
     /// Checks that the batch was made for `params`.
     pub fn check_parameters(&self, params: &NetworkParameters) -> Result<(), Error> {
-        check_batch_parameters(
-            params,
-            self.n,
-            self.q_primes,
-            &self.plaintext_primes,
-            self.ring_id,
-        )
+        if self.n as usize != params.degree()
+            || self.q_primes as usize != params.ciphertext_primes()
+            || self.plaintext_primes != params.plaintext_primes()
+            || self.ring_id != key_params(params).ring_id()
+        {
+            return Err(Error::Incompatible {
+                reason: "the batch was made for other parameters than this model's",
+            });
+        }
+        Ok(())
     }
-}
 
-fn check_batch_parameters(
-    params: &NetworkParameters,
-    n: u32,
-    q_primes: u8,
-    plaintext_primes: &[u32],
-    ring_id: u64,
-) -> Result<(), Error> {
-    if n as usize != params.degree()
-        || q_primes as usize != params.ciphertext_primes()
-        || plaintext_primes != params.plaintext_primes()
-        || ring_id != key_params(params).ring_id()
-    {
-        return Err(Error::Incompatible {
-            reason: "the batch was made for other parameters than this model's",
-        });
+    /// Serializes the header: what [`BatchHeader::parse`] reads.
+    fn write(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&MAGIC);
+        out.extend_from_slice(&[VERSION, self.kind as u8, self.packing.factor() as u8, 0]);
+        out.extend_from_slice(&self.n.to_le_bytes());
+        out.extend_from_slice(&[self.q_primes, self.plaintext_primes.len() as u8, 0, 0]);
+        out.extend_from_slice(&self.images.to_le_bytes());
+        out.extend_from_slice(&self.ring_id.to_le_bytes());
+        out.extend_from_slice(&self.batch_id);
+        for p in &self.plaintext_primes {
+            out.extend_from_slice(&p.to_le_bytes());
+        }
     }
-    Ok(())
 }
 
 fn malformed(reason: &'static str) -> Error {
@@ -251,7 +236,7 @@ impl<'a> BatchFile<'a> {
         items: Vec<Vec<u8>>,
     ) -> Self {
         let items = items.into_iter().map(Cow::Owned).collect();
-        Self {
+        let header = BatchHeader {
             kind,
             packing,
             n: params.degree() as u32,
@@ -260,8 +245,8 @@ impl<'a> BatchFile<'a> {
             images: images as u32,
             ring_id: key_params(params).ring_id(),
             batch_id,
-            items,
-        }
+        };
+        Self { header, items }
     }
 
     /// The largest file of `kind` for `params` (unpacked, the most ciphertexts) of the
@@ -284,17 +269,8 @@ impl<'a> BatchFile<'a> {
     /// Serializes.
     pub fn to_bytes(&self) -> Vec<u8> {
         let body: usize = self.items.iter().map(|i| 4 + i.len()).sum();
-        let mut out = Vec::with_capacity(HEADER + 4 * self.plaintext_primes.len() + body);
-        out.extend_from_slice(&MAGIC);
-        out.extend_from_slice(&[VERSION, self.kind as u8, self.packing.factor() as u8, 0]);
-        out.extend_from_slice(&self.n.to_le_bytes());
-        out.extend_from_slice(&[self.q_primes, self.plaintext_primes.len() as u8, 0, 0]);
-        out.extend_from_slice(&self.images.to_le_bytes());
-        out.extend_from_slice(&self.ring_id.to_le_bytes());
-        out.extend_from_slice(&self.batch_id);
-        for p in &self.plaintext_primes {
-            out.extend_from_slice(&p.to_le_bytes());
-        }
+        let mut out = Vec::with_capacity(HEADER + 4 * self.header.plaintext_primes.len() + body);
+        self.header.write(&mut out);
         for item in &self.items {
             out.extend_from_slice(&(item.len() as u32).to_le_bytes());
             out.extend_from_slice(item);
@@ -314,67 +290,30 @@ impl<'a> BatchFile<'a> {
         expected: BatchKind,
         shape: BatchShape,
     ) -> Result<Self, Error> {
-        let (header, mut offset) = BatchHeader::parse(bytes, expected)?;
+        let (header, offset) = BatchHeader::parse(bytes, expected)?;
         let count = header.plaintext_primes.len() * shape.per_channel(header.kind, header.packing);
         // Each item takes at least its 4-byte length: bounds the allocation by the input.
         if (bytes.len() - offset) / 4 < count {
             return Err(malformed("truncated batch"));
         }
-        let mut items = Vec::with_capacity(count);
-        for _ in 0..count {
-            let len = bytes
-                .get(offset..offset + 4)
-                .map(|b| u32::from_le_bytes(b.try_into().expect("4 bytes")) as usize)
-                .ok_or(malformed("truncated batch"))?;
-            offset += 4;
-            let item = bytes
-                .get(offset..offset.saturating_add(len))
-                .ok_or(malformed("truncated ciphertext in batch"))?;
-            items.push(Cow::Borrowed(item));
-            offset += len;
-        }
-        if offset != bytes.len() {
-            return Err(malformed("trailing bytes after the batch"));
-        }
-        let BatchHeader {
-            kind,
-            packing,
-            n,
-            q_primes,
-            plaintext_primes,
-            images,
-            ring_id,
-            batch_id,
-        } = header;
-        Ok(Self {
-            kind,
-            packing,
-            n,
-            q_primes,
-            plaintext_primes,
-            images,
-            ring_id,
-            batch_id,
-            items,
-        })
+        let mut reader = LengthPrefixed::new(bytes, offset, "truncated ciphertext in batch");
+        let items = (0..count)
+            .map(|_| reader.next_item().map(Cow::Borrowed))
+            .collect::<Result<_, _>>()?;
+        reader.finish("trailing bytes after the batch")?;
+        Ok(Self { header, items })
     }
 
     /// Checks that the file was made for `params`.
     pub fn check_parameters(&self, params: &NetworkParameters) -> Result<(), Error> {
-        check_batch_parameters(
-            params,
-            self.n,
-            self.q_primes,
-            &self.plaintext_primes,
-            self.ring_id,
-        )
+        self.header.check_parameters(params)
     }
 
     /// Serialized ciphertexts of channel c (parsing and construction give every channel
     /// the same number).
     /// Channel `c`'s serialized ciphertexts (c below the number of plaintext primes).
     pub fn channel(&self, c: usize) -> &[Cow<'a, [u8]>] {
-        let per = self.items.len() / self.plaintext_primes.len().max(1);
+        let per = self.items.len() / self.header.plaintext_primes.len().max(1);
         &self.items[c * per..(c + 1) * per]
     }
 }
@@ -541,8 +480,9 @@ pub fn evaluate_batch(
     clock: &PhaseClock,
 ) -> Result<BatchFile<'static>, Error> {
     evaluate_channels(params, batch, progress, clock, |c, inputs| {
-        evaluator
-            .evaluate_channel_observed(c, inputs, batch.packing, &|phase| clock.phase_done(phase))
+        evaluator.evaluate_channel_observed(c, inputs, batch.header.packing, &|phase| {
+            clock.phase_done(phase)
+        })
     })
 }
 
@@ -553,7 +493,7 @@ pub fn evaluate_network_batch(
     batch: &BatchFile<'_>,
     progress: &(dyn Fn(usize) + Sync),
 ) -> Result<BatchFile<'static>, Error> {
-    if batch.packing != Packing::NONE {
+    if batch.header.packing != Packing::NONE {
         return Err(Error::Incompatible {
             reason: "general networks take unpacked batches (one pixel a ciphertext)",
         });
@@ -607,9 +547,9 @@ fn evaluate_channels(
     Ok(BatchFile::new(
         BatchKind::Logits,
         params,
-        batch.packing,
-        batch.images as usize,
-        batch.batch_id,
+        batch.header.packing,
+        batch.header.images as usize,
+        batch.header.batch_id,
         items,
     ))
 }
@@ -652,11 +592,11 @@ impl BatchRecord {
         Self {
             format: RECORD_FORMAT.into(),
             version: 1,
-            batch_id: hex(&batch.batch_id),
-            images: batch.images,
-            packing: batch.packing.factor() as u32,
-            ring_id: hex(&batch.ring_id.to_be_bytes()),
-            plaintext_primes: batch.plaintext_primes.clone(),
+            batch_id: hex(&batch.header.batch_id),
+            images: batch.header.images,
+            packing: batch.header.packing.factor() as u32,
+            ring_id: hex(&batch.header.ring_id.to_be_bytes()),
+            plaintext_primes: batch.header.plaintext_primes.clone(),
             offset,
         }
     }
@@ -678,28 +618,28 @@ impl BatchRecord {
 
     /// Checks that `logits` answer the batch this record describes, naming what differs.
     pub fn check(&self, logits: &BatchFile<'_>) -> Result<(), String> {
-        if self.batch_id != hex(&logits.batch_id) {
+        if self.batch_id != hex(&logits.header.batch_id) {
             return Err(format!(
                 "these logits answer batch {}, not batch {} of the record: they belong to another batch",
-                hex(&logits.batch_id),
+                hex(&logits.header.batch_id),
                 self.batch_id
             ));
         }
-        if self.images != logits.images {
+        if self.images != logits.header.images {
             return Err(format!(
                 "the logits claim {} images but the batch had {}: the image count was altered",
-                logits.images, self.images
+                logits.header.images, self.images
             ));
         }
-        if self.packing as usize != logits.packing.factor() {
+        if self.packing as usize != logits.header.packing.factor() {
             return Err(format!(
                 "the logits claim packing {} but the batch was packed {} pixels a ciphertext: the packing was altered",
-                logits.packing.factor(),
+                logits.header.packing.factor(),
                 self.packing
             ));
         }
-        if self.ring_id != hex(&logits.ring_id.to_be_bytes())
-            || self.plaintext_primes != logits.plaintext_primes
+        if self.ring_id != hex(&logits.header.ring_id.to_be_bytes())
+            || self.plaintext_primes != logits.header.plaintext_primes
         {
             return Err("the logits were made under other parameters than the batch".into());
         }
@@ -719,8 +659,8 @@ pub fn decrypt_batch(
         params,
         secret,
         &outputs,
-        batch.images as usize,
-        batch.packing,
+        batch.header.images as usize,
+        batch.header.packing,
     )
 }
 
@@ -731,13 +671,13 @@ pub fn decrypt_network_batch(
     secret: &SecretKey,
     batch: &BatchFile<'_>,
 ) -> Result<(Vec<Vec<BigInt>>, u32), Error> {
-    if batch.packing != Packing::NONE {
+    if batch.header.packing != Packing::NONE {
         return Err(Error::Incompatible {
             reason: "general networks answer unpacked batches (one pixel a ciphertext)",
         });
     }
     let outputs = output_ciphertexts(params, batch)?;
-    decrypt_outputs_wide(params, secret, &outputs, batch.images as usize)
+    decrypt_outputs_wide(params, secret, &outputs, batch.header.images as usize)
 }
 
 /// The batch's output ciphertexts, channel by channel, after checking its parameters.

@@ -399,7 +399,7 @@ pub(crate) fn eval_command(args: &EvalArgs, backend: Backend) -> Result<(), Stri
     let input = read_batch_file(loaded.widest(), &args.input, BatchKind::Images)?;
     let batch = BatchFile::from_bytes(&input, BatchKind::Images)
         .map_err(|e| format!("{}: {e}", args.input.display()))?;
-    let params = loaded.params_for(batch.packing);
+    let params = loaded.params_for(batch.header.packing);
     batch
         .check_parameters(params)
         .map_err(|e| format!("{}: {e}", args.input.display()))?;
@@ -407,7 +407,7 @@ pub(crate) fn eval_command(args: &EvalArgs, backend: Backend) -> Result<(), Stri
     let limit = limit(args.max_memory);
     let estimate = evaluator
         .estimate(
-            batch.packing,
+            batch.header.packing,
             input.len() as u64,
             rayon::current_num_threads(),
         )
@@ -416,7 +416,7 @@ pub(crate) fn eval_command(args: &EvalArgs, backend: Backend) -> Result<(), Stri
     estimate.check_memory(limit).map_err(|e| e.to_string())?;
     evaluate_to_file(
         params.channels().len(),
-        batch.images,
+        batch.header.images,
         &args.input,
         &args.out,
         |progress| evaluate_batch(params, &evaluator, &batch, progress, &PhaseClock::new()),
@@ -513,7 +513,7 @@ pub(crate) fn decrypt_command(args: &DecryptArgs, backend: Backend) -> Result<()
     record
         .check(&batch)
         .map_err(|e| format!("{}: {e}", args.input.display()))?;
-    let decrypted = decrypt_batch(loaded.params_for(batch.packing), &secret, &batch)
+    let decrypted = decrypt_batch(loaded.params_for(batch.header.packing), &secret, &batch)
         .map_err(|e| format!("{}: {e}", args.input.display()))?;
     let predictions: Vec<usize> = decrypted.logits.iter().map(|l| argmax(l)).collect();
     let accuracy = label_accuracy(
@@ -526,7 +526,7 @@ pub(crate) fn decrypt_command(args: &DecryptArgs, backend: Backend) -> Result<()
     let report = DecryptReport {
         images: predictions.len(),
         batch_id: record.batch_id.clone(),
-        packing: batch.packing.factor(),
+        packing: batch.header.packing.factor(),
         min_noise_budget_bits: decrypted.min_budget_bits,
         required_noise_budget_bits: cryptonets_core::network::MIN_OUTPUT_BUDGET_BITS,
         predictions,

@@ -119,7 +119,7 @@ fn images(network: &PolynomialNetwork, args: &EncryptArgs) -> Result<Vec<Vec<u8>
         }
         return Ok(all[args.offset..end].iter().map(|i| i.to_vec()).collect());
     }
-    if (input.channels, input.height, input.width) != (1, 28, 28) {
+    if input != cryptonets_host::mnist::SHAPE {
         return Err("this model's input is not MNIST's: give the images with --pixels FILE".into());
     }
     let set = test_images(args.data.clone())?;

@@ -446,28 +446,76 @@ fn eight_owners_at_once_each_get_their_own_exact_answer() {
     std::fs::remove_dir_all(&tmp).unwrap();
 }
 
+/// What the crash tests share: a state directory and the models in a fresh temporary
+/// directory, an owner and its upload of `count` images.
+struct CrashFixture {
+    tmp: PathBuf,
+    state: PathBuf,
+    models: PathBuf,
+    owner: Owner,
+    images: Vec<Vec<u8>>,
+    upload: Vec<u8>,
+}
+
+impl CrashFixture {
+    fn new(name: &str, seed: u64, count: usize) -> Self {
+        let tmp = tempdir(name);
+        let (state, models) = (tmp.join("state"), models_dir(&tmp));
+        let mut owner = Owner::new(seed);
+        let images: Vec<Vec<u8>> = (0..count).map(Owner::image).collect();
+        let upload = owner.upload(&images);
+        Self {
+            tmp,
+            state,
+            models,
+            owner,
+            images,
+            upload,
+        }
+    }
+
+    fn start(&self, args: &[&str]) -> Server {
+        Server::start(&self.state, &self.models, args)
+    }
+
+    /// Registers the owner's keys, submits the upload and returns once the job runs.
+    fn submit_and_wait_until_running(&self, client: &ServiceClient) -> (Registered, String) {
+        let keys = self.owner.register(client);
+        let job = client
+            .submit(&keys.key_id, &keys.token, &self.upload)
+            .unwrap();
+        wait_until_running(client, &job.job_id, &keys.token);
+        (keys, job.job_id)
+    }
+
+    /// The job done with every image, its result exact.
+    fn check_done(&self, client: &ServiceClient, keys: &Registered, job: &str, result: &[u8]) {
+        self.owner.check(result, &self.images);
+        let record = client.job(job, &keys.token).unwrap();
+        assert_eq!(
+            (record.status, record.done_images),
+            (JobStatus::Done, self.images.len())
+        );
+    }
+
+    fn remove(self) {
+        std::fs::remove_dir_all(&self.tmp).unwrap();
+    }
+}
+
 #[test]
 fn a_service_killed_mid_job_finishes_it_after_a_restart() {
-    let tmp = tempdir("service-kill");
-    let (state, models) = (tmp.join("state"), models_dir(&tmp));
-    let mut owner = Owner::new(3);
-    let images: Vec<Vec<u8>> = (0..6).map(Owner::image).collect();
-    let upload = owner.upload(&images);
-    let server = Server::start(&state, &models, &["--workers", "1"]);
-    let client = ServiceClient::new(&server.url);
-    let keys = owner.register(&client);
-    let job = client.submit(&keys.key_id, &keys.token, &upload).unwrap();
+    let fixture = CrashFixture::new("service-kill", 3, 6);
+    let server = fixture.start(&["--workers", "1"]);
+    let (keys, job) = fixture.submit_and_wait_until_running(&ServiceClient::new(&server.url));
     // Killed (SIGKILL) as soon as the job runs.
-    wait_until_running(&client, &job.job_id, &keys.token);
     server.kill();
-    let server = Server::start(&state, &models, &["--workers", "1"]);
+    let server = fixture.start(&["--workers", "1"]);
     let client = ServiceClient::new(&server.url);
-    let result = client.wait(&job.job_id, &keys.token, |_| {}).unwrap();
-    owner.check(&result, &images);
-    let record = client.job(&job.job_id, &keys.token).unwrap();
-    assert_eq!((record.status, record.done_images), (JobStatus::Done, 6));
+    let result = client.wait(&job, &keys.token, |_| {}).unwrap();
+    fixture.check_done(&client, &keys, &job, &result);
     drop(server);
-    std::fs::remove_dir_all(&tmp).unwrap();
+    fixture.remove();
 }
 
 #[test]
@@ -595,16 +643,9 @@ fn a_full_queue_answers_429_and_a_stalled_upload_408_in_json_logs() {
 
 #[test]
 fn sigterm_finishes_the_running_job_then_exits() {
-    let tmp = tempdir("service-term");
-    let (state, models) = (tmp.join("state"), models_dir(&tmp));
-    let mut owner = Owner::new(5);
-    let images: Vec<Vec<u8>> = (0..4).map(Owner::image).collect();
-    let upload = owner.upload(&images);
-    let mut server = Server::start(&state, &models, &[]);
-    let client = ServiceClient::new(&server.url);
-    let keys = owner.register(&client);
-    let job = client.submit(&keys.key_id, &keys.token, &upload).unwrap();
-    wait_until_running(&client, &job.job_id, &keys.token);
+    let fixture = CrashFixture::new("service-term", 5, 4);
+    let mut server = fixture.start(&[]);
+    let (keys, job) = fixture.submit_and_wait_until_running(&ServiceClient::new(&server.url));
     let pid = server.child.id().to_string();
     assert!(
         Command::new("kill")
@@ -626,13 +667,12 @@ fn sigterm_finishes_the_running_job_then_exits() {
     };
     assert!(status.success(), "{status:?}");
     // The job finished before the exit: done at the next start, before any worker ran.
-    let server = Server::start(&state, &models, &[]);
+    let server = fixture.start(&[]);
     let client = ServiceClient::new(&server.url);
-    let record = client.job(&job.job_id, &keys.token).unwrap();
-    assert_eq!((record.status, record.done_images), (JobStatus::Done, 4));
-    owner.check(&client.result(&job.job_id, &keys.token).unwrap(), &images);
+    let result = client.result(&job, &keys.token).unwrap();
+    fixture.check_done(&client, &keys, &job, &result);
     drop(server);
-    std::fs::remove_dir_all(&tmp).unwrap();
+    fixture.remove();
 }
 
 #[test]
@@ -736,26 +776,18 @@ fn a_batch_owner_and_eight_single_image_owners_at_once_on_api_and_worker_process
 
 #[test]
 fn a_worker_killed_mid_job_loses_nothing_another_finishes_it() {
-    let tmp = tempdir("service-lease");
-    let (state, models) = (tmp.join("state"), models_dir(&tmp));
-    let mut owner = Owner::new(4);
-    let images: Vec<Vec<u8>> = (0..6).map(Owner::image).collect();
-    let upload = owner.upload(&images);
-    let api = Server::start(&state, &models, &["--role", "api"]);
-    let worker = Server::start(&state, &models, &["--role", "worker", "--lease", "2"]);
+    let fixture = CrashFixture::new("service-lease", 4, 6);
+    let api = fixture.start(&["--role", "api"]);
+    let worker = fixture.start(&["--role", "worker", "--lease", "2"]);
     let client = ServiceClient::new(&api.url);
-    let keys = owner.register(&client);
-    let job = client.submit(&keys.key_id, &keys.token, &upload).unwrap();
-    wait_until_running(&client, &job.job_id, &keys.token);
+    let (keys, job) = fixture.submit_and_wait_until_running(&client);
     worker.kill();
     // The dead worker's lease runs out; a new worker queues the job again and runs it.
-    let _worker = Server::start(&state, &models, &["--role", "worker", "--lease", "2"]);
-    let result = client.wait(&job.job_id, &keys.token, |_| {}).unwrap();
-    owner.check(&result, &images);
-    let record = client.job(&job.job_id, &keys.token).unwrap();
-    assert_eq!((record.status, record.done_images), (JobStatus::Done, 6));
+    let _worker = fixture.start(&["--role", "worker", "--lease", "2"]);
+    let result = client.wait(&job, &keys.token, |_| {}).unwrap();
+    fixture.check_done(&client, &keys, &job, &result);
     drop(api);
-    std::fs::remove_dir_all(&tmp).unwrap();
+    fixture.remove();
 }
 
 /// Runs curl (a client nobody here wrote) and returns its output; curl must be installed

@@ -50,6 +50,58 @@ fn malformed(reason: &'static str) -> Error {
     Error::Malformed { reason }
 }
 
+/// Reads the items of a container, each prefixed by its length (u32, little-endian), every
+/// length checked against the bytes left: the framing of key sets and batch files.
+#[derive(Debug)]
+pub struct LengthPrefixed<'a> {
+    bytes: &'a [u8],
+    offset: usize,
+    truncated: &'static str,
+}
+
+impl<'a> LengthPrefixed<'a> {
+    /// Items from `offset` on; a length past the end is refused with `truncated`.
+    pub fn new(bytes: &'a [u8], offset: usize, truncated: &'static str) -> Self {
+        Self {
+            bytes,
+            offset,
+            truncated,
+        }
+    }
+
+    /// The next item.
+    pub fn next_item(&mut self) -> Result<&'a [u8], Error> {
+        let start = self
+            .offset
+            .checked_add(4)
+            .ok_or(malformed(self.truncated))?;
+        let len = self
+            .bytes
+            .get(self.offset..start)
+            .map(|b| u32::from_le_bytes(b.try_into().expect("4 bytes")) as usize)
+            .ok_or(malformed(self.truncated))?;
+        let item = self
+            .bytes
+            .get(start..start.saturating_add(len))
+            .ok_or(malformed(self.truncated))?;
+        self.offset = start + len;
+        Ok(item)
+    }
+
+    /// Bytes not yet read.
+    pub fn remaining(&self) -> usize {
+        self.bytes.len().saturating_sub(self.offset)
+    }
+
+    /// `Ok` if every byte was read, else `trailing`.
+    pub fn finish(self, trailing: &'static str) -> Result<(), Error> {
+        match self.offset == self.bytes.len() {
+            true => Ok(()),
+            false => Err(malformed(trailing)),
+        }
+    }
+}
+
 fn header(kind: Kind, id: u64, body: usize) -> Vec<u8> {
     let mut out = Vec::with_capacity(HEADER + body);
     out.extend_from_slice(&MAGIC);

@@ -19,6 +19,7 @@ use rand_core::CryptoRng;
 
 use super::{MAX_PACKING, NetworkParameters, Packing};
 use crate::Error;
+use crate::bfv::serialization::LengthPrefixed;
 use crate::bfv::{GaloisKey, Parameters, RelinearizationKey, SecretKey};
 
 const MAGIC: [u8; 4] = *b"CNEK";
@@ -142,31 +143,18 @@ impl EvaluationKeys {
         if count >= MAX_PACKING {
             return Err(malformed("too many Galois keys"));
         }
-        let mut offset = HEADER;
-        let mut next = || -> Result<&[u8], Error> {
-            let len = bytes
-                .get(offset..offset + 4)
-                .map(|b| u32::from_le_bytes(b.try_into().expect("4 bytes")) as usize)
-                .ok_or(malformed("truncated evaluation key"))?;
-            let item = bytes
-                .get(offset + 4..(offset + 4).saturating_add(len))
-                .ok_or(malformed("truncated evaluation key"))?;
-            offset += 4 + len;
-            Ok(item)
-        };
+        let mut items = LengthPrefixed::new(bytes, HEADER, "truncated evaluation key");
         let p = key_params(params);
-        let relin = RelinearizationKey::from_bytes(p, next()?)?;
+        let relin = RelinearizationKey::from_bytes(p, items.next_item()?)?;
         let mut galois: Vec<GaloisKey> = Vec::with_capacity(count);
         for _ in 0..count {
-            let key = GaloisKey::from_bytes(p, next()?)?;
+            let key = GaloisKey::from_bytes(p, items.next_item()?)?;
             if galois.iter().any(|k| k.element() == key.element()) {
                 return Err(malformed("repeated Galois element"));
             }
             galois.push(key);
         }
-        if offset != bytes.len() {
-            return Err(malformed("trailing bytes after the evaluation key"));
-        }
+        items.finish("trailing bytes after the evaluation key")?;
         Ok(Self { relin, galois })
     }
 }

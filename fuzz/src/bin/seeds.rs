@@ -9,7 +9,7 @@ use cryptonets_core::Backend;
 use cryptonets_core::bfv::Parameters;
 use cryptonets_core::network::{INPUTS, NetworkParameters, Packing};
 use cryptonets_fuzz::{N, eval_keys, image_batch, params, secret, tiny_model};
-use cryptonets_host::pipeline::{BatchFile, BatchKind, BatchRecord};
+use cryptonets_host::pipeline::{BatchFile, BatchHeader, BatchKind, BatchRecord};
 use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
 
@@ -154,9 +154,11 @@ fn main() {
         .map(Cow::Owned)
         .collect();
     let logits = BatchFile {
-        kind: BatchKind::Logits,
+        header: BatchHeader {
+            kind: BatchKind::Logits,
+            ..batch.header.clone()
+        },
         items,
-        ..batch.clone()
     };
     write("logits", "fresh", &logits.to_bytes());
 

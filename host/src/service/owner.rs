@@ -21,6 +21,7 @@
 //! # }
 //! ```
 
+use std::cell::Cell;
 use std::sync::Mutex;
 use std::time::Instant;
 
@@ -107,6 +108,31 @@ impl Registration {
         Ok((record, result, seconds))
     }
 
+    /// One prediction: `encrypt` makes the upload (timed), the service runs it, `decrypt`
+    /// reads the result for that job (timed) into logits per image.
+    fn ask(
+        &self,
+        encrypt: impl FnOnce() -> Result<Vec<u8>, String>,
+        progress: impl FnMut(&JobMeta),
+        decrypt: impl FnOnce(&JobMeta, &[u8]) -> Result<Vec<Vec<BigInt>>, String>,
+    ) -> Result<Answer, String> {
+        let started = Instant::now();
+        let upload = encrypt()?;
+        let encrypt_seconds = started.elapsed().as_secs_f64();
+        let (job, result, round_trip_seconds) = self.run(&upload, progress)?;
+        let started = Instant::now();
+        let logits = decrypt(&job, &result)?;
+        Ok(Answer {
+            logits,
+            job,
+            encrypt_seconds,
+            round_trip_seconds,
+            decrypt_seconds: started.elapsed().as_secs_f64(),
+            upload_bytes: upload.len(),
+            download_bytes: result.len(),
+        })
+    }
+
     fn unregister(self) -> Result<(), String> {
         self.client
             .delete_keys(&self.registered.key_id, &self.registered.token)
@@ -165,8 +191,9 @@ impl SingleOwner {
     pub fn predict(&self, image: &[u8], progress: impl FnMut(&JobMeta)) -> Result<Answer, String> {
         let planned = &self.planned;
         let (params, plan) = (&planned.params, &planned.plan);
-        let started = Instant::now();
-        let (per_channel, id) = {
+        // The upload's random id, which the result must carry.
+        let id = Cell::new([0u8; 16]);
+        let encrypt = || {
             let mut rng = self.rng.lock().map_err(|_| "the owner's generator")?;
             let per_channel = crate::single_image::encrypt_image(
                 planned,
@@ -176,41 +203,33 @@ impl SingleOwner {
                 &mut rng,
             )
             .map_err(|e| e.to_string())?;
-            let mut id = [0u8; 16];
-            rand_core::Rng::fill_bytes(&mut *rng, &mut id);
-            (per_channel, id)
+            let mut fresh = [0u8; 16];
+            rand_core::Rng::fill_bytes(&mut *rng, &mut fresh);
+            id.set(fresh);
+            Ok(Bundle {
+                kind: UPLOADS,
+                id: fresh,
+                objects: vec![per_channel.into_iter().map(|b| vec![b]).collect()],
+            }
+            .to_bytes())
         };
-        let upload = Bundle {
-            kind: UPLOADS,
-            id,
-            objects: vec![per_channel.into_iter().map(|b| vec![b]).collect()],
-        }
-        .to_bytes();
-        let encrypt_seconds = started.elapsed().as_secs_f64();
-        let (job, result, round_trip_seconds) = self.registration.run(&upload, progress)?;
-        let started = Instant::now();
-        let channels = params.channels().len();
-        let parts = plan.layout.output().len();
-        let object = params.channels()[0].max_ciphertext_bytes();
-        let results = Bundle::from_bytes(&result, RESULTS, channels, parts, object)?;
-        if results.id != id || results.objects.len() != 1 {
-            return Err(format!(
-                "job {}: the result answers another upload",
-                job.job_id
-            ));
-        }
-        let (logits, _) =
-            crate::single_image::decrypt_image(planned, &self.secret, &results.objects[0])
-                .map_err(|e| e.to_string())?;
-        Ok(Answer {
-            logits: vec![logits],
-            job,
-            encrypt_seconds,
-            round_trip_seconds,
-            decrypt_seconds: started.elapsed().as_secs_f64(),
-            upload_bytes: upload.len(),
-            download_bytes: result.len(),
-        })
+        let decrypt = |job: &JobMeta, result: &[u8]| {
+            let channels = params.channels().len();
+            let parts = plan.layout.output().len();
+            let object = params.channels()[0].max_ciphertext_bytes();
+            let results = Bundle::from_bytes(result, RESULTS, channels, parts, object)?;
+            if results.id != id.get() || results.objects.len() != 1 {
+                return Err(format!(
+                    "job {}: the result answers another upload",
+                    job.job_id
+                ));
+            }
+            let (logits, _) =
+                crate::single_image::decrypt_image(planned, &self.secret, &results.objects[0])
+                    .map_err(|e| e.to_string())?;
+            Ok(vec![logits])
+        };
+        self.registration.ask(encrypt, progress, decrypt)
     }
 
     /// Deletes the keys from the service.
@@ -285,42 +304,37 @@ impl BatchOwner {
             ));
         }
         let params = &self.planned.params;
-        let started = Instant::now();
-        let batch = encrypt_network_batch(
-            params,
-            &self.network,
-            &self.secret,
-            images,
-            &mut os_rng()?,
-            &|| {},
-        )
-        .map_err(|e| e.to_string())?;
-        let upload = batch.to_bytes();
-        let batch_id = batch.batch_id;
-        drop(batch);
-        let encrypt_seconds = started.elapsed().as_secs_f64();
-        let (job, result, round_trip_seconds) = self.registration.run(&upload, progress)?;
-        let started = Instant::now();
-        let shape = BatchShape::of(&self.network);
-        let logits = BatchFile::from_bytes_for(&result, BatchKind::Logits, shape)
-            .map_err(|e| format!("the result: {e}"))?;
-        if logits.batch_id != batch_id || logits.images as usize != images.len() {
-            return Err(format!(
-                "job {}: the result answers another batch",
-                job.job_id
-            ));
-        }
-        let (logits, _) =
-            decrypt_network_batch(params, &self.secret, &logits).map_err(|e| e.to_string())?;
-        Ok(Answer {
-            logits,
-            job,
-            encrypt_seconds,
-            round_trip_seconds,
-            decrypt_seconds: started.elapsed().as_secs_f64(),
-            upload_bytes: upload.len(),
-            download_bytes: result.len(),
-        })
+        let batch_id = Cell::new([0u8; 16]);
+        let encrypt = || {
+            let batch = encrypt_network_batch(
+                params,
+                &self.network,
+                &self.secret,
+                images,
+                &mut os_rng()?,
+                &|| {},
+            )
+            .map_err(|e| e.to_string())?;
+            batch_id.set(batch.header.batch_id);
+            Ok(batch.to_bytes())
+        };
+        let decrypt = |job: &JobMeta, result: &[u8]| {
+            let shape = BatchShape::of(&self.network);
+            let logits = BatchFile::from_bytes_for(result, BatchKind::Logits, shape)
+                .map_err(|e| format!("the result: {e}"))?;
+            if logits.header.batch_id != batch_id.get()
+                || logits.header.images as usize != images.len()
+            {
+                return Err(format!(
+                    "job {}: the result answers another batch",
+                    job.job_id
+                ));
+            }
+            decrypt_network_batch(params, &self.secret, &logits)
+                .map(|(logits, _)| logits)
+                .map_err(|e| e.to_string())
+        };
+        self.registration.ask(encrypt, progress, decrypt)
     }
 
     /// Deletes the keys from the service.

@@ -336,15 +336,7 @@ mod tests {
             .backend(backend)
             .build()
             .unwrap();
-        let q: Vec<u32> = params
-            .ciphertext_basis()
-            .moduli()
-            .iter()
-            .map(|m| m.value())
-            .collect();
-        let s: Vec<u32> = params.special_basis().map_or(Vec::new(), |b| {
-            b.moduli().iter().map(|m| m.value()).collect()
-        });
+        let (q, s) = (params.ciphertext_basis().primes(), params.special_primes());
         let channel = CompactChannel::new(n, &q, &s, t).unwrap();
         (params, channel)
     }
@@ -431,13 +423,7 @@ mod tests {
     #[test]
     fn refuses_bad_primes_keys_messages_and_scratch() {
         let (params, channel) = both(4096, 2, 1, Backend::Portable(crate::backend::Portable));
-        let q: Vec<u32> = params
-            .ciphertext_basis()
-            .moduli()
-            .iter()
-            .map(|m| m.value())
-            .collect();
-        let s = [params.special_basis().unwrap().moduli()[0].value()];
+        let (q, s) = (params.ciphertext_basis().primes(), params.special_primes());
         let t = params.plaintext_modulus().value();
         let twenty_nine_bits = crate::zq::prime::ntt_primes(29, 4096).next().unwrap();
         for (q, s, t) in [

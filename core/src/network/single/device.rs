@@ -61,15 +61,8 @@ impl DeviceProfile {
         let first = &params.channels()[0];
         Self {
             n: params.degree(),
-            q_primes: first
-                .ciphertext_basis()
-                .moduli()
-                .iter()
-                .map(|q| q.value())
-                .collect(),
-            special_primes: first.special_basis().map_or(Vec::new(), |s| {
-                s.moduli().iter().map(|q| q.value()).collect()
-            }),
+            q_primes: first.ciphertext_basis().primes(),
+            special_primes: first.special_primes(),
             compressed: planned.plan.compressed_input,
             plaintext_primes: params.plaintext_primes(),
             channel_ids: params.channels().iter().map(Parameters::id).collect(),
@@ -216,9 +209,7 @@ impl DeviceProfile {
             .backend(backend)
             .build()?;
         // The builder chooses the special primes itself: they must be the listed ones.
-        let special = params.special_basis().map(|s| s.moduli());
-        let listed = self.special_primes.iter().copied();
-        if !special.is_some_and(|s| s.iter().map(|q| q.value()).eq(listed)) {
+        if params.special_primes() != self.special_primes {
             return Err(Error::Incompatible {
                 reason: "the profile's special primes are not those of its parameters",
             });

@@ -18,6 +18,7 @@ use rand_core::CryptoRng;
 
 use super::plan::SinglePlan;
 use crate::Error;
+use crate::bfv::serialization::LengthPrefixed;
 use crate::bfv::{Evaluator, GaloisKey, RelinearizationKey, SecretKey};
 use crate::network::NetworkParameters;
 
@@ -158,36 +159,23 @@ impl SingleKeys {
             _ => return Err(malformed("bad relinearization flag")),
         };
         let count = u16::from_le_bytes([bytes[6], bytes[7]]) as usize;
-        let mut offset = HEADER;
-        let mut next = || -> Result<&[u8], Error> {
-            let len = bytes
-                .get(offset..offset + 4)
-                .map(|b| u32::from_le_bytes(b.try_into().expect("4 bytes")) as usize)
-                .ok_or(malformed("truncated single-image keys"))?;
-            let item = bytes
-                .get(offset + 4..(offset + 4).saturating_add(len))
-                .ok_or(malformed("truncated single-image keys"))?;
-            offset += 4 + len;
-            Ok(item)
-        };
+        let mut items = LengthPrefixed::new(bytes, HEADER, "truncated single-image keys");
         let p = &params.channels()[0];
         let relin = match has_relin {
-            true => Some(RelinearizationKey::from_bytes(p, next()?)?),
+            true => Some(RelinearizationKey::from_bytes(p, items.next_item()?)?),
             false => None,
         };
         let mut galois = BTreeMap::new();
         let mut last = 0;
         for _ in 0..count {
-            let key = GaloisKey::from_bytes(p, next()?)?;
+            let key = GaloisKey::from_bytes(p, items.next_item()?)?;
             if key.element() <= last {
                 return Err(malformed("Galois keys out of order or repeated"));
             }
             last = key.element();
             galois.insert(key.element(), key);
         }
-        if offset != bytes.len() {
-            return Err(malformed("trailing bytes after the single-image keys"));
-        }
+        items.finish("trailing bytes after the single-image keys")?;
         Ok(Self { relin, galois })
     }
 }
