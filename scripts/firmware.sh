@@ -5,7 +5,7 @@
 # semihosting, checks its upload byte for byte against the host's encryption of the same
 # image under the same seeds, evaluates and decrypts it on the host, and prints one JSON
 # object. Fails unless the upload is bit-exact and the prediction is the plaintext model's.
-#   bash scripts/firmware.sh [TEST_IMAGE]
+#   bash scripts/firmware.sh [TEST_IMAGE] [MODEL]   (default: the committed CryptoNets model)
 #
 # Instructions are counted with qemu's -icount shift=0 (one virtual nanosecond an
 # instruction) and SysTick on the reference clock, 1 MHz on the mps2 boards: one tick is
@@ -15,11 +15,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 image=${1:-0}
+model=${2:-models/cryptonets-mnist.cnmd}
 work=target/firmware-run
 mkdir -p "$work"
 cryptonets() { cargo run --quiet --profile test -p cryptonets-host -- "$@"; }
 
-cryptonets device profile --out "$work/profile.bin" >&2
+cryptonets device profile --model "$model" --out "$work/profile.bin" >&2
 cryptonets device input --image "$image" --out "$work/input.bin" >&2
 
 linker=$(rustc --print sysroot 2>/dev/null)/lib/rustlib/x86_64-unknown-linux-gnu/bin/rust-lld
@@ -41,14 +42,14 @@ line=$(cd "$work" && timeout 1200 qemu-system-arm -cpu cortex-m4 -machine mps2-a
 [ -n "$line" ] || { echo "firmware: no measurements (it failed under qemu)" >&2; exit 1; }
 echo "qemu: $line" >&2
 
-check=$(cryptonets device check --input "$work/input.bin" --upload "$work/device-upload.bin" --json) || {
+check=$(cryptonets device check --model "$model" --input "$work/input.bin" --upload "$work/device-upload.bin" --json) || {
     echo "firmware: $check" >&2
     exit 1
 }
 sections=$(readelf -SW "$elf")
-python3 - "$line" "$check" "$sections" <<'PY'
+python3 - "$line" "$check" "$sections" "$model" <<'PY'
 import json, sys
-line, check, sections = sys.argv[1], json.loads(sys.argv[2]), sys.argv[3]
+line, check, sections, model = sys.argv[1], json.loads(sys.argv[2]), sys.argv[3], sys.argv[4]
 fields = dict(kv.split("=") for kv in line.split()[1:])
 size = {}
 for row in sections.splitlines():
@@ -62,7 +63,9 @@ instructions = ticks * 1000
 encrypt_instructions = int(fields["encrypt_ticks"]) * 1000
 report = {
     "target": "thumbv7em-none-eabihf (Cortex-M4F), qemu-system-arm -M mps2-an386",
+    "model": model,
     "n": int(fields["n"]),
+    "compressed_upload": fields["compressed"] == "true",
     "channels": int(fields["channels"]),
     "upload_bytes": int(fields["upload_bytes"]),
     "ram_peak_bytes": static_ram + int(fields["heap_peak_bytes"]) + int(fields["stack_peak_bytes"]),

@@ -9,7 +9,8 @@
 #   4. every criterion bench once (`-- --test`) on x86_64 and on aarch64 under qemu;
 #   5. the no_std core for thumbv7em-none-eabihf (Cortex-M4F), with and without `alloc`, and
 #      the owner's client firmware on an emulated Cortex-M4 (qemu-system-arm mps2-an386):
-#      its upload bit-exact with the host's, its prediction the model's (scripts/firmware.sh);
+#      its upload bit-exact with the host's, its prediction the model's (scripts/firmware.sh),
+#      for the CryptoNets model (compressed uploads) and the deeper one (uncompressed);
 #   6. cargo fuzz on every parser (models v1 and v2, ONNX, keys, parameters, batches, logits,
 #      records, IDX, single-image keys, seeded uploads, bundles, device profiles), 30 s a
 #      target (scripts/fuzz.sh);
@@ -82,6 +83,8 @@ done
 
 step "the client firmware on an emulated Cortex-M4 (scripts/firmware.sh)"
 bash scripts/firmware.sh
+# The deeper model's plan keeps the last limb (uncompressed uploads, four channels).
+bash scripts/firmware.sh 3 models/mnist-deep.cnmd
 
 # The fuzz build (AddressSanitizer, its own target directory) needs several gigabytes; on a
 # small disk the earlier builds, no longer needed, make room for it.

@@ -1,17 +1,18 @@
 //! The data owner's client on a Cortex-M4 (thumbv7em-none-eabihf), run under
 //! `qemu-system-arm -M mps2-an386` by `scripts/firmware.sh`.
 //!
-//! It holds the model's device profile (the parameters its single-image plan chose and the
-//! owner's input layout: `cryptonets device profile`), derives its secret key from a 32-byte
-//! seed, takes one MNIST image, and for each CRT channel builds that channel's table-free
-//! parameters (`cryptonets_core::bfv::CompactChannel`: primes, transforms with twiddles made on the fly),
-//! encodes the image in the single-image layout into one polynomial and encrypts it with
-//! seeded secret-key encryption, one RNS limb at a time in one more polynomial (plus the
-//! compression's correction), writing each chunk of a limb to the host file
-//! `device-upload.bin` as it is made (semihosting). Its memory: the key (n bytes), the
-//! message (4n), `CompactScratch` (9n compressed) and the parsed profile. The profile, the image and both seeds
-//! are built in (`CRYPTONETS_FIRMWARE_PROFILE`, `CRYPTONETS_FIRMWARE_INPUT`, made by
-//! `cryptonets device profile` and `cryptonets device input`).
+//! It holds the model's device profile (the primes its single-image plan chose and the
+//! owner's input layout: `cryptonets device profile`), derives its secret key from a
+//! 32-byte seed, takes one MNIST image, and for each CRT channel builds that channel's
+//! table-free parameters (`cryptonets_core::bfv::CompactChannel`: the primes, transforms
+//! whose twiddles are made on the fly), encodes the image in the single-image layout into
+//! one polynomial and encrypts it with seeded secret-key encryption, one RNS limb at a time
+//! in one more polynomial (plus the compression's correction), writing each chunk of a limb
+//! to the host file `device-upload.bin` as it is made (semihosting). Its memory: the key
+//! (n bytes), the message (4n), `CompactScratch` (9n compressed, 5n not) and the parsed
+//! profile. The profile, the image and both seeds are built in
+//! (`CRYPTONETS_FIRMWARE_PROFILE`, `CRYPTONETS_FIRMWARE_INPUT`, made by `cryptonets device
+//! profile` and `cryptonets device input`).
 //!
 //! It then prints one line of measurements: the heap's high-water mark (a counting
 //! allocator), the stack's (a painted region), and the processor clock ticks the encryption
@@ -269,7 +270,7 @@ fn main() -> ! {
     let total = total + lap(&mut out);
     let _ = writeln!(
         out,
-        "device n={n} channels={} upload_bytes={written} setup_ticks={setup} encrypt_ticks={encrypt} total_ticks={} heap_bound_bytes={HEAP_BYTES} heap_peak_bytes={} channel_heap_bytes={channel_heap} scratch_bytes={} key_and_message_bytes={} stack_peak_bytes={}",
+        "device n={n} channels={} compressed={compressed} upload_bytes={written} setup_ticks={setup} encrypt_ticks={encrypt} total_ticks={} heap_bound_bytes={HEAP_BYTES} heap_peak_bytes={} channel_heap_bytes={channel_heap} scratch_bytes={} key_and_message_bytes={} stack_peak_bytes={}",
         profile.plaintext_primes.len(),
         total,
         HEAP.peak.load(Ordering::Relaxed),

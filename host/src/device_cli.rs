@@ -154,11 +154,12 @@ fn check(args: &CheckArgs, backend: Backend) -> Result<(), String> {
     let expected: usize = host.iter().map(Vec::len).sum();
     let upload = read_checked(&args.upload, expected as u64, "device upload")?;
     let bit_exact = upload == host.concat();
-    // The device's upload, channel by channel, through the service's evaluation.
+    // The device's upload, channel by channel (split as the host's: compressed or not, as
+    // the plan says), through the service's evaluation.
     let mut objects = Vec::new();
     let mut rest = &upload[..];
-    for p in params.channels() {
-        let len = p.compressed_ciphertext_bytes().min(rest.len());
+    for expected in &host {
+        let len = expected.len().min(rest.len());
         let (object, tail) = rest.split_at(len);
         objects.push(vec![object.to_vec()]);
         rest = tail;
