@@ -60,7 +60,8 @@ flash = sum(size.get(s, 0) for s in (".vector_table", ".text", ".rodata", ".data
 static_ram = sum(size.get(s, 0) for s in (".data", ".bss", ".uninit"))
 ticks = int(fields["total_ticks"])
 instructions = ticks * 1000
-encrypt_instructions = int(fields["encrypt_ticks"]) * 1000
+# The encoding belongs to the encryption (the image becomes a plaintext there).
+encrypt_instructions = (int(fields["encode_ticks"]) + int(fields["encrypt_ticks"])) * 1000
 report = {
     "target": "thumbv7em-none-eabihf (Cortex-M4F), qemu-system-arm -M mps2-an386",
     "model": model,
@@ -80,6 +81,7 @@ report = {
     "instructions": instructions,
     "encrypt_instructions": encrypt_instructions,
     "setup_instructions": int(fields["setup_ticks"]) * 1000,
+    "encode_instructions": int(fields["encode_ticks"]) * 1000,
     "estimated_ms_at_64mhz": round(instructions * 1.3 / 64e6 * 1e3, 1),
     "estimated_encrypt_ms_at_64mhz": round(encrypt_instructions * 1.3 / 64e6 * 1e3, 1),
     "bit_exact": check["bit_exact"],

@@ -150,20 +150,24 @@ mod tests {
                 let compact = CompactNtt::new(modulus, n).unwrap();
                 let table = NttTable::new(modulus, n).unwrap();
                 assert_eq!(compact.psi(), table.psi());
-                let a: alloc::vec::Vec<u32> = (0..n).map(|_| rng.next_u32() % q).collect();
-                let mut ours = a.clone();
-                compact.forward(&mut ours);
-                let mut theirs = a.clone();
-                Portable.forward_ntt(&mut theirs, &table);
-                assert_eq!(ours, theirs, "forward, n = {n}, q = {q}");
-                if n <= 256 {
-                    assert_eq!(ours, naive_forward(&modulus, compact.psi(), &a));
+                let random: alloc::vec::Vec<u32> = (0..n).map(|_| rng.next_u32() % q).collect();
+                // The largest residues everywhere: the products and sums at their bounds.
+                let largest = alloc::vec![q - 1; n];
+                for a in [random, largest] {
+                    let mut ours = a.clone();
+                    compact.forward(&mut ours);
+                    let mut theirs = a.clone();
+                    Portable.forward_ntt(&mut theirs, &table);
+                    assert_eq!(ours, theirs, "forward, n = {n}, q = {q}");
+                    if n <= 256 {
+                        assert_eq!(ours, naive_forward(&modulus, compact.psi(), &a));
+                    }
+                    let mut back = ours.clone();
+                    compact.inverse(&mut back);
+                    Portable.inverse_ntt(&mut ours, &table);
+                    assert_eq!(back, ours, "inverse, n = {n}, q = {q}");
+                    assert_eq!(back, a);
                 }
-                let mut back = ours.clone();
-                compact.inverse(&mut back);
-                Portable.inverse_ntt(&mut ours, &table);
-                assert_eq!(back, ours, "inverse, n = {n}, q = {q}");
-                assert_eq!(back, a);
             }
         }
     }

@@ -259,7 +259,9 @@ impl CompactChannel {
                 let q = self.q[i].0.modulus();
                 if compressed {
                     for (x, &d) in scratch.work.iter_mut().zip(&scratch.correction) {
-                        *x = q.add(*x, q.reduce_i64(d as i64));
+                        // |d| <= q_last / 2 < 2^29 < q: q added to a negative d is its residue.
+                        let residue = (d as u32).wrapping_add(q.value() & (d >> 31) as u32);
+                        *x = q.add(*x, residue);
                     }
                 }
                 for chunk in scratch.work.chunks(PACK_CHUNK) {
