@@ -277,10 +277,6 @@ pub(crate) fn convert_command(input: &Path, output: &Path) -> Result<(), String>
     Ok(())
 }
 
-/// The validation split of MNIST: the last images of the training set (cryptonets-train's
-/// `--validation` default).
-const VALIDATION_IMAGES: usize = 5000;
-
 /// `model score`: plaintext integer accuracy on the MNIST test set or validation split.
 pub(crate) fn score_command(
     model: &Path,
@@ -305,7 +301,7 @@ pub(crate) fn score_command(
     };
     let set = mnist::load(&dir, split).map_err(|e| e.to_string())?;
     let range = match validation {
-        true => set.len().saturating_sub(VALIDATION_IMAGES)..set.len(),
+        true => set.len().saturating_sub(mnist::VALIDATION_IMAGES)..set.len(),
         false => 0..set.len(),
     };
     let images = range.len();

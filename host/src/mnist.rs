@@ -12,6 +12,11 @@ use sha2::{Digest, Sha256};
 /// Image side in pixels.
 pub const SIDE: usize = 28;
 
+/// Images of the validation split: the last ones of the training set, held out by
+/// cryptonets-train (its `--validation` default) and rescored by `model score --validation`.
+/// Hyperparameters and precision are chosen on it; the test set is used once.
+pub const VALIDATION_IMAGES: usize = 5000;
+
 /// The shape of an MNIST image as a network input: one channel of 28 x 28.
 pub const SHAPE: cryptonets_core::model::polynomial::Shape =
     cryptonets_core::model::polynomial::Shape {

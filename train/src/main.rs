@@ -26,7 +26,7 @@ struct Args {
     /// Training images held out (the last ones of the training set) as the validation split
     /// that every choice is scored on: epochs are reported and the integer precision is chosen
     /// on it. The test set is used once, at the end, for the accuracies recorded in the model.
-    #[arg(long, default_value_t = 5000)]
+    #[arg(long, default_value_t = mnist::VALIDATION_IMAGES)]
     validation: usize,
     /// Validation accuracy the integer model may lose against the float one: the precision
     /// search keeps the smallest plaintext that stays within it.
