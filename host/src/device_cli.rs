@@ -97,11 +97,15 @@ pub(crate) fn device_command(command: &DeviceCommand, backend: Backend) -> Resul
             let profile = DeviceProfile::new(&planned, &network).to_bytes();
             write(&args.out, &profile)?;
             println!(
-                "device profile of {} ({} bytes): n = {}, {} channels, compressed uploads",
+                "device profile of {} ({} bytes): n = {}, {} channels, {} uploads",
                 args.model.display(),
                 profile.len(),
                 planned.params.degree(),
-                planned.params.channels().len()
+                planned.params.channels().len(),
+                match planned.plan.compressed_input {
+                    true => "compressed",
+                    false => "uncompressed",
+                }
             );
             Ok(())
         }
