@@ -24,8 +24,6 @@ use crate::rns::MAX_LIMBS;
 const MAGIC: [u8; 4] = *b"CNDP";
 /// Version 2 lists the primes (version 1 had their counts only).
 const VERSION: u8 = 2;
-/// Pixel levels: one quantized value for each byte value.
-const LEVELS: usize = 256;
 
 /// A model's single-image plan as a device needs it (see the module).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -44,8 +42,8 @@ pub struct DeviceProfile {
     pub channel_ids: Vec<u64>,
     /// The network's input size in pixels.
     pub pixels: usize,
-    /// The quantized value of each pixel level 0..=255.
-    pub levels: Vec<i64>,
+    /// The network's pixel precision: pixel p becomes round(p L / 255), L in 1..=255.
+    pub input_levels: u16,
     /// (input neuron, column) of the owner's layout.
     pub input: Vec<(u32, u32)>,
 }
@@ -67,13 +65,13 @@ impl DeviceProfile {
             plaintext_primes: params.plaintext_primes(),
             channel_ids: params.channels().iter().map(Parameters::id).collect(),
             pixels: network.input().len(),
-            levels: (0..=255u8).map(|p| network.quantize_pixel(p)).collect(),
+            input_levels: network.input_levels(),
             input: planned.plan.layout.input.clone(),
         }
     }
 
     /// Serializes (little-endian): magic, version, flags and prime counts, sizes, ciphertext and
-    /// special primes, plaintext primes, ids, levels, layout.
+    /// special primes, plaintext primes, ids, pixel levels, layout.
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut out = Vec::new();
         out.extend_from_slice(&MAGIC);
@@ -102,9 +100,7 @@ impl DeviceProfile {
         for id in &self.channel_ids {
             out.extend_from_slice(&id.to_le_bytes());
         }
-        for v in &self.levels {
-            out.extend_from_slice(&v.to_le_bytes());
-        }
+        out.extend_from_slice(&u32::from(self.input_levels).to_le_bytes());
         for (neuron, column) in &self.input {
             out.extend_from_slice(&neuron.to_le_bytes());
             out.extend_from_slice(&column.to_le_bytes());
@@ -147,7 +143,7 @@ impl DeviceProfile {
             ));
         }
         // The rest must hold exactly what the counts say (8 bytes an input pair).
-        let rest = (q_primes + special_primes) * 4 + channels * 12 + LEVELS * 8;
+        let rest = (q_primes + special_primes) * 4 + channels * 12 + 4;
         if inputs > n / 2 || pixels == 0 || reader.remaining() != rest + inputs.saturating_mul(8) {
             return Err(malformed("the counts do not match the profile's length"));
         }
@@ -162,9 +158,10 @@ impl DeviceProfile {
         let channel_ids = (0..channels)
             .map(|_| reader.u64())
             .collect::<Result<_, _>>()?;
-        let levels = (0..LEVELS)
-            .map(|_| reader.u64().map(|v| v as i64))
-            .collect::<Result<_, _>>()?;
+        let input_levels = match reader.u32()? {
+            levels @ 1..=255 => levels as u16,
+            _ => return Err(malformed("pixel levels must be 1 to 255")),
+        };
         let mut input = Vec::with_capacity(inputs);
         for _ in 0..inputs {
             let (neuron, column) = (reader.u32()?, reader.u32()?);
@@ -181,7 +178,7 @@ impl DeviceProfile {
             plaintext_primes,
             channel_ids,
             pixels,
-            levels,
+            input_levels,
             input,
         })
     }
@@ -229,13 +226,13 @@ impl DeviceProfile {
 
     /// The plaintext of `image` (its pixels, the network's input order) under `params`.
     pub fn encode(&self, params: &Parameters, image: &[u8]) -> Result<Plaintext, Error> {
-        if image.len() != self.pixels || params.degree() != self.n {
+        if image.len() != self.pixels || params.degree() != self.n || !self.levels_valid() {
             return Err(Error::InvalidParameters {
                 reason: "an image of the profile's input size, under its ring degree",
             });
         }
         encode_columns(params, &self.input, |neuron| {
-            self.levels[image[neuron as usize] as usize]
+            self.level(image[neuron as usize])
         })
     }
 
@@ -248,7 +245,11 @@ impl DeviceProfile {
         m: &mut [u32],
     ) -> Result<(), Error> {
         let n = self.n;
-        if image.len() != self.pixels || channel.degree() != n || m.len() != n {
+        if image.len() != self.pixels
+            || channel.degree() != n
+            || m.len() != n
+            || !self.levels_valid()
+        {
             return Err(Error::InvalidParameters {
                 reason: "an image of the profile's input size, n words, under its ring degree",
             });
@@ -258,9 +259,23 @@ impl DeviceProfile {
         for &(neuron, column) in &self.input {
             // Column c of the first slot row is the slot of exponent 3^c (super::column_slots).
             let slot = exponent_slot(n, three_to_the(column, 2 * n));
-            m[slot] = t.reduce_i64(self.levels[image[neuron as usize] as usize]);
+            m[slot] = t.reduce_i64(self.level(image[neuron as usize]));
         }
         channel.encode_slots(m)
+    }
+}
+
+impl DeviceProfile {
+    /// The quantized value of a (secret) pixel, as the network quantizes it
+    /// ([`PolynomialNetwork::quantize_pixel`]): round(p L / 255) in 32-bit arithmetic,
+    /// constant time (the division by the constant 255 compiles to a multiplication).
+    fn level(&self, pixel: u8) -> i64 {
+        ((u32::from(pixel) * u32::from(self.input_levels) + 127) / 255) as i64
+    }
+
+    /// Whether the pixel precision is one a network can have (1 to 255 levels).
+    fn levels_valid(&self) -> bool {
+        (1..=255).contains(&self.input_levels)
     }
 }
 

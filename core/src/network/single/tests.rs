@@ -505,6 +505,26 @@ fn a_device_profile_encodes_and_encrypts_as_the_owner_does_without_the_model() {
             .compact_channel(parsed.plaintext_primes.len())
             .is_err()
     );
+    // A profile built by hand with a pixel precision no network has is refused.
+    let mut coarse = parsed.clone();
+    coarse.input_levels = 0;
+    let compact = coarse.compact_channel(0).unwrap();
+    assert!(coarse.encode_into(&compact, &image, &mut m_words).is_err());
+    let params = coarse.channel(0, Backend::detect()).unwrap();
+    assert!(coarse.encode(&params, &image).is_err());
+    // Read from bytes: the levels' word follows the primes and the ids.
+    let at = 24
+        + (profile.q_primes.len() + profile.special_primes.len()) * 4
+        + profile.plaintext_primes.len() * 12;
+    assert_eq!(
+        bytes[at..at + 4],
+        u32::from(profile.input_levels).to_le_bytes()
+    );
+    for levels in [0u32, 256] {
+        let mut bad = bytes.clone();
+        bad[at..at + 4].copy_from_slice(&levels.to_le_bytes());
+        assert!(DeviceProfile::from_bytes(&bad).is_err(), "{levels} levels");
+    }
     assert!(
         parsed
             .encode_into(
