@@ -63,6 +63,7 @@ bash scripts/fetch-mnist.sh data/mnist >/dev/null
 # AVX-512 is expected (and so must run) wherever the CPU has it.
 x86_backends=portable,avx2
 grep -qw avx512bw /proc/cpuinfo && grep -qw avx512f /proc/cpuinfo && x86_backends=$x86_backends,avx512
+grep -qw avx512bw /proc/cpuinfo && grep -qw avx512_vnni /proc/cpuinfo && x86_backends=$x86_backends,avx512-vnni
 step "x86_64 tests ($x86_backends)"
 CRYPTONETS_EXPECT_BACKENDS=$x86_backends cargo test --workspace
 

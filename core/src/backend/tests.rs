@@ -19,6 +19,19 @@ fn xorshift(seed: u64) -> impl FnMut() -> u32 {
     }
 }
 
+/// Every backend this CPU runs, plus its AVX-512 backend without the VNNI kernels where it
+/// has them (a CPU without VNNI takes that path).
+fn backend_variants() -> Vec<Backend> {
+    let mut variants: Vec<Backend> = Backend::available().into_iter().collect();
+    #[cfg(target_arch = "x86_64")]
+    if let Some(Backend::Avx512(avx512)) = variants.iter().copied().find(|b| b.name() == "avx512")
+        && avx512.has_vnni()
+    {
+        variants.push(Backend::Avx512(avx512.without_vnni()));
+    }
+    variants
+}
+
 fn random_poly(n: usize, q: u32, seed: u64) -> Vec<u32> {
     let mut next = xorshift(seed);
     (0..n).map(|_| next() % q).collect()
@@ -435,8 +448,8 @@ fn pair_weighted_sum_matches_naive_sums_on_every_backend() {
             }
             let lo: Vec<&[u32]> = lo.iter().map(Vec::as_slice).collect();
             let hi: Vec<&[u32]> = hi.iter().map(Vec::as_slice).collect();
-            // Output counts that fill, split and leave partial tiles of four.
-            for outputs in [1usize, 3, 4, 6] {
+            // Output counts that fill, split and leave partial tiles (of 4, 2 and 1).
+            for outputs in [1usize, 3, 4, 6, 7, 13] {
                 let mut next = xorshift((len * 7 + rows_count * 3 + outputs) as u64);
                 let weights: Vec<Vec<i32>> = (0..outputs)
                     .map(|o| {
@@ -455,7 +468,7 @@ fn pair_weighted_sum_matches_naive_sums_on_every_backend() {
                     .collect();
                 let packed: Vec<&[u32]> = packed.iter().map(Vec::as_slice).collect();
                 let start: Vec<u32> = (0..len).map(|c| (c as i32 - 1000) as u32).collect();
-                for backend in Backend::available() {
+                for backend in backend_variants() {
                     let mut acc_lo: Vec<Vec<u32>> = std::vec![start.clone(); outputs];
                     let mut acc_hi = acc_lo.clone();
                     let mut views: Vec<&mut [u32]> =

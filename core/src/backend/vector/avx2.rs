@@ -7,7 +7,7 @@
 
 use core::arch::x86_64::*;
 
-use super::{Lanes, kernels_via_entry_points};
+use super::{FusedPairSums, Lanes, kernels_via_entry_points};
 
 cpufeatures::new!(cpuid_avx2, "avx2");
 
@@ -24,11 +24,14 @@ impl Avx2 {
 
 kernels_via_entry_points!(Avx2, Avx2Lanes, "avx2");
 
+impl FusedPairSums for Avx2 {}
+
 #[derive(Clone, Copy)]
 pub(crate) struct Avx2Lanes(__m256i);
 
 impl Lanes for Avx2Lanes {
     const WIDTH: usize = 8;
+    const REGISTERS: usize = 16;
 
     #[inline(always)]
     fn load(src: &[u32]) -> Self {

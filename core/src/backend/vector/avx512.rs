@@ -5,31 +5,81 @@
 //! the `#[target_feature(enable = "avx512f,avx512bw")]` entry points that [`Avx512`]
 //! implements [`crate::backend::Kernels`] with, and an [`Avx512`] value exists only after
 //! run-time detection found both (via `cpufeatures`, which needs no std).
+//!
+//! Where the CPU also has AVX512-VNNI (Cascade Lake, Ice Lake, Sapphire Rapids, Zen 4 and
+//! later), the half-word multiply-adds of the linear layers run fused (`vpdpwssd`, one
+//! instruction for `pmaddwd` and its addition): the token records it, and
+//! [`super::FusedPairSums`] picks that entry point.
 
 use core::arch::x86_64::*;
 
-use super::{Lanes, kernels_via_entry_points};
+use super::{FusedPairSums, Lanes, kernels_via_entry_points};
 
 cpufeatures::new!(cpuid_avx512, "avx512f", "avx512bw");
 
-/// Proof that this CPU supports AVX-512F and AVX-512BW; obtain one with [`Avx512::new`].
+/// Whether CPUID reports AVX512-VNNI (leaf 7, ECX bit 11). Its zmm state is the one AVX-512F
+/// needs, which `cpuid_avx512` has checked the OS enables.
+fn cpuid_reports_vnni() -> bool {
+    __cpuid_count(7, 0).ecx >> 11 & 1 == 1
+}
+
+/// Proof that this CPU supports AVX-512F and AVX-512BW, and whether it has AVX512-VNNI;
+/// obtain one with [`Avx512::new`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Avx512(());
+pub struct Avx512 {
+    vnni: bool,
+}
 
 impl Avx512 {
     /// `Some` if and only if the CPU supports AVX-512F and AVX-512BW.
     pub fn new() -> Option<Self> {
-        cpuid_avx512::init().get().then_some(Avx512(()))
+        cpuid_avx512::init().get().then(|| Avx512 {
+            vnni: cpuid_reports_vnni(),
+        })
+    }
+
+    /// This backend without its VNNI kernels, as on a CPU without them (tests run both).
+    #[cfg(test)]
+    pub(crate) fn without_vnni(self) -> Self {
+        Avx512 { vnni: false }
+    }
+
+    /// Whether the linear layers run on fused VNNI multiply-adds.
+    pub fn has_vnni(&self) -> bool {
+        self.vnni
     }
 }
 
 kernels_via_entry_points!(Avx512, Avx512Lanes, "avx512f,avx512bw");
 
-#[derive(Clone, Copy)]
-pub(crate) struct Avx512Lanes(__m512i);
+impl FusedPairSums for Avx512 {
+    fn fused_pair_weighted_sum(
+        &self,
+        accs: &mut [&mut [u32]],
+        pairs: &[&[u32]],
+        weights: &[&[u32]],
+    ) -> bool {
+        if !self.vnni {
+            return false;
+        }
+        #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+        fn entry(accs: &mut [&mut [u32]], pairs: &[&[u32]], weights: &[&[u32]]) {
+            super::pair_weighted_sum::<Avx512Lanes<true>>(accs, pairs, weights)
+        }
+        // SAFETY: `vnni` is true only where `new` detected AVX512-VNNI besides F and BW.
+        unsafe { entry(accs, pairs, weights) };
+        true
+    }
+}
 
-impl Lanes for Avx512Lanes {
+/// Sixteen lanes; `VNNI` fuses [`Lanes::madd16_add`] (used only in entry points that enable
+/// AVX512-VNNI).
+#[derive(Clone, Copy)]
+pub(crate) struct Avx512Lanes<const VNNI: bool = false>(__m512i);
+
+impl<const VNNI: bool> Lanes for Avx512Lanes<VNNI> {
     const WIDTH: usize = 16;
+    const REGISTERS: usize = 32;
 
     #[inline(always)]
     fn load(src: &[u32]) -> Self {
@@ -179,6 +229,17 @@ impl Lanes for Avx512Lanes {
     }
 
     #[inline(always)]
+    fn madd16_add(self, x: Self, w: Self) -> Self {
+        if VNNI {
+            // SAFETY: this lane type with VNNI is used only inside entry points that enable
+            // AVX512-VNNI, after its detection (`Avx512::fused_pair_weighted_sum`).
+            Self(unsafe { _mm512_dpwssd_epi32(self.0, x.0, w.0) })
+        } else {
+            self.add(x.madd16(w))
+        }
+    }
+
+    #[inline(always)]
     fn transpose(rows: &mut [Self; 8]) {
         let [r0, r1, r2, r3, r4, r5, r6, r7] = rows.map(|r| r.0);
         // SAFETY: AVX-512F is present wherever this type is used.
@@ -235,6 +296,20 @@ mod tests {
             lane_tests::check_all::<Avx512Lanes>();
         }
         // SAFETY: AVX-512F and AVX-512BW were detected just above.
+        unsafe { run() }
+    }
+
+    #[test]
+    fn vnni_lanes_match_scalar_definitions() {
+        if !Avx512::new().is_some_and(|b| b.has_vnni()) {
+            lane_tests::unavailable("avx512-vnni");
+            return;
+        }
+        #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+        fn run() {
+            lane_tests::check_all::<Avx512Lanes<true>>();
+        }
+        // SAFETY: AVX-512F, AVX-512BW and AVX512-VNNI were detected just above.
         unsafe { run() }
     }
 }

@@ -5,7 +5,7 @@
 
 use core::arch::aarch64::*;
 
-use super::{Lanes, kernels_via_entry_points};
+use super::{FusedPairSums, Lanes, kernels_via_entry_points};
 
 /// The NEON backend (always available on aarch64).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -19,6 +19,8 @@ impl Neon {
 }
 
 kernels_via_entry_points!(Neon, NeonLanes, "neon");
+
+impl FusedPairSums for Neon {}
 
 #[derive(Clone, Copy)]
 pub(crate) struct NeonLanes(uint32x4_t, uint32x4_t);
@@ -50,6 +52,7 @@ fn transpose4(x: [uint32x4_t; 4]) -> [uint32x4_t; 4] {
 
 impl Lanes for NeonLanes {
     const WIDTH: usize = 8;
+    const REGISTERS: usize = 32;
 
     #[inline(always)]
     fn load(src: &[u32]) -> Self {
