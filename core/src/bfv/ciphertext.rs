@@ -54,6 +54,11 @@ impl Ciphertext {
         }
     }
 
+    /// Its polynomials' buffers, for reuse (crate-internal).
+    pub(crate) fn into_polys(self) -> Vec<Vec<u32>> {
+        self.polys
+    }
+
     /// [`Parameters::id`] of the parameters the ciphertext was made under.
     pub fn parameters_id(&self) -> u64 {
         self.params

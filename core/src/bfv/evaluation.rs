@@ -305,6 +305,20 @@ impl<'a> Evaluator<'a> {
         level: usize,
         scratch: &mut MultiplyScratch,
     ) -> Result<Ciphertext, Error> {
+        let mut out = Ciphertext::from_parts(self.params, level, Vec::new());
+        self.square_to_level_into(a, level, scratch, &mut out)?;
+        Ok(out)
+    }
+
+    /// [`Self::square_to_level`] written over `out`, whatever ciphertext it held (its buffers
+    /// are reused, so that a loop of squares over recycled outputs allocates nothing).
+    pub fn square_to_level_into(
+        &self,
+        a: &Ciphertext,
+        level: usize,
+        scratch: &mut MultiplyScratch,
+        out: &mut Ciphertext,
+    ) -> Result<(), Error> {
         self.check(a)?;
         if a.size() != 2 {
             return Err(Error::Incompatible {
@@ -316,13 +330,8 @@ impl<'a> Evaluator<'a> {
                 reason: "a square can only be switched down, to level 1 or more",
             });
         }
-        Ok(super::multiply::tensor_with(
-            self.params,
-            a,
-            None,
-            level,
-            scratch,
-        ))
+        super::multiply::tensor_into(self.params, a, None, level, scratch, out);
+        Ok(())
     }
 
     /// Turns a size-3 ciphertext into a size-2 one encrypting the same plaintext.

@@ -74,6 +74,21 @@ pub(crate) fn tensor_with(
     level: usize,
     scratch: &mut MultiplyScratch,
 ) -> Ciphertext {
+    let mut out = Ciphertext::from_parts(params, level, Vec::new());
+    tensor_into(params, a, b, level, scratch, &mut out);
+    out
+}
+
+/// [`tensor_with`] written over `out`, whatever it held: its polynomials' buffers are reused
+/// (grown if short), so that a loop of squares over recycled outputs allocates nothing.
+pub(crate) fn tensor_into(
+    params: &Parameters,
+    a: &Ciphertext,
+    b: Option<&Ciphertext>,
+    level: usize,
+    scratch: &mut MultiplyScratch,
+    out: &mut Ciphertext,
+) {
     let (n, top) = (params.degree(), a.level);
     debug_assert!((1..=top).contains(&level), "a level at most the input's");
     let backend = params.backend();
@@ -85,10 +100,10 @@ pub(crate) fn tensor_with(
     extend_to_ntt(params, &a.polys[1], top, &mut s.c2, &mut s.conversion);
     let width = (top + params.auxiliary_basis().len()) * n;
     let c1 = grown(&mut s.c1, width);
-    c1.copy_from_slice(&s.c0[..width]);
     let (c0, c2) = (&mut s.c0[..width], &mut s.c2[..width]);
     match b {
         Some(b) => {
+            c1.copy_from_slice(c0);
             extend_to_ntt(params, &b.polys[0], top, &mut s.b0, &mut s.conversion);
             extend_to_ntt(params, &b.polys[1], top, &mut s.b1, &mut s.conversion);
             let (b0, b1) = (&s.b0[..width], &s.b1[..width]);
@@ -102,9 +117,10 @@ pub(crate) fn tensor_with(
             }
         }
         None => {
-            // (a0^2, 2 a0 a1, a1^2).
+            // (a0^2, 2 a0 a1, a1^2), limb by limb while a limb of a0 and a1 is in cache.
             for (i, m) in moduli.enumerate() {
                 let r = i * n..(i + 1) * n;
+                c1[r.clone()].copy_from_slice(&c0[r.clone()]);
                 backend.mul_assign(&mut c1[r.clone()], &c2[r.clone()], m);
                 c1[r.clone()].iter_mut().for_each(|x| *x = m.add(*x, *x));
                 backend.square_assign(&mut c0[r.clone()], m);
@@ -117,25 +133,33 @@ pub(crate) fn tensor_with(
     let scaled = grown(&mut s.scaled, l * n);
     let full = grown(&mut s.full, top * n);
     let lifted = grown(&mut s.lifted, n);
-    let polys = [c0, c1, c2]
-        .into_iter()
-        .map(|c| {
-            let (q_part, p_part) = c.split_at_mut(top * n);
-            params.ciphertext_basis().inverse(backend, q_part, 0);
-            params.auxiliary_basis().inverse(backend, p_part, 0);
-            level_data
-                .scale
-                .apply_with(backend, q_part, Some(p_part), scaled, n, &mut s.scale);
+    out.params = params.id();
+    out.level = level;
+    out.n = n;
+    out.polys.resize_with(3, Vec::new);
+    for (c, poly) in [c0, c1, c2].into_iter().zip(out.polys.iter_mut()) {
+        poly.resize(level * n, 0);
+        let (q_part, p_part) = c.split_at_mut(top * n);
+        params.ciphertext_basis().inverse(backend, q_part, 0);
+        params.auxiliary_basis().inverse(backend, p_part, 0);
+        level_data
+            .scale
+            .apply_with(backend, q_part, Some(p_part), scaled, n, &mut s.scale);
+        if level == top {
+            // Straight into the output: no full-size copy.
             level_data
                 .p_to_q
-                .convert_with(backend, scaled, full, n, &mut s.conversion);
-            for from in (level + 1..=top).rev() {
-                switch_down(params, &mut full[..from * n], from, lifted);
-            }
-            full[..level * n].to_vec()
-        })
-        .collect();
-    Ciphertext::from_parts(params, level, polys)
+                .convert_with(backend, scaled, poly, n, &mut s.conversion);
+            continue;
+        }
+        level_data
+            .p_to_q
+            .convert_with(backend, scaled, full, n, &mut s.conversion);
+        for from in (level + 1..=top).rev() {
+            switch_down(params, &mut full[..from * n], from, lifted);
+        }
+        poly.copy_from_slice(&full[..level * n]);
+    }
 }
 
 /// One polynomial mod Q_from (from limbs) switched to Q_{from - 1} in place, in its first

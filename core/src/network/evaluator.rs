@@ -240,6 +240,10 @@ impl<'a> NetworkEvaluator<'a> {
         // square, switch down, and stream into the first dense layer.
         let mut dense1 =
             Accumulators::new(params, self.hidden, self.dense1_halves, 3, hidden_level);
+        // The buffers of one group's convolution outputs and squares serve the next groups:
+        // each is overwritten whole, so none is zeroed, and the pages are touched once.
+        let mut spare: Vec<Vec<u32>> = Vec::new();
+        let mut squares: Vec<Ciphertext> = Vec::new();
         let mut start = 0;
         while start < positions {
             let group = GROUP_POSITIONS.min(positions - start);
@@ -255,10 +259,11 @@ impl<'a> NetworkEvaluator<'a> {
                     biases: &self.conv_bias,
                 })
                 .collect();
-            let mut convs: Vec<Ciphertext> = linear_combinations_of_sets(params, &windows)
-                .into_iter()
-                .flatten()
-                .collect();
+            let mut convs: Vec<Ciphertext> =
+                linear_combinations_of_sets(params, &windows, &mut spare)
+                    .into_iter()
+                    .flatten()
+                    .collect();
             phase_done(Phase::Convolution);
             parallel::for_each_mut(&mut convs, |_, conv| {
                 while conv.level() > plan.square_level {
@@ -267,21 +272,25 @@ impl<'a> NetworkEvaluator<'a> {
                         .expect("level above 1");
                 }
             });
-            let squares = parallel::map_init(convs.len(), MultiplyScratch::default, |s, j| {
+            squares.truncate(convs.len());
+            while squares.len() < convs.len() {
+                squares.push(Ciphertext::from_parts(params, hidden_level, Vec::new()));
+            }
+            parallel::for_each_mut_init(&mut squares, MultiplyScratch::default, |s, j, out| {
                 evaluator
-                    .square_to_level(&convs[j], hidden_level, s)
+                    .square_to_level_into(&convs[j], hidden_level, s, out)
                     .expect("checked shape and level")
             });
-            drop(convs);
+            spare.extend(convs.into_iter().flat_map(Ciphertext::into_polys));
             phase_done(Phase::ConvolutionSquare);
             dense1.add_group(params, &squares, |unit, i| {
                 let feature = (i % maps) * positions + start + i / maps;
                 self.dense1[unit * features + feature]
             });
-            drop(squares);
             phase_done(Phase::HiddenDense);
             start += group;
         }
+        drop((squares, spare));
         let mut hidden = dense1.finish(params, &self.dense1_bias);
         phase_done(Phase::HiddenDense);
 
@@ -332,7 +341,7 @@ pub(super) fn linear_combinations(
         weights,
         biases,
     };
-    linear_combinations_of_sets(params, &[set])
+    linear_combinations_of_sets(params, &[set], &mut Vec::new())
         .pop()
         .expect("one set")
 }
@@ -341,10 +350,13 @@ pub(super) fn linear_combinations(
 /// set. Column block by column block, one task a block on every core: a block of the rows is
 /// read once (from memory shared by the sets, such as overlapping convolution windows) and
 /// stays in cache while every output of every set reads it. On half-word sums for the sets
-/// whose outputs' |weights| sum below 2^16 (see [`Accumulators`]), else on i64.
+/// whose outputs' |weights| sum below 2^16 (see [`Accumulators`]), else on i64. The outputs'
+/// polynomials take their buffers from `spare` first (whatever they hold: every word is
+/// written), then from new allocations.
 pub(super) fn linear_combinations_of_sets(
     params: &Parameters,
     sets: &[Combinations<'_>],
+    spare: &mut Vec<Vec<u32>>,
 ) -> Vec<Vec<Ciphertext>> {
     let first = sets[0].rows[0];
     let (n, level, size) = (params.degree(), first.level(), first.size());
@@ -363,7 +375,15 @@ pub(super) fn linear_combinations_of_sets(
         .iter()
         .map(|set| {
             (0..set.biases.len())
-                .map(|_| (0..size).map(|_| alloc::vec![0u32; plane]).collect())
+                .map(|_| {
+                    (0..size)
+                        .map(|_| {
+                            let mut poly = spare.pop().unwrap_or_default();
+                            poly.resize(plane, 0);
+                            poly
+                        })
+                        .collect()
+                })
                 .collect()
         })
         .collect();

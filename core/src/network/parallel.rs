@@ -48,3 +48,28 @@ pub(crate) fn map_init<T: Send, S>(
         (0..count).map(|i| f(&mut s, i)).collect()
     }
 }
+
+/// f(s, i, &mut items[i]) for every item, each task's `s` made by `init` and reused across
+/// the items that task takes (scratch buffers).
+pub(crate) fn for_each_mut_init<T: Send, S>(
+    items: &mut [T],
+    init: impl Fn() -> S + Sync + Send,
+    f: impl Fn(&mut S, usize, &mut T) + Sync + Send,
+) {
+    #[cfg(feature = "parallel")]
+    {
+        use rayon::prelude::*;
+        items
+            .par_iter_mut()
+            .enumerate()
+            .for_each_init(init, |s, (i, x)| f(s, i, x))
+    }
+    #[cfg(not(feature = "parallel"))]
+    {
+        let mut s = init();
+        items
+            .iter_mut()
+            .enumerate()
+            .for_each(|(i, x)| f(&mut s, i, x))
+    }
+}

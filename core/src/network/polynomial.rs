@@ -441,7 +441,7 @@ impl<'a> PolynomialEvaluator<'a> {
             })
             .collect();
         if !sets.is_empty() {
-            let results = linear_combinations_of_sets(p, &sets);
+            let results = linear_combinations_of_sets(p, &sets, &mut Vec::new());
             for (group, cts) in grouped.iter().zip(results) {
                 for (&o, ct) in group.outputs.iter().zip(cts) {
                     next[o as usize] = Some(ct);

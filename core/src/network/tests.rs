@@ -397,7 +397,7 @@ fn linear_combinations_are_exact_on_half_word_and_wide_sums() {
                     biases,
                 })
                 .collect();
-            let together = evaluator::linear_combinations_of_sets(params, &sets);
+            let together = evaluator::linear_combinations_of_sets(params, &sets, &mut Vec::new());
             for ((bits, cts, weights, biases), got) in all.iter().zip(&together) {
                 let refs: Vec<&Ciphertext> = cts.iter().collect();
                 let alone = evaluator::linear_combinations(params, &refs, weights, biases);
