@@ -54,6 +54,9 @@ pub trait Kernels {
     fn mul_acc(&self, acc: &mut [u32], a: &[u32], b: &[u32], modulus: &Modulus);
     /// a[i] = a[i] * w mod q, for a constant w given with its Shoup quotient.
     fn mul_scalar_assign(&self, a: &mut [u32], w: ShoupConstant, modulus: &Modulus);
+    /// out[i] = a[i] * w mod q (any a[i]): [`Kernels::mul_scalar_assign`] out of place, without
+    /// the copy before it.
+    fn mul_scalar(&self, out: &mut [u32], a: &[u32], w: ShoupConstant, modulus: &Modulus);
     /// a[i] = w x[i] + offsets[i] + k + a[i] mod q, or with - a[i] when `subtract`, for any
     /// x[i] and for offsets[i], k and a[i] below q: the one pass of encryption that adds the
     /// scaled message, the error and the encryption of zero.
@@ -270,6 +273,10 @@ impl Kernels for Backend {
     #[inline]
     fn mul_scalar_assign(&self, a: &mut [u32], w: ShoupConstant, modulus: &Modulus) {
         dispatch!(self, k => k.mul_scalar_assign(a, w, modulus))
+    }
+    #[inline]
+    fn mul_scalar(&self, out: &mut [u32], a: &[u32], w: ShoupConstant, modulus: &Modulus) {
+        dispatch!(self, k => k.mul_scalar(out, a, w, modulus))
     }
     #[inline]
     fn scaled_add(

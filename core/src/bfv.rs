@@ -62,7 +62,8 @@ pub(crate) struct Level {
     pub decryptor: ScaleRound,
     /// Extension of centered values from Q_L to P.
     pub q_to_p: BaseConverter,
-    /// round(t X / Q_L) mod P for X mod Q_L P.
+    /// round(t X / Q_L) mod P for X mod Q_L P, limb j times `p_to_q`'s inverse cofactor j:
+    /// the input `p_to_q.convert_normalized_with` takes.
     pub scale: ScaleRound,
     /// Conversion of centered values from P back to Q_L.
     pub p_to_q: BaseConverter,
@@ -296,13 +297,18 @@ impl Parameters {
                 .collect();
             (BaseConverter::new(s, q), inverses)
         });
+        let p_to_q = BaseConverter::new(p, q);
         Level {
             delta,
             q_mod_t,
             decryptor: ScaleRound::new(q, t.value(), core::slice::from_ref(t)),
             q_to_p: BaseConverter::new(q, p),
-            scale: ScaleRound::with_auxiliary(q, t.value(), p),
-            p_to_q: BaseConverter::new(p, q),
+            scale: ScaleRound::with_auxiliary(q, t.value(), p).times_outputs(
+                &(0..p.len())
+                    .map(|j| p_to_q.inverse_cofactor(j))
+                    .collect::<Vec<u32>>(),
+            ),
+            p_to_q,
             last_inverse,
             special_to_q,
         }

@@ -214,12 +214,38 @@ impl BaseConverter {
             input.len() == k * n && output.len() == self.to.len() * n,
             "limb counts"
         );
-        // y_i = [x_i (F/q_i)^-1]_{q_i}, and v = round(sum_i y_i / q_i).
-        let y = grown(&mut scratch.y, k * n);
-        y.copy_from_slice(input);
-        for (i, limb) in y.chunks_exact_mut(n).enumerate() {
-            backend.mul_scalar_assign(limb, self.inverse_cofactors[i], &self.from[i]);
+        // y_i = [x_i (F/q_i)^-1]_{q_i}.
+        let mut y = core::mem::take(&mut scratch.y);
+        grown(&mut y, k * n);
+        for (i, (limb, x)) in y.chunks_exact_mut(n).zip(input.chunks_exact(n)).enumerate() {
+            backend.mul_scalar(limb, x, self.inverse_cofactors[i], &self.from[i]);
         }
+        self.convert_normalized_with(backend, &y[..k * n], output, n, scratch);
+        scratch.y = y;
+    }
+
+    /// (F/q_i)^-1 mod q_i: the factor of input limb i that [`Self::convert_normalized_with`]
+    /// expects already applied.
+    pub fn inverse_cofactor(&self, i: usize) -> u32 {
+        self.inverse_cofactors[i].value
+    }
+
+    /// [`Self::convert_with`] from y_i = [x_i (F/q_i)^-1]_{q_i} (see
+    /// [`Self::inverse_cofactor`]) instead of x_i, for a caller that folded the factors into
+    /// the step that made its input.
+    pub fn convert_normalized_with(
+        &self,
+        backend: &Backend,
+        y: &[u32],
+        output: &mut [u32],
+        n: usize,
+        scratch: &mut ConversionScratch,
+    ) {
+        assert!(
+            y.len() == self.from.len() * n && output.len() == self.to.len() * n,
+            "limb counts"
+        );
+        // v = round(sum_i y_i / q_i).
         let mut rows: heapless::Vec<&[u32], { MAX_LIMBS + 1 }> = y.chunks_exact(n).collect();
         // y < 2^30 and the sum < k + 1; the 0.5 makes truncation round.
         let v = grown(&mut scratch.v, n);

@@ -134,6 +134,13 @@ impl Kernels for Portable {
         a.iter_mut().for_each(|x| *x = modulus.mul_shoup(*x, w));
     }
 
+    fn mul_scalar(&self, out: &mut [u32], a: &[u32], w: ShoupConstant, modulus: &Modulus) {
+        check_lengths(out.len(), a.len());
+        for (o, &x) in out.iter_mut().zip(a) {
+            *o = modulus.mul_shoup(x, w);
+        }
+    }
+
     fn scaled_add(
         &self,
         a: &mut [u32],

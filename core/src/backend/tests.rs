@@ -227,6 +227,14 @@ fn pointwise_kernels_match_scalar_on_edges_and_remainders() {
                         assert_eq!(
                             scaled,
                             expect(&|i| a[i] as u64 * w as u64 % q64),
+                            "{backend} mul_scalar_assign"
+                        );
+                        // Out of place, from any word (the Shoup product takes all of u32).
+                        let mut out = std::vec![7u32; x.len()];
+                        backend.mul_scalar(&mut out, &x, m.shoup(w), &m);
+                        assert_eq!(
+                            out,
+                            expect(&|i| x[i] as u64 * w as u64 % q64),
                             "{backend} mul_scalar"
                         );
                     }

@@ -555,6 +555,27 @@ pub(crate) fn mul_scalar_assign<V: Lanes>(a: &mut [u32], w: ShoupConstant, modul
         .for_each(|x| *x = modulus.mul_shoup(*x, w));
 }
 
+/// The vector form of [`super::Kernels::mul_scalar`].
+#[inline(always)]
+pub(crate) fn mul_scalar<V: Lanes>(
+    out: &mut [u32],
+    a: &[u32],
+    w: ShoupConstant,
+    modulus: &Modulus,
+) {
+    check_lengths(out.len(), a.len());
+    let m = VectorModulus::<V>::new(modulus);
+    let (wv, wq) = (V::splat(w.value), V::splat(w.quotient));
+    let mut outs = out.chunks_exact_mut(V::WIDTH);
+    let mut ins = a.chunks_exact(V::WIDTH);
+    for (o, x) in (&mut outs).zip(&mut ins) {
+        VectorModulus::reduce_below(m.mul_shoup_lazy(V::load(x), wv, wq), m.q).store(o);
+    }
+    for (o, &x) in outs.into_remainder().iter_mut().zip(ins.remainder()) {
+        *o = modulus.mul_shoup(x, w);
+    }
+}
+
 /// The vector form of [`super::linear::join_halves`], with the same results: 2^15 (high -
 /// 2^31) + (low - 2^31) is, mod q, high 2^15 + low + c for the constant c = -2^31 (2^15 + 1).
 #[inline(always)]
@@ -988,6 +1009,28 @@ macro_rules! kernels_via_entry_points {
                 #[allow(unused_unsafe)]
                 unsafe {
                     entry(a, w, modulus)
+                }
+            }
+            fn mul_scalar(
+                &self,
+                out: &mut [u32],
+                a: &[u32],
+                w: $crate::zq::ShoupConstant,
+                modulus: &$crate::zq::Modulus,
+            ) {
+                #[target_feature(enable = $feature)]
+                fn entry(
+                    out: &mut [u32],
+                    a: &[u32],
+                    w: $crate::zq::ShoupConstant,
+                    modulus: &$crate::zq::Modulus,
+                ) {
+                    $crate::backend::vector::mul_scalar::<$lanes>(out, a, w, modulus)
+                }
+                // SAFETY: a token exists only where the feature is present.
+                #[allow(unused_unsafe)]
+                unsafe {
+                    entry(out, a, w, modulus)
                 }
             }
             fn scaled_add(

@@ -2,7 +2,8 @@
 //!
 //! 1. extend each input polynomial from Q to Q u P (exact centered conversion);
 //! 2. tensor in the NTT domain of every prime of Q u P;
-//! 3. scale by t/Q and round, straight into P;
+//! 3. scale by t/Q and round, straight into P (each limb already times the factor that
+//!    step 4 starts with);
 //! 4. convert back from P to Q.
 
 use alloc::vec::Vec;
@@ -149,12 +150,12 @@ pub(crate) fn tensor_into(
             // Straight into the output: no full-size copy.
             level_data
                 .p_to_q
-                .convert_with(backend, scaled, poly, n, &mut s.conversion);
+                .convert_normalized_with(backend, scaled, poly, n, &mut s.conversion);
             continue;
         }
         level_data
             .p_to_q
-            .convert_with(backend, scaled, full, n, &mut s.conversion);
+            .convert_normalized_with(backend, scaled, full, n, &mut s.conversion);
         for from in (level + 1..=top).rev() {
             switch_down(params, &mut full[..from * n], from, lifted);
         }

@@ -409,10 +409,10 @@ pub(super) fn linear_combinations_of_sets(
         .collect();
     let most_rows = sets.iter().map(|s| s.rows.len()).max().unwrap_or(0);
     let most_outputs = sets.iter().map(|s| s.biases.len()).max().unwrap_or(0);
-    parallel::for_each_mut(&mut blocks, |b, outs| {
+    let scratch = || LinearBlock::new(most_rows, most_outputs, width);
+    parallel::for_each_mut_init(&mut blocks, scratch, |scratch, b, outs| {
         let (k, offset) = (b / blocks_per_poly, (b % blocks_per_poly) * width);
         let q = &moduli[offset / n];
-        let mut scratch = LinearBlock::new(most_rows, most_outputs, width);
         for ((set, outs), pairs) in sets.iter().zip(outs.iter_mut()).zip(&pair_weights) {
             let limbs: Vec<&[u32]> = set
                 .rows
@@ -628,7 +628,9 @@ impl Accumulators {
             Vec::new()
         };
         let pair_weights: Vec<&[u32]> = pair_weights.iter().map(Vec::as_slice).collect();
-        parallel::for_each_mut(&mut blocks, |b, block| {
+        // Each task's packed pairs, grown once and overwritten block after block.
+        let packed = || (Vec::<u32>::new(), Vec::<u32>::new());
+        parallel::for_each_mut_init(&mut blocks, packed, |(lo, hi), b, block| {
             let start = b * COLUMNS;
             let (k, offset) = (start / plane, start % plane);
             let rows: Vec<&[u32]> = inputs
@@ -644,10 +646,8 @@ impl Accumulators {
                 Block::Halves(block) => {
                     let pairs = rows.len().div_ceil(2);
                     let zeros = [0u32; COLUMNS];
-                    let (mut lo, mut hi) = (
-                        alloc::vec![0u32; pairs * COLUMNS],
-                        alloc::vec![0u32; pairs * COLUMNS],
-                    );
+                    lo.resize(pairs * COLUMNS, 0);
+                    hi.resize(pairs * COLUMNS, 0);
                     for (p, (lo, hi)) in lo
                         .chunks_exact_mut(COLUMNS)
                         .zip(hi.chunks_exact_mut(COLUMNS))

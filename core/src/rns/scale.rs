@@ -127,6 +127,21 @@ impl ScaleRound {
         }
     }
 
+    /// The same scaling with output j multiplied by `factors[j]` mod p_j, at no cost (folded
+    /// into the weights): multiplication folds the inverse cofactors of its conversion from P
+    /// back to Q here (see `BaseConverter::convert_normalized_with`).
+    pub fn times_outputs(mut self, factors: &[u32]) -> Self {
+        assert!(
+            !self.dot_weights.is_empty() && factors.len() == self.outputs.len(),
+            "one factor per output of a scaling with an auxiliary basis"
+        );
+        for ((weights, p), &f) in self.dot_weights.iter_mut().zip(&self.outputs).zip(factors) {
+            let f = p.reduce(f);
+            weights.iter_mut().for_each(|w| *w = p.mul(*w, f));
+        }
+        self
+    }
+
     /// Scales n coefficients. `q_residues` holds the inputs' limbs; with an auxiliary basis,
     /// `own_residues` holds the outputs' limbs of the same values. Writes the outputs' limbs.
     pub fn apply(
