@@ -14,9 +14,14 @@ use crate::model::{CLASSES, CONV_SIDE, KERNEL, Model, SIDE};
 /// time: bounds the memory of the squares (each about 3 x level x n x 4 bytes) while leaving
 /// every core work. The dense layer reads and writes all its accumulators (about 100 MB for
 /// the committed model) once a group, so few groups matter: three rows of positions (five
-/// groups) took the layer from 0.55 to 0.45 s a batch against one row (thirteen groups), and
-/// all positions at once no less.
-pub(super) const GROUP_POSITIONS: usize = 39;
+/// groups) took the layer from 0.55 to 0.45 s a batch against one row (thirteen groups); with
+/// the fused VNNI sums, half the positions (two groups) took it from 0.39 to 0.34 s against
+/// five, for about 100 MB more of squares.
+pub(super) const GROUP_POSITIONS: usize = 85;
+/// A convolution window's taps as laid out: its rows of six columns.
+const WINDOW_TAPS: usize = KERNEL * (KERNEL + 1);
+/// The window tap of a column outside the image: a zero ciphertext.
+const PADDING: u16 = u16::MAX;
 /// Columns of a linear combination computed at a time, one task each: the blocks of a group's
 /// input rows (5 rows of pixels, 140 ciphertexts) and outputs stay in L2.
 const LINEAR_BLOCK: usize = 512;
@@ -33,8 +38,9 @@ pub struct NetworkEvaluator<'a> {
     /// The plan of packed batches, whose inputs are unpacked by key switching first (an
     /// error where the parameters leave too little budget for it).
     unpacked_plan: Result<EvaluationPlan, Error>,
-    /// Per convolution position, the input pixels its window covers inside the image.
-    windows: Vec<heapless::Vec<u16, { KERNEL * KERNEL }>>,
+    /// Per convolution position, the input pixels of its window's rows inside the image, six
+    /// columns a row (`PADDING` outside the image; see `new`).
+    windows: Vec<heapless::Vec<u16, WINDOW_TAPS>>,
     /// Per position, the weights of every map on its window: [map][pixel of the window].
     window_weights: Vec<Vec<i32>>,
     /// [map].
@@ -65,22 +71,34 @@ impl<'a> NetworkEvaluator<'a> {
         let unpacked_plan = EvaluationPlan::with_inputs(params, model, Inputs::Unpacked);
         let maps = model.maps();
         let features = maps * CONV_SIDE * CONV_SIDE;
-        // Window offset k covers pixel (2 oy + k / 5 - 1, 2 ox + k % 5 - 1): padding of one.
+        // Window tap (ky, kx) covers pixel (2 oy + ky - 1, 2 ox + kx - 1): padding of one. Each
+        // kernel row inside the image is laid out as six columns, the sixth of weight 0, so that
+        // its pairs are the pixels (2j - 1, 2j) of its image row for j = ox, ox + 1, ox + 2:
+        // the same pairs for every window on that row, packed once a block
+        // ([`linear_combinations_of_sets`]). Columns outside the image read `PADDING`.
         let (windows, window_weights): (Vec<_>, Vec<_>) = (0..CONV_SIDE * CONV_SIDE)
             .map(|position| {
                 let (oy, ox) = (position / CONV_SIDE, position % CONV_SIDE);
-                let taps: heapless::Vec<(u16, usize), { KERNEL * KERNEL }> = (0..KERNEL * KERNEL)
-                    .filter_map(|k| {
-                        let y = (2 * oy + k / KERNEL) as isize - 1;
-                        let x = (2 * ox + k % KERNEL) as isize - 1;
-                        ((0..SIDE as isize).contains(&y) && (0..SIDE as isize).contains(&x))
-                            .then(|| ((y as usize * SIDE + x as usize) as u16, k))
+                let taps: heapless::Vec<(u16, Option<usize>), WINDOW_TAPS> = (0..KERNEL)
+                    .filter_map(|ky| {
+                        let y = (2 * oy + ky) as isize - 1;
+                        (0..SIDE as isize).contains(&y).then_some((y as usize, ky))
+                    })
+                    .flat_map(|(y, ky)| {
+                        (0..KERNEL + 1).map(move |kx| {
+                            let x = (2 * ox + kx) as isize - 1;
+                            let pixel = match (0..SIDE as isize).contains(&x) {
+                                true => (y * SIDE + x as usize) as u16,
+                                false => PADDING,
+                            };
+                            (pixel, (kx < KERNEL).then_some(ky * KERNEL + kx))
+                        })
                     })
                     .collect();
                 let weights = (0..maps)
                     .flat_map(|map| {
                         taps.iter()
-                            .map(move |&(_, k)| model.conv_weight(map, k) as i32)
+                            .map(move |&(_, k)| k.map_or(0, |k| model.conv_weight(map, k) as i32))
                     })
                     .collect::<Vec<_>>();
                 (taps.iter().map(|&(p, _)| p).collect(), weights)
@@ -233,7 +251,7 @@ impl<'a> NetworkEvaluator<'a> {
     ) -> Vec<Ciphertext> {
         let evaluator = Evaluator::new(params);
         let hidden_level = plan.hidden_level;
-        let (maps, positions) = (self.maps, self.windows.len());
+        let (maps, positions, n) = (self.maps, self.windows.len(), params.degree());
         let features = maps * positions;
 
         // Convolution (every map of a window at once, sharing the reads of its pixels),
@@ -243,6 +261,8 @@ impl<'a> NetworkEvaluator<'a> {
         // The buffers of one group's convolution outputs and squares serve the next groups:
         // each is overwritten whole, so none is zeroed, and the pages are touched once.
         let mut spare: Vec<Vec<u32>> = Vec::new();
+        let top = inputs[0].level();
+        let zero = Ciphertext::from_parts(params, top, alloc::vec![alloc::vec![0; top * n]; 2]);
         let mut squares: Vec<Ciphertext> = Vec::new();
         let mut start = 0;
         while start < positions {
@@ -253,7 +273,10 @@ impl<'a> NetworkEvaluator<'a> {
                 .map(|position| Combinations {
                     rows: self.windows[position]
                         .iter()
-                        .map(|&p| inputs[p as usize])
+                        .map(|&p| match p {
+                            PADDING => &zero,
+                            p => inputs[p as usize],
+                        })
                         .collect(),
                     weights: &self.window_weights[position],
                     biases: &self.conv_bias,
@@ -274,7 +297,11 @@ impl<'a> NetworkEvaluator<'a> {
             });
             squares.truncate(convs.len());
             while squares.len() < convs.len() {
-                squares.push(Ciphertext::from_parts(params, hidden_level, Vec::new()));
+                // Zeroed by the allocator: fresh pages are faulted in by the parallel squares.
+                let polys = (0..3)
+                    .map(|_| alloc::vec![0u32; hidden_level * n])
+                    .collect();
+                squares.push(Ciphertext::from_parts(params, hidden_level, polys));
             }
             parallel::for_each_mut_init(&mut squares, MultiplyScratch::default, |s, j, out| {
                 evaluator
@@ -377,10 +404,14 @@ pub(super) fn linear_combinations_of_sets(
             (0..set.biases.len())
                 .map(|_| {
                     (0..size)
-                        .map(|_| {
-                            let mut poly = spare.pop().unwrap_or_default();
-                            poly.resize(plane, 0);
-                            poly
+                        .map(|_| match spare.pop() {
+                            Some(mut poly) => {
+                                poly.resize(plane, 0);
+                                poly
+                            }
+                            // Zeroed by the allocator (fresh pages need no clearing), so that
+                            // the first writes, in the parallel tasks, fault the pages in.
+                            None => alloc::vec![0u32; plane],
                         })
                         .collect()
                 })
@@ -407,34 +438,43 @@ pub(super) fn linear_combinations_of_sets(
             fits_half_sums(per_output.clone()).then(|| per_output.map(weight_pairs).collect())
         })
         .collect();
-    let most_rows = sets.iter().map(|s| s.rows.len()).max().unwrap_or(0);
+    let shared = SharedPairs::of(sets, &pair_weights);
     let most_outputs = sets.iter().map(|s| s.biases.len()).max().unwrap_or(0);
-    let scratch = || LinearBlock::new(most_rows, most_outputs, width);
+    let scratch = || LinearBlock::new(shared.pairs.len(), most_outputs, width);
     parallel::for_each_mut_init(&mut blocks, scratch, |scratch, b, outs| {
         let (k, offset) = (b / blocks_per_poly, (b % blocks_per_poly) * width);
         let q = &moduli[offset / n];
-        for ((set, outs), pairs) in sets.iter().zip(outs.iter_mut()).zip(&pair_weights) {
-            let limbs: Vec<&[u32]> = set
-                .rows
-                .iter()
-                .map(|ct| &ct.poly(k)[offset..offset + width])
-                .collect();
-            scratch.apply(params, &limbs, set.weights, pairs.as_deref(), outs, q);
+        scratch.pack(&shared.pairs, k, offset..offset + width);
+        for (s, (set, outs)) in sets.iter().zip(outs.iter_mut()).enumerate() {
+            match &pair_weights[s] {
+                Some(weights) => scratch.half_sums(params, &shared.of_set[s], weights, outs, q),
+                None => {
+                    let limbs: Vec<&[u32]> = set
+                        .rows
+                        .iter()
+                        .map(|ct| &ct.poly(k)[offset..offset + width])
+                        .collect();
+                    scratch.wide_sums(params, &limbs, set.weights, outs, q);
+                }
+            }
         }
     });
     drop(blocks);
     let t = params.plaintext_modulus();
-    polys
+    let mut outputs: Vec<(Vec<Vec<u32>>, i128)> = polys
         .into_iter()
         .zip(sets)
-        .map(|(outputs, set)| {
-            outputs
-                .into_iter()
-                .zip(set.biases)
-                .map(|(mut polys, &bias)| {
-                    params.add_scaled_constant(&mut polys[0], t.reduce_i128_public(bias));
-                    Ciphertext::from_parts(params, level, polys)
-                })
+        .flat_map(|(outputs, set)| outputs.into_iter().zip(set.biases.iter().copied()))
+        .collect();
+    parallel::for_each_mut(&mut outputs, |_, (polys, bias)| {
+        params.add_scaled_constant(&mut polys[0], t.reduce_i128_public(*bias))
+    });
+    let mut outputs = outputs.into_iter();
+    sets.iter()
+        .map(|set| {
+            (&mut outputs)
+                .take(set.biases.len())
+                .map(|(polys, _)| Ciphertext::from_parts(params, level, polys))
                 .collect()
         })
         .collect()
@@ -454,8 +494,47 @@ fn weight_pairs(weights: &[i32]) -> Vec<u32> {
         .collect()
 }
 
-/// The scratch of [`linear_combinations_of_sets`] for one column block: packed half-word
-/// pairs of the rows and the outputs' half sums, or one i64 accumulator per column.
+/// The row pairs of the sets that run on half-word sums, each distinct pair (by the identity
+/// of its two rows) packed once a column block and read by every set that has it: windows
+/// laid out alike (the convolution's, see `NetworkEvaluator::new`) share most of theirs.
+struct SharedPairs<'a> {
+    /// The first row and the second (none: zeros, for an odd row count).
+    pairs: Vec<(&'a Ciphertext, Option<&'a Ciphertext>)>,
+    /// Per set, its pairs' indices in `pairs` (none for a set on i64 sums).
+    of_set: Vec<Vec<usize>>,
+}
+
+impl<'a> SharedPairs<'a> {
+    fn of(sets: &[Combinations<'a>], pair_weights: &[Option<Vec<Vec<u32>>>]) -> Self {
+        let address = |ct: Option<&Ciphertext>| ct.map_or(0, |ct| ct as *const Ciphertext as usize);
+        let mut index = alloc::collections::BTreeMap::new();
+        let mut pairs = Vec::new();
+        let of_set = sets
+            .iter()
+            .zip(pair_weights)
+            .map(|(set, weights)| match weights {
+                None => Vec::new(),
+                Some(_) => set
+                    .rows
+                    .chunks(2)
+                    .map(|p| {
+                        let pair = (p[0], p.get(1).copied());
+                        *index
+                            .entry((address(Some(pair.0)), address(pair.1)))
+                            .or_insert_with(|| {
+                                pairs.push(pair);
+                                pairs.len() - 1
+                            })
+                    })
+                    .collect(),
+            })
+            .collect();
+        Self { pairs, of_set }
+    }
+}
+
+/// The scratch of [`linear_combinations_of_sets`] for one column block: the packed half-word
+/// pairs ([`SharedPairs`]) and the outputs' half sums, or one i64 accumulator per column.
 struct LinearBlock {
     low_pairs: Vec<u32>,
     high_pairs: Vec<u32>,
@@ -466,8 +545,7 @@ struct LinearBlock {
 }
 
 impl LinearBlock {
-    fn new(rows: usize, outputs: usize, width: usize) -> Self {
-        let pairs = rows.div_ceil(2);
+    fn new(pairs: usize, outputs: usize, width: usize) -> Self {
         Self {
             low_pairs: alloc::vec![0; pairs * width],
             high_pairs: alloc::vec![0; pairs * width],
@@ -478,50 +556,45 @@ impl LinearBlock {
         }
     }
 
-    /// outs[o] = sum_r weights[o * rows + r] limbs[r] mod q for one block of columns: on the
-    /// half-word sums of `pair_weights` (the outputs' weight pairs) if given, else on i64.
-    fn apply(
+    /// Packs `columns` of polynomial k of every pair.
+    fn pack(
+        &mut self,
+        pairs: &[(&Ciphertext, Option<&Ciphertext>)],
+        k: usize,
+        columns: core::ops::Range<usize>,
+    ) {
+        let width = columns.len();
+        for ((first, second), (lo, hi)) in pairs.iter().zip(
+            self.low_pairs
+                .chunks_exact_mut(width)
+                .zip(self.high_pairs.chunks_exact_mut(width)),
+        ) {
+            let second = second.map_or(&self.zeros[..width], |ct| &ct.poly(k)[columns.clone()]);
+            pack_pairs(lo, hi, &first.poly(k)[columns.clone()], second);
+        }
+    }
+
+    /// outs[o] = sum_p of the pairs `pairs` (indices of the packed ones) times the weight pairs
+    /// of output o, mod q, on half-word sums.
+    fn half_sums(
         &mut self,
         params: &Parameters,
-        limbs: &[&[u32]],
-        weights: &[i32],
-        pair_weights: Option<&[Vec<u32>]>,
+        pairs: &[usize],
+        pair_weights: &[Vec<u32>],
         outs: &mut [&mut [u32]],
         q: &crate::Modulus,
     ) {
         let backend = params.backend();
-        let width = limbs[0].len();
-        let Some(pair_weights) = pair_weights else {
-            let acc = &mut self.wide[..width];
-            for (o, out) in outs.iter_mut().enumerate() {
-                acc.fill(0);
-                backend.weighted_sum(acc, limbs, &weights[o * limbs.len()..(o + 1) * limbs.len()]);
-                out.iter_mut()
-                    .zip(acc.iter())
-                    .for_each(|(x, &a)| *x = q.reduce_i64(a));
-            }
-            return;
-        };
-        let pairs = limbs.len().div_ceil(2);
-        for (p, (lo, hi)) in self
-            .low_pairs
-            .chunks_exact_mut(width)
-            .zip(self.high_pairs.chunks_exact_mut(width))
-            .take(pairs)
-            .enumerate()
-        {
-            let second = limbs
-                .get(2 * p + 1)
-                .copied()
-                .unwrap_or(&self.zeros[..width]);
-            pack_pairs(lo, hi, limbs[2 * p], second);
-        }
+        let width = self.zeros.len();
         let weights: Vec<&[u32]> = pair_weights.iter().map(Vec::as_slice).collect();
         for (packed, sums) in [
             (&self.low_pairs, &mut self.low_sums),
             (&self.high_pairs, &mut self.high_sums),
         ] {
-            let packed: Vec<&[u32]> = packed.chunks_exact(width).take(pairs).collect();
+            let packed: Vec<&[u32]> = pairs
+                .iter()
+                .map(|&p| &packed[p * width..(p + 1) * width])
+                .collect();
             let mut accs: Vec<&mut [u32]> = sums.chunks_exact_mut(width).take(outs.len()).collect();
             accs.iter_mut().for_each(|s| s.fill(HALF_SUM_START));
             backend.pair_weighted_sum(&mut accs, &packed, &weights);
@@ -532,6 +605,26 @@ impl LinearBlock {
             .zip(self.high_sums.chunks_exact(width))
         {
             backend.join_halves(out, lo, hi, q);
+        }
+    }
+
+    /// outs[o] = sum_r weights[o * rows + r] limbs[r] mod q on i64 sums.
+    fn wide_sums(
+        &mut self,
+        params: &Parameters,
+        limbs: &[&[u32]],
+        weights: &[i32],
+        outs: &mut [&mut [u32]],
+        q: &crate::Modulus,
+    ) {
+        let backend = params.backend();
+        let acc = &mut self.wide[..limbs[0].len()];
+        for (o, out) in outs.iter_mut().enumerate() {
+            acc.fill(0);
+            backend.weighted_sum(acc, limbs, &weights[o * limbs.len()..(o + 1) * limbs.len()]);
+            out.iter_mut()
+                .zip(acc.iter())
+                .for_each(|(x, &a)| *x = q.reduce_i64(a));
         }
     }
 }
@@ -569,11 +662,12 @@ impl Accumulators {
     /// `halves`: every output's |weights| sum below 2^16 over all its inputs.
     fn new(params: &Parameters, outputs: usize, halves: bool, size: usize, level: usize) -> Self {
         let len = size * level * params.degree();
+        // Filled on every core: about 100 MB for the committed model.
         let starts = |_| alloc::vec![HALF_SUM_START; len];
         let sums = if halves {
             Sums::Halves {
-                low: (0..outputs).map(starts).collect(),
-                high: (0..outputs).map(starts).collect(),
+                low: parallel::map(outputs, starts),
+                high: parallel::map(outputs, starts),
             }
         } else {
             Sums::Wide((0..outputs).map(|_| alloc::vec![0i64; len]).collect())
