@@ -322,11 +322,13 @@ impl<'a> NetworkEvaluator<'a> {
         phase_done(Phase::HiddenDense);
 
         // Relinearize and square the hidden units.
-        parallel::for_each_mut(&mut hidden, |_, unit| {
+        parallel::for_each_mut_init(&mut hidden, MultiplyScratch::default, |s, _, unit| {
             evaluator
                 .relinearize_assign(unit, &self.keys.relin)
                 .expect("checked shape");
-            *unit = evaluator.square(unit).expect("size 2");
+            *unit = evaluator
+                .square_to_level(unit, unit.level(), s)
+                .expect("size 2");
         });
         phase_done(Phase::HiddenSquare);
 
