@@ -23,7 +23,8 @@ const WINDOW_TAPS: usize = KERNEL * (KERNEL + 1);
 /// The window tap of a column outside the image: a zero ciphertext.
 const PADDING: u16 = u16::MAX;
 /// Columns of a linear combination computed at a time, one task each: the blocks of a group's
-/// input rows (5 rows of pixels, 140 ciphertexts) and outputs stay in L2.
+/// input rows (up to 17 rows of pixels, 476 ciphertexts, 0.9 MB) and outputs (425, 0.8 MB)
+/// stay in a 2 MB L2.
 const LINEAR_BLOCK: usize = 512;
 /// Columns a dense-layer task accumulates: its rows and accumulators stay in L2.
 const COLUMNS: usize = 512;
@@ -41,7 +42,8 @@ pub struct NetworkEvaluator<'a> {
     /// Per convolution position, the input pixels of its window's rows inside the image, six
     /// columns a row (`PADDING` outside the image; see `new`).
     windows: Vec<heapless::Vec<u16, WINDOW_TAPS>>,
-    /// Per position, the weights of every map on its window: [map][pixel of the window].
+    /// Per position, the weights of every map on its window: [map][tap of `windows`] (0 on
+    /// each row's sixth column).
     window_weights: Vec<Vec<i32>>,
     /// [map].
     conv_bias: Vec<i128>,
