@@ -215,13 +215,11 @@ impl BaseConverter {
             "limb counts"
         );
         // y_i = [x_i (F/q_i)^-1]_{q_i}.
-        let mut y = core::mem::take(&mut scratch.y);
-        grown(&mut y, k * n);
+        let y = grown(&mut scratch.y, k * n);
         for (i, (limb, x)) in y.chunks_exact_mut(n).zip(input.chunks_exact(n)).enumerate() {
             backend.mul_scalar(limb, x, self.inverse_cofactors[i], &self.from[i]);
         }
-        self.convert_normalized_with(backend, &y[..k * n], output, n, scratch);
-        scratch.y = y;
+        self.convert_rows(backend, y, output, n, &mut scratch.v);
     }
 
     /// (F/q_i)^-1 mod q_i: the factor of input limb i that [`Self::convert_normalized_with`]
@@ -245,10 +243,22 @@ impl BaseConverter {
             y.len() == self.from.len() * n && output.len() == self.to.len() * n,
             "limb counts"
         );
+        self.convert_rows(backend, y, output, n, &mut scratch.v);
+    }
+
+    /// The conversion from the y_i, with `v` the buffer of the wrap counts.
+    fn convert_rows(
+        &self,
+        backend: &Backend,
+        y: &[u32],
+        output: &mut [u32],
+        n: usize,
+        v: &mut Vec<u32>,
+    ) {
         // v = round(sum_i y_i / q_i).
         let mut rows: heapless::Vec<&[u32], { MAX_LIMBS + 1 }> = y.chunks_exact(n).collect();
         // y < 2^30 and the sum < k + 1; the 0.5 makes truncation round.
-        let v = grown(&mut scratch.v, n);
+        let v = grown(v, n);
         backend.wrap_counts(v, &rows, &self.reciprocals);
         rows.push(v).expect("at most MAX_LIMBS rows");
         for ((p, out), weights) in self

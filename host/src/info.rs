@@ -16,6 +16,10 @@ fn cpu_features() -> Vec<(&'static str, bool)> {
                 "avx512ifma",
                 std::arch::is_x86_feature_detected!("avx512ifma"),
             ),
+            (
+                "avx512vnni",
+                std::arch::is_x86_feature_detected!("avx512vnni"),
+            ),
         ]
     }
     #[cfg(target_arch = "aarch64")]
@@ -42,7 +46,16 @@ pub(crate) fn run(backend: Option<&str>) -> Result<(), String> {
     println!("cpu features: {}", features.join(" "));
     let available: Vec<&str> = Backend::available().iter().map(|b| b.name()).collect();
     println!("backends available: {}", available.join(", "));
-    println!("backend in use: {in_use}");
+    #[cfg(target_arch = "x86_64")]
+    let fused = matches!(in_use, Backend::Avx512(avx512) if avx512.has_vnni());
+    #[cfg(not(target_arch = "x86_64"))]
+    let fused = false;
+    let fused = if fused {
+        " (linear layers on fused VNNI multiply-adds)"
+    } else {
+        ""
+    };
+    println!("backend in use: {in_use}{fused}");
     println!(
         "threads: {}",
         std::thread::available_parallelism().map_or(1, |n| n.get())

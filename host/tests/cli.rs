@@ -21,6 +21,10 @@ fn info_names_version_features_and_backend() {
         text.contains(&format!("backend in use: {detected}")),
         "{text}"
     );
+    #[cfg(target_arch = "x86_64")]
+    if let cryptonets_core::Backend::Avx512(avx512) = cryptonets_core::Backend::detect() {
+        assert_eq!(text.contains("fused VNNI"), avx512.has_vnni(), "{text}");
+    }
 
     let forced = cryptonets(&["info", "--backend", "portable"]);
     assert!(
