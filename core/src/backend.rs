@@ -48,8 +48,16 @@ pub trait Kernels {
     /// out[i] = input[i] read as a centered residue mod `from` (above from / 2 stands for
     /// input[i] - from), written mod `to`; both moduli between 2^29 and 2^30.
     fn lift_centered(&self, out: &mut [u32], input: &[u32], from: &Modulus, to: &Modulus);
-    /// a[i] = a[i]^2 mod q (without the copy `mul_assign` would need).
-    fn square_assign(&self, a: &mut [u32], modulus: &Modulus);
+    /// The tensor of (x0, x1) with itself in Montgomery form: x0[i] = x0[i]^2 2^-32,
+    /// cross[i] = 2 x0[i] x1[i] 2^-32 and x1[i] = x1[i]^2 2^-32 mod q, in one pass (a square's
+    /// products, limb by limb in NTT form; its scaling absorbs the 2^-32).
+    fn square_tensor_montgomery(
+        &self,
+        x0: &mut [u32],
+        cross: &mut [u32],
+        x1: &mut [u32],
+        modulus: &Modulus,
+    );
     /// acc[i] = acc[i] + a[i] * b[i] mod q.
     fn mul_acc(&self, acc: &mut [u32], a: &[u32], b: &[u32], modulus: &Modulus);
     /// a[i] = a[i] * w mod q, for a constant w given with its Shoup quotient.
@@ -263,8 +271,14 @@ impl Kernels for Backend {
         dispatch!(self, k => k.lift_centered(out, input, from, to))
     }
     #[inline]
-    fn square_assign(&self, a: &mut [u32], modulus: &Modulus) {
-        dispatch!(self, k => k.square_assign(a, modulus))
+    fn square_tensor_montgomery(
+        &self,
+        x0: &mut [u32],
+        cross: &mut [u32],
+        x1: &mut [u32],
+        modulus: &Modulus,
+    ) {
+        dispatch!(self, k => k.square_tensor_montgomery(x0, cross, x1, modulus))
     }
     #[inline]
     fn mul_acc(&self, acc: &mut [u32], a: &[u32], b: &[u32], modulus: &Modulus) {

@@ -2,7 +2,8 @@
 //!
 //! Ciphertexts live in coefficient form modulo Q_L = q_0 ... q_{L-1}, where L is the
 //! ciphertext's *level*: fresh ciphertexts use the whole chain and modulus switching drops the
-//! last prime. Multiplication follows Halevi-Polyakov-Shoup with an auxiliary basis P;
+//! last prime. Multiplication follows Halevi-Polyakov-Shoup with an auxiliary basis P (at
+//! level L, the first primes of P that hold its tensor products: fewer at lower levels);
 //! relinearization uses the RNS gadget (one digit per prime of Q).
 
 use alloc::vec::Vec;
@@ -51,6 +52,22 @@ pub const fn max_log_q_128(n: usize) -> Option<u32> {
     }
 }
 
+/// How many of `primes` (in order) an HPS multiplication mod Q needs as its auxiliary basis P
+/// (None if all of them are too few): P must hold round(t C / Q) for the tensor products C of
+/// centered inputs, |C| <= n Q^2 / 2, so |round(t C / Q)| <= n t Q / 2 + 1 < P / 2; with
+/// three bits of margin, log2 P > log2 Q + log2 n + bits(t) + 3.
+fn auxiliary_primes_needed(log_q: f64, n: usize, t: &Modulus, primes: &[u32]) -> Option<usize> {
+    let needed = log_q + libm_log2(n as f64) + t.bits() as f64 + 3.0;
+    let mut log_p = 0.0;
+    for (count, &prime) in primes.iter().enumerate() {
+        if log_p > needed {
+            return Some(count);
+        }
+        log_p += libm_log2(prime as f64);
+    }
+    (log_p > needed).then_some(primes.len())
+}
+
 /// Everything that depends on the level L (the first L primes of Q).
 #[derive(Clone, Debug)]
 pub(crate) struct Level {
@@ -60,12 +77,16 @@ pub(crate) struct Level {
     pub q_mod_t: u32,
     /// round(t X / Q_L) mod t: decryption.
     pub decryptor: ScaleRound,
-    /// Extension of centered values from Q_L to P.
+    /// How many of P's primes a multiplication at this level uses (P_L, the first ones):
+    /// enough to hold round(t C / Q_L) for its tensor products C (see
+    /// [`auxiliary_primes_needed`]), so a lower level transforms and converts fewer limbs.
+    pub auxiliary_limbs: usize,
+    /// Extension of centered values from Q_L to P_L.
     pub q_to_p: BaseConverter,
-    /// round(t X / Q_L) mod P for X mod Q_L P, limb j times `p_to_q`'s inverse cofactor j:
+    /// round(t X / Q_L) mod P_L for X mod Q_L P_L, limb j times `p_to_q`'s inverse cofactor j:
     /// the input `p_to_q.convert_normalized_with` takes.
     pub scale: ScaleRound,
-    /// Conversion of centered values from P back to Q_L.
+    /// Conversion of centered values from P_L back to Q_L.
     pub p_to_q: BaseConverter,
     /// q_{L-1}^-1 mod q_i for i < L - 1 (modulus switching down from this level).
     pub last_inverse: Vec<ShoupConstant>,
@@ -241,28 +262,29 @@ impl Parameters {
                 reason: "Q must be larger than 4t",
             });
         }
-        // P must hold round(t C / Q) for tensor products C: |.| <= n t Q / 2 + 1, with margin.
-        let needed = q.log2() + libm_log2(n as f64) + t.bits() as f64 + 3.0;
-        let mut p_primes = Vec::new();
-        let mut p_log2 = 0.0;
+        // P is sized for the top level; each level multiplies with the prefix it needs.
         let fresh = |p: &u32| !b.q_primes.contains(p) && !special_primes.contains(p) && *p != b.t;
-        for prime in ntt_primes(30, n).filter(fresh) {
-            if p_log2 > needed {
-                break;
+        let p_primes: Vec<u32> = ntt_primes(30, n)
+            .filter(fresh)
+            .take(crate::rns::MAX_LIMBS + 1)
+            .collect();
+        let p_primes = match auxiliary_primes_needed(q.log2(), n, &t, &p_primes) {
+            Some(count) if count <= crate::rns::MAX_LIMBS => p_primes[..count].to_vec(),
+            _ => {
+                return Err(Error::InvalidParameters {
+                    reason: "no auxiliary basis for this Q",
+                });
             }
-            p_log2 += libm_log2(prime as f64);
-            p_primes.push(prime);
-        }
-        if p_log2 <= needed || p_primes.len() > crate::rns::MAX_LIMBS {
-            return Err(Error::InvalidParameters {
-                reason: "no auxiliary basis for this Q",
-            });
-        }
+        };
         let p = RnsBasis::new(n, &p_primes)?;
         let levels = (1..=q.len())
             .map(|l| {
                 let special = special.as_ref().map(RnsBasis::moduli);
-                Self::level(&q.moduli()[..l], p.moduli(), special, &t)
+                let q = &q.moduli()[..l];
+                let log_q = q.iter().map(|m| libm_log2(m.value() as f64)).sum();
+                let limbs = auxiliary_primes_needed(log_q, n, &t, &p_primes)
+                    .expect("a prefix of Q needs at most the primes Q needs");
+                Self::level(q, &p.moduli()[..limbs], special, &t)
             })
             .collect();
         Ok(Self {
@@ -302,6 +324,7 @@ impl Parameters {
             delta,
             q_mod_t,
             decryptor: ScaleRound::new(q, t.value(), core::slice::from_ref(t)),
+            auxiliary_limbs: p.len(),
             q_to_p: BaseConverter::new(q, p),
             scale: ScaleRound::with_auxiliary(q, t.value(), p).times_outputs(
                 &(0..p.len())
@@ -329,7 +352,8 @@ impl Parameters {
         &self.q
     }
 
-    /// The auxiliary basis P of multiplication.
+    /// The auxiliary basis P of multiplication at the top level (a level below multiplies
+    /// with the first primes of it that it needs).
     pub fn auxiliary_basis(&self) -> &RnsBasis {
         &self.p
     }

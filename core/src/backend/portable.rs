@@ -118,8 +118,21 @@ impl Kernels for Portable {
         }
     }
 
-    fn square_assign(&self, a: &mut [u32], modulus: &Modulus) {
-        a.iter_mut().for_each(|x| *x = modulus.mul(*x, *x));
+    fn square_tensor_montgomery(
+        &self,
+        x0: &mut [u32],
+        cross: &mut [u32],
+        x1: &mut [u32],
+        modulus: &Modulus,
+    ) {
+        check_lengths(x0.len(), cross.len());
+        check_lengths(x0.len(), x1.len());
+        for ((a, c), b) in x0.iter_mut().zip(cross.iter_mut()).zip(x1.iter_mut()) {
+            let product = modulus.mul_montgomery(*a, *b);
+            *c = modulus.add(product, product);
+            *a = modulus.mul_montgomery(*a, *a);
+            *b = modulus.mul_montgomery(*b, *b);
+        }
     }
 
     fn mul_acc(&self, acc: &mut [u32], a: &[u32], b: &[u32], modulus: &Modulus) {

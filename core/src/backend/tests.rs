@@ -181,12 +181,21 @@ fn pointwise_kernels_match_scalar_on_edges_and_remainders() {
                         "{backend} mul"
                     );
 
-                    let mut square = a.clone();
-                    backend.square_assign(&mut square, &m);
+                    // The square's tensor in Montgomery form, against u64 products times
+                    // (2^32)^-1 mod q.
+                    let r_inv = m.inv(((1u64 << 32) % q64) as u32) as u64;
+                    let (mut x0, mut x1) = (a.clone(), b.clone());
+                    let mut cross = c.clone();
+                    backend.square_tensor_montgomery(&mut x0, &mut cross, &mut x1, &m);
+                    let montgomery = |x: u64, y: u64| x * y % q64 * r_inv % q64;
                     assert_eq!(
-                        square,
-                        expect(&|i| a[i] as u64 * a[i] as u64 % q64),
-                        "{backend} square"
+                        (x0, cross, x1),
+                        (
+                            expect(&|i| montgomery(a[i] as u64, a[i] as u64)),
+                            expect(&|i| montgomery(2 * a[i] as u64, b[i] as u64)),
+                            expect(&|i| montgomery(b[i] as u64, b[i] as u64)),
+                        ),
+                        "{backend} square tensor"
                     );
 
                     let mut acc = c.clone();

@@ -121,14 +121,26 @@ impl<V: Lanes> VectorModulus<V> {
         x.mul_lo(w).sub(x.mul_hi(w_quotient).mul_lo(self.q))
     }
 
-    /// a * b mod q in [0, q), for a * b < q * 2^32: Montgomery, then Shoup by 2^32 mod q.
+    /// a * b 2^-32 mod q in (0, 2q), for a * b < q * 2^32 (Montgomery).
     #[inline(always)]
-    fn mul(&self, a: V, b: V) -> V {
+    fn mul_montgomery_lazy(&self, a: V, b: V) -> V {
         let low = a.mul_lo(b);
         let high = a.mul_hi(b);
         let m = low.mul_lo(self.q_inv);
         // (a*b - m*q) / 2^32 is exact and lies in (-q, q); shifting by q gives (0, 2q).
-        let reduced = high.sub(m.mul_hi(self.q)).add(self.q);
+        high.sub(m.mul_hi(self.q)).add(self.q)
+    }
+
+    /// a * b 2^-32 mod q in [0, q), for a * b < q * 2^32: the portable `mul_montgomery`.
+    #[inline(always)]
+    fn mul_montgomery(&self, a: V, b: V) -> V {
+        Self::reduce_below(self.mul_montgomery_lazy(a, b), self.q)
+    }
+
+    /// a * b mod q in [0, q), for a * b < q * 2^32: Montgomery, then Shoup by 2^32 mod q.
+    #[inline(always)]
+    fn mul(&self, a: V, b: V) -> V {
+        let reduced = self.mul_montgomery_lazy(a, b);
         let product = self.mul_shoup_lazy(reduced, self.montgomery_r.0, self.montgomery_r.1);
         Self::reduce_below(product, self.q)
     }
@@ -513,18 +525,35 @@ pub(crate) fn lift_centered<V: Lanes>(
     );
 }
 
+/// The vector form of [`super::Kernels::square_tensor_montgomery`].
 #[inline(always)]
-pub(crate) fn square_assign<V: Lanes>(a: &mut [u32], modulus: &Modulus) {
+pub(crate) fn square_tensor_montgomery<V: Lanes>(
+    x0: &mut [u32],
+    cross: &mut [u32],
+    x1: &mut [u32],
+    modulus: &Modulus,
+) {
+    check_lengths(x0.len(), cross.len());
+    check_lengths(x0.len(), x1.len());
     let m = VectorModulus::<V>::new(modulus);
-    let mut words = a.chunks_exact_mut(V::WIDTH);
-    for x in &mut words {
-        let v = V::load(x);
-        m.mul(v, v).store(x);
+    let vectors = V::WIDTH * (x0.len() / V::WIDTH);
+    for c in (0..vectors).step_by(V::WIDTH) {
+        let (a, b) = (V::load(&x0[c..]), V::load(&x1[c..]));
+        let product = m.mul_montgomery(a, b);
+        VectorModulus::reduce_below(product.add(product), m.q).store(&mut cross[c..]);
+        m.mul_montgomery(a, a).store(&mut x0[c..]);
+        m.mul_montgomery(b, b).store(&mut x1[c..]);
     }
-    words
-        .into_remainder()
+    for ((a, c), b) in x0[vectors..]
         .iter_mut()
-        .for_each(|x| *x = modulus.mul(*x, *x));
+        .zip(cross[vectors..].iter_mut())
+        .zip(x1[vectors..].iter_mut())
+    {
+        let product = modulus.mul_montgomery(*a, *b);
+        *c = modulus.add(product, product);
+        *a = modulus.mul_montgomery(*a, *a);
+        *b = modulus.mul_montgomery(*b, *b);
+    }
 }
 
 #[inline(always)]
@@ -665,7 +694,9 @@ impl<V: Lanes> WideModulus<V> {
             .mul_even(self.r32)
             .add64(acc.and(self.low_words));
         let y = y.shr64_32().mul_even(self.r32).add64(y.and(self.low_words));
-        let m = y.mul_lo(self.neg_p_inv);
+        // m = y (-p^-1) mod 2^32 in the low word (a 32 x 32-bit product: one instruction
+        // where a full 32-bit lane multiply takes two); mul_even reads only that word.
+        let m = y.mul_even(self.neg_p_inv);
         let t = y.add64(m.mul_even(self.p)).shr64_32();
         // t < 2p < 2^31 in the even lanes; the odd lanes are 0 and stay 0 (min(0, -p) = 0).
         VectorModulus::reduce_below(t, self.p)
@@ -677,7 +708,7 @@ impl<V: Lanes> WideModulus<V> {
     /// three conditional subtractions (of 4p, 2p, p; 4p < 2^32).
     #[inline(always)]
     fn redc_short(&self, acc: V) -> V {
-        let m = acc.mul_lo(self.neg_p_inv);
+        let m = acc.mul_even(self.neg_p_inv);
         let t = acc.add64(m.mul_even(self.p)).shr64_32();
         let p2 = self.p.add(self.p);
         let t = VectorModulus::reduce_below(t, p2.add(p2));
@@ -963,15 +994,28 @@ macro_rules! kernels_via_entry_points {
                     entry(out, input, from, to)
                 }
             }
-            fn square_assign(&self, a: &mut [u32], modulus: &$crate::zq::Modulus) {
+            fn square_tensor_montgomery(
+                &self,
+                x0: &mut [u32],
+                cross: &mut [u32],
+                x1: &mut [u32],
+                modulus: &$crate::zq::Modulus,
+            ) {
                 #[target_feature(enable = $feature)]
-                fn entry(a: &mut [u32], modulus: &$crate::zq::Modulus) {
-                    $crate::backend::vector::square_assign::<$lanes>(a, modulus)
+                fn entry(
+                    x0: &mut [u32],
+                    cross: &mut [u32],
+                    x1: &mut [u32],
+                    modulus: &$crate::zq::Modulus,
+                ) {
+                    $crate::backend::vector::square_tensor_montgomery::<$lanes>(
+                        x0, cross, x1, modulus,
+                    )
                 }
                 // SAFETY: a token exists only where the feature is present.
                 #[allow(unused_unsafe)]
                 unsafe {
-                    entry(a, modulus)
+                    entry(x0, cross, x1, modulus)
                 }
             }
             fn mul_acc(

@@ -1,10 +1,13 @@
 //! Ciphertext multiplication (Halevi-Polyakov-Shoup) and relinearization, in full RNS.
 //!
 //! 1. extend each input polynomial from Q to Q u P (exact centered conversion);
-//! 2. tensor in the NTT domain of every prime of Q u P;
-//! 3. scale by t/Q and round, straight into P (each limb already times the factor that
-//!    step 4 starts with);
+//! 2. tensor in the NTT domain of every prime of Q u P, in Montgomery form (times 2^-32);
+//! 3. scale by t/Q and round, straight into P (the weights undo step 2's 2^-32, and each
+//!    output limb is already times the factor that step 4 starts with);
 //! 4. convert back from P to Q.
+//!
+//! Q is the input's level's modulus Q_L and P that level's auxiliary primes P_L (see
+//! `Level::auxiliary_limbs`): a product at a lower level transforms fewer limbs.
 
 use alloc::vec::Vec;
 
@@ -18,14 +21,16 @@ use crate::zq::Modulus;
 /// squares (the convolution's, one scratch per worker) then allocates only its outputs.
 #[derive(Clone, Debug, Default)]
 pub struct MultiplyScratch {
-    /// The tensor's three polynomials over Q_L u P, in NTT form, then in coefficient form.
+    /// The tensor's three polynomials over Q_L u P_L, in NTT form, then in coefficient form.
     c0: Vec<u32>,
     c1: Vec<u32>,
     c2: Vec<u32>,
-    /// The second factor's polynomials over Q_L u P (multiplication, not squaring).
+    /// The second factor's polynomials over Q_L u P_L (multiplication, not squaring).
     b0: Vec<u32>,
     b1: Vec<u32>,
-    /// round(t c / Q_L) mod P.
+    /// One limb of a product of two ciphertexts (not squaring).
+    product: Vec<u32>,
+    /// round(t c / Q_L) mod P_L.
     scaled: Vec<u32>,
     /// The rescaled polynomial mod Q_L, before switching down.
     full: Vec<u32>,
@@ -34,7 +39,7 @@ pub struct MultiplyScratch {
     scale: ScaleScratch,
 }
 
-/// `out` = the polynomial mod Q_L extended to Q_L u P, in NTT form (Q limbs first).
+/// `out` = the polynomial mod Q_L extended to Q_L u P_L, in NTT form (Q limbs first).
 fn extend_to_ntt(
     params: &Parameters,
     poly: &[u32],
@@ -43,7 +48,7 @@ fn extend_to_ntt(
     conversion: &mut ConversionScratch,
 ) {
     let n = params.degree();
-    let l = params.auxiliary_basis().len();
+    let l = params.level_data(level).auxiliary_limbs;
     let out = grown(out, (level + l) * n);
     let (q_part, p_part) = out.split_at_mut(level * n);
     q_part.copy_from_slice(poly);
@@ -93,44 +98,49 @@ pub(crate) fn tensor_into(
     let (n, top) = (params.degree(), a.level);
     debug_assert!((1..=top).contains(&level), "a level at most the input's");
     let backend = params.backend();
+    let level_data = params.level_data(top);
+    let l = level_data.auxiliary_limbs;
     let moduli = params.ciphertext_basis().moduli()[..top]
         .iter()
-        .chain(params.auxiliary_basis().moduli());
+        .chain(&params.auxiliary_basis().moduli()[..l]);
     let s = scratch;
     extend_to_ntt(params, &a.polys[0], top, &mut s.c0, &mut s.conversion);
     extend_to_ntt(params, &a.polys[1], top, &mut s.c2, &mut s.conversion);
-    let width = (top + params.auxiliary_basis().len()) * n;
+    let width = (top + l) * n;
     let c1 = grown(&mut s.c1, width);
     let (c0, c2) = (&mut s.c0[..width], &mut s.c2[..width]);
+    // The products in Montgomery form (times 2^-32 mod each prime): the scaling's weights
+    // absorb the factor (`ScaleRound::with_auxiliary`), so no product is corrected for it.
     match b {
         Some(b) => {
-            c1.copy_from_slice(c0);
             extend_to_ntt(params, &b.polys[0], top, &mut s.b0, &mut s.conversion);
             extend_to_ntt(params, &b.polys[1], top, &mut s.b1, &mut s.conversion);
-            let (b0, b1) = (&s.b0[..width], &s.b1[..width]);
-            // (a0 b0, a0 b1 + a1 b0, a1 b1), with c1 = a0 and c2 = a1 on entry.
+            let product = grown(&mut s.product, n);
+            // (a0 b0, a0 b1 + a1 b0, a1 b1), with c0 = a0 and c2 = a1 on entry.
             for (i, m) in moduli.enumerate() {
                 let r = i * n..(i + 1) * n;
-                backend.mul_assign(&mut c1[r.clone()], &b1[r.clone()], m);
-                backend.mul_acc(&mut c1[r.clone()], &c2[r.clone()], &b0[r.clone()], m);
-                backend.mul_assign(&mut c0[r.clone()], &b0[r.clone()], m);
-                backend.mul_assign(&mut c2[r.clone()], &b1[r], m);
+                let (b0, b1) = (&s.b0[r.clone()], &s.b1[r.clone()]);
+                let (a0, a1) = (&c0[r.clone()], &c2[r.clone()]);
+                backend.dot_pointwise_montgomery(&mut c1[r.clone()], &[a0, a1], &[b1, b0], m);
+                backend.dot_pointwise_montgomery(product, &[a0], &[b0], m);
+                c0[r.clone()].copy_from_slice(product);
+                backend.dot_pointwise_montgomery(product, &[a1], &[b1], m);
+                c2[r].copy_from_slice(product);
             }
         }
         None => {
-            // (a0^2, 2 a0 a1, a1^2), limb by limb while a limb of a0 and a1 is in cache.
+            // (a0^2, 2 a0 a1, a1^2), limb by limb in one pass.
             for (i, m) in moduli.enumerate() {
                 let r = i * n..(i + 1) * n;
-                c1[r.clone()].copy_from_slice(&c0[r.clone()]);
-                backend.mul_assign(&mut c1[r.clone()], &c2[r.clone()], m);
-                c1[r.clone()].iter_mut().for_each(|x| *x = m.add(*x, *x));
-                backend.square_assign(&mut c0[r.clone()], m);
-                backend.square_assign(&mut c2[r], m);
+                backend.square_tensor_montgomery(
+                    &mut c0[r.clone()],
+                    &mut c1[r.clone()],
+                    &mut c2[r],
+                    m,
+                );
             }
         }
     }
-    let level_data = params.level_data(top);
-    let l = params.auxiliary_basis().len();
     let scaled = grown(&mut s.scaled, l * n);
     let full = grown(&mut s.full, top * n);
     let lifted = grown(&mut s.lifted, n);

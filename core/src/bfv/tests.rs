@@ -362,19 +362,31 @@ fn compose(params: &Parameters, poly: &[u32], level: usize) -> Vec<BigInt> {
 
 #[test]
 fn tensor_product_matches_big_integer_reference() {
-    // Q < 2^62 makes HPS's rounding exact, so every coefficient must match.
+    // Q_L < 2^62 makes HPS's rounding exact, so every coefficient must match. Three primes:
+    // levels 1 and 2 multiply with two and three of the top level's four auxiliary primes.
     let t = ntt_primes(17, 256).next().unwrap();
     let params = Parameters::builder()
         .degree(256)
-        .ciphertext_prime_sizes(30, 2)
+        .ciphertext_prime_sizes(30, 3)
         .plaintext_modulus(t)
         .insecure_for_tests()
         .build()
         .unwrap();
+    let limbs = |level| params.level_data(level).auxiliary_limbs;
+    assert_eq!(
+        (limbs(1), limbs(2), limbs(3), params.auxiliary_basis().len()),
+        (2, 3, 4, 4),
+        "each level's auxiliary primes"
+    );
+    for level in [1, 2] {
+        tensor_products_at_level(&params, t, level);
+    }
+}
+
+/// Random products of ciphertexts at `level` against big-integer tensors rounded by t / Q_L.
+fn tensor_products_at_level(params: &Parameters, t: u32, level: usize) {
     let n = params.degree();
-    let q: BigInt = params
-        .ciphertext_basis()
-        .moduli()
+    let q: BigInt = params.ciphertext_basis().moduli()[..level]
         .iter()
         .map(|m| BigInt::from(m.value()))
         .product();
@@ -382,11 +394,11 @@ fn tensor_product_matches_big_integer_reference() {
     for round in 0..3 {
         let random_ct = |rng: &mut ChaCha20Rng| Ciphertext {
             params: params.id(),
-            level: 2,
+            level,
             n,
             polys: (0..2)
                 .map(|_| {
-                    let mut p = std::vec![0u32; 2 * n];
+                    let mut p = std::vec![0u32; level * n];
                     for (i, limb) in p.chunks_exact_mut(n).enumerate() {
                         crate::sampling::uniform(rng, &params.ciphertext_basis().moduli()[i], limb);
                     }
@@ -401,17 +413,17 @@ fn tensor_product_matches_big_integer_reference() {
             random_ct(&mut rng)
         };
         let ours = if round == 0 {
-            super::multiply::tensor(&params, &a, None)
+            super::multiply::tensor(params, &a, None)
         } else {
-            super::multiply::tensor(&params, &a, Some(&b))
+            super::multiply::tensor(params, &a, Some(&b))
         };
         let (a0, a1) = (
-            compose(&params, &a.polys[0], 2),
-            compose(&params, &a.polys[1], 2),
+            compose(params, &a.polys[0], level),
+            compose(params, &a.polys[1], level),
         );
         let (b0, b1) = (
-            compose(&params, &b.polys[0], 2),
-            compose(&params, &b.polys[1], 2),
+            compose(params, &b.polys[0], level),
+            compose(params, &b.polys[1], level),
         );
         let negacyclic = |x: &[BigInt], y: &[BigInt]| -> Vec<BigInt> {
             let mut out = std::vec![BigInt::from(0); n];
@@ -449,13 +461,13 @@ fn tensor_product_matches_big_integer_reference() {
                     ((rounded % &q) + &q) % &q
                 })
                 .collect();
-            let got: Vec<BigInt> = compose(&params, &ours.polys[k], 2)
+            let got: Vec<BigInt> = compose(params, &ours.polys[k], level)
                 .into_iter()
                 .map(|v| (v + &q) % &q)
                 .collect();
             assert!(
                 got == expected,
-                "round {round}: polynomial {k} differs from the reference"
+                "level {level}, round {round}: polynomial {k} differs from the reference"
             );
         }
     }

@@ -46,13 +46,17 @@ impl ScaleRound {
         Self::build(q, t, outputs, false)
     }
 
-    /// round(t X / Q) mod each p_j, for X given mod Q P where P is the product of `p`
-    /// (BFV multiplication).
+    /// round(t X / Q) mod each p_j, for X given mod Q P where P is the product of `p`, in
+    /// Montgomery form: every residue is X 2^-32 mod its prime (BFV multiplication's tensor,
+    /// whose products are not corrected for the 2^-32; the weights here undo it).
     pub fn with_auxiliary(q: &[Modulus], t: u32, p: &[Modulus]) -> Self {
         Self::build(q, t, p, true)
     }
 
     fn build(q: &[Modulus], t: u32, outputs: &[Modulus], outputs_in_input: bool) -> Self {
+        // With P the residues are Montgomery forms x 2^-32: each weight of an input residue
+        // is taken times 2^32 mod its prime.
+        let montgomery = outputs_in_input;
         let k = q.len();
         let p_factor: Vec<u32> = if outputs_in_input {
             outputs.iter().map(Modulus::value).collect()
@@ -71,6 +75,10 @@ impl ScaleRound {
                 .map(|(_, m)| m.value())
                 .chain(p_factor.iter().copied());
             let w = qi.inv(others.fold(1, |acc, m| qi.mul(acc, qi.reduce(m))));
+            let w = match montgomery {
+                true => qi.mul(w, qi.montgomery_r().value),
+                false => w,
+            };
             // A = t * P * w (P = 1 without auxiliary basis), known modulo q_i * o_j.
             let a_mod = |m: u128| {
                 p_factor
@@ -99,7 +107,8 @@ impl ScaleRound {
                 .iter()
                 .map(|p| {
                     let q_mod_p = q.iter().fold(1, |acc, m| p.mul(acc, p.reduce(m.value())));
-                    p.mul(p.reduce(t), p.inv(q_mod_p))
+                    let own = p.mul(p.reduce(t), p.inv(q_mod_p));
+                    p.mul(own, p.montgomery_r().value)
                 })
                 .collect()
         });
