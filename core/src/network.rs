@@ -39,7 +39,7 @@ mod polynomial;
 mod resources;
 pub mod single;
 
-pub use evaluator::NetworkEvaluator;
+pub use evaluator::{NetworkEvaluator, Workspace};
 pub use keys::EvaluationKeys;
 pub use noise::{EvaluationPlan, Inputs, MARGIN_BITS, NoiseEstimate};
 pub use packing::{DEFAULT_MAX_PACKING, MAX_PACKING, Packing};

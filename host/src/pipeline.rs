@@ -46,7 +46,7 @@ use cryptonets_core::model::polynomial::PolynomialNetwork;
 use cryptonets_core::model::{CLASSES, Model};
 use cryptonets_core::network::{
     DecryptedLogits, EvaluationKeys, INPUTS, MAX_CHANNELS, NetworkEvaluator, NetworkParameters,
-    Packing, PolynomialEvaluator, decrypt_logits, decrypt_outputs_wide, encode_images,
+    Packing, PolynomialEvaluator, Workspace, decrypt_logits, decrypt_outputs_wide, encode_images,
     encode_network_inputs,
 };
 use num_bigint::BigInt;
@@ -479,11 +479,43 @@ pub fn evaluate_batch(
     progress: &(dyn Fn(usize) + Sync),
     clock: &PhaseClock,
 ) -> Result<BatchFile<'static>, Error> {
-    evaluate_channels(params, batch, progress, clock, |c, inputs| {
-        evaluator.evaluate_channel_observed(c, inputs, batch.header.packing, &|phase| {
+    let mut workspace = BatchWorkspace::default();
+    evaluate_batch_in(&mut workspace, params, evaluator, batch, progress, clock)
+}
+
+/// The buffers the service side fills for a batch, kept from one batch to the next: a
+/// channel's expanded inputs (about 0.25 GB for the committed model) and the network's
+/// [`Workspace`]. Reused, they spare every batch after the first the page faults and the
+/// zeroing of fresh memory.
+#[derive(Debug, Default)]
+pub struct BatchWorkspace {
+    inputs: Vec<Ciphertext>,
+    network: Workspace,
+}
+
+/// [`evaluate_batch`] in `workspace`'s buffers, left there for the next batch.
+pub fn evaluate_batch_in(
+    workspace: &mut BatchWorkspace,
+    params: &NetworkParameters,
+    evaluator: &NetworkEvaluator<'_>,
+    batch: &BatchFile<'_>,
+    progress: &(dyn Fn(usize) + Sync),
+    clock: &PhaseClock,
+) -> Result<BatchFile<'static>, Error> {
+    let network = &mut workspace.network;
+    let evaluate = |c: usize, inputs: &[Ciphertext]| {
+        evaluator.evaluate_channel_in(network, c, inputs, batch.header.packing, &|phase| {
             clock.phase_done(phase)
         })
-    })
+    };
+    evaluate_channels(
+        params,
+        batch,
+        progress,
+        clock,
+        &mut workspace.inputs,
+        evaluate,
+    )
 }
 
 /// [`evaluate_batch`] for a general network (unpacked batches only).
@@ -498,19 +530,26 @@ pub fn evaluate_network_batch(
             reason: "general networks take unpacked batches (one pixel a ciphertext)",
         });
     }
-    evaluate_channels(params, batch, progress, &PhaseClock::new(), |c, inputs| {
-        evaluator.evaluate_channel(c, inputs)
-    })
+    evaluate_channels(
+        params,
+        batch,
+        progress,
+        &PhaseClock::new(),
+        &mut Vec::new(),
+        |c, inputs| evaluator.evaluate_channel(c, inputs),
+    )
 }
 
-/// Per channel: the batch's ciphertexts decoded (fresh, top level), `evaluate`d, and the
+/// Per channel: the batch's ciphertexts decoded (fresh, top level) into `inputs` (whose
+/// ciphertexts' buffers are reused when it holds one per input), `evaluate`d, and the
 /// outputs serialized into a file of logits answering the batch.
 fn evaluate_channels(
     params: &NetworkParameters,
     batch: &BatchFile<'_>,
     progress: &(dyn Fn(usize) + Sync),
     clock: &PhaseClock,
-    evaluate: impl Fn(usize, &[Ciphertext]) -> Result<Vec<Ciphertext>, Error>,
+    inputs: &mut Vec<Ciphertext>,
+    mut evaluate: impl FnMut(usize, &[Ciphertext]) -> Result<Vec<Ciphertext>, Error>,
 ) -> Result<BatchFile<'static>, Error> {
     batch.check_parameters(params)?;
     let mut items = Vec::new();
@@ -524,7 +563,6 @@ fn evaluate_channels(
         Ok(seeded)
     };
     // One channel's inputs at a time, read into the same buffers for every channel.
-    let mut inputs: Vec<Ciphertext> = Vec::new();
     for (c, p) in params.channels().iter().enumerate() {
         let channel = batch.channel(c);
         if inputs.len() == channel.len() {
@@ -533,13 +571,13 @@ fn evaluate_channels(
                 .zip(channel.par_iter())
                 .try_for_each(|(ct, bytes)| read(p, bytes)?.expand_into(p, ct))?;
         } else {
-            inputs = channel
+            *inputs = channel
                 .par_iter()
                 .map(|bytes| read(p, bytes)?.expand(p))
                 .collect::<Result<_, Error>>()?;
         }
         clock.done(phases::EXPAND);
-        let outputs = evaluate(c, &inputs)?;
+        let outputs = evaluate(c, inputs)?;
         items.extend(outputs.iter().map(|ct| ct.to_bytes(p)));
         clock.done(phases::SERIALIZE);
         progress(c + 1);

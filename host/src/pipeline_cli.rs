@@ -15,9 +15,9 @@ use cryptonets_host::files::{read_checked, read_secret, write, write_secret};
 use cryptonets_host::mnist;
 use cryptonets_host::phases::{self, PhaseClock};
 use cryptonets_host::pipeline::{
-    BatchFile, BatchKind, BatchRecord, MAX_RECORD_BYTES, decrypt_batch, encrypt_batch,
-    eval_key_bytes, evaluate_batch, keygen, os_rng, peak_rss_bytes, read_eval_key, read_secret_key,
-    secret_key_bytes,
+    BatchFile, BatchKind, BatchRecord, BatchWorkspace, MAX_RECORD_BYTES, decrypt_batch,
+    encrypt_batch, eval_key_bytes, evaluate_batch, evaluate_batch_in, keygen, os_rng,
+    peak_rss_bytes, read_eval_key, read_secret_key, secret_key_bytes,
 };
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
@@ -759,6 +759,8 @@ pub(crate) fn run_command(args: &RunArgs, backend: Backend) -> Result<(), String
         .map(|s| s..(s + args.batch_size).min(total))
         .collect();
     let mut packings = Vec::with_capacity(batches.len());
+    // The service side keeps its buffers from one batch to the next.
+    let mut workspace = BatchWorkspace::default();
     for (b, range) in batches.iter().enumerate() {
         let images: Vec<[u8; INPUTS]> = range.clone().map(|i| image_array(&set, i)).collect();
         let label = format!("batch {}/{}", b + 1, batches.len());
@@ -819,7 +821,8 @@ pub(crate) fn run_command(args: &RunArgs, backend: Backend) -> Result<(), String
         let received =
             BatchFile::from_bytes(&upload_bytes, BatchKind::Images).map_err(|e| e.to_string())?;
         clock.done(phases::PARSE);
-        let result = evaluate_batch(
+        let result = evaluate_batch_in(
+            &mut workspace,
             params,
             evaluator,
             &received,

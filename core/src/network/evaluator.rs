@@ -60,6 +60,22 @@ pub struct NetworkEvaluator<'a> {
     dense1_halves: bool,
 }
 
+/// The large buffers one channel's evaluation fills (convolution outputs, their squares, the
+/// first dense layer's accumulators, the hidden units: about 0.45 GB for the committed
+/// model), kept between
+/// calls: a loop of channels and batches that passes the same workspace reuses them instead
+/// of faulting fresh pages in (and having them zeroed) on every call. Holds only public
+/// data, every word of it overwritten before it is read.
+#[derive(Debug, Default)]
+pub struct Workspace {
+    /// Polynomial buffers: convolution outputs, then the hidden layer's ciphertexts.
+    polys: Vec<Vec<u32>>,
+    /// Squares of a group of convolution outputs.
+    squares: Vec<Ciphertext>,
+    /// The first dense layer's accumulator buffers.
+    sums: Vec<Vec<u32>>,
+}
+
 impl<'a> NetworkEvaluator<'a> {
     /// Prepares the evaluation of `model`; refuses parameters whose noise budget would not
     /// last through the network (see [`EvaluationPlan`]).
@@ -209,12 +225,26 @@ impl<'a> NetworkEvaluator<'a> {
         packing: Packing,
         phase_done: &dyn Fn(Phase),
     ) -> Result<Vec<Ciphertext>, Error> {
+        let mut workspace = Workspace::default();
+        self.evaluate_channel_in(&mut workspace, channel, inputs, packing, phase_done)
+    }
+
+    /// [`Self::evaluate_channel_observed`] in `workspace`'s buffers, which it leaves there for
+    /// the next call (any channel, any batch, any parameters).
+    pub fn evaluate_channel_in(
+        &self,
+        workspace: &mut Workspace,
+        channel: usize,
+        inputs: &[Ciphertext],
+        packing: Packing,
+        phase_done: &dyn Fn(Phase),
+    ) -> Result<Vec<Ciphertext>, Error> {
         let params = self.params.channel(channel)?;
         self.check_inputs(params, inputs, packing)?;
         let plan = self.plan_for(packing)?;
         if packing.factor() == 1 {
             let inputs: Vec<&Ciphertext> = inputs.iter().collect();
-            return Ok(self.evaluate(params, &inputs, plan, phase_done));
+            return Ok(self.evaluate(workspace, params, &inputs, plan, phase_done));
         }
         let n = params.degree();
         let keys = (1..packing.factor())
@@ -240,12 +270,13 @@ impl<'a> NetworkEvaluator<'a> {
             })
             .collect();
         phase_done(Phase::Unpack);
-        Ok(self.evaluate(params, &unpacked, plan, phase_done))
+        Ok(self.evaluate(workspace, params, &unpacked, plan, phase_done))
     }
 
     /// The network on one channel's 784 checked inputs, one pixel each.
     fn evaluate(
         &self,
+        workspace: &mut Workspace,
         params: &Parameters,
         inputs: &[&Ciphertext],
         plan: &EvaluationPlan,
@@ -258,14 +289,21 @@ impl<'a> NetworkEvaluator<'a> {
 
         // Convolution (every map of a window at once, sharing the reads of its pixels),
         // square, switch down, and stream into the first dense layer.
-        let mut dense1 =
-            Accumulators::new(params, self.hidden, self.dense1_halves, 3, hidden_level);
-        // The buffers of one group's convolution outputs and squares serve the next groups:
-        // each is overwritten whole, so none is zeroed, and the pages are touched once.
-        let mut spare: Vec<Vec<u32>> = Vec::new();
+        let mut dense1 = Accumulators::new(
+            params,
+            self.hidden,
+            self.dense1_halves,
+            3,
+            hidden_level,
+            &mut workspace.sums,
+        );
+        // The buffers of one group's convolution outputs and squares serve the next groups
+        // (and the next calls, through the workspace): each is overwritten whole, so none is
+        // zeroed, and the pages are touched once.
+        let spare = &mut workspace.polys;
+        let squares = &mut workspace.squares;
         let top = inputs[0].level();
         let zero = Ciphertext::from_parts(params, top, alloc::vec![alloc::vec![0; top * n]; 2]);
-        let mut squares: Vec<Ciphertext> = Vec::new();
         let mut start = 0;
         while start < positions {
             let group = GROUP_POSITIONS.min(positions - start);
@@ -284,11 +322,10 @@ impl<'a> NetworkEvaluator<'a> {
                     biases: &self.conv_bias,
                 })
                 .collect();
-            let mut convs: Vec<Ciphertext> =
-                linear_combinations_of_sets(params, &windows, &mut spare)
-                    .into_iter()
-                    .flatten()
-                    .collect();
+            let mut convs: Vec<Ciphertext> = linear_combinations_of_sets(params, &windows, spare)
+                .into_iter()
+                .flatten()
+                .collect();
             phase_done(Phase::Convolution);
             parallel::for_each_mut(&mut convs, |_, conv| {
                 while conv.level() > plan.square_level {
@@ -305,39 +342,53 @@ impl<'a> NetworkEvaluator<'a> {
                     .collect();
                 squares.push(Ciphertext::from_parts(params, hidden_level, polys));
             }
-            parallel::for_each_mut_init(&mut squares, MultiplyScratch::default, |s, j, out| {
+            parallel::for_each_mut_init(squares, MultiplyScratch::default, |s, j, out| {
                 evaluator
                     .square_to_level_into(&convs[j], hidden_level, s, out)
                     .expect("checked shape and level")
             });
             spare.extend(convs.into_iter().flat_map(Ciphertext::into_polys));
             phase_done(Phase::ConvolutionSquare);
-            dense1.add_group(params, &squares, |unit, i| {
+            dense1.add_group(params, squares, |unit, i| {
                 let feature = (i % maps) * positions + start + i / maps;
                 self.dense1[unit * features + feature]
             });
             phase_done(Phase::HiddenDense);
             start += group;
         }
-        drop((squares, spare));
-        let mut hidden = dense1.finish(params, &self.dense1_bias);
+        let pool = &mut workspace.polys;
+        let hidden = dense1.finish(params, &self.dense1_bias, &mut workspace.sums, pool);
         phase_done(Phase::HiddenDense);
 
-        // Relinearize and square the hidden units.
-        parallel::for_each_mut_init(&mut hidden, MultiplyScratch::default, |s, _, unit| {
+        // Relinearize and square the hidden units, each square over buffers of the pool.
+        let mut units: Vec<(Ciphertext, Ciphertext)> = hidden
+            .into_iter()
+            .map(|unit| {
+                let polys = (0..3)
+                    .map(|_| take_buffer(pool, hidden_level * n))
+                    .collect();
+                (unit, Ciphertext::from_parts(params, hidden_level, polys))
+            })
+            .collect();
+        parallel::for_each_mut_init(&mut units, MultiplyScratch::default, |s, _, unit| {
+            let (unit, square) = unit;
             evaluator
                 .relinearize_assign(unit, &self.keys.relin)
                 .expect("checked shape");
-            *unit = evaluator
-                .square_to_level(unit, unit.level(), s)
+            evaluator
+                .square_to_level_into(unit, unit.level(), s, square)
                 .expect("size 2");
         });
         phase_done(Phase::HiddenSquare);
 
         // Last dense layer, then down to the output level.
-        let rows: Vec<&Ciphertext> = hidden.iter().collect();
+        let rows: Vec<&Ciphertext> = units.iter().map(|(_, square)| square).collect();
         let mut logits = linear_combinations(params, &rows, &self.dense2, &self.dense2_bias);
-        drop(hidden);
+        pool.extend(
+            units.into_iter().flat_map(|(unit, square)| {
+                unit.into_polys().into_iter().chain(square.into_polys())
+            }),
+        );
         phase_done(Phase::OutputDense);
         parallel::for_each_mut(&mut logits, |_, logit| {
             while logit.level() > plan.output_level {
@@ -664,15 +715,28 @@ enum Block<'s> {
 
 impl Accumulators {
     /// `halves`: every output's |weights| sum below 2^16 over all its inputs.
-    fn new(params: &Parameters, outputs: usize, halves: bool, size: usize, level: usize) -> Self {
+    /// The half-word sums take their buffers from `pool` first (see [`Workspace`]).
+    fn new(
+        params: &Parameters,
+        outputs: usize,
+        halves: bool,
+        size: usize,
+        level: usize,
+        pool: &mut Vec<Vec<u32>>,
+    ) -> Self {
         let len = size * level * params.degree();
-        // Filled on every core: about 100 MB for the committed model.
-        let starts = |_| alloc::vec![HALF_SUM_START; len];
         let sums = if halves {
-            Sums::Halves {
-                low: parallel::map(outputs, starts),
-                high: parallel::map(outputs, starts),
-            }
+            let mut buffers: Vec<Vec<u32>> = (0..2 * outputs)
+                .map(|_| pool.pop().unwrap_or_default())
+                .collect();
+            // Filled on every core: about 100 MB for the committed model (fresh pages are
+            // faulted in there too).
+            parallel::for_each_mut(&mut buffers, |_, sums| {
+                sums.clear();
+                sums.resize(len, HALF_SUM_START);
+            });
+            let high = buffers.split_off(outputs);
+            Sums::Halves { low: buffers, high }
         } else {
             Sums::Wide((0..outputs).map(|_| alloc::vec![0i64; len]).collect())
         };
@@ -767,40 +831,70 @@ impl Accumulators {
         });
     }
 
-    /// Reduces every output mod q and adds its bias: the layer's output ciphertexts.
-    fn finish(self, params: &Parameters, biases: &[i128]) -> Vec<Ciphertext> {
+    /// Reduces every output mod q and adds its bias: the layer's output ciphertexts, over
+    /// buffers from `polys_pool`. The half-word sums' buffers go back to `pool`.
+    fn finish(
+        self,
+        params: &Parameters,
+        biases: &[i128],
+        pool: &mut Vec<Vec<u32>>,
+        polys_pool: &mut Vec<Vec<u32>>,
+    ) -> Vec<Ciphertext> {
         let n = params.degree();
         let (size, level) = (self.size, self.level);
         let moduli = &params.ciphertext_basis().moduli()[..level];
         let t = params.plaintext_modulus();
         let backend = params.backend();
-        // polys[k] limb l from the sums' columns (k level + l) n..
-        let ciphertext = |o: usize, limb: &dyn Fn(usize, &mut [u32], &crate::Modulus)| {
-            let mut polys: Vec<Vec<u32>> = (0..size)
-                .map(|k| {
-                    let mut poly = alloc::vec![0u32; level * n];
-                    for (l, (out, q)) in poly.chunks_exact_mut(n).zip(moduli).enumerate() {
-                        limb((k * level + l) * n, out, q);
-                    }
-                    poly
-                })
-                .collect();
-            params.add_scaled_constant(&mut polys[0], t.reduce_i128_public(biases[o]));
-            Ciphertext::from_parts(params, level, polys)
+        let outputs = match &self.sums {
+            Sums::Halves { low, .. } => low.len(),
+            Sums::Wide(sums) => sums.len(),
         };
-        match &self.sums {
-            Sums::Halves { low, high } => parallel::map(low.len(), |o| {
-                ciphertext(o, &|at, out, q| {
-                    backend.join_halves(out, &low[o][at..at + n], &high[o][at..at + n], q)
-                })
-            }),
-            Sums::Wide(sums) => parallel::map(sums.len(), |o| {
-                ciphertext(o, &|at, out, q| {
+        let mut polys: Vec<Vec<Vec<u32>>> = (0..outputs)
+            .map(|_| {
+                (0..size)
+                    .map(|_| take_buffer(polys_pool, level * n))
+                    .collect()
+            })
+            .collect();
+        // polys[k] limb l from the sums' columns (k level + l) n.., every word written.
+        let fill = |o: usize,
+                    polys: &mut Vec<Vec<u32>>,
+                    limb: &dyn Fn(usize, &mut [u32], &crate::Modulus)| {
+            for (k, poly) in polys.iter_mut().enumerate() {
+                for (l, (out, q)) in poly.chunks_exact_mut(n).zip(moduli).enumerate() {
+                    limb((k * level + l) * n, out, q);
+                }
+            }
+            params.add_scaled_constant(&mut polys[0], t.reduce_i128_public(biases[o]));
+        };
+        match self.sums {
+            Sums::Halves { low, high } => {
+                parallel::for_each_mut(&mut polys, |o, polys| {
+                    fill(o, polys, &|at, out, q| {
+                        backend.join_halves(out, &low[o][at..at + n], &high[o][at..at + n], q)
+                    })
+                });
+                pool.extend(low.into_iter().chain(high));
+            }
+            Sums::Wide(sums) => parallel::for_each_mut(&mut polys, |o, polys| {
+                fill(o, polys, &|at, out, q| {
                     out.iter_mut()
                         .zip(&sums[o][at..at + n])
                         .for_each(|(x, &a)| *x = q.reduce_i64(a))
                 })
             }),
         }
+        polys
+            .into_iter()
+            .map(|polys| Ciphertext::from_parts(params, level, polys))
+            .collect()
     }
+}
+
+/// A buffer of `len` words from `pool` (whatever it holds: the caller writes every word), or
+/// a new one.
+fn take_buffer(pool: &mut Vec<Vec<u32>>, len: usize) -> Vec<u32> {
+    let mut buffer = pool.pop().unwrap_or_default();
+    buffer.resize(len, 0);
+    buffer
 }

@@ -74,14 +74,37 @@ fn run_packed(
     let mut outputs = Vec::new();
     let mut bytes = Vec::new();
     let mut budget = u32::MAX;
-    for (c, p) in params.channels().iter().enumerate() {
-        let inputs: Vec<Ciphertext> = encode_images(p, model, images, packing)
+    let channel_inputs = |p: &Parameters, rng: &mut ChaCha20Rng| -> Vec<Ciphertext> {
+        encode_images(p, model, images, packing)
             .unwrap()
             .iter()
-            .map(|m| secret.encrypt(p, m, &mut rng).unwrap())
-            .collect();
+            .map(|m| secret.encrypt(p, m, rng).unwrap())
+            .collect()
+    };
+    // A workspace left dirty by another channel (other parameters, other words), reused for
+    // every channel below: its results must be those of fresh buffers.
+    let mut reused = Workspace::default();
+    let last = params.channels().len() - 1;
+    let dirty = channel_inputs(&params.channels()[last], &mut rng);
+    let noop = |_: Phase| {};
+    evaluator
+        .evaluate_channel_in(&mut reused, last, &dirty, packing, &noop)
+        .unwrap();
+    for (c, p) in params.channels().iter().enumerate() {
+        let inputs = channel_inputs(p, &mut rng);
         assert_eq!(inputs.len(), packing.ciphertexts());
         let out = evaluator.evaluate_channel(c, &inputs, packing).unwrap();
+        let again = evaluator
+            .evaluate_channel_in(&mut reused, c, &inputs, packing, &noop)
+            .unwrap();
+        assert!(
+            out.len() == again.len()
+                && out
+                    .iter()
+                    .zip(&again)
+                    .all(|(a, b)| a.to_bytes(p) == b.to_bytes(p)),
+            "channel {c}: a reused workspace changed the outputs"
+        );
         for ct in &out {
             assert_eq!(ct.level(), plan.output_level);
             budget = budget.min(secret.noise_budget(p, ct).unwrap());
