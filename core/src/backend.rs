@@ -115,6 +115,10 @@ pub trait Kernels {
     /// at 32 bits: the caller keeps the sums within i32 and reads them as such. Several
     /// outputs at once share the reads of the pairs.
     fn pair_weighted_sum(&self, accs: &mut [&mut [u32]], pairs: &[&[u32]], weights: &[&[u32]]);
+    /// lo[c] = a[c] mod 2^15 | (b[c] mod 2^15) << 16 and hi[c] = a[c] >> 15 | (b[c] >> 15) << 16
+    /// for residues below 2^30: two rows packed as the operands of
+    /// [`Kernels::pair_weighted_sum`].
+    fn pack_pairs(&self, lo: &mut [u32], hi: &mut [u32], a: &[u32], b: &[u32]);
     /// out[c] = (high[c] - 2^31) 2^15 + (low[c] - 2^31) mod q: the residue of a value kept as
     /// the sums of [`Kernels::pair_weighted_sum`] over its low and high 15-bit halves, each
     /// started at 2^31 so that an i32 sum reads as a u32 (see `linear::HALF_SUM_START`).
@@ -340,6 +344,10 @@ impl Kernels for Backend {
     #[inline]
     fn pair_weighted_sum(&self, accs: &mut [&mut [u32]], pairs: &[&[u32]], weights: &[&[u32]]) {
         dispatch!(self, k => k.pair_weighted_sum(accs, pairs, weights))
+    }
+    #[inline]
+    fn pack_pairs(&self, lo: &mut [u32], hi: &mut [u32], a: &[u32], b: &[u32]) {
+        dispatch!(self, k => k.pack_pairs(lo, hi, a, b))
     }
     #[inline]
     fn join_halves(&self, out: &mut [u32], low: &[u32], high: &[u32], modulus: &Modulus) {

@@ -62,8 +62,13 @@ pub(crate) fn weighted_sum(acc: &mut [i64], rows: &[&[u32]], weights: &[i32]) {
 /// Packs the 15-bit halves of two rows of residues (below 2^30) into 16-bit pairs:
 /// lo[c] = a[c] mod 2^15 | (b[c] mod 2^15) << 16 and hi[c] = a[c] >> 15 | (b[c] >> 15) << 16,
 /// the operand layout of [`pair_weighted_sum`].
-#[cfg_attr(not(feature = "alloc"), allow(dead_code))]
+/// Written as a plain loop that each backend's entry point vectorizes for its target.
+#[inline(always)]
 pub(crate) fn pack_pairs(lo: &mut [u32], hi: &mut [u32], a: &[u32], b: &[u32]) {
+    assert!(
+        hi.len() == lo.len() && a.len() == lo.len() && b.len() == lo.len(),
+        "pack operands"
+    );
     const LOW: u32 = (1 << 15) - 1;
     for (((lo, hi), &a), &b) in lo.iter_mut().zip(hi.iter_mut()).zip(a).zip(b) {
         *lo = (a & LOW) | (b & LOW) << 16;

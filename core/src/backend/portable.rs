@@ -210,6 +210,10 @@ impl Kernels for Portable {
         }
     }
 
+    fn pack_pairs(&self, lo: &mut [u32], hi: &mut [u32], a: &[u32], b: &[u32]) {
+        super::linear::pack_pairs(lo, hi, a, b)
+    }
+
     fn join_halves(&self, out: &mut [u32], low: &[u32], high: &[u32], modulus: &Modulus) {
         super::linear::join_halves(out, low, high, modulus)
     }

@@ -148,6 +148,30 @@ fn every_backend_is_bit_exact_with_portable_and_round_trips() {
     }
 }
 
+/// The halves' packing against its definition, on residues up to 2^30 - 1 and lengths that
+/// leave partial vectors.
+#[test]
+fn pack_pairs_matches_its_definition_on_every_backend() {
+    for backend in Backend::available() {
+        for len in [0usize, 1, 7, 16, 17, 512, 2053] {
+            let a = random_poly(len, 1 << 30, len as u64 + 1);
+            let mut b = random_poly(len, 1 << 30, len as u64 + 2);
+            b.iter_mut().step_by(5).for_each(|x| *x = (1 << 30) - 1);
+            let (mut lo, mut hi) = (std::vec![7u32; len], std::vec![7u32; len]);
+            backend.pack_pairs(&mut lo, &mut hi, &a, &b);
+            for c in 0..len {
+                let (x, y) = (a[c], b[c]);
+                assert_eq!(
+                    lo[c],
+                    (x & 0x7fff) | (y & 0x7fff) << 16,
+                    "{backend} lo {len}"
+                );
+                assert_eq!(hi[c], (x >> 15) | (y >> 15) << 16, "{backend} hi {len}");
+            }
+        }
+    }
+}
+
 /// Lengths that leave a scalar remainder after the 8-lane chunks.
 #[test]
 fn pointwise_kernels_match_scalar_on_edges_and_remainders() {

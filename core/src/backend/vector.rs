@@ -1187,6 +1187,17 @@ macro_rules! kernels_via_entry_points {
                     entry(out, a, b, modulus)
                 }
             }
+            fn pack_pairs(&self, lo: &mut [u32], hi: &mut [u32], a: &[u32], b: &[u32]) {
+                #[target_feature(enable = $feature)]
+                fn entry(lo: &mut [u32], hi: &mut [u32], a: &[u32], b: &[u32]) {
+                    $crate::backend::linear::pack_pairs(lo, hi, a, b)
+                }
+                // SAFETY: a token exists only where the feature is present.
+                #[allow(unused_unsafe)]
+                unsafe {
+                    entry(lo, hi, a, b)
+                }
+            }
             fn weighted_sum(&self, acc: &mut [i64], rows: &[&[u32]], weights: &[i32]) {
                 #[target_feature(enable = $feature)]
                 fn entry(acc: &mut [i64], rows: &[&[u32]], weights: &[i32]) {

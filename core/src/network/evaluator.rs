@@ -5,8 +5,8 @@ use alloc::vec::Vec;
 use super::noise::{EvaluationPlan, Inputs};
 use super::{EvaluationKeys, INPUTS, NetworkParameters, Packing, Phase, parallel};
 use crate::Error;
-use crate::backend::Kernels;
-use crate::backend::linear::{HALF_SUM_START, pack_pairs, weight_pair};
+use crate::backend::linear::{HALF_SUM_START, weight_pair};
+use crate::backend::{Backend, Kernels};
 use crate::bfv::{Ciphertext, Evaluator, GaloisKey, MultiplyScratch, Parameters};
 use crate::model::{CLASSES, CONV_SIDE, KERNEL, Model, SIDE};
 
@@ -499,7 +499,7 @@ pub(super) fn linear_combinations_of_sets(
     parallel::for_each_mut_init(&mut blocks, scratch, |scratch, b, outs| {
         let (k, offset) = (b / blocks_per_poly, (b % blocks_per_poly) * width);
         let q = &moduli[offset / n];
-        scratch.pack(&shared.pairs, k, offset..offset + width);
+        scratch.pack(params.backend(), &shared.pairs, k, offset..offset + width);
         for (s, (set, outs)) in sets.iter().zip(outs.iter_mut()).enumerate() {
             match &pair_weights[s] {
                 Some(weights) => scratch.half_sums(params, &shared.of_set[s], weights, outs, q),
@@ -614,6 +614,7 @@ impl LinearBlock {
     /// Packs `columns` of polynomial k of every pair.
     fn pack(
         &mut self,
+        backend: &Backend,
         pairs: &[(&Ciphertext, Option<&Ciphertext>)],
         k: usize,
         columns: core::ops::Range<usize>,
@@ -625,7 +626,7 @@ impl LinearBlock {
                 .zip(self.high_pairs.chunks_exact_mut(width)),
         ) {
             let second = second.map_or(&self.zeros[..width], |ct| &ct.poly(k)[columns.clone()]);
-            pack_pairs(lo, hi, &first.poly(k)[columns.clone()], second);
+            backend.pack_pairs(lo, hi, &first.poly(k)[columns.clone()], second);
         }
     }
 
@@ -816,7 +817,7 @@ impl Accumulators {
                         .enumerate()
                     {
                         let second = rows.get(2 * p + 1).copied().unwrap_or(&zeros);
-                        pack_pairs(lo, hi, rows[2 * p], second);
+                        backend.pack_pairs(lo, hi, rows[2 * p], second);
                     }
                     let lo: Vec<&[u32]> = lo.chunks_exact(COLUMNS).collect();
                     let hi: Vec<&[u32]> = hi.chunks_exact(COLUMNS).collect();
