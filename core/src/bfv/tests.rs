@@ -677,6 +677,26 @@ fn malformed_serialized_data_gives_typed_errors() {
     let word = u32::from_le_bytes(bad[18..22].try_into().unwrap()) & !((1 << 30) - 1) | q0;
     bad[18..22].copy_from_slice(&word.to_le_bytes());
     assert!(malformed(&bad), "residue >= q");
+    // The same at residues read in the middle of a group and from the last group's padded
+    // copy, and q - 1 there read back as it is.
+    let n = params.degree();
+    let set_residue = |bytes: &mut [u8], index: usize, value: u32| {
+        for b in 0..30 {
+            let bit = 18 * 8 + index * 30 + b;
+            let mask = 1u8 << (bit % 8);
+            bytes[bit / 8] = (bytes[bit / 8] & !mask) | (((value >> b) & 1) as u8) << (bit % 8);
+        }
+    };
+    for index in [13, n - 9, n - 1] {
+        let mut bad = good.clone();
+        set_residue(&mut bad, index, q0);
+        assert!(malformed(&bad), "residue {index} = q");
+        let mut edge = good.clone();
+        set_residue(&mut edge, index, q0 - 1);
+        let parsed = Ciphertext::from_bytes(&params, &edge).unwrap();
+        assert_eq!(parsed.poly(0)[index], q0 - 1, "residue {index} = q - 1");
+        assert_eq!(parsed.to_bytes(&params), edge, "residue {index} round trip");
+    }
     // Other parameter sets, other kinds.
     let other = Parameters::builder()
         .degree(4096)
