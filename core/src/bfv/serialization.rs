@@ -267,7 +267,7 @@ fn unpack_limbs(n: usize, moduli: &[Modulus], bytes: &[u8]) -> Result<Vec<u32>, 
             .ok_or(malformed("truncated polynomial"))?;
         offset += len;
         let bits = q.bits();
-        if n % 8 == 0 && bits == 30 {
+        if n.is_multiple_of(8) && bits == 30 {
             // Eight residues fill 30 bytes exactly: no padding, no partial byte.
             let start = out.len();
             out.resize(start + n, 0);
