@@ -88,6 +88,10 @@ pub(crate) struct Level {
     pub scale: ScaleRound,
     /// Conversion of centered values from P_L back to Q_L.
     pub p_to_q: BaseConverter,
+    /// `p_to_q` with its first L - 1 outputs times q_{L-1}^-1 (none at level 1), and
+    /// -q_{L-1}^-1 mod q_i: a product's switch down to level L - 1 folded into its
+    /// conversion back (see `multiply::tensor_into`).
+    pub p_to_q_down: Option<(BaseConverter, Vec<ShoupConstant>)>,
     /// q_{L-1}^-1 mod q_i for i < L - 1 (modulus switching down from this level).
     pub last_inverse: Vec<ShoupConstant>,
     /// Key switching's division by the special modulus S (none without special primes):
@@ -305,7 +309,7 @@ impl Parameters {
     fn level(q: &[Modulus], p: &[Modulus], special: Option<&[Modulus]>, t: &Modulus) -> Level {
         let (q_mod_t, delta) = message_scale(q, t);
         let last = q[q.len() - 1];
-        let last_inverse = q[..q.len() - 1]
+        let last_inverse: Vec<ShoupConstant> = q[..q.len() - 1]
             .iter()
             .map(|m| m.shoup(m.inv(m.reduce(last.value()))))
             .collect();
@@ -320,6 +324,19 @@ impl Parameters {
             (BaseConverter::new(s, q), inverses)
         });
         let p_to_q = BaseConverter::new(p, q);
+        let p_to_q_down = (q.len() > 1).then(|| {
+            let factors: Vec<u32> = last_inverse
+                .iter()
+                .map(|w| w.value)
+                .chain([1])
+                .collect();
+            let negated = q[..q.len() - 1]
+                .iter()
+                .zip(&last_inverse)
+                .map(|(m, w)| m.shoup(m.neg(w.value)))
+                .collect();
+            (BaseConverter::new(p, q).times_outputs(&factors), negated)
+        });
         Level {
             delta,
             q_mod_t,
@@ -332,6 +349,7 @@ impl Parameters {
                     .collect::<Vec<u32>>(),
             ),
             p_to_q,
+            p_to_q_down,
             last_inverse,
             special_to_q,
         }

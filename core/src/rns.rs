@@ -222,6 +222,18 @@ impl BaseConverter {
         self.convert_rows(backend, y, output, n, &mut scratch.v);
     }
 
+    /// The same conversion with output j multiplied by `factors[j]` mod its prime, at no cost
+    /// (folded into the weights): multiplication's switch down by the last prime of Q folds
+    /// that prime's inverse in here.
+    pub fn times_outputs(mut self, factors: &[u32]) -> Self {
+        assert_eq!(factors.len(), self.to.len(), "one factor per output");
+        for ((weights, p), &f) in self.weights.iter_mut().zip(&self.to).zip(factors) {
+            let f = p.reduce(f);
+            weights.iter_mut().for_each(|w| *w = p.mul(*w, f));
+        }
+        self
+    }
+
     /// (F/q_i)^-1 mod q_i: the factor of input limb i that [`Self::convert_normalized_with`]
     /// expects already applied.
     pub fn inverse_cofactor(&self, i: usize) -> u32 {

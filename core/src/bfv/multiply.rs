@@ -163,6 +163,29 @@ pub(crate) fn tensor_into(
                 .convert_normalized_with(backend, scaled, poly, n, &mut s.conversion);
             continue;
         }
+        if let (true, Some((to_q, negated_inverses))) = (level + 1 == top, &level_data.p_to_q_down)
+        {
+            // One level down, into the output itself (its buffer holds Q_top for a moment):
+            // y_i q_last^-1 from the conversion, then x_i = y_i q_last^-1 - r q_last^-1 for
+            // the last residue r lifted centered, i.e. - y_last q_last^-1 + [y_last > q_last / 2].
+            poly.resize(top * n, 0);
+            to_q.convert_normalized_with(backend, scaled, poly, n, &mut s.conversion);
+            let (kept, last) = poly.split_at_mut(level * n);
+            let half = params.ciphertext_basis().moduli()[level].value() / 2;
+            lifted
+                .iter_mut()
+                .zip(last.iter())
+                .for_each(|(above, &r)| *above = (r > half) as u32);
+            for ((limb, q), &w) in kept
+                .chunks_exact_mut(n)
+                .zip(params.ciphertext_basis().moduli())
+                .zip(negated_inverses)
+            {
+                backend.scaled_add(limb, last, w, lifted, 0, false, q);
+            }
+            poly.truncate(level * n);
+            continue;
+        }
         level_data
             .p_to_q
             .convert_normalized_with(backend, scaled, full, n, &mut s.conversion);

@@ -412,11 +412,19 @@ fn tensor_products_at_level(params: &Parameters, t: u32, level: usize) {
         } else {
             random_ct(&mut rng)
         };
-        let ours = if round == 0 {
-            super::multiply::tensor(params, &a, None)
-        } else {
-            super::multiply::tensor(params, &a, Some(&b))
-        };
+        let second = (round > 0).then_some(&b);
+        let ours = super::multiply::tensor(params, &a, second);
+        if level > 1 {
+            // Switched down within the product (folded into its conversion back): the words
+            // of the product followed by modulus switching.
+            let mut switched = ours.clone();
+            Evaluator::new(params)
+                .mod_switch_to_next_assign(&mut switched)
+                .unwrap();
+            let mut scratch = super::multiply::MultiplyScratch::default();
+            let down = super::multiply::tensor_with(params, &a, second, level - 1, &mut scratch);
+            assert_eq!(down, switched, "level {level}, round {round}: switched product");
+        }
         let (a0, a1) = (
             compose(params, &a.polys[0], level),
             compose(params, &a.polys[1], level),
