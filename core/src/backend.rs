@@ -41,6 +41,18 @@ pub use vector::neon::Neon;
 pub trait Kernels {
     /// Forward negacyclic NTT in place; output in bit-reversed evaluation order.
     fn forward_ntt<S: AsRef<[u32]>>(&self, a: &mut [u32], table: &NttTable<S>);
+    /// out = the forward NTT of `input`: [`Kernels::forward_ntt`] out of place, without the
+    /// copy before it.
+    fn forward_ntt_from<S: AsRef<[u32]>>(
+        &self,
+        out: &mut [u32],
+        input: &[u32],
+        table: &NttTable<S>,
+    ) {
+        check_lengths(out.len(), input.len());
+        out.copy_from_slice(input);
+        self.forward_ntt(out, table)
+    }
     /// Inverse of [`Kernels::forward_ntt`], in place.
     fn inverse_ntt<S: AsRef<[u32]>>(&self, a: &mut [u32], table: &NttTable<S>);
     /// a[i] = a[i] * b[i] mod q.
@@ -261,6 +273,15 @@ impl Kernels for Backend {
     #[inline]
     fn forward_ntt<S: AsRef<[u32]>>(&self, a: &mut [u32], table: &NttTable<S>) {
         dispatch!(self, b => b.forward_ntt(a, table))
+    }
+    #[inline]
+    fn forward_ntt_from<S: AsRef<[u32]>>(
+        &self,
+        out: &mut [u32],
+        input: &[u32],
+        table: &NttTable<S>,
+    ) {
+        dispatch!(self, b => b.forward_ntt_from(out, input, table))
     }
     #[inline]
     fn inverse_ntt<S: AsRef<[u32]>>(&self, a: &mut [u32], table: &NttTable<S>) {

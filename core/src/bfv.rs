@@ -325,11 +325,7 @@ impl Parameters {
         });
         let p_to_q = BaseConverter::new(p, q);
         let p_to_q_down = (q.len() > 1).then(|| {
-            let factors: Vec<u32> = last_inverse
-                .iter()
-                .map(|w| w.value)
-                .chain([1])
-                .collect();
+            let factors: Vec<u32> = last_inverse.iter().map(|w| w.value).chain([1]).collect();
             let negated = q[..q.len() - 1]
                 .iter()
                 .zip(&last_inverse)

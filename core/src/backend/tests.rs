@@ -135,6 +135,10 @@ fn every_backend_is_bit_exact_with_portable_and_round_trips() {
                     portable.forward_ntt(&mut reference, &table);
                     assert_eq!(ours, reference, "{backend} forward n={n} q={}", m.value());
                     assert!(ours.iter().all(|&x| x < m.value()));
+                    // Out of place, over a buffer that held other words.
+                    let mut from = std::vec![u32::MAX; n];
+                    backend.forward_ntt_from(&mut from, &input, &table);
+                    assert_eq!(from, reference, "{backend} forward out of place n={n}");
                     backend.inverse_ntt(&mut ours, &table);
                     assert_eq!(ours, input, "{backend} inverse(forward) n={n}");
                     // The inverse on its own, from arbitrary (not NTT-produced) input.

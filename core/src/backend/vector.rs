@@ -408,11 +408,51 @@ fn radix8_inverse<V: Lanes>(m: &VectorModulus<V>, v: &mut [V; 8], w: impl Twiddl
 #[inline(always)]
 pub(crate) fn forward_ntt<V: Lanes, S: AsRef<[u32]>>(a: &mut [u32], table: &NttTable<S>) {
     check_lengths(a.len(), table.n());
+    forward_stages::<V, S>(a, table, 1);
+}
+
+/// [`forward_ntt`] of `input` into `out`: the first stage reads `input`, so that no copy
+/// precedes the transform.
+#[inline(always)]
+pub(crate) fn forward_ntt_from<V: Lanes, S: AsRef<[u32]>>(
+    out: &mut [u32],
+    input: &[u32],
+    table: &NttTable<S>,
+) {
+    check_lengths(out.len(), table.n());
+    check_lengths(input.len(), out.len());
+    let half = out.len() / 2;
+    if half < 64 {
+        out.copy_from_slice(input);
+        return forward_ntt::<V, S>(out, table);
+    }
+    let m = VectorModulus::<V>::new(table.modulus());
+    let (values, quotients) = table.forward_twiddles();
+    let (w, wq) = (V::splat(values[1]), V::splat(quotients[1]));
+    let (xs_in, ys_in) = input.split_at(half);
+    let (xs, ys) = out.split_at_mut(half);
+    for (((xw, yw), xi), yi) in xs
+        .chunks_exact_mut(V::WIDTH)
+        .zip(ys.chunks_exact_mut(V::WIDTH))
+        .zip(xs_in.chunks_exact(V::WIDTH))
+        .zip(ys_in.chunks_exact(V::WIDTH))
+    {
+        let (mut x, mut y) = (V::load(xi), V::load(yi));
+        m.forward_butterfly(&mut x, &mut y, w, wq);
+        x.store(xw);
+        y.store(yw);
+    }
+    forward_stages::<V, S>(out, table, 2);
+}
+
+/// The forward transform's stages from the one with `groups` groups (a power of two) on.
+#[inline(always)]
+fn forward_stages<V: Lanes, S: AsRef<[u32]>>(a: &mut [u32], table: &NttTable<S>, groups: usize) {
     let n = a.len();
     let m = VectorModulus::<V>::new(table.modulus());
     let (values, quotients) = table.forward_twiddles();
-    let mut groups = 1;
-    let mut distance = n / 2;
+    let mut groups = groups;
+    let mut distance = n / (2 * groups);
     while distance >= 64 {
         let stage = WideStage::<V, false> {
             m: &m,
@@ -944,6 +984,26 @@ macro_rules! kernels_via_entry_points {
                 #[allow(unused_unsafe)]
                 unsafe {
                     entry(a, table)
+                }
+            }
+            fn forward_ntt_from<S: AsRef<[u32]>>(
+                &self,
+                out: &mut [u32],
+                input: &[u32],
+                table: &$crate::ntt::NttTable<S>,
+            ) {
+                #[target_feature(enable = $feature)]
+                fn entry<S: AsRef<[u32]>>(
+                    out: &mut [u32],
+                    input: &[u32],
+                    table: &$crate::ntt::NttTable<S>,
+                ) {
+                    $crate::backend::vector::forward_ntt_from::<$lanes, S>(out, input, table)
+                }
+                // SAFETY: a token exists only where the feature is present.
+                #[allow(unused_unsafe)]
+                unsafe {
+                    entry(out, input, table)
                 }
             }
             fn inverse_ntt<S: AsRef<[u32]>>(

@@ -51,17 +51,20 @@ fn extend_to_ntt(
     let l = params.level_data(level).auxiliary_limbs;
     let out = grown(out, (level + l) * n);
     let (q_part, p_part) = out.split_at_mut(level * n);
-    q_part.copy_from_slice(poly);
+    let backend = params.backend();
     params
         .level_data(level)
         .q_to_p
-        .convert_with(params.backend(), poly, p_part, n, conversion);
-    params
-        .ciphertext_basis()
-        .forward(params.backend(), q_part, 0);
-    params
-        .auxiliary_basis()
-        .forward(params.backend(), p_part, 0);
+        .convert_with(backend, poly, p_part, n, conversion);
+    let basis = params.ciphertext_basis();
+    for (i, (limb, input)) in q_part
+        .chunks_exact_mut(n)
+        .zip(poly.chunks_exact(n))
+        .enumerate()
+    {
+        backend.forward_ntt_from(limb, input, basis.table(i));
+    }
+    params.auxiliary_basis().forward(backend, p_part, 0);
 }
 
 /// Tensor product of a with b (or with itself), rescaled: a size-3 ciphertext mod Q_L (what

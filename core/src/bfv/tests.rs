@@ -423,7 +423,10 @@ fn tensor_products_at_level(params: &Parameters, t: u32, level: usize) {
                 .unwrap();
             let mut scratch = super::multiply::MultiplyScratch::default();
             let down = super::multiply::tensor_with(params, &a, second, level - 1, &mut scratch);
-            assert_eq!(down, switched, "level {level}, round {round}: switched product");
+            assert_eq!(
+                down, switched,
+                "level {level}, round {round}: switched product"
+            );
         }
         let (a0, a1) = (
             compose(params, &a.polys[0], level),
