@@ -73,6 +73,13 @@ pub(crate) trait Lanes: Copy {
     fn shr64_32(self) -> Self;
     /// Each u64 shifted left by 32 bits: its low word moves to the odd lane.
     fn shl64_32(self) -> Self;
+    /// The odd lanes copied into the even lanes below them, the odd lanes left unspecified:
+    /// the operand of a [`Lanes::mul_even`] of the odd lanes (a shuffle where the CPU's
+    /// shifts compete with its multiplies).
+    #[inline(always)]
+    fn odd_to_even(self) -> Self {
+        self.shr64_32()
+    }
     /// Bitwise and.
     fn and(self, other: Self) -> Self;
     /// Each 32-bit lane shifted right by 31 bits: its top bit.
@@ -823,9 +830,9 @@ fn dot_rows<V: Lanes, const SHORT: bool>(
             let x = &row[width * c..width * (c + 1)];
             let (x0, x1) = (V::load(x), V::load(&x[V::WIDTH..]));
             acc[0] = acc[0].add64(x0.mul_even(w));
-            acc[1] = acc[1].add64(x0.shr64_32().mul_even(w));
+            acc[1] = acc[1].add64(x0.odd_to_even().mul_even(w));
             acc[2] = acc[2].add64(x1.mul_even(w));
-            acc[3] = acc[3].add64(x1.shr64_32().mul_even(w));
+            acc[3] = acc[3].add64(x1.odd_to_even().mul_even(w));
         }
         WideModulus::join(reduce(acc[0]), reduce(acc[1])).store(o);
         WideModulus::join(reduce(acc[2]), reduce(acc[3])).store(&mut o[V::WIDTH..]);
@@ -857,7 +864,7 @@ pub(crate) fn dot_pointwise_montgomery<V: Lanes>(
             let x = V::load(&x[width * c..width * (c + 1)]);
             let y = V::load(&y[width * c..width * (c + 1)]);
             even = even.add64(x.mul_even(y));
-            odd = odd.add64(x.shr64_32().mul_even(y.shr64_32()));
+            odd = odd.add64(x.odd_to_even().mul_even(y.odd_to_even()));
         }
         let joined = WideModulus::join(m.fold_redc(even), m.fold_redc(odd));
         joined.store(&mut out[width * c..width * (c + 1)]);
@@ -1401,6 +1408,13 @@ pub(crate) mod lane_tests {
             );
             assert_eq!(wide(lanes(va.add64(vb))), lane64(&u64::wrapping_add));
             assert_eq!(wide(lanes(va.shr64_32())), lane64(&|x, _| x >> 32));
+            // Only the even lanes are specified.
+            let even = |v: Vec<u32>| -> Vec<u32> { v.into_iter().step_by(2).collect() };
+            assert_eq!(
+                even(lanes(va.odd_to_even())),
+                even(lanes(va.shr64_32())),
+                "odd_to_even"
+            );
             assert_eq!(wide(lanes(va.shl64_32())), lane64(&|x, _| x << 32));
             assert_eq!(lanes(va.and(vb)), lane(|x, y| x & y));
             assert_eq!(lanes(va.shr32_31()), lane(|x, _| x >> 31));

@@ -170,20 +170,23 @@ impl<const VNNI: bool> Lanes for Avx512Lanes<VNNI> {
     fn mul_hi(self, other: Self) -> Self {
         // SAFETY: AVX-512F is present wherever this type is used.
         unsafe {
-            // Even lanes' 64-bit products, and odd lanes' after shifting them down.
+            // Even lanes' 64-bit products, and odd lanes' after copying them down (a shuffle,
+            // which runs beside the multiplies where a shift would compete with them).
             let even = _mm512_mul_epu32(self.0, other.0);
             let odd = _mm512_mul_epu32(
-                _mm512_srli_epi64::<32>(self.0),
-                _mm512_srli_epi64::<32>(other.0),
+                _mm512_shuffle_epi32::<0xf5>(self.0),
+                _mm512_shuffle_epi32::<0xf5>(other.0),
             );
-            // The even products' high words shifted into the even lanes; the odd products'
-            // high words are already in the odd lanes, which the mask takes from `odd`.
-            Self(_mm512_mask_blend_epi32(
-                0xaaaa,
-                _mm512_srli_epi64::<32>(even),
-                odd,
-            ))
+            // The odd products' high words are already in the odd lanes; the even products'
+            // high words are copied into the even lanes by one masked shuffle.
+            Self(_mm512_mask_shuffle_epi32::<0xf5>(odd, 0x5555, even))
         }
+    }
+
+    #[inline(always)]
+    fn odd_to_even(self) -> Self {
+        // SAFETY: AVX-512F is present wherever this type is used.
+        Self(unsafe { _mm512_shuffle_epi32::<0xf5>(self.0) })
     }
 
     #[inline(always)]
