@@ -22,9 +22,10 @@ const RESIDUE: u64 = 4;
 /// Bytes of an accumulator residue of the first dense layer.
 const ACCUMULATOR: u64 = 8;
 /// What the allocator and the threads' scratch add, as a fraction of the counted total: set so
-/// that the estimate stays above the measured peak RSS (committed model: 1.17 GB measured,
-/// 1.25 GB planned, with groups of 85 positions; 16 maps x 4096 hidden units: 5.43 GiB measured with groups of 13
-/// positions, when the estimate counted the group as it does now).
+/// that the estimate stays above the measured peak RSS (committed model: 1.10 GB measured by
+/// `run` over all 10,000 test images with the buffers kept between batches, 1.25 GB planned,
+/// with groups of 85 positions; 16 maps x 4096 hidden units: 5.43 GiB measured with groups of
+/// 13 positions, when the estimate counted the group as it does now).
 pub(super) const OVERHEAD: f64 = 0.25;
 /// Seconds of one square with relinearization, per ciphertext prime, on one core (measured:
 /// about 0.4 ms a limb at n = 8192 with AVX-512), scaled linearly in n.
