@@ -23,9 +23,9 @@ mod portable;
 mod vector;
 
 pub use portable::Portable;
-#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
-use portable::lift_one;
 pub(crate) use portable::scaled_add_one;
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+use portable::{lift_one, square_tensor_one};
 #[cfg(target_arch = "x86_64")]
 pub use vector::avx2::Avx2;
 #[cfg(target_arch = "x86_64")]

@@ -5,6 +5,16 @@ use super::{Kernels, check_lengths};
 use crate::ntt::NttTable;
 use crate::zq::{Modulus, ShoupConstant, reduce_once};
 
+/// One coefficient of [`Kernels::square_tensor_montgomery`]: (a, b) -> (a^2, 2 a b, b^2) 2^-32
+/// mod q, written over a, cross and b.
+#[inline(always)]
+pub(crate) fn square_tensor_one(a: &mut u32, cross: &mut u32, b: &mut u32, modulus: &Modulus) {
+    let product = modulus.mul_montgomery(*a, *b);
+    *cross = modulus.add(product, product);
+    *a = modulus.mul_montgomery(*a, *a);
+    *b = modulus.mul_montgomery(*b, *b);
+}
+
 /// One coefficient of [`Kernels::lift_centered`]: x > half stands for x - from, which is
 /// x + (to - from) mod `to` (|x - from| < 2^29 < to). Branch-free.
 #[inline(always)]
@@ -128,10 +138,7 @@ impl Kernels for Portable {
         check_lengths(x0.len(), cross.len());
         check_lengths(x0.len(), x1.len());
         for ((a, c), b) in x0.iter_mut().zip(cross.iter_mut()).zip(x1.iter_mut()) {
-            let product = modulus.mul_montgomery(*a, *b);
-            *c = modulus.add(product, product);
-            *a = modulus.mul_montgomery(*a, *a);
-            *b = modulus.mul_montgomery(*b, *b);
+            square_tensor_one(a, c, b, modulus);
         }
     }
 

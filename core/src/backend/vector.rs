@@ -596,10 +596,7 @@ pub(crate) fn square_tensor_montgomery<V: Lanes>(
         .zip(cross[vectors..].iter_mut())
         .zip(x1[vectors..].iter_mut())
     {
-        let product = modulus.mul_montgomery(*a, *b);
-        *c = modulus.add(product, product);
-        *a = modulus.mul_montgomery(*a, *a);
-        *b = modulus.mul_montgomery(*b, *b);
+        super::square_tensor_one(a, c, b, modulus);
     }
 }
 
