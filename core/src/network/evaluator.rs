@@ -62,10 +62,9 @@ pub struct NetworkEvaluator<'a> {
 
 /// The large buffers one channel's evaluation fills (convolution outputs, their squares, the
 /// first dense layer's accumulators, the hidden units: about 0.45 GB for the committed
-/// model), kept between
-/// calls: a loop of channels and batches that passes the same workspace reuses them instead
-/// of faulting fresh pages in (and having them zeroed) on every call. Holds only public
-/// data, every word of it overwritten before it is read.
+/// model), kept between calls: a loop of channels and batches that passes the same
+/// workspace reuses them instead of faulting fresh pages in (and having them zeroed) on
+/// every call. Holds only public data, every word of it overwritten before it is read.
 #[derive(Debug, Default)]
 pub struct Workspace {
     /// Polynomial buffers: convolution outputs, then the hidden layer's ciphertexts.
@@ -457,19 +456,7 @@ pub(super) fn linear_combinations_of_sets(
         .iter()
         .map(|set| {
             (0..set.biases.len())
-                .map(|_| {
-                    (0..size)
-                        .map(|_| match spare.pop() {
-                            Some(mut poly) => {
-                                poly.resize(plane, 0);
-                                poly
-                            }
-                            // Zeroed by the allocator (fresh pages need no clearing), so that
-                            // the first writes, in the parallel tasks, fault the pages in.
-                            None => alloc::vec![0u32; plane],
-                        })
-                        .collect()
-                })
+                .map(|_| (0..size).map(|_| take_buffer(spare, plane)).collect())
                 .collect()
         })
         .collect();
@@ -893,9 +880,14 @@ impl Accumulators {
 }
 
 /// A buffer of `len` words from `pool` (whatever it holds: the caller writes every word), or
-/// a new one.
+/// a new one zeroed by the allocator: fresh pages need no clearing here, so their first
+/// writes, in the callers' parallel tasks, fault them in on every core.
 fn take_buffer(pool: &mut Vec<Vec<u32>>, len: usize) -> Vec<u32> {
-    let mut buffer = pool.pop().unwrap_or_default();
-    buffer.resize(len, 0);
-    buffer
+    match pool.pop() {
+        Some(mut buffer) => {
+            buffer.resize(len, 0);
+            buffer
+        }
+        None => alloc::vec![0u32; len],
+    }
 }
