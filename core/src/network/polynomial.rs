@@ -492,6 +492,10 @@ const PRODUCT_SECONDS_PER_LIMB_8192: f64 = 0.6e-3;
 /// sums of 16 lanes, the inputs' block in cache), on one core: measured through the general
 /// evaluator on two-convolution networks (Intel Xeon, AVX-512).
 const SHARED_MAC_SECONDS: f64 = 0.06e-9;
+/// Seconds of reading and packing one residue of an affine layer's inputs, on one core: the
+/// general evaluator's first estimate of it, which its choices among ring degrees were
+/// checked with (the estimate of the CryptoNets network stays above the measured time).
+const READ_SECONDS: f64 = 0.35e-9;
 /// What a process holds besides the layers' ciphertexts: keys, plaintexts being encrypted,
 /// the images, the allocator's pools (measured: about 150 MiB on the CryptoNets network).
 const BASE_BYTES: u64 = 160 << 20;
@@ -537,8 +541,7 @@ impl PolynomialPlan {
                         reads += group.inputs.len() as f64;
                     }
                     let residues = 2.0 * level as f64 * n;
-                    seconds += residues
-                        * (macs * SHARED_MAC_SECONDS + reads * super::resources::MAC_SECONDS);
+                    seconds += residues * (macs * SHARED_MAC_SECONDS + reads * READ_SECONDS);
                 }
             }
             let next = out * ciphertext(self.layers[i].level);

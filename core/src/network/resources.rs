@@ -27,11 +27,16 @@ const ACCUMULATOR: u64 = 8;
 /// with groups of 85 positions; 16 maps x 4096 hidden units: 5.43 GiB measured with groups of
 /// 13 positions, when the estimate counted the group as it does now).
 pub(super) const OVERHEAD: f64 = 0.25;
-/// Seconds of one square with relinearization, per ciphertext prime, on one core (measured:
-/// about 0.4 ms a limb at n = 8192 with AVX-512), scaled linearly in n.
-pub(super) const SQUARE_SECONDS_PER_LIMB_8192: f64 = 0.4e-3;
-/// Seconds of one residue multiply-accumulate in the linear layers, on one core.
-pub(super) const MAC_SECONDS: f64 = 0.35e-9;
+/// Seconds of one square, per ciphertext prime, on one core, scaled linearly in n. Measured
+/// with `cryptonets bench batch` on the committed model (2 cores of an Intel Xeon, AVX-512):
+/// the convolution's and the hidden units' squares take about 0.94 core-seconds a channel
+/// for 845 squares of 5 primes and 100 of 4, 0.20 ms a prime; rounded up, as an estimate
+/// should be for the slower of the development machines.
+pub(super) const SQUARE_SECONDS_PER_LIMB_8192: f64 = 0.25e-3;
+/// Seconds of one residue multiply-accumulate in the linear layers, on one core. Measured as
+/// above: the convolution and the two dense layers take about 0.36 core-seconds a channel
+/// for 10.1 billion, 0.036 ns each, rounded up.
+pub(super) const MAC_SECONDS: f64 = 0.05e-9;
 
 /// The estimate of one batch on one machine.
 #[derive(Clone, Copy, Debug, PartialEq)]
