@@ -64,6 +64,8 @@ bash scripts/fetch-mnist.sh data/mnist >/dev/null
 x86_backends=portable,avx2
 grep -qw avx512bw /proc/cpuinfo && grep -qw avx512f /proc/cpuinfo && x86_backends=$x86_backends,avx512
 grep -qw avx512bw /proc/cpuinfo && grep -qw avx512_vnni /proc/cpuinfo && x86_backends=$x86_backends,avx512-vnni
+grep -qw avx512_vnni /proc/cpuinfo && grep -qw amx_int8 /proc/cpuinfo && grep -qw amx_tile /proc/cpuinfo &&
+    x86_backends=$x86_backends,avx512-amx
 step "x86_64 tests ($x86_backends)"
 CRYPTONETS_EXPECT_BACKENDS=$x86_backends cargo test --workspace
 

@@ -47,13 +47,18 @@ pub(crate) fn run(backend: Option<&str>) -> Result<(), String> {
     let available: Vec<&str> = Backend::available().iter().map(|b| b.name()).collect();
     println!("backends available: {}", available.join(", "));
     #[cfg(target_arch = "x86_64")]
-    let fused = matches!(in_use, Backend::Avx512(avx512) if avx512.has_vnni());
+    let (fused, tiles) = match in_use {
+        Backend::Avx512(avx512) => (avx512.has_vnni(), avx512.has_amx()),
+        _ => (false, false),
+    };
     #[cfg(not(target_arch = "x86_64"))]
-    let fused = false;
-    let fused = if fused {
-        " (linear layers on fused VNNI multiply-adds)"
-    } else {
-        ""
+    let (fused, tiles) = (false, false);
+    let fused = match (fused, tiles) {
+        (true, true) => {
+            " (linear layers on fused VNNI multiply-adds, dense layers with byte weights on AMX-INT8 tiles)"
+        }
+        (true, false) => " (linear layers on fused VNNI multiply-adds)",
+        _ => "",
     };
     println!("backend in use: {in_use}{fused}");
     println!(

@@ -19,20 +19,38 @@ fn xorshift(seed: u64) -> impl FnMut() -> u32 {
     }
 }
 
-/// Every backend this CPU runs, plus its AVX-512 backend without the VNNI kernels where it
-/// has them (a CPU without VNNI takes that path).
+/// Every backend this CPU runs, plus its AVX-512 backend without the AMX kernels and without
+/// the VNNI ones where it has them (a CPU without them takes those paths).
 fn backend_variants() -> Vec<Backend> {
     let available = Backend::available().into_iter();
     #[cfg(target_arch = "x86_64")]
-    let without_vnni = Backend::available().into_iter().filter_map(|b| match b {
-        Backend::Avx512(avx512) if avx512.has_vnni() => {
-            Some(Backend::Avx512(avx512.without_vnni()))
-        }
-        _ => None,
+    let without = Backend::available().into_iter().flat_map(|b| match b {
+        Backend::Avx512(avx512) => [
+            avx512.has_amx().then(|| avx512.without_amx()),
+            avx512.has_vnni().then(|| avx512.without_vnni()),
+        ]
+        .into_iter()
+        .flatten()
+        .map(Backend::Avx512)
+        .collect(),
+        _ => Vec::new(),
     });
     #[cfg(not(target_arch = "x86_64"))]
-    let without_vnni = core::iter::empty();
-    available.chain(without_vnni).collect()
+    let without = core::iter::empty();
+    available.chain(without).collect()
+}
+
+/// The name of a backend variant in test messages.
+fn variant_name(backend: &Backend) -> std::string::String {
+    match backend {
+        #[cfg(target_arch = "x86_64")]
+        Backend::Avx512(avx512) => std::format!(
+            "avx512{}{}",
+            if avx512.has_vnni() { "+vnni" } else { "" },
+            if avx512.has_amx() { "+amx" } else { "" }
+        ),
+        other => std::string::ToString::to_string(other.name()),
+    }
 }
 
 fn random_poly(n: usize, q: u32, seed: u64) -> Vec<u32> {
@@ -292,10 +310,13 @@ fn expected_backends_are_exercised() {
     std::eprintln!("backends exercised by these tests: {:?}", available);
     if let Ok(expected) = std::env::var("CRYPTONETS_EXPECT_BACKENDS") {
         for name in expected.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-            // "avx512-vnni": the AVX-512 backend with its fused multiply-adds.
+            // "avx512-vnni": the AVX-512 backend with its fused multiply-adds; "avx512-amx":
+            // with its AMX-INT8 tiles.
             let runs = |b: &Backend| match (name, b) {
                 #[cfg(target_arch = "x86_64")]
                 ("avx512-vnni", Backend::Avx512(avx512)) => avx512.has_vnni(),
+                #[cfg(target_arch = "x86_64")]
+                ("avx512-amx", Backend::Avx512(avx512)) => avx512.has_amx(),
                 _ => b.name() == name,
             };
             assert!(
@@ -550,6 +571,127 @@ fn pair_weighted_sum_matches_naive_sums_on_every_backend() {
                 }
             }
         }
+    }
+}
+
+/// The dense layer's shape of [`Kernels::pair_weighted_sum`]: pairs at one stride in one
+/// buffer and weights whose halves fit bytes, the operands the AMX tiles take. Arbitrary
+/// pair words, so that both halves' signs count; output and pair counts around the tiles'
+/// (16 outputs, 32 pairs) and the passes' (128 outputs, 256 pairs) and below the AMX
+/// kernel's least (32 outputs, 64 pairs), and columns past the last whole tile.
+#[test]
+fn byte_weight_pair_sums_match_the_definition_on_every_backend() {
+    for (pairs_count, outputs, len) in [
+        (1usize, 1usize, 16usize),
+        (17, 15, 48),
+        (64, 32, 16),
+        (65, 33, 37),
+        (95, 47, 64),
+        (213, 100, 512),
+        (600, 129, 48),
+    ] {
+        let mut next = xorshift((pairs_count * 131 + outputs * 7 + len) as u64);
+        let stride = len + 3;
+        let buffer: Vec<u32> = (0..pairs_count * stride)
+            .map(|i| match i % 11 {
+                0 => 0x8000_8000,
+                1 => 0x7fff_ffff,
+                2 => u32::MAX,
+                _ => next() ^ next() << 16,
+            })
+            .collect();
+        let pairs: Vec<&[u32]> = (0..pairs_count)
+            .map(|p| &buffer[p * stride..p * stride + len])
+            .collect();
+        let weights: Vec<Vec<u32>> = (0..outputs)
+            .map(|o| {
+                (0..pairs_count)
+                    .map(|p| {
+                        let mut half = |k: usize| match (k + o) % 5 {
+                            0 => -128,
+                            1 => 127,
+                            _ => (next() % 256) as i32 - 128,
+                        };
+                        super::linear::weight_pair(half(2 * p), half(2 * p + 1))
+                    })
+                    .collect()
+            })
+            .collect();
+        let weights: Vec<&[u32]> = weights.iter().map(Vec::as_slice).collect();
+        let start: Vec<u32> = (0..len)
+            .map(|c| (c as u32).wrapping_mul(0x9e37_79b9))
+            .collect();
+        let mut expected = std::vec![start.clone(); outputs];
+        for (acc, w) in expected.iter_mut().zip(&weights) {
+            for (pair, &w) in pairs.iter().zip(w.iter()) {
+                for (a, &x) in acc.iter_mut().zip(pair.iter()) {
+                    *a = a.wrapping_add(super::linear::madd(x, w));
+                }
+            }
+        }
+        for backend in backend_variants() {
+            let mut accs = std::vec![start.clone(); outputs];
+            let mut views: Vec<&mut [u32]> = accs.iter_mut().map(Vec::as_mut_slice).collect();
+            backend.pair_weighted_sum(&mut views, &pairs, &weights);
+            assert!(
+                accs == expected,
+                "{}: {pairs_count} pairs, {outputs} outputs, {len} columns",
+                variant_name(&backend)
+            );
+        }
+    }
+}
+
+/// The AMX kernel takes at least 32 outputs and 64 pairs whose weights' halves fit bytes,
+/// wherever the pairs lie, and declines the others (the callers then take the VNNI path,
+/// tested above), touching nothing.
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn amx_pair_sums_take_byte_weights_in_dense_shapes_only() {
+    use super::vector::amx;
+    if !amx::available() {
+        super::vector::lane_tests::unavailable("avx512-amx");
+        return;
+    }
+    let len = 64;
+    let buffer: Vec<u32> = (0..70 * len as u32)
+        .map(|i| i.wrapping_mul(0x0101_0101))
+        .collect();
+    let strided: Vec<&[u32]> = buffer.chunks_exact(len).collect();
+    let mut scattered: Vec<&[u32]> = strided.clone();
+    scattered.swap(3, 40);
+    let weights = |w: u32, outputs: usize| std::vec![std::vec![w; 70]; outputs];
+    let byte = super::linear::weight_pair(-128, 127);
+    let wide = super::linear::weight_pair(128, 1);
+    for (pairs, weights, taken) in [
+        (&strided[..], weights(byte, 32), true),
+        (&scattered[..], weights(byte, 33), true),
+        (&strided[..], weights(wide, 32), false),
+        (&strided[..], weights(byte, 31), false),
+        (&strided[..63], weights(byte, 32), false),
+    ] {
+        let outputs = weights.len();
+        let weights: Vec<&[u32]> = weights.iter().map(|w| &w[..pairs.len()]).collect();
+        let start = std::vec![7u32; len];
+        let mut accs = std::vec![start.clone(); outputs];
+        let mut views: Vec<&mut [u32]> = accs.iter_mut().map(Vec::as_mut_slice).collect();
+        assert_eq!(
+            amx::pair_weighted_sum(&mut views, pairs, &weights),
+            taken,
+            "{} pairs, {outputs} outputs",
+            pairs.len()
+        );
+        let mut expected = std::vec![start.clone(); outputs];
+        if taken {
+            for (acc, w) in expected.iter_mut().zip(&weights) {
+                for (pair, &w) in pairs.iter().zip(w.iter()) {
+                    for (a, &x) in acc.iter_mut().zip(pair.iter()) {
+                        *a = a.wrapping_add(super::linear::madd(x, w));
+                    }
+                }
+            }
+        }
+        assert_eq!(accs, expected);
     }
 }
 

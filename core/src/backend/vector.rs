@@ -14,6 +14,8 @@ use super::check_lengths;
 use crate::ntt::{NttTable, TAIL_BLOCK, TAIL_WORDS};
 use crate::zq::{Modulus, ShoupConstant};
 
+#[cfg(all(target_arch = "x86_64", feature = "alloc"))]
+pub(crate) mod amx;
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod avx2;
 #[cfg(target_arch = "x86_64")]

@@ -9,7 +9,9 @@
 //! Where the CPU also has AVX512-VNNI (Cascade Lake, Ice Lake, Sapphire Rapids, Zen 4 and
 //! later), the half-word multiply-adds of the linear layers run fused (`vpdpwssd`, one
 //! instruction for `pmaddwd` and its addition): the token records it, and
-//! [`super::FusedPairSums`] picks that entry point.
+//! [`super::FusedPairSums`] picks that entry point. Where it also has AMX-INT8 (Sapphire
+//! Rapids and later), the dense layers' sums run on tiles ([`super::amx`]) when their
+//! operands suit them, else on VNNI.
 
 use core::arch::x86_64::*;
 
@@ -28,26 +30,55 @@ fn cpuid_reports_vnni() -> bool {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Avx512 {
     vnni: bool,
+    amx: bool,
 }
 
 impl Avx512 {
     /// `Some` if and only if the CPU supports AVX-512F and AVX-512BW.
     pub fn new() -> Option<Self> {
-        cpuid_avx512::init().get().then(|| Avx512 {
-            vnni: cpuid_reports_vnni(),
+        cpuid_avx512::init().get().then(|| {
+            let vnni = cpuid_reports_vnni();
+            Avx512 {
+                vnni,
+                amx: vnni && amx_available(),
+            }
         })
     }
 
-    /// This backend without its VNNI kernels, as on a CPU without them (tests run both).
+    /// This backend without its VNNI and AMX kernels, as on a CPU without them (tests run
+    /// every variant).
     #[cfg(test)]
     pub(crate) fn without_vnni(self) -> Self {
-        Avx512 { vnni: false }
+        Avx512 {
+            vnni: false,
+            amx: false,
+        }
+    }
+
+    /// This backend without its AMX kernels, as on a CPU with VNNI but no AMX.
+    #[cfg(test)]
+    pub(crate) fn without_amx(self) -> Self {
+        Avx512 { amx: false, ..self }
     }
 
     /// Whether the linear layers run on fused VNNI multiply-adds.
     pub fn has_vnni(&self) -> bool {
         self.vnni
     }
+
+    /// Whether the dense layers' half-word sums run on AMX-INT8 tiles (where their weights
+    /// fit bytes).
+    pub fn has_amx(&self) -> bool {
+        self.amx
+    }
+}
+
+/// Whether this process can run the AMX kernels (they need `alloc` for their scratch).
+fn amx_available() -> bool {
+    #[cfg(feature = "alloc")]
+    return super::amx::available();
+    #[cfg(not(feature = "alloc"))]
+    false
 }
 
 kernels_via_entry_points!(Avx512, Avx512Lanes, "avx512f,avx512bw");
@@ -61,6 +92,10 @@ impl FusedPairSums for Avx512 {
     ) -> bool {
         if !self.vnni {
             return false;
+        }
+        #[cfg(feature = "alloc")]
+        if self.amx && super::amx::pair_weighted_sum(accs, pairs, weights) {
+            return true;
         }
         #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
         fn entry(accs: &mut [&mut [u32]], pairs: &[&[u32]], weights: &[&[u32]]) {
