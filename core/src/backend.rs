@@ -94,6 +94,19 @@ pub trait Kernels {
     /// out[c] = sum_r rows[r][c] * weights[r] * 2^-32 mod q (weights in Montgomery form);
     /// row values and weights below 2^30, q above 2^29, at most 16 rows.
     fn dot_montgomery(&self, out: &mut [u32], rows: &[&[u32]], weights: &[u32], modulus: &Modulus);
+    /// Several outputs of one base conversion, each row read once for all of them:
+    /// outs[j][c] = (sum_r rows[r][c] weights[j][r] + own[j][c] weights[j][rows.len()]) 2^-32
+    /// mod moduli[j], where `own` is empty or holds one row for each output (read by that output
+    /// only). The same words as [`Kernels::dot_montgomery`] output by output, with at most 16
+    /// rows an output.
+    fn dot_montgomery_outputs(
+        &self,
+        outs: &mut [&mut [u32]],
+        rows: &[&[u32]],
+        own: &[&[u32]],
+        weights: &[&[u32]],
+        moduli: &[Modulus],
+    );
     /// v[c] = trunc(0.5 + sum_i rows[i][c] reciprocals[i]) in f64, added in row order: the
     /// wrap count of fast base conversion, identical on every backend (rows and sums below
     /// 2^31).
@@ -333,6 +346,17 @@ impl Kernels for Backend {
     #[inline]
     fn dot_montgomery(&self, out: &mut [u32], rows: &[&[u32]], weights: &[u32], modulus: &Modulus) {
         dispatch!(self, k => k.dot_montgomery(out, rows, weights, modulus))
+    }
+    #[inline]
+    fn dot_montgomery_outputs(
+        &self,
+        outs: &mut [&mut [u32]],
+        rows: &[&[u32]],
+        own: &[&[u32]],
+        weights: &[&[u32]],
+        moduli: &[Modulus],
+    ) {
+        dispatch!(self, k => k.dot_montgomery_outputs(outs, rows, own, weights, moduli))
     }
     #[inline]
     fn wrap_counts(&self, v: &mut [u32], rows: &[&[u32]], reciprocals: &[f64]) {

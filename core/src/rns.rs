@@ -273,13 +273,9 @@ impl BaseConverter {
         let v = grown(v, n);
         backend.wrap_counts(v, &rows, &self.reciprocals);
         rows.push(v).expect("at most MAX_LIMBS rows");
-        for ((p, out), weights) in self
-            .to
-            .iter()
-            .zip(output.chunks_exact_mut(n))
-            .zip(&self.weights)
-        {
-            backend.dot_montgomery(out, &rows, weights, p);
-        }
+        let mut outs: heapless::Vec<&mut [u32], MAX_LIMBS> = output.chunks_exact_mut(n).collect();
+        let weights: heapless::Vec<&[u32], MAX_LIMBS> =
+            self.weights.iter().map(Vec::as_slice).collect();
+        backend.dot_montgomery_outputs(&mut outs, &rows, &[], &weights, &self.to);
     }
 }

@@ -31,6 +31,46 @@ pub(crate) fn dot_montgomery(out: &mut [u32], rows: &[&[u32]], weights: &[u32], 
     by_count!(1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16)
 }
 
+/// [`super::Kernels::dot_montgomery_outputs`] output by output: its definition, and the
+/// portable backend's form.
+#[inline(always)]
+pub(crate) fn dot_montgomery_outputs(
+    outs: &mut [&mut [u32]],
+    rows: &[&[u32]],
+    own: &[&[u32]],
+    weights: &[&[u32]],
+    moduli: &[Modulus],
+) {
+    check_outputs(outs.len(), rows.len(), own, weights, moduli);
+    for (j, out) in outs.iter_mut().enumerate() {
+        let mut all: heapless::Vec<&[u32], MAX_ROWS> = rows.iter().copied().collect();
+        if let Some(&row) = own.get(j) {
+            all.push(row).expect("at most MAX_ROWS rows");
+        }
+        dot_montgomery(out, &all, weights[j], &moduli[j]);
+    }
+}
+
+/// Panics unless the operands of [`dot_montgomery_outputs`] agree (a caller bug).
+#[inline(always)]
+pub(crate) fn check_outputs(
+    outputs: usize,
+    rows: usize,
+    own: &[&[u32]],
+    weights: &[&[u32]],
+    moduli: &[Modulus],
+) {
+    let per_output = rows + usize::from(!own.is_empty());
+    assert!(
+        weights.len() == outputs
+            && moduli.len() == outputs
+            && (own.is_empty() || own.len() == outputs)
+            && per_output <= MAX_ROWS
+            && weights.iter().all(|w| w.len() == per_output),
+        "dot outputs' operands"
+    );
+}
+
 #[inline(always)]
 fn dot_fixed<const ROWS: usize>(
     out: &mut [u32],

@@ -182,6 +182,17 @@ impl Kernels for Portable {
         super::dot::dot_montgomery(out, rows, weights, modulus)
     }
 
+    fn dot_montgomery_outputs(
+        &self,
+        outs: &mut [&mut [u32]],
+        rows: &[&[u32]],
+        own: &[&[u32]],
+        weights: &[&[u32]],
+        moduli: &[Modulus],
+    ) {
+        super::dot::dot_montgomery_outputs(outs, rows, own, weights, moduli)
+    }
+
     fn wrap_counts(&self, v: &mut [u32], rows: &[&[u32]], reciprocals: &[f64]) {
         super::dot::wrap_counts(v, rows, reciprocals)
     }

@@ -417,6 +417,87 @@ fn dot_montgomery_matches_naive_sums_on_every_backend() {
     }
 }
 
+/// Several outputs at once, each with its own prime and weights, with and without a row of
+/// its own: the naive sums, output by output, on every backend (counts of outputs around the
+/// vector kernel's eight a pass, rows on both sides of its short reduction, lengths with and
+/// without a tail).
+#[test]
+fn dot_montgomery_outputs_match_naive_sums_on_every_backend() {
+    let moduli: Vec<Modulus> = ntt_primes(30, 128)
+        .take(9)
+        .map(|q| Modulus::new(q).unwrap())
+        .collect();
+    assert_eq!(moduli.len(), 9, "test primes");
+    for shared in [1usize, 5, 11, 12, 15] {
+        for with_own in [false, true] {
+            for outputs in [1usize, 4, 7, 8, 9] {
+                for len in [7usize, 256, 1000] {
+                    let seed = (shared * 1000 + outputs * 10 + len) as u64;
+                    let mut rows: Vec<Vec<u32>> = (0..shared)
+                        .map(|r| random_poly(len, 1 << 30, seed + r as u64))
+                        .collect();
+                    rows[0]
+                        .iter_mut()
+                        .step_by(2)
+                        .for_each(|x| *x = (1 << 30) - 1);
+                    let own: Vec<Vec<u32>> = (0..if with_own { outputs } else { 0 })
+                        .map(|j| random_poly(len, 1 << 30, seed + 100 + j as u64))
+                        .collect();
+                    let per_output = shared + usize::from(with_own);
+                    let weights: Vec<Vec<u32>> = (0..outputs)
+                        .map(|j| {
+                            let mut w =
+                                random_poly(per_output, moduli[j].value(), seed + 200 + j as u64);
+                            w[0] = moduli[j].value() - 1;
+                            w
+                        })
+                        .collect();
+                    let expected: Vec<Vec<u32>> = (0..outputs)
+                        .map(|j| {
+                            let m = &moduli[j];
+                            let p = m.value() as u128;
+                            let r_inv = m.inv(m.montgomery_r().value) as u128;
+                            (0..len)
+                                .map(|c| {
+                                    let own_term = own
+                                        .get(j)
+                                        .map_or(0, |o| o[c] as u128 * weights[j][shared] as u128);
+                                    let sum: u128 = rows
+                                        .iter()
+                                        .zip(&weights[j])
+                                        .map(|(row, &w)| row[c] as u128 * w as u128)
+                                        .sum::<u128>()
+                                        + own_term;
+                                    (sum % p * r_inv % p) as u32
+                                })
+                                .collect()
+                        })
+                        .collect();
+                    let row_views: Vec<&[u32]> = rows.iter().map(Vec::as_slice).collect();
+                    let own_views: Vec<&[u32]> = own.iter().map(Vec::as_slice).collect();
+                    let weight_views: Vec<&[u32]> = weights.iter().map(Vec::as_slice).collect();
+                    for backend in Backend::available() {
+                        let mut outs = std::vec![std::vec![0u32; len]; outputs];
+                        let mut views: Vec<&mut [u32]> =
+                            outs.iter_mut().map(Vec::as_mut_slice).collect();
+                        backend.dot_montgomery_outputs(
+                            &mut views,
+                            &row_views,
+                            &own_views,
+                            &weight_views,
+                            &moduli[..outputs],
+                        );
+                        assert!(
+                            outs == expected,
+                            "{backend}: {shared} rows, own {with_own}, {outputs} outputs, len {len}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
 #[test]
 fn dot_pointwise_montgomery_matches_naive_sums_on_every_backend() {
     let portable = Backend::Portable(Portable);

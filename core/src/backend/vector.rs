@@ -838,6 +838,105 @@ fn dot_rows<V: Lanes, const SHORT: bool>(
     }
 }
 
+/// [`super::Kernels::dot_montgomery_outputs`]: up to eight outputs a pass over the rows, each
+/// vector of a row loaded (and its odd lanes moved down) once for all of them, instead of once
+/// an output; the same sums and reductions as [`dot_montgomery`], so the same words.
+#[inline(always)]
+pub(crate) fn dot_montgomery_outputs<V: Lanes>(
+    outs: &mut [&mut [u32]],
+    rows: &[&[u32]],
+    own: &[&[u32]],
+    weights: &[&[u32]],
+    moduli: &[Modulus],
+) {
+    super::dot::check_outputs(outs.len(), rows.len(), own, weights, moduli);
+    let n = outs.first().map_or(0, |o| o.len());
+    assert!(
+        outs.iter().all(|o| o.len() == n) && rows.iter().chain(own).all(|r| r.len() == n),
+        "dot operands"
+    );
+    let short = rows.len() + usize::from(!own.is_empty()) <= SHORT_DOT_ROWS;
+    let mut start = 0;
+    while start < outs.len() {
+        let group = start..outs.len().min(start + DOT_OUTPUTS);
+        let outs = &mut outs[group.clone()];
+        let own = own.get(group.clone()).unwrap_or(&[]);
+        let (weights, moduli) = (&weights[group.clone()], &moduli[group.clone()]);
+        macro_rules! by_count {
+            ($($j:literal)*) => {
+                match (outs.len(), short) {
+                    $(
+                        ($j, true) => dot_outputs::<V, $j, true>(outs, rows, own, weights, moduli),
+                        ($j, false) => dot_outputs::<V, $j, false>(outs, rows, own, weights, moduli),
+                    )*
+                    _ => unreachable!("1 to DOT_OUTPUTS outputs"),
+                }
+            };
+        }
+        by_count!(1 2 3 4 5 6 7 8);
+        start = group.end;
+    }
+}
+
+/// Outputs of one pass of [`dot_montgomery_outputs`]: two accumulators each (even and odd
+/// coefficients), sixteen registers of AVX-512's and NEON's 32.
+const DOT_OUTPUTS: usize = 8;
+
+/// `J` outputs of [`dot_montgomery_outputs`], one vector of coefficients at a time.
+#[inline(always)]
+fn dot_outputs<V: Lanes, const J: usize, const SHORT: bool>(
+    outs: &mut [&mut [u32]],
+    rows: &[&[u32]],
+    own: &[&[u32]],
+    weights: &[&[u32]],
+    moduli: &[Modulus],
+) {
+    let n = outs[0].len();
+    let width = V::WIDTH;
+    let done = n - n % width;
+    let m: [WideModulus<V>; J] = core::array::from_fn(|j| WideModulus::new(&moduli[j]));
+    let mut w = [[0u32; super::dot::MAX_ROWS]; J];
+    for (w, weights) in w.iter_mut().zip(weights) {
+        w[..weights.len()].copy_from_slice(weights);
+    }
+    let own_row = rows.len();
+    for c in (0..done).step_by(width) {
+        let mut acc = [[V::splat(0); 2]; J];
+        for (r, row) in rows.iter().enumerate() {
+            let x = V::load(&row[c..c + width]);
+            let odd = x.odd_to_even();
+            for (acc, w) in acc.iter_mut().zip(&w) {
+                let w = V::splat(w[r]);
+                acc[0] = acc[0].add64(x.mul_even(w));
+                acc[1] = acc[1].add64(odd.mul_even(w));
+            }
+        }
+        for ((acc, w), own) in acc.iter_mut().zip(&w).zip(own) {
+            let x = V::load(&own[c..c + width]);
+            let w = V::splat(w[own_row]);
+            acc[0] = acc[0].add64(x.mul_even(w));
+            acc[1] = acc[1].add64(x.odd_to_even().mul_even(w));
+        }
+        for ((out, acc), m) in outs.iter_mut().zip(&acc).zip(&m) {
+            // No closure here: one would be compiled apart from the target features.
+            let (even, odd) = if SHORT {
+                (m.redc_short(acc[0]), m.redc_short(acc[1]))
+            } else {
+                (m.fold_redc(acc[0]), m.fold_redc(acc[1]))
+            };
+            WideModulus::join(even, odd).store(&mut out[c..c + width]);
+        }
+    }
+    if done < n {
+        let rest: heapless::Vec<&[u32], { super::dot::MAX_ROWS }> =
+            rows.iter().map(|r| &r[done..]).collect();
+        let own_rest: heapless::Vec<&[u32], DOT_OUTPUTS> = own.iter().map(|r| &r[done..]).collect();
+        let mut outs_rest: heapless::Vec<&mut [u32], DOT_OUTPUTS> =
+            outs.iter_mut().map(|o| &mut o[done..]).collect();
+        super::dot::dot_montgomery_outputs(&mut outs_rest, &rest, &own_rest, weights, moduli);
+    }
+}
+
 /// out[c] = sum_r a[r][c] * b[r][c] * 2^-32 mod p for residues mod p in (2^29, 2^30), at
 /// most [`super::dot::MAX_ROWS`] pairs; the vector form of the portable
 /// [`super::dot::dot_pointwise_montgomery`], with the same results.
@@ -1196,6 +1295,32 @@ macro_rules! kernels_via_entry_points {
                 #[allow(unused_unsafe)]
                 unsafe {
                     entry(out, rows, weights, modulus)
+                }
+            }
+            fn dot_montgomery_outputs(
+                &self,
+                outs: &mut [&mut [u32]],
+                rows: &[&[u32]],
+                own: &[&[u32]],
+                weights: &[&[u32]],
+                moduli: &[$crate::zq::Modulus],
+            ) {
+                #[target_feature(enable = $feature)]
+                fn entry(
+                    outs: &mut [&mut [u32]],
+                    rows: &[&[u32]],
+                    own: &[&[u32]],
+                    weights: &[&[u32]],
+                    moduli: &[$crate::zq::Modulus],
+                ) {
+                    $crate::backend::vector::dot_montgomery_outputs::<$lanes>(
+                        outs, rows, own, weights, moduli,
+                    )
+                }
+                // SAFETY: a token exists only where the feature is present.
+                #[allow(unused_unsafe)]
+                unsafe {
+                    entry(outs, rows, own, weights, moduli)
                 }
             }
             fn wrap_counts(&self, v: &mut [u32], rows: &[&[u32]], reciprocals: &[f64]) {

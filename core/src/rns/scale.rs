@@ -10,7 +10,7 @@
 
 use alloc::vec::Vec;
 
-use super::grown;
+use super::{MAX_LIMBS, grown};
 use crate::backend::dot::{FRACTION_BITS, FRACTION_LIMBS, MAX_ROWS as MAX_DOT_ROWS};
 use crate::backend::{Backend, Kernels};
 use crate::zq::Modulus;
@@ -197,20 +197,14 @@ impl ScaleRound {
         let rows: heapless::Vec<&[u32], MAX_DOT_ROWS> = q_residues.chunks_exact(n).collect();
         backend.fraction_sums(rounded_low, rounded_high, &rows, &self.fractions);
         if let Some(own) = own_residues {
-            for (j, (p, out)) in self
-                .outputs
-                .iter()
-                .zip(output.chunks_exact_mut(n))
-                .enumerate()
-            {
-                let mut rows = rows.clone();
-                rows.extend([
-                    &rounded_low[..],
-                    &rounded_high[..],
-                    &own[j * n..(j + 1) * n],
-                ]);
-                backend.dot_montgomery(out, &rows, &self.dot_weights[j], p);
-            }
+            let mut rows = rows.clone();
+            rows.extend([&rounded_low[..], &rounded_high[..]]);
+            let own: heapless::Vec<&[u32], MAX_LIMBS> = own.chunks_exact(n).collect();
+            let mut outs: heapless::Vec<&mut [u32], MAX_LIMBS> =
+                output.chunks_exact_mut(n).collect();
+            let weights: heapless::Vec<&[u32], MAX_LIMBS> =
+                self.dot_weights.iter().map(Vec::as_slice).collect();
+            backend.dot_montgomery_outputs(&mut outs, &rows, &own, &weights, &self.outputs);
             return;
         }
         let rounded: Vec<u64> = rounded_low
