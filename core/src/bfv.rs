@@ -88,12 +88,15 @@ pub(crate) struct Level {
     pub scale: ScaleRound,
     /// Conversion of centered values from P_L back to Q_L.
     pub p_to_q: BaseConverter,
-    /// `p_to_q` with its first L - 1 outputs times q_{L-1}^-1 (none at level 1), and
-    /// -q_{L-1}^-1 mod q_i: a product's switch down to level L - 1 folded into its
-    /// conversion back (see `multiply::tensor_into`).
-    pub p_to_q_down: Option<(BaseConverter, Vec<ShoupConstant>)>,
+    /// `p_to_q` with its first L - 1 outputs times q_{L-1}^-1 (none at level 1): a product's
+    /// switch down to level L - 1 folded into its conversion back (see
+    /// `multiply::tensor_into`).
+    pub p_to_q_down: Option<BaseConverter>,
     /// q_{L-1}^-1 mod q_i for i < L - 1 (modulus switching down from this level).
     pub last_inverse: Vec<ShoupConstant>,
+    /// -q_{L-1}^-1 mod q_i for i < L - 1: the dropped residue's term of a switch down (see
+    /// `multiply::subtract_dropped`).
+    pub negated_last_inverse: Vec<ShoupConstant>,
     /// Key switching's division by the special modulus S (none without special primes):
     /// conversion of centered values from S to Q_L, and S^-1 mod q_i.
     pub special_to_q: Option<(BaseConverter, Vec<ShoupConstant>)>,
@@ -326,13 +329,13 @@ impl Parameters {
         let p_to_q = BaseConverter::new(p, q);
         let p_to_q_down = (q.len() > 1).then(|| {
             let factors: Vec<u32> = last_inverse.iter().map(|w| w.value).chain([1]).collect();
-            let negated = q[..q.len() - 1]
-                .iter()
-                .zip(&last_inverse)
-                .map(|(m, w)| m.shoup(m.neg(w.value)))
-                .collect();
-            (BaseConverter::new(p, q).times_outputs(&factors), negated)
+            BaseConverter::new(p, q).times_outputs(&factors)
         });
+        let negated_last_inverse = q[..q.len() - 1]
+            .iter()
+            .zip(&last_inverse)
+            .map(|(m, w)| m.shoup(m.neg(w.value)))
+            .collect();
         Level {
             delta,
             q_mod_t,
@@ -347,6 +350,7 @@ impl Parameters {
             p_to_q,
             p_to_q_down,
             last_inverse,
+            negated_last_inverse,
             special_to_q,
         }
     }

@@ -166,26 +166,12 @@ pub(crate) fn tensor_into(
                 .convert_normalized_with(backend, scaled, poly, n, &mut s.conversion);
             continue;
         }
-        if let (true, Some((to_q, negated_inverses))) = (level + 1 == top, &level_data.p_to_q_down)
-        {
+        if let (true, Some(to_q)) = (level + 1 == top, &level_data.p_to_q_down) {
             // One level down, into the output itself (its buffer holds Q_top for a moment):
-            // y_i q_last^-1 from the conversion, then x_i = y_i q_last^-1 - r q_last^-1 for
-            // the last residue r lifted centered, i.e. - y_last q_last^-1 + [y_last > q_last / 2].
+            // y_i q_last^-1 from the conversion, then the last residue's term.
             poly.resize(top * n, 0);
             to_q.convert_normalized_with(backend, scaled, poly, n, &mut s.conversion);
-            let (kept, last) = poly.split_at_mut(level * n);
-            let half = params.ciphertext_basis().moduli()[level].value() / 2;
-            lifted
-                .iter_mut()
-                .zip(last.iter())
-                .for_each(|(above, &r)| *above = (r > half) as u32);
-            for ((limb, q), &w) in kept
-                .chunks_exact_mut(n)
-                .zip(params.ciphertext_basis().moduli())
-                .zip(negated_inverses)
-            {
-                backend.scaled_add(limb, last, w, lifted, 0, false, q);
-            }
+            subtract_dropped(params, poly, top, lifted);
             poly.truncate(level * n);
             continue;
         }
@@ -201,20 +187,43 @@ pub(crate) fn tensor_into(
 
 /// One polynomial mod Q_from (from limbs) switched to Q_{from - 1} in place, in its first
 /// from - 1 limbs: x' = (x - [x]_{q_last}) / q_last, the last residue lifted centered.
-pub(crate) fn switch_down(params: &Parameters, poly: &mut [u32], from: usize, lifted: &mut [u32]) {
+pub(crate) fn switch_down(params: &Parameters, poly: &mut [u32], from: usize, above: &mut [u32]) {
     let n = params.degree();
-    let moduli = &params.ciphertext_basis().moduli()[..from];
-    let last = moduli[from - 1];
+    let moduli = params.ciphertext_basis().moduli();
     let inverses = &params.level_data(from).last_inverse;
     let backend = params.backend();
-    let (kept, dropped) = poly.split_at_mut((from - 1) * n);
-    for (i, limb) in kept.chunks_exact_mut(n).enumerate() {
-        let q = &moduli[i];
-        backend.lift_centered(lifted, dropped, &last, q);
-        limb.iter_mut()
-            .zip(lifted.iter())
-            .for_each(|(x, &r)| *x = q.sub(*x, r));
-        backend.mul_scalar_assign(limb, inverses[i], q);
+    for ((limb, q), &w) in poly[..(from - 1) * n]
+        .chunks_exact_mut(n)
+        .zip(moduli)
+        .zip(inverses)
+    {
+        backend.mul_scalar_assign(limb, w, q);
+    }
+    subtract_dropped(params, poly, from, above);
+}
+
+/// The dropped residue's term of a switch down from Q_from, given y_i = x_i q_last^-1 in the
+/// first from - 1 limbs: x'_i = y_i - r q_last^-1 for the last residue r lifted centered,
+/// that is y_i - y_last q_last^-1 + [y_last > q_last / 2] (one pass a limb; `above` holds the
+/// comparison).
+pub(crate) fn subtract_dropped(
+    params: &Parameters,
+    poly: &mut [u32],
+    from: usize,
+    above: &mut [u32],
+) {
+    let n = params.degree();
+    let moduli = params.ciphertext_basis().moduli();
+    let negated_inverses = &params.level_data(from).negated_last_inverse;
+    let backend = params.backend();
+    let (kept, last) = poly[..from * n].split_at_mut((from - 1) * n);
+    let half = moduli[from - 1].value() / 2;
+    above
+        .iter_mut()
+        .zip(last.iter())
+        .for_each(|(above, &r)| *above = (r > half) as u32);
+    for ((limb, q), &w) in kept.chunks_exact_mut(n).zip(moduli).zip(negated_inverses) {
+        backend.scaled_add(limb, last, w, above, 0, false, q);
     }
 }
 
