@@ -54,7 +54,12 @@ pub trait Kernels {
         self.forward_ntt(out, table)
     }
     /// Inverse of [`Kernels::forward_ntt`], in place.
-    fn inverse_ntt<S: AsRef<[u32]>>(&self, a: &mut [u32], table: &NttTable<S>);
+    fn inverse_ntt<S: AsRef<[u32]>>(&self, a: &mut [u32], table: &NttTable<S>) {
+        self.inverse_ntt_times(a, table, 1)
+    }
+    /// [`Kernels::inverse_ntt`] times `factor` mod q (below q), at no cost: the factor joins
+    /// the 1/n that the last stage multiplies by anyway.
+    fn inverse_ntt_times<S: AsRef<[u32]>>(&self, a: &mut [u32], table: &NttTable<S>, factor: u32);
     /// a[i] = a[i] * b[i] mod q.
     fn mul_assign(&self, a: &mut [u32], b: &[u32], modulus: &Modulus);
     /// out[i] = input[i] read as a centered residue mod `from` (above from / 2 stands for
@@ -297,8 +302,8 @@ impl Kernels for Backend {
         dispatch!(self, b => b.forward_ntt_from(out, input, table))
     }
     #[inline]
-    fn inverse_ntt<S: AsRef<[u32]>>(&self, a: &mut [u32], table: &NttTable<S>) {
-        dispatch!(self, b => b.inverse_ntt(a, table))
+    fn inverse_ntt_times<S: AsRef<[u32]>>(&self, a: &mut [u32], table: &NttTable<S>, factor: u32) {
+        dispatch!(self, b => b.inverse_ntt_times(a, table, factor))
     }
     #[inline]
     fn mul_assign(&self, a: &mut [u32], b: &[u32], modulus: &Modulus) {

@@ -13,7 +13,7 @@ use zeroize::Zeroize;
 use crate::Error;
 use crate::backend::{Backend, Kernels};
 use crate::ntt::NttTable;
-use crate::rns::{BaseConverter, RnsBasis, ScaleRound};
+use crate::rns::{BaseConverter, RnsBasis, ScaleRound, TensorScale};
 use crate::sampling::CBD_ETA;
 use crate::zq::prime::ntt_primes;
 use crate::zq::{Modulus, ShoupConstant};
@@ -52,12 +52,14 @@ pub const fn max_log_q_128(n: usize) -> Option<u32> {
     }
 }
 
-/// How many of `primes` (in order) an HPS multiplication mod Q needs as its auxiliary basis P
-/// (None if all of them are too few): P must hold round(t C / Q) for the tensor products C of
-/// centered inputs, |C| <= n Q^2 / 2, so |round(t C / Q)| <= n t Q / 2 + 1 < P / 2; with
-/// three bits of margin, log2 P > log2 Q + log2 n + bits(t) + 3.
-fn auxiliary_primes_needed(log_q: f64, n: usize, t: &Modulus, primes: &[u32]) -> Option<usize> {
-    let needed = log_q + libm_log2(n as f64) + t.bits() as f64 + 3.0;
+/// How many of `primes` (in order) a multiplication mod Q needs as its auxiliary basis P (None
+/// if all of them are too few): P must hold the quotient z = (C - C_Q) / Q of the tensor
+/// products C of centered inputs (see [`TensorScale`]), |C| <= n Q^2 / 2, so
+/// |z| <= n Q / 2 + 15 < P / 2; with three bits of margin (which also keeps the wrap count of
+/// its conversion far from a tie), log2 P > log2 Q + log2 n + 3. Scaling into P first would
+/// need log2 t more.
+fn auxiliary_primes_needed(log_q: f64, n: usize, primes: &[u32]) -> Option<usize> {
+    let needed = log_q + libm_log2(n as f64) + 3.0;
     let mut log_p = 0.0;
     for (count, &prime) in primes.iter().enumerate() {
         if log_p > needed {
@@ -78,20 +80,17 @@ pub(crate) struct Level {
     /// round(t X / Q_L) mod t: decryption.
     pub decryptor: ScaleRound,
     /// How many of P's primes a multiplication at this level uses (P_L, the first ones):
-    /// enough to hold round(t C / Q_L) for its tensor products C (see
+    /// enough to hold C / Q_L for its tensor products C (see
     /// [`auxiliary_primes_needed`]), so a lower level transforms and converts fewer limbs.
     pub auxiliary_limbs: usize,
     /// Extension of centered values from Q_L to P_L.
     pub q_to_p: BaseConverter,
-    /// round(t X / Q_L) mod P_L for X mod Q_L P_L, limb j times `p_to_q`'s inverse cofactor j:
-    /// the input `p_to_q.convert_normalized_with` takes.
-    pub scale: ScaleRound,
-    /// Conversion of centered values from P_L back to Q_L.
-    pub p_to_q: BaseConverter,
-    /// `p_to_q` with its first L - 1 outputs times q_{L-1}^-1 (none at level 1): a product's
-    /// switch down to level L - 1 folded into its conversion back (see
+    /// round(t X / Q_L) mod Q_L for a tensor product X mod Q_L P_L (Montgomery form).
+    pub tensor_scale: TensorScale,
+    /// `tensor_scale` with its first L - 1 outputs times q_{L-1}^-1 (none at level 1): a
+    /// product's switch down to level L - 1 folded into its scaling (see
     /// `multiply::tensor_into`).
-    pub p_to_q_down: Option<BaseConverter>,
+    pub tensor_scale_down: Option<TensorScale>,
     /// q_{L-1}^-1 mod q_i for i < L - 1 (modulus switching down from this level).
     pub last_inverse: Vec<ShoupConstant>,
     /// -q_{L-1}^-1 mod q_i for i < L - 1: the dropped residue's term of a switch down (see
@@ -258,9 +257,10 @@ impl Parameters {
             });
         }
         let t = Modulus::new(b.t)?;
-        if b.q_primes.contains(&b.t) {
+        if b.q_primes.iter().any(|&q| q <= b.t) {
+            // Multiplication's scaling takes t / q_i as a pure fraction (see `TensorScale`).
             return Err(Error::InvalidParameters {
-                reason: "t must differ from the ciphertext primes",
+                reason: "t must be below every ciphertext prime",
             });
         }
         let t_table = NttTable::new(t, n)?;
@@ -275,7 +275,7 @@ impl Parameters {
             .filter(fresh)
             .take(crate::rns::MAX_LIMBS + 1)
             .collect();
-        let p_primes = match auxiliary_primes_needed(q.log2(), n, &t, &p_primes) {
+        let p_primes = match auxiliary_primes_needed(q.log2(), n, &p_primes) {
             Some(count) if count <= crate::rns::MAX_LIMBS => p_primes[..count].to_vec(),
             _ => {
                 return Err(Error::InvalidParameters {
@@ -289,7 +289,7 @@ impl Parameters {
                 let special = special.as_ref().map(RnsBasis::moduli);
                 let q = &q.moduli()[..l];
                 let log_q = q.iter().map(|m| libm_log2(m.value() as f64)).sum();
-                let limbs = auxiliary_primes_needed(log_q, n, &t, &p_primes)
+                let limbs = auxiliary_primes_needed(log_q, n, &p_primes)
                     .expect("a prefix of Q needs at most the primes Q needs");
                 Self::level(q, &p.moduli()[..limbs], special, &t)
             })
@@ -326,10 +326,10 @@ impl Parameters {
                 .collect();
             (BaseConverter::new(s, q), inverses)
         });
-        let p_to_q = BaseConverter::new(p, q);
-        let p_to_q_down = (q.len() > 1).then(|| {
+        let tensor_scale = TensorScale::new(q, p, t.value());
+        let tensor_scale_down = (q.len() > 1).then(|| {
             let factors: Vec<u32> = last_inverse.iter().map(|w| w.value).chain([1]).collect();
-            BaseConverter::new(p, q).times_outputs(&factors)
+            tensor_scale.clone().times_outputs(&factors)
         });
         let negated_last_inverse = q[..q.len() - 1]
             .iter()
@@ -342,13 +342,8 @@ impl Parameters {
             decryptor: ScaleRound::new(q, t.value(), core::slice::from_ref(t)),
             auxiliary_limbs: p.len(),
             q_to_p: BaseConverter::new(q, p),
-            scale: ScaleRound::with_auxiliary(q, t.value(), p).times_outputs(
-                &(0..p.len())
-                    .map(|j| p_to_q.inverse_cofactor(j))
-                    .collect::<Vec<u32>>(),
-            ),
-            p_to_q,
-            p_to_q_down,
+            tensor_scale,
+            tensor_scale_down,
             last_inverse,
             negated_last_inverse,
             special_to_q,

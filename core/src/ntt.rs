@@ -103,12 +103,17 @@ impl<S> NttTable<S> {
         self.psi
     }
 
-    pub(crate) fn n_inv(&self) -> ShoupConstant {
-        self.n_inv
-    }
-
-    pub(crate) fn n_inv_twiddle(&self) -> ShoupConstant {
-        self.n_inv_twiddle
+    /// The last inverse stage's two multipliers, [`Self::n_inv`] and [`Self::n_inv_twiddle`],
+    /// times `factor` (below q): an inverse transform whose output is also multiplied by it.
+    pub(crate) fn last_inverse_multipliers(&self, factor: u32) -> (ShoupConstant, ShoupConstant) {
+        let m = &self.modulus;
+        if factor == 1 {
+            return (self.n_inv, self.n_inv_twiddle);
+        }
+        (
+            m.shoup(m.mul(self.n_inv.value, factor)),
+            m.shoup(m.mul(self.n_inv_twiddle.value, factor)),
+        )
     }
 }
 

@@ -14,8 +14,10 @@ use crate::ntt::NttTable;
 use crate::zq::{Modulus, ShoupConstant};
 
 pub mod scale;
+pub mod tensor_scale;
 
 pub use scale::{ScaleRound, ScaleScratch};
+pub use tensor_scale::{TensorScale, TensorScaleScratch};
 
 /// Most primes a basis may hold: sums of that many products of residues fit a u64.
 pub const MAX_LIMBS: usize = 15;
@@ -219,42 +221,6 @@ impl BaseConverter {
         for (i, (limb, x)) in y.chunks_exact_mut(n).zip(input.chunks_exact(n)).enumerate() {
             backend.mul_scalar(limb, x, self.inverse_cofactors[i], &self.from[i]);
         }
-        self.convert_rows(backend, y, output, n, &mut scratch.v);
-    }
-
-    /// The same conversion with output j multiplied by `factors[j]` mod its prime, at no cost
-    /// (folded into the weights): multiplication's switch down by the last prime of Q folds
-    /// that prime's inverse in here.
-    pub fn times_outputs(mut self, factors: &[u32]) -> Self {
-        assert_eq!(factors.len(), self.to.len(), "one factor per output");
-        for ((weights, p), &f) in self.weights.iter_mut().zip(&self.to).zip(factors) {
-            let f = p.reduce(f);
-            weights.iter_mut().for_each(|w| *w = p.mul(*w, f));
-        }
-        self
-    }
-
-    /// (F/q_i)^-1 mod q_i: the factor of input limb i that [`Self::convert_normalized_with`]
-    /// expects already applied.
-    pub fn inverse_cofactor(&self, i: usize) -> u32 {
-        self.inverse_cofactors[i].value
-    }
-
-    /// [`Self::convert_with`] from y_i = [x_i (F/q_i)^-1]_{q_i} (see
-    /// [`Self::inverse_cofactor`]) instead of x_i, for a caller that folded the factors into
-    /// the step that made its input.
-    pub fn convert_normalized_with(
-        &self,
-        backend: &Backend,
-        y: &[u32],
-        output: &mut [u32],
-        n: usize,
-        scratch: &mut ConversionScratch,
-    ) {
-        assert!(
-            y.len() == self.from.len() * n && output.len() == self.to.len() * n,
-            "limb counts"
-        );
         self.convert_rows(backend, y, output, n, &mut scratch.v);
     }
 

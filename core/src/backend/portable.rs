@@ -78,7 +78,7 @@ impl Kernels for Portable {
         }
     }
 
-    fn inverse_ntt<S: AsRef<[u32]>>(&self, a: &mut [u32], table: &NttTable<S>) {
+    fn inverse_ntt_times<S: AsRef<[u32]>>(&self, a: &mut [u32], table: &NttTable<S>, factor: u32) {
         check_lengths(a.len(), table.n());
         let m = table.modulus();
         let two_q = 2 * m.value();
@@ -103,9 +103,9 @@ impl Kernels for Portable {
             groups /= 2;
             distance *= 2;
         }
-        // Last stage with the 1/n scaling folded in.
+        // Last stage with the 1/n scaling (and the factor) folded in.
         let (xs, ys) = a.split_at_mut(n / 2);
-        let (n_inv, n_inv_twiddle) = (table.n_inv(), table.n_inv_twiddle());
+        let (n_inv, n_inv_twiddle) = table.last_inverse_multipliers(factor);
         for (x, y) in xs.iter_mut().zip(ys) {
             let (u, v) = (*x, *y);
             *x = m.mul_shoup(u + v, n_inv);

@@ -164,6 +164,14 @@ fn every_backend_is_bit_exact_with_portable_and_round_trips() {
                     backend.inverse_ntt(&mut ours, &table);
                     portable.inverse_ntt(&mut reference, &table);
                     assert_eq!(ours, reference, "{backend} inverse n={n}");
+                    // Times a factor: the plain inverse's words, each times it mod q.
+                    for factor in [0, 1, 2, m.value() - 1, m.value() / 3] {
+                        let mut times = input.clone();
+                        backend.inverse_ntt_times(&mut times, &table, factor);
+                        let expected: Vec<u32> =
+                            reference.iter().map(|&x| m.mul(x, factor)).collect();
+                        assert_eq!(times, expected, "{backend} inverse times {factor} n={n}");
+                    }
                 }
             }
         }

@@ -482,9 +482,13 @@ fn forward_stages<V: Lanes, S: AsRef<[u32]>>(a: &mut [u32], table: &NttTable<S>,
 }
 
 /// Inverse NTT: the six stages with distance <= 32 per block in registers (columns first),
-/// then the wider stages over memory, the last one scaled by 1/n.
+/// then the wider stages over memory, the last one scaled by 1/n times `factor`.
 #[inline(always)]
-pub(crate) fn inverse_ntt<V: Lanes, S: AsRef<[u32]>>(a: &mut [u32], table: &NttTable<S>) {
+pub(crate) fn inverse_ntt_times<V: Lanes, S: AsRef<[u32]>>(
+    a: &mut [u32],
+    table: &NttTable<S>,
+    factor: u32,
+) {
     check_lengths(a.len(), table.n());
     let n = a.len();
     let m = VectorModulus::<V>::new(table.modulus());
@@ -508,7 +512,7 @@ pub(crate) fn inverse_ntt<V: Lanes, S: AsRef<[u32]>>(a: &mut [u32], table: &NttT
         groups /= 2;
         distance *= 2;
     }
-    let (n_inv, n_inv_twiddle) = (table.n_inv(), table.n_inv_twiddle());
+    let (n_inv, n_inv_twiddle) = table.last_inverse_multipliers(factor);
     let last = LastInverseStage {
         m,
         n_inv: (V::splat(n_inv.value), V::splat(n_inv.quotient)),
@@ -1111,19 +1115,24 @@ macro_rules! kernels_via_entry_points {
                     entry(out, input, table)
                 }
             }
-            fn inverse_ntt<S: AsRef<[u32]>>(
+            fn inverse_ntt_times<S: AsRef<[u32]>>(
                 &self,
                 a: &mut [u32],
                 table: &$crate::ntt::NttTable<S>,
+                factor: u32,
             ) {
                 #[target_feature(enable = $feature)]
-                fn entry<S: AsRef<[u32]>>(a: &mut [u32], table: &$crate::ntt::NttTable<S>) {
-                    $crate::backend::vector::inverse_ntt::<$lanes, S>(a, table)
+                fn entry<S: AsRef<[u32]>>(
+                    a: &mut [u32],
+                    table: &$crate::ntt::NttTable<S>,
+                    factor: u32,
+                ) {
+                    $crate::backend::vector::inverse_ntt_times::<$lanes, S>(a, table, factor)
                 }
                 // SAFETY: a token exists only where the feature is present.
                 #[allow(unused_unsafe)]
                 unsafe {
-                    entry(a, table)
+                    entry(a, table, factor)
                 }
             }
             fn mul_assign(&self, a: &mut [u32], b: &[u32], modulus: &$crate::zq::Modulus) {

@@ -247,13 +247,10 @@ impl SecretKey {
         let n = params.degree();
         let mut phase = self.phase(params, ct);
         let mut coefficients = alloc::vec![0u32; n];
-        params.level_data(ct.level).decryptor.apply(
-            params.backend(),
-            &phase,
-            None,
-            &mut coefficients,
-            n,
-        );
+        params
+            .level_data(ct.level)
+            .decryptor
+            .apply(params.backend(), &phase, &mut coefficients, n);
         phase.zeroize();
         Ok(Plaintext { coefficients })
     }

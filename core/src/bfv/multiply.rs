@@ -2,9 +2,9 @@
 //!
 //! 1. extend each input polynomial from Q to Q u P (exact centered conversion);
 //! 2. tensor in the NTT domain of every prime of Q u P, in Montgomery form (times 2^-32);
-//! 3. scale by t/Q and round, straight into P (the weights undo step 2's 2^-32, and each
-//!    output limb is already times the factor that step 4 starts with);
-//! 4. convert back from P to Q.
+//! 3. scale by t/Q and round, straight back into Q ([`TensorScale`]: P only holds the
+//!    quotient of the product by Q, so it needs about log2 t bits fewer than in the textbook
+//!    order, which scales into P and converts back; the weights undo step 2's 2^-32).
 //!
 //! Q is the input's level's modulus Q_L and P that level's auxiliary primes P_L (see
 //! `Level::auxiliary_limbs`): a product at a lower level transforms fewer limbs.
@@ -14,7 +14,7 @@ use alloc::vec::Vec;
 use super::{Ciphertext, Parameters, RelinearizationKey};
 use crate::backend::Kernels;
 use crate::ntt::NttTable;
-use crate::rns::{ConversionScratch, ScaleScratch, grown};
+use crate::rns::{ConversionScratch, TensorScale, TensorScaleScratch, grown};
 use crate::zq::Modulus;
 
 /// The buffers of one multiplication ([`tensor_with`]), grown once and reused: a loop of
@@ -30,13 +30,11 @@ pub struct MultiplyScratch {
     b1: Vec<u32>,
     /// One limb of a product of two ciphertexts (not squaring).
     product: Vec<u32>,
-    /// round(t c / Q_L) mod P_L.
-    scaled: Vec<u32>,
     /// The rescaled polynomial mod Q_L, before switching down.
     full: Vec<u32>,
     lifted: Vec<u32>,
     conversion: ConversionScratch,
-    scale: ScaleScratch,
+    scale: TensorScaleScratch,
 }
 
 /// `out` = the polynomial mod Q_L extended to Q_L u P_L, in NTT form (Q limbs first).
@@ -113,7 +111,7 @@ pub(crate) fn tensor_into(
     let c1 = grown(&mut s.c1, width);
     let (c0, c2) = (&mut s.c0[..width], &mut s.c2[..width]);
     // The products in Montgomery form (times 2^-32 mod each prime): the scaling's weights
-    // absorb the factor (`ScaleRound::with_auxiliary`), so no product is corrected for it.
+    // absorb the factor (`TensorScale`), so no product is corrected for it.
     match b {
         Some(b) => {
             extend_to_ntt(params, &b.polys[0], top, &mut s.b0, &mut s.conversion);
@@ -144,7 +142,6 @@ pub(crate) fn tensor_into(
             }
         }
     }
-    let scaled = grown(&mut s.scaled, l * n);
     let full = grown(&mut s.full, top * n);
     let lifted = grown(&mut s.lifted, n);
     out.params = params.id();
@@ -154,30 +151,31 @@ pub(crate) fn tensor_into(
     for (c, poly) in [c0, c1, c2].into_iter().zip(out.polys.iter_mut()) {
         poly.resize(level * n, 0);
         let (q_part, p_part) = c.split_at_mut(top * n);
-        params.ciphertext_basis().inverse(backend, q_part, 0);
+        // The Q limbs come out times the scaling's cofactors, as it takes them.
+        let cofactors = &level_data.tensor_scale;
+        for (i, limb) in q_part.chunks_exact_mut(n).enumerate() {
+            let table = params.ciphertext_basis().table(i);
+            backend.inverse_ntt_times(limb, table, cofactors.cofactor(i));
+        }
         params.auxiliary_basis().inverse(backend, p_part, 0);
-        level_data
-            .scale
-            .apply_with(backend, q_part, Some(p_part), scaled, n, &mut s.scale);
+        let scale = |scale: &TensorScale, out: &mut [u32], scratch: &mut TensorScaleScratch| {
+            scale.apply(backend, q_part, p_part, out, n, scratch)
+        };
         if level == top {
             // Straight into the output: no full-size copy.
-            level_data
-                .p_to_q
-                .convert_normalized_with(backend, scaled, poly, n, &mut s.conversion);
+            scale(&level_data.tensor_scale, poly, &mut s.scale);
             continue;
         }
-        if let (true, Some(to_q)) = (level + 1 == top, &level_data.p_to_q_down) {
+        if let (true, Some(down)) = (level + 1 == top, &level_data.tensor_scale_down) {
             // One level down, into the output itself (its buffer holds Q_top for a moment):
-            // y_i q_last^-1 from the conversion, then the last residue's term.
+            // y_i q_last^-1 from the scaling, then the last residue's term.
             poly.resize(top * n, 0);
-            to_q.convert_normalized_with(backend, scaled, poly, n, &mut s.conversion);
+            scale(down, poly, &mut s.scale);
             subtract_dropped(params, poly, top, lifted);
             poly.truncate(level * n);
             continue;
         }
-        level_data
-            .p_to_q
-            .convert_normalized_with(backend, scaled, full, n, &mut s.conversion);
+        scale(&level_data.tensor_scale, full, &mut s.scale);
         for from in (level + 1..=top).rev() {
             switch_down(params, &mut full[..from * n], from, lifted);
         }
