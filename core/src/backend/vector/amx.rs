@@ -148,19 +148,36 @@ pub(crate) fn pair_weighted_sum(
         return false;
     }
     let pass_pairs = MAX_CHUNKS * CHUNK_PAIRS;
-    let mut data = Vec::new();
     let pass_outputs = MAX_OUTPUT_TILES * TILE;
-    for (accs, weights) in accs
-        .chunks_mut(pass_outputs)
-        .zip(weights.chunks(pass_outputs))
-    {
-        for (c, pairs) in pairs.chunks(pass_pairs).enumerate() {
-            // SAFETY: AMX-INT8 tiles are granted to this process (`available`), and AVX-512F
-            // and BW are present wherever this is called (from the AVX-512 backend's token).
-            unsafe { pass_sums(accs, pairs, weights, c * pass_pairs, &mut data) };
+    with_data_buffer(|data| {
+        for (accs, weights) in accs
+            .chunks_mut(pass_outputs)
+            .zip(weights.chunks(pass_outputs))
+        {
+            for (c, pairs) in pairs.chunks(pass_pairs).enumerate() {
+                // SAFETY: AMX-INT8 tiles are granted to this process (`available`), and
+                // AVX-512F and BW are present wherever this is called (from the AVX-512
+                // backend's token).
+                unsafe { pass_sums(accs, pairs, weights, c * pass_pairs, data) };
+            }
         }
-    }
+    });
     true
+}
+
+#[cfg(feature = "std")]
+std::thread_local! {
+    /// Each thread's data tiles, kept between calls: a dense layer calls the kernel once a
+    /// column block, and a fresh buffer would be zeroed (half a megabyte) every time.
+    static DATA: core::cell::RefCell<Vec<u32>> = const { core::cell::RefCell::new(Vec::new()) };
+}
+
+/// `f` over this thread's data buffer (with `std`; else a fresh one), whatever it holds.
+fn with_data_buffer(f: impl FnOnce(&mut Vec<u32>)) {
+    #[cfg(feature = "std")]
+    DATA.with_borrow_mut(f);
+    #[cfg(not(feature = "std"))]
+    f(&mut Vec::new());
 }
 
 /// The four bytes of a weight pair's halves (each in [-128, 127]) for two adjacent pair
@@ -223,10 +240,10 @@ unsafe fn pass_sums(
     }
     // The data tiles: for column block b (16 columns) and chunk c, the tile of low bytes at
     // data[(b * chunks + c) * 2 * 256..] and the high bytes' after it; row g holds pairs
-    // 32 c + 2 g and 32 c + 2 g + 1 (zero past the pairs).
+    // 32 c + 2 g and 32 c + 2 g + 1. Rows past the pairs keep whatever the buffer held: their
+    // weights are zero, so they add nothing (and the buffer is zeroed only where it grows).
     let tile_words = TILE * TILE;
     let block_words = chunks * 2 * tile_words;
-    data.clear();
     data.resize(columns / TILE * block_words, 0);
     let zeros = [0u32; TILE];
     for (g, two) in pairs.chunks(2).enumerate() {
