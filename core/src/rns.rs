@@ -112,6 +112,22 @@ impl RnsBasis {
     }
 }
 
+/// The product of `primes` mod m (setup only).
+pub(crate) fn product_mod<'a>(m: &Modulus, primes: impl IntoIterator<Item = &'a Modulus>) -> u32 {
+    primes
+        .into_iter()
+        .fold(1, |acc, p| m.mul(acc, m.reduce(p.value())))
+}
+
+/// The primes of `basis` but its i-th: with [`product_mod`], the CRT cofactor of prime i.
+pub(crate) fn others(basis: &[Modulus], i: usize) -> impl Iterator<Item = &Modulus> {
+    basis
+        .iter()
+        .enumerate()
+        .filter(move |&(j, _)| j != i)
+        .map(|(_, m)| m)
+}
+
 /// log2 without std (the `libm` crate; used on public sizes only).
 pub(crate) fn libm_log2(x: f64) -> f64 {
     libm::log2(x)
@@ -162,26 +178,18 @@ impl BaseConverter {
             to.iter().all(|p| p.bits() == 30),
             "output primes must have 30 bits"
         );
-        let cofactor_mod = |skip: usize, m: &Modulus| {
-            from.iter()
-                .enumerate()
-                .filter(|&(i, _)| i != skip)
-                .fold(1, |acc, (_, q)| m.mul(acc, m.reduce(q.value())))
-        };
         let inverse_cofactors = from
             .iter()
             .enumerate()
-            .map(|(i, q)| q.shoup(q.inv(cofactor_mod(i, q))))
+            .map(|(i, q)| q.shoup(q.inv(product_mod(q, others(from, i)))))
             .collect();
         let reciprocals = from.iter().map(|q| 1.0 / q.value() as f64).collect();
         let weights = to
             .iter()
             .map(|p| {
-                let product = from
-                    .iter()
-                    .fold(1, |acc, q| p.mul(acc, p.reduce(q.value())));
+                let product = product_mod(p, from);
                 (0..from.len())
-                    .map(|i| cofactor_mod(i, p))
+                    .map(|i| product_mod(p, others(from, i)))
                     .chain(core::iter::once(p.neg(product)))
                     .map(|w| p.to_montgomery(w))
                     .collect()

@@ -152,30 +152,30 @@ pub(crate) fn tensor_into(
         poly.resize(level * n, 0);
         let (q_part, p_part) = c.split_at_mut(top * n);
         // The Q limbs come out times the scaling's cofactors, as it takes them.
-        let cofactors = &level_data.tensor_scale;
+        let scaling = &level_data.tensor_scale;
         for (i, limb) in q_part.chunks_exact_mut(n).enumerate() {
             let table = params.ciphertext_basis().table(i);
-            backend.inverse_ntt_times(limb, table, cofactors.cofactor(i));
+            backend.inverse_ntt_times(limb, table, scaling.cofactor(i));
         }
         params.auxiliary_basis().inverse(backend, p_part, 0);
-        let scale = |scale: &TensorScale, out: &mut [u32], scratch: &mut TensorScaleScratch| {
-            scale.apply(backend, q_part, p_part, out, n, scratch)
+        let rescale = |scaling: &TensorScale, out: &mut [u32], scratch: &mut TensorScaleScratch| {
+            scaling.apply(backend, q_part, p_part, out, n, scratch)
         };
         if level == top {
             // Straight into the output: no full-size copy.
-            scale(&level_data.tensor_scale, poly, &mut s.scale);
+            rescale(&level_data.tensor_scale, poly, &mut s.scale);
             continue;
         }
         if let (true, Some(down)) = (level + 1 == top, &level_data.tensor_scale_down) {
             // One level down, into the output itself (its buffer holds Q_top for a moment):
             // y_i q_last^-1 from the scaling, then the last residue's term.
             poly.resize(top * n, 0);
-            scale(down, poly, &mut s.scale);
+            rescale(down, poly, &mut s.scale);
             subtract_dropped(params, poly, top, lifted);
             poly.truncate(level * n);
             continue;
         }
-        scale(&level_data.tensor_scale, full, &mut s.scale);
+        rescale(&level_data.tensor_scale, full, &mut s.scale);
         for from in (level + 1..=top).rev() {
             switch_down(params, &mut full[..from * n], from, lifted);
         }

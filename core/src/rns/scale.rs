@@ -10,7 +10,7 @@
 
 use alloc::vec::Vec;
 
-use super::grown;
+use super::{grown, others, product_mod};
 use crate::backend::dot::{FRACTION_BITS, FRACTION_LIMBS, MAX_ROWS as MAX_DOT_ROWS};
 use crate::backend::{Backend, Kernels};
 use crate::zq::Modulus;
@@ -18,6 +18,17 @@ use crate::zq::Modulus;
 /// a * b mod m for m < 2^64 (setup only).
 fn mul_mod(a: u128, b: u128, m: u128) -> u128 {
     a % m * (b % m) % m
+}
+
+/// floor(numerator / q 2^120) for numerator < q, as four 30-bit limbs, most significant
+/// first: long division in base 2^30 (setup only).
+pub(crate) fn fraction_limbs(numerator: u128, q: u128) -> [u32; FRACTION_LIMBS] {
+    let mut rest = numerator;
+    core::array::from_fn(|_| {
+        let shifted = rest << FRACTION_BITS;
+        rest = shifted % q;
+        (shifted / q) as u32
+    })
 }
 
 /// The buffers of [`ScaleRound::apply_with`].
@@ -46,12 +57,7 @@ impl ScaleRound {
         for (i, qi) in q.iter().enumerate() {
             let qv = qi.value() as u128;
             // w_i = (product of every other prime)^-1 mod q_i.
-            let others = q
-                .iter()
-                .enumerate()
-                .filter(|&(l, _)| l != i)
-                .fold(1, |acc, (_, m)| qi.mul(acc, qi.reduce(m.value())));
-            let w = qi.inv(others);
+            let w = qi.inv(product_mod(qi, others(q, i)));
             // A = t w_i, known modulo q_i o_j.
             let a_mod = |m: u128| mul_mod(t as u128, w as u128, m);
             let remainder = a_mod(qv); // A mod q_i
@@ -60,13 +66,7 @@ impl ScaleRound {
                 // floor(A / q_i) mod o = ((A mod q_i o) - (A mod q_i)) / q_i.
                 integer_parts[j * k + i] = ((a_mod(m) + m - remainder) % m / qv) as u32;
             }
-            // Long division of remainder / q_i in base 2^30.
-            let mut rest = remainder;
-            fractions.push(core::array::from_fn(|_| {
-                let numerator = rest << FRACTION_BITS;
-                rest = numerator % qv;
-                (numerator / qv) as u32
-            }));
+            fractions.push(fraction_limbs(remainder, qv));
         }
         Self {
             inputs: q.to_vec(),

@@ -17,17 +17,11 @@
 
 use alloc::vec::Vec;
 
-use super::{MAX_LIMBS, grown};
+use super::scale::fraction_limbs;
+use super::{MAX_LIMBS, grown, others, product_mod};
 use crate::backend::dot::{FRACTION_BITS, FRACTION_LIMBS, MAX_ROWS as MAX_DOT_ROWS};
 use crate::backend::{Backend, Kernels};
 use crate::zq::Modulus;
-
-/// The primes of `basis` but its i-th (setup only).
-fn without(basis: &[Modulus], i: usize) -> Vec<Modulus> {
-    let mut others = basis.to_vec();
-    others.remove(i);
-    others
-}
 
 /// The buffers of [`TensorScale::apply`], grown once and reused.
 #[derive(Clone, Debug, Default)]
@@ -84,38 +78,25 @@ impl TensorScale {
             q.iter().all(|m| t < m.value()),
             "t below every ciphertext prime"
         );
-        let product_mod = |m: &Modulus, primes: &[Modulus]| {
-            primes
-                .iter()
-                .fold(1, |acc, x| m.mul(acc, m.reduce(x.value())))
-        };
         // x~_i from a Montgomery-form residue x_i 2^-32: times (Q/q_i)^-1 2^32.
         let cofactors = q
             .iter()
             .enumerate()
             .map(|(i, qi)| {
-                let others = product_mod(qi, &without(q, i));
-                qi.mul(qi.inv(others), qi.montgomery_r().value)
+                let cofactor = product_mod(qi, others(q, i));
+                qi.mul(qi.inv(cofactor), qi.montgomery_r().value)
             })
             .collect();
+        // t / q_i has no integer part (t < q_i).
         let fractions = q
             .iter()
-            .map(|qi| {
-                // Long division of t / q_i in base 2^30 (t < q_i: no integer part).
-                let qv = qi.value() as u64;
-                let mut rest = t as u64;
-                core::array::from_fn(|_| {
-                    let numerator = rest << FRACTION_BITS;
-                    rest = numerator % qv;
-                    (numerator / qv) as u32
-                })
-            })
+            .map(|qi| fraction_limbs(t as u128, qi.value() as u128))
             .collect();
         let quotient_weights = p
             .iter()
             .enumerate()
             .map(|(j, pj)| {
-                let cofactor_inverse = pj.inv(product_mod(pj, &without(p, j)));
+                let cofactor_inverse = pj.inv(product_mod(pj, others(p, j)));
                 let q_inverse = pj.inv(product_mod(pj, q));
                 q.iter()
                     .map(|qi| pj.neg(pj.mul(pj.inv(pj.reduce(qi.value())), cofactor_inverse)))
@@ -130,7 +111,7 @@ impl TensorScale {
                 let t_mod = qk.reduce(t);
                 let tp = qk.mul(t_mod, product_mod(qk, p));
                 (0..p.len())
-                    .map(|j| qk.mul(t_mod, product_mod(qk, &without(p, j))))
+                    .map(|j| qk.mul(t_mod, product_mod(qk, others(p, j))))
                     .chain([qk.neg(tp), 1, qk.reduce(1 << FRACTION_BITS)])
                     .map(|w| qk.to_montgomery(w))
                     .collect()
