@@ -116,9 +116,10 @@ pub trait Kernels {
     /// wrap count of fast base conversion, identical on every backend (rows and sums below
     /// 2^31).
     fn wrap_counts(&self, v: &mut [u32], rows: &[&[u32]], reciprocals: &[f64]);
-    /// r[c] = floor(1/2 + sum_i rows[i][c] f_i) exactly, for fixed-point fractions f_i of four
-    /// 30-bit limbs (`dot::fraction_sums`), written as low[c] = r mod 2^30 and
-    /// high[c] = r >> 30: the rounding of scale-and-round. Rows below 2^30, at most 16.
+    /// r[c] = floor(1/2 + sum_i rows[i][c] f_i) exactly, for fixed-point fractions f_i of
+    /// `dot::FRACTION_LIMBS` 30-bit limbs (`dot::fraction_sums`), written as
+    /// low[c] = r mod 2^30 and high[c] = r >> 30: the rounding of scale-and-round. Rows below
+    /// 2^30, at most 16.
     fn fraction_sums(
         &self,
         low: &mut [u32],

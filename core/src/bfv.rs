@@ -29,7 +29,7 @@ mod noise;
 pub mod serialization;
 mod streaming;
 
-pub use ciphertext::{Ciphertext, Plaintext};
+pub use ciphertext::{Ciphertext, ExpandedCiphertext, Plaintext};
 pub use encoding::{BatchEncoder, exponent_slot, slot_exponent};
 pub use encryption::SeededCiphertext;
 pub use evaluation::Evaluator;

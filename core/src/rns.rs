@@ -232,6 +232,28 @@ impl BaseConverter {
         self.convert_rows(backend, y, output, n, &mut scratch.v);
     }
 
+    /// (F/q_i)^-1 mod q_i: what [`Self::convert_from_cofactored`] wants its input times.
+    pub(crate) fn inverse_cofactor(&self, i: usize) -> u32 {
+        self.inverse_cofactors[i].value
+    }
+
+    /// [`Self::convert_with`] from the y_i = [x_i (F/q_i)^-1]_{q_i} themselves, for a caller
+    /// that has folded [`Self::inverse_cofactor`] into an earlier pass (an inverse NTT).
+    pub(crate) fn convert_from_cofactored(
+        &self,
+        backend: &Backend,
+        y: &[u32],
+        output: &mut [u32],
+        n: usize,
+        scratch: &mut ConversionScratch,
+    ) {
+        assert!(
+            y.len() == self.from.len() * n && output.len() == self.to.len() * n,
+            "limb counts"
+        );
+        self.convert_rows(backend, y, output, n, &mut scratch.v);
+    }
+
     /// The conversion from the y_i, with `v` the buffer of the wrap counts.
     fn convert_rows(
         &self,

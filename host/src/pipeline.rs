@@ -41,7 +41,9 @@ use crate::phases::{self, PhaseClock};
 use cryptonets_core::Error;
 use cryptonets_core::bfv::Plaintext;
 use cryptonets_core::bfv::serialization::LengthPrefixed;
-use cryptonets_core::bfv::{Ciphertext, Parameters, SecretKey, SeededCiphertext};
+use cryptonets_core::bfv::{
+    Ciphertext, ExpandedCiphertext, Parameters, SecretKey, SeededCiphertext,
+};
 use cryptonets_core::model::polynomial::PolynomialNetwork;
 use cryptonets_core::model::{CLASSES, Model};
 use cryptonets_core::network::{
@@ -489,7 +491,7 @@ pub fn evaluate_batch(
 /// zeroing of fresh memory.
 #[derive(Debug, Default)]
 pub struct BatchWorkspace {
-    inputs: Vec<Ciphertext>,
+    inputs: Vec<ExpandedCiphertext>,
     network: Workspace,
 }
 
@@ -503,8 +505,8 @@ pub fn evaluate_batch_in(
     clock: &PhaseClock,
 ) -> Result<BatchFile<'static>, Error> {
     let network = &mut workspace.network;
-    let evaluate = |c: usize, inputs: &[Ciphertext]| {
-        evaluator.evaluate_channel_in(network, c, inputs, batch.header.packing, &|phase| {
+    let evaluate = |c: usize, inputs: &[ExpandedCiphertext]| {
+        evaluator.evaluate_expanded_in(network, c, inputs, batch.header.packing, &|phase| {
             clock.phase_done(phase)
         })
     };
@@ -535,32 +537,63 @@ pub fn evaluate_network_batch(
         batch,
         progress,
         &PhaseClock::new(),
-        &mut Vec::new(),
+        &mut Vec::<Ciphertext>::new(),
         |c, inputs| evaluator.evaluate_channel(c, inputs),
     )
+}
+
+/// A decoded input ciphertext as an evaluator takes it: in coefficient form, or with a in
+/// NTT form as it expands (the CryptoNets evaluator's, which saves two transforms).
+trait Expanded: Sized + Send {
+    /// Parses and expands a serialized seeded ciphertext.
+    fn read(params: &Parameters, bytes: &[u8]) -> Result<Self, Error>;
+    /// [`Expanded::read`] into `out`'s buffers.
+    fn read_into(params: &Parameters, bytes: &[u8], out: &mut Self) -> Result<(), Error>;
+    fn level(&self) -> usize;
+}
+
+impl Expanded for Ciphertext {
+    fn read(params: &Parameters, bytes: &[u8]) -> Result<Self, Error> {
+        SeededCiphertext::from_bytes(params, bytes)?.expand(params)
+    }
+    fn read_into(params: &Parameters, bytes: &[u8], out: &mut Self) -> Result<(), Error> {
+        SeededCiphertext::from_bytes(params, bytes)?.expand_into(params, out)
+    }
+    fn level(&self) -> usize {
+        Ciphertext::level(self)
+    }
+}
+
+impl Expanded for ExpandedCiphertext {
+    fn read(params: &Parameters, bytes: &[u8]) -> Result<Self, Error> {
+        ExpandedCiphertext::read_seeded(params, bytes)
+    }
+    fn read_into(params: &Parameters, bytes: &[u8], out: &mut Self) -> Result<(), Error> {
+        out.read_seeded_into(params, bytes)
+    }
+    fn level(&self) -> usize {
+        ExpandedCiphertext::level(self)
+    }
 }
 
 /// Per channel: the batch's ciphertexts decoded (fresh, top level) into `inputs` (whose
 /// ciphertexts' buffers are reused when it holds one per input), `evaluate`d, and the
 /// outputs serialized into a file of logits answering the batch.
-fn evaluate_channels(
+fn evaluate_channels<T: Expanded>(
     params: &NetworkParameters,
     batch: &BatchFile<'_>,
     progress: &(dyn Fn(usize) + Sync),
     clock: &PhaseClock,
-    inputs: &mut Vec<Ciphertext>,
-    mut evaluate: impl FnMut(usize, &[Ciphertext]) -> Result<Vec<Ciphertext>, Error>,
+    inputs: &mut Vec<T>,
+    mut evaluate: impl FnMut(usize, &[T]) -> Result<Vec<Ciphertext>, Error>,
 ) -> Result<BatchFile<'static>, Error> {
     batch.check_parameters(params)?;
     let mut items = Vec::new();
-    let read = |p: &Parameters, bytes: &[u8]| {
-        let seeded = SeededCiphertext::from_bytes(p, bytes)?;
-        if seeded.level() != p.max_level() {
-            return Err(Error::Incompatible {
-                reason: "input ciphertexts must be fresh (top level)",
-            });
-        }
-        Ok(seeded)
+    let fresh = |p: &Parameters, ct: &T| match ct.level() == p.max_level() {
+        true => Ok(()),
+        false => Err(Error::Incompatible {
+            reason: "input ciphertexts must be fresh (top level)",
+        }),
     };
     // One channel's inputs at a time, read into the same buffers for every channel.
     for (c, p) in params.channels().iter().enumerate() {
@@ -569,11 +602,17 @@ fn evaluate_channels(
             inputs
                 .par_iter_mut()
                 .zip(channel.par_iter())
-                .try_for_each(|(ct, bytes)| read(p, bytes)?.expand_into(p, ct))?;
+                .try_for_each(|(ct, bytes)| {
+                    T::read_into(p, bytes, ct)?;
+                    fresh(p, ct)
+                })?;
         } else {
             *inputs = channel
                 .par_iter()
-                .map(|bytes| read(p, bytes)?.expand(p))
+                .map(|bytes| {
+                    let ct = T::read(p, bytes)?;
+                    fresh(p, &ct).map(|()| ct)
+                })
                 .collect::<Result<_, Error>>()?;
         }
         clock.done(phases::EXPAND);

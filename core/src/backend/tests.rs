@@ -929,22 +929,23 @@ fn fraction_sums_round_exactly_on_every_backend() {
         let fractions: Vec<[u32; dot::FRACTION_LIMBS]> = (0..rows)
             .map(|i| match i % 3 {
                 0 => [limit; dot::FRACTION_LIMBS],
-                1 => [1 << 29, 0, 0, 0],
+                1 => core::array::from_fn(|l| if l == 0 { 1 << 29 } else { 0 }),
                 _ => core::array::from_fn(|l| random_poly(1, limit, (i * 4 + l) as u64)[0]),
             })
             .collect();
         let refs: Vec<&[u32]> = values.iter().map(Vec::as_slice).collect();
-        // floor(1/2 + sum x_i F_i / 2^120) with big integers.
+        // floor(1/2 + sum x_i F_i / 2^bits) with big integers.
+        let bits = 30 * dot::FRACTION_LIMBS as u32;
         let expected: Vec<u64> = (0..len)
             .map(|c| {
-                let mut sum = BigUint::from(1u8) << 119u32;
+                let mut sum = BigUint::from(1u8) << (bits - 1);
                 for (row, f) in values.iter().zip(&fractions) {
                     let big_f = f.iter().fold(BigUint::from(0u8), |acc, &l| {
                         (acc << 30u32) + BigUint::from(l)
                     });
                     sum += big_f * BigUint::from(row[c]);
                 }
-                let r: BigUint = sum >> 120u32;
+                let r: BigUint = sum >> bits;
                 r.to_u64_digits().first().copied().unwrap_or(0)
             })
             .collect();

@@ -84,3 +84,37 @@ impl Ciphertext {
         self.polys.iter().map(|p| p.len() * 4).sum()
     }
 }
+
+/// A fresh ciphertext expanded from its seed ([`super::SeededCiphertext::expand_ntt`]) with
+/// its second polynomial, the uniform a, left in the NTT form it is drawn in.
+///
+/// A product starts by transforming its factors to NTT form anyway, and linear maps with
+/// integer weights (the network's convolution) work in either form: a service that squares
+/// linear combinations of its inputs thus skips a's inverse transform at expansion and the
+/// forward one before each square. [`Self::into_coefficients`] gives the plain ciphertext.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExpandedCiphertext {
+    /// c0 in coefficient form, c1 in NTT form (limb by limb, each in its prime's table).
+    pub(crate) inner: Ciphertext,
+}
+
+impl ExpandedCiphertext {
+    /// [`Parameters::id`] of the parameters it was made under.
+    pub fn parameters_id(&self) -> u64 {
+        self.inner.params
+    }
+
+    /// Number of primes of Q the ciphertext is defined modulo.
+    pub fn level(&self) -> usize {
+        self.inner.level
+    }
+
+    /// The ciphertext in coefficient form (one inverse NTT a limb of a).
+    pub fn into_coefficients(mut self, params: &Parameters) -> Result<Ciphertext, Error> {
+        params.check_id(self.inner.params)?;
+        params
+            .ciphertext_basis()
+            .inverse(params.backend(), &mut self.inner.polys[1], 0);
+        Ok(self.inner)
+    }
+}

@@ -2,15 +2,14 @@
 
 use alloc::vec::Vec;
 
-use rand_chacha::ChaCha12Rng;
-use rand_core::{CryptoRng, SeedableRng};
+use rand_core::CryptoRng;
 use zeroize::Zeroize;
 
 use super::keys::small_to_ntt;
-use super::{Ciphertext, Parameters, Plaintext, PublicKey, SecretKey};
+use super::{Ciphertext, ExpandedCiphertext, Parameters, Plaintext, PublicKey, SecretKey};
 use crate::Error;
 use crate::backend::Kernels;
-use crate::sampling::{centered_binomial, small_to_residue, ternary, uniform};
+use crate::sampling::{SeedStream, centered_binomial, small_to_residue, ternary, uniform};
 
 /// A fresh secret-key ciphertext whose second polynomial is expanded from a 32-byte seed:
 /// half the size of a [`Ciphertext`] in transit (the client's upload).
@@ -33,7 +32,7 @@ pub struct SeededCiphertext {
 }
 
 /// The uniform polynomial a, in NTT form modulo the first `level` primes, expanded from `seed`
-/// with ChaCha12 (the same on every platform and backend). a is public and only needs to be
+/// by its [`SeedStream`] (ChaCha12, the same on every platform and backend). a is public and only needs to be
 /// pseudorandom; ChaCha12 is what `rand` itself uses for its standard generator.
 fn expand_seed(params: &Parameters, seed: [u8; 32], level: usize) -> Vec<u32> {
     let mut a = alloc::vec![0u32; level * params.degree()];
@@ -42,8 +41,8 @@ fn expand_seed(params: &Parameters, seed: [u8; 32], level: usize) -> Vec<u32> {
 }
 
 /// The uniform polynomial of `seed`, limb by limb (as many limbs as `a` holds).
-fn expand_seed_into(params: &Parameters, seed: [u8; 32], a: &mut [u32]) {
-    let mut rng = ChaCha12Rng::from_seed(seed);
+pub(super) fn expand_seed_into(params: &Parameters, seed: [u8; 32], a: &mut [u32]) {
+    let mut rng = SeedStream::new(seed);
     for (i, limb) in a.chunks_exact_mut(params.degree()).enumerate() {
         uniform(&mut rng, &params.ciphertext_basis().moduli()[i], limb);
     }
@@ -120,6 +119,34 @@ impl SeededCiphertext {
     /// Expands the seed into `out`, reusing its buffers: a batch of ciphertexts read again
     /// and again (one CRT channel after another) then needs no fresh memory.
     pub fn expand_into(&self, params: &Parameters, out: &mut Ciphertext) -> Result<(), Error> {
+        self.expand_ntt_parts(params, out)?;
+        params
+            .ciphertext_basis()
+            .inverse(params.backend(), &mut out.polys[1], 0);
+        Ok(())
+    }
+
+    /// Expands the seed with a left in NTT form, as a service that squares linear
+    /// combinations of its inputs takes them (see [`ExpandedCiphertext`]).
+    pub fn expand_ntt(&self, params: &Parameters) -> Result<ExpandedCiphertext, Error> {
+        let mut out = ExpandedCiphertext {
+            inner: Ciphertext::from_parts(params, self.level, Vec::new()),
+        };
+        self.expand_ntt_into(params, &mut out)?;
+        Ok(out)
+    }
+
+    /// [`Self::expand_ntt`] into `out`, reusing its buffers.
+    pub fn expand_ntt_into(
+        &self,
+        params: &Parameters,
+        out: &mut ExpandedCiphertext,
+    ) -> Result<(), Error> {
+        self.expand_ntt_parts(params, &mut out.inner)
+    }
+
+    /// c0 in coefficient form and a in NTT form, into `out`'s buffers.
+    fn expand_ntt_parts(&self, params: &Parameters, out: &mut Ciphertext) -> Result<(), Error> {
         params.check_id(self.params)?;
         let len = self.level * params.degree();
         out.params = self.params;
@@ -133,7 +160,6 @@ impl SeededCiphertext {
         let a = &mut out.polys[1];
         a.resize(len, 0);
         expand_seed_into(params, self.seed, a);
-        params.ciphertext_basis().inverse(params.backend(), a, 0);
         Ok(())
     }
 }

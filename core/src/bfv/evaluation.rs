@@ -334,6 +334,26 @@ impl<'a> Evaluator<'a> {
         Ok(())
     }
 
+    /// [`Self::square_to_level_into`] of a size-2 ciphertext whose c1 is in NTT form (a linear
+    /// combination of [`super::ExpandedCiphertext`]s' polynomials, which the type of `a` cannot
+    /// say: crate-internal). `a`'s c1 is left holding scratch values.
+    pub(crate) fn square_ntt_second_to_level_into(
+        &self,
+        a: &mut Ciphertext,
+        level: usize,
+        scratch: &mut MultiplyScratch,
+        out: &mut Ciphertext,
+    ) -> Result<(), Error> {
+        self.check(a)?;
+        if a.size() != 2 || !(1..=a.level).contains(&level) {
+            return Err(Error::Incompatible {
+                reason: "square takes a ciphertext of size 2, switched down to level 1 or more",
+            });
+        }
+        super::multiply::square_ntt_second_into(self.params, a, level, scratch, out);
+        Ok(())
+    }
+
     /// Turns a size-3 ciphertext into a size-2 one encrypting the same plaintext.
     pub fn relinearize_assign(
         &self,

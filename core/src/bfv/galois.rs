@@ -22,8 +22,7 @@
 
 use alloc::vec::Vec;
 
-use rand_chacha::ChaCha12Rng;
-use rand_core::{CryptoRng, SeedableRng};
+use rand_core::CryptoRng;
 use zeroize::Zeroize;
 
 use super::encoding::slot_exponent;
@@ -33,7 +32,7 @@ use super::{Ciphertext, Evaluator, Parameters, SecretKey};
 use crate::Error;
 use crate::backend::Kernels;
 use crate::ntt::NttTable;
-use crate::sampling::{centered_binomial, uniform};
+use crate::sampling::{SeedStream, centered_binomial, uniform};
 use crate::zq::Modulus;
 
 /// One digit of a Galois key: (k0, k1) = (-k1 s + e + S g_i sigma_g(s), k1) in NTT form
@@ -157,7 +156,7 @@ pub(crate) fn expand_key_seed(params: &Parameters, seed: [u8; 32]) -> Vec<u32> {
     let n = params.degree();
     let limbs = params.key_limbs();
     let mut a = alloc::vec![0u32; limbs.len() * n];
-    let mut rng = ChaCha12Rng::from_seed(seed);
+    let mut rng = SeedStream::new(seed);
     for (limb, (q, _)) in a.chunks_exact_mut(n).zip(&limbs) {
         uniform(&mut rng, q, limb);
     }

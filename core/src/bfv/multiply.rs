@@ -65,6 +65,32 @@ fn extend_to_ntt(
     params.auxiliary_basis().forward(backend, p_part, 0);
 }
 
+/// [`extend_to_ntt`] of a polynomial given in NTT form mod Q_L: its Q limbs are copied and
+/// only P's are transformed. `poly` is left holding the conversion's input
+/// y_i = x_i (Q_L/q_i)^-1 mod q_i in coefficient form: the inverse NTT brings that factor in
+/// with its 1/n.
+fn extend_ntt_to_ntt(
+    params: &Parameters,
+    poly: &mut [u32],
+    level: usize,
+    out: &mut Vec<u32>,
+    conversion: &mut ConversionScratch,
+) {
+    let n = params.degree();
+    let level_data = params.level_data(level);
+    let out = grown(out, (level + level_data.auxiliary_limbs) * n);
+    let (q_part, p_part) = out.split_at_mut(level * n);
+    q_part.copy_from_slice(poly);
+    let backend = params.backend();
+    let q_to_p = &level_data.q_to_p;
+    for (i, limb) in poly.chunks_exact_mut(n).enumerate() {
+        let table = params.ciphertext_basis().table(i);
+        backend.inverse_ntt_times(limb, table, q_to_p.inverse_cofactor(i));
+    }
+    q_to_p.convert_from_cofactored(backend, poly, p_part, n, conversion);
+    params.auxiliary_basis().forward(backend, p_part, 0);
+}
+
 /// Tensor product of a with b (or with itself), rescaled: a size-3 ciphertext mod Q_L (what
 /// the big-integer reference test checks; the evaluator calls [`tensor_with`]).
 #[cfg(test)]
@@ -96,7 +122,63 @@ pub(crate) fn tensor_into(
     scratch: &mut MultiplyScratch,
     out: &mut Ciphertext,
 ) {
-    let (n, top) = (params.degree(), a.level);
+    let top = a.level;
+    extend_to_ntt(
+        params,
+        &a.polys[0],
+        top,
+        &mut scratch.c0,
+        &mut scratch.conversion,
+    );
+    extend_to_ntt(
+        params,
+        &a.polys[1],
+        top,
+        &mut scratch.c2,
+        &mut scratch.conversion,
+    );
+    tensor_extended(params, top, b, level, scratch, out);
+}
+
+/// [`tensor_into`] for the square of a ciphertext whose c1 is in NTT form (a linear
+/// combination of [`super::ExpandedCiphertext`]s): c1's Q limbs need no forward transform.
+/// `a`'s c1 is left holding scratch values.
+pub(crate) fn square_ntt_second_into(
+    params: &Parameters,
+    a: &mut Ciphertext,
+    level: usize,
+    scratch: &mut MultiplyScratch,
+    out: &mut Ciphertext,
+) {
+    let top = a.level;
+    extend_to_ntt(
+        params,
+        &a.polys[0],
+        top,
+        &mut scratch.c0,
+        &mut scratch.conversion,
+    );
+    extend_ntt_to_ntt(
+        params,
+        &mut a.polys[1],
+        top,
+        &mut scratch.c2,
+        &mut scratch.conversion,
+    );
+    tensor_extended(params, top, None, level, scratch, out);
+}
+
+/// The rest of [`tensor_into`], once `scratch.c0` and `scratch.c2` hold a's polynomials
+/// extended to Q_top u P_top in NTT form.
+fn tensor_extended(
+    params: &Parameters,
+    top: usize,
+    b: Option<&Ciphertext>,
+    level: usize,
+    scratch: &mut MultiplyScratch,
+    out: &mut Ciphertext,
+) {
+    let n = params.degree();
     debug_assert!((1..=top).contains(&level), "a level at most the input's");
     let backend = params.backend();
     let level_data = params.level_data(top);
@@ -105,8 +187,6 @@ pub(crate) fn tensor_into(
         .iter()
         .chain(&params.auxiliary_basis().moduli()[..l]);
     let s = scratch;
-    extend_to_ntt(params, &a.polys[0], top, &mut s.c0, &mut s.conversion);
-    extend_to_ntt(params, &a.polys[1], top, &mut s.c2, &mut s.conversion);
     let width = (top + l) * n;
     let c1 = grown(&mut s.c1, width);
     let (c0, c2) = (&mut s.c0[..width], &mut s.c2[..width]);

@@ -20,9 +20,11 @@
 
 use alloc::vec::Vec;
 
-use super::encryption::SeededCiphertext;
+use super::encryption::{SeededCiphertext, expand_seed_into};
 use super::galois::{check_element, digit_from_parts, serialized_k0};
-use super::{Ciphertext, GaloisKey, Parameters, PublicKey, RelinearizationKey, SecretKey};
+use super::{
+    Ciphertext, ExpandedCiphertext, GaloisKey, Parameters, PublicKey, RelinearizationKey, SecretKey,
+};
 use crate::Error;
 use crate::zq::Modulus;
 use zeroize::{Zeroize, Zeroizing};
@@ -258,7 +260,20 @@ fn unpack_groups<const BITS: usize>(limb: &[u8], q: &Modulus, out: &mut [u32]) -
 
 /// Unpacks one limb per modulus from the front of `bytes`, checking every residue.
 fn unpack_limbs(n: usize, moduli: &[Modulus], bytes: &[u8]) -> Result<Vec<u32>, Error> {
-    let mut out = Vec::with_capacity(moduli.len() * n);
+    let mut out = Vec::new();
+    unpack_limbs_into(n, moduli, bytes, &mut out)?;
+    Ok(out)
+}
+
+/// [`unpack_limbs`] into `out`, whatever it held (its buffer is reused).
+fn unpack_limbs_into(
+    n: usize,
+    moduli: &[Modulus],
+    bytes: &[u8],
+    out: &mut Vec<u32>,
+) -> Result<(), Error> {
+    out.clear();
+    out.reserve(moduli.len() * n);
     let mut offset = 0;
     for q in moduli {
         let len = limb_bytes(n, q);
@@ -306,7 +321,7 @@ fn unpack_limbs(n: usize, moduli: &[Modulus], bytes: &[u8]) -> Result<Vec<u32>, 
             return Err(malformed("nonzero padding bits"));
         }
     }
-    Ok(out)
+    Ok(())
 }
 
 impl Parameters {
@@ -515,6 +530,62 @@ impl SeededCiphertext {
 
     /// Parses a seeded ciphertext made under `params`, compressed or not.
     pub fn from_bytes(params: &Parameters, bytes: &[u8]) -> Result<Self, Error> {
+        let parts = SeededParts::parse(params, bytes)?;
+        Ok(SeededCiphertext {
+            params: params.id(),
+            level: parts.level,
+            dropped: parts.dropped,
+            c0: unpack_poly(params, parts.c0, parts.level - parts.dropped)?,
+            seed: parts.seed,
+        })
+    }
+}
+
+impl ExpandedCiphertext {
+    /// Parses a serialized seeded ciphertext made under `params` (compressed or not) and
+    /// expands it ([`Self::read_seeded_into`] into fresh buffers).
+    pub fn read_seeded(params: &Parameters, bytes: &[u8]) -> Result<Self, Error> {
+        let mut out = Self {
+            inner: Ciphertext::from_parts(params, 0, Vec::new()),
+        };
+        out.read_seeded_into(params, bytes)?;
+        Ok(out)
+    }
+
+    /// Parses a serialized seeded ciphertext made under `params` (compressed or not) and
+    /// expands it into this one's buffers, whatever they held: [`SeededCiphertext::from_bytes`]
+    /// and [`SeededCiphertext::expand_ntt_into`] without the copy of c0 in between.
+    pub fn read_seeded_into(&mut self, params: &Parameters, bytes: &[u8]) -> Result<(), Error> {
+        let parts = SeededParts::parse(params, bytes)?;
+        let (n, level) = (params.degree(), parts.level);
+        let kept = &params.ciphertext_basis().moduli()[..level - parts.dropped];
+        let out = &mut self.inner;
+        out.polys.resize_with(2, Vec::new);
+        if let Err(e) = unpack_limbs_into(n, kept, parts.c0, &mut out.polys[0]) {
+            // Left empty, at level 0: no evaluator takes it for a ciphertext.
+            out.level = 0;
+            out.polys.iter_mut().for_each(Vec::clear);
+            return Err(e);
+        }
+        // The dropped limbs are zero.
+        out.polys[0].resize(level * n, 0);
+        out.polys[1].resize(level * n, 0);
+        expand_seed_into(params, parts.seed, &mut out.polys[1]);
+        (out.params, out.level, out.n) = (params.id(), level, n);
+        Ok(())
+    }
+}
+
+/// A serialized seeded ciphertext's fields, checked, its c0 still packed.
+struct SeededParts<'a> {
+    level: usize,
+    dropped: usize,
+    seed: [u8; 32],
+    c0: &'a [u8],
+}
+
+impl<'a> SeededParts<'a> {
+    fn parse(params: &Parameters, bytes: &'a [u8]) -> Result<Self, Error> {
         if bytes.len() > 5 && bytes[5] == Kind::CompressedSeededCiphertext as u8 {
             let body = body(bytes, Kind::CompressedSeededCiphertext, Some(params.id()))?;
             let (level, dropped) = match body {
@@ -524,18 +595,15 @@ impl SeededCiphertext {
             if level > params.max_level() || dropped != 1 || level < 2 {
                 return Err(malformed("compressed ciphertext level out of range"));
             }
-            let kept = level - dropped;
-            if body.len() != 34 + poly_bytes(params, kept) {
+            if body.len() != 34 + poly_bytes(params, level - dropped) {
                 return Err(malformed("wrong compressed ciphertext length"));
             }
-            let seed: [u8; 32] = body[2..34].try_into().expect("32 bytes");
-            let c0 = unpack_poly(params, &body[34..], kept)?;
-            return Ok(SeededCiphertext {
-                params: params.id(),
+            let seed = body[2..34].try_into().expect("32 bytes");
+            return Ok(Self {
                 level,
                 dropped,
-                c0,
                 seed,
+                c0: &body[34..],
             });
         }
         let body = body(bytes, Kind::SeededCiphertext, Some(params.id()))?;
@@ -546,14 +614,12 @@ impl SeededCiphertext {
         if body.len() != 33 + poly_bytes(params, level) {
             return Err(malformed("wrong seeded ciphertext length"));
         }
-        let seed: [u8; 32] = body[1..33].try_into().expect("32 bytes");
-        let c0 = unpack_poly(params, &body[33..], level)?;
-        Ok(SeededCiphertext {
-            params: params.id(),
+        let seed = body[1..33].try_into().expect("32 bytes");
+        Ok(Self {
             level,
             dropped: 0,
-            c0,
             seed,
+            c0: &body[33..],
         })
     }
 }

@@ -10,8 +10,7 @@
 
 use alloc::vec::Vec;
 
-use rand_chacha::ChaCha12Rng;
-use rand_core::{CryptoRng, SeedableRng};
+use rand_core::CryptoRng;
 use zeroize::Zeroize;
 
 use super::keys::small_to_ntt_limb;
@@ -19,7 +18,7 @@ use super::serialization::{compressed_ciphertext_header, pack_limb, seeded_ciphe
 use super::{Parameters, Plaintext, SecretKey};
 use crate::Error;
 use crate::backend::Kernels;
-use crate::sampling::{centered_binomial, uniform};
+use crate::sampling::{SeedStream, centered_binomial, uniform};
 
 #[cfg(doc)]
 use super::SeededCiphertext;
@@ -187,7 +186,7 @@ impl SecretKey {
         scratch.error.zeroize();
         let moduli = params.ciphertext_basis().moduli();
         // c0 mod q_i into scratch.limb, the stream of a positioned at limb i.
-        let limb = |scratch: &mut LimbScratch, stream: &mut ChaCha12Rng, i: usize| {
+        let limb = |scratch: &mut LimbScratch, stream: &mut SeedStream, i: usize| {
             let q = &moduli[i];
             let table = params.ciphertext_basis().table(i);
             uniform(stream, q, &mut scratch.limb);
@@ -209,7 +208,7 @@ impl SecretKey {
             let kept = if compress { level - 1 } else { level };
             if compress {
                 // The last limb first: a through the other limbs, then limb L - 1.
-                let mut stream = ChaCha12Rng::from_seed(seed);
+                let mut stream = SeedStream::new(seed);
                 for q in &moduli[..kept] {
                     uniform(&mut stream, q, &mut scratch.limb);
                 }
@@ -229,7 +228,7 @@ impl SecretKey {
                 write(&seeded_ciphertext_header(params.id(), level, &seed, 0))?;
             }
             // a is the same ChaCha12 stream as SeededCiphertext::expand reads, limb by limb.
-            let mut stream = ChaCha12Rng::from_seed(seed);
+            let mut stream = SeedStream::new(seed);
             for (i, q) in moduli.iter().enumerate().take(kept) {
                 limb(scratch, &mut stream, i);
                 if compress {

@@ -10,7 +10,11 @@ use super::*;
 
 /// n = 4096 with three 30-bit primes (90 bits, within the 109 allowed) and an 18-bit t.
 fn small_params(backend: Backend) -> Parameters {
-    let t = ntt_primes(18, 4096).next().unwrap();
+    small_params_with_t(backend, ntt_primes(18, 4096).next().unwrap())
+}
+
+/// [`small_params`] with plaintext modulus `t`.
+fn small_params_with_t(backend: Backend, t: u32) -> Parameters {
     Parameters::builder()
         .degree(4096)
         .ciphertext_prime_sizes(30, 3)
@@ -269,6 +273,54 @@ fn multiply_square_relinearize_and_switch_on_every_backend() {
         );
         assert!(sk.noise_budget(&params, &low).unwrap() > 0);
         assert!(eval.add(&s, &cx).is_err(), "levels differ");
+    }
+}
+
+#[test]
+fn inputs_with_a_in_ntt_form_square_to_the_same_words_on_every_backend() {
+    let mut scratch = MultiplyScratch::default();
+    for backend in Backend::available() {
+        let params = small_params(backend);
+        let (n, t) = (params.degree(), params.plaintext_modulus().value());
+        let mut rng = ChaCha20Rng::seed_from_u64(15);
+        let sk = SecretKey::generate(&params, &mut rng);
+        let encoder = BatchEncoder::new(&params);
+        let eval = Evaluator::new(&params);
+        let seeded = |rng: &mut ChaCha20Rng| {
+            let slots = random_slots(rng, n, t);
+            sk.encrypt_seeded(&params, &encoder.encode(&slots).unwrap(), rng)
+                .unwrap()
+        };
+        let (x, y) = (seeded(&mut rng), seeded(&mut rng));
+        let mut expanded = x.expand_ntt(&params).unwrap();
+        assert_eq!(
+            expanded.clone().into_coefficients(&params).unwrap(),
+            x.expand(&params).unwrap(),
+            "{backend}: a's inverse transform"
+        );
+        // A linear combination, as the convolution makes: 3 x - 5 y + 2, in either form.
+        let combine = |x: &Ciphertext, y: &Ciphertext| {
+            let (mut x, mut y) = (x.clone(), y.clone());
+            eval.mul_scalar_assign(&mut x, 3).unwrap();
+            eval.mul_scalar_assign(&mut y, -5).unwrap();
+            eval.add_assign(&mut x, &y).unwrap();
+            x
+        };
+        let plain = combine(&x.expand(&params).unwrap(), &y.expand(&params).unwrap());
+        let mixed = combine(&expanded.inner, &y.expand_ntt(&params).unwrap().inner);
+        for level in (1..=params.max_level()).rev() {
+            let expected = eval.square_to_level(&plain, level, &mut scratch).unwrap();
+            let mut input = mixed.clone();
+            let mut got = Ciphertext::from_parts(&params, 1, Vec::new());
+            eval.square_ntt_second_to_level_into(&mut input, level, &mut scratch, &mut got)
+                .unwrap();
+            assert_eq!(got, expected, "{backend}: square to level {level}");
+        }
+        // Into a used one: the same; and another ring's parameters are refused.
+        y.expand_ntt_into(&params, &mut expanded).unwrap();
+        assert_eq!(expanded, y.expand_ntt(&params).unwrap());
+        let other = small_params_with_t(backend, ntt_primes(18, 4096).nth(1).unwrap());
+        assert!(expanded.into_coefficients(&other).is_err());
     }
 }
 
@@ -640,6 +692,22 @@ fn serialization_round_trips_and_is_compact() {
     // Expanding into a used ciphertext (here size 3, one level down) gives the same result.
     seeded2.expand_into(&params, &mut c3).unwrap();
     assert_eq!(c3, seeded.expand(&params).unwrap());
+
+    // Read straight into an expanded one (a in NTT form), compressed or not, fresh or used.
+    let compressed = seeded.clone().compress(&params).unwrap();
+    let compressed_bytes = compressed.to_bytes(&params);
+    let mut read = ExpandedCiphertext::read_seeded(&params, &compressed_bytes).unwrap();
+    assert_eq!(read, compressed.expand_ntt(&params).unwrap());
+    read.read_seeded_into(&params, &seeded_bytes).unwrap();
+    assert_eq!(read, seeded.expand_ntt(&params).unwrap());
+    // A residue of q or more: a typed error, and the buffers left empty at level 0.
+    let mut bad = seeded_bytes.clone();
+    let c0_start = bad.len() - 3 * 4096 * 30 / 8;
+    bad[c0_start..c0_start + 4].fill(0xff);
+    assert!(ExpandedCiphertext::read_seeded(&params, &bad).is_err());
+    assert!(read.read_seeded_into(&params, &bad).is_err());
+    assert_eq!(read.level(), 0);
+    assert!(read.into_coefficients(&params).unwrap().poly(0).is_empty());
 }
 
 #[test]

@@ -7,7 +7,9 @@ use super::{EvaluationKeys, INPUTS, NetworkParameters, Packing, Phase, parallel}
 use crate::Error;
 use crate::backend::linear::{HALF_SUM_START, weight_pair};
 use crate::backend::{Backend, Kernels};
-use crate::bfv::{Ciphertext, Evaluator, GaloisKey, MultiplyScratch, Parameters};
+use crate::bfv::{
+    Ciphertext, Evaluator, ExpandedCiphertext, GaloisKey, MultiplyScratch, Parameters,
+};
 use crate::model::{CLASSES, CONV_SIDE, KERNEL, Model, SIDE};
 
 /// Convolution positions (each with every map) squared and handed to the first dense layer at a
@@ -28,6 +30,14 @@ const PADDING: u16 = u16::MAX;
 const LINEAR_BLOCK: usize = 512;
 /// Columns a dense-layer task accumulates: its rows and accumulators stay in L2.
 const COLUMNS: usize = 512;
+
+/// The form of the inputs' second polynomial (a), as the evaluation receives them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum SecondPoly {
+    Coefficients,
+    /// [`ExpandedCiphertext`]s: the convolution's outputs have c1 in NTT form too.
+    Ntt,
+}
 
 /// Evaluates one model under one set of network parameters. Holds only public data: the
 /// weights, the evaluation keys and the plans; it never sees a secret key.
@@ -181,9 +191,12 @@ impl<'a> NetworkEvaluator<'a> {
     fn check_inputs(
         &self,
         params: &Parameters,
-        inputs: &[Ciphertext],
+        inputs: &[&Ciphertext],
         packing: Packing,
     ) -> Result<(), Error> {
+        for ct in inputs {
+            params.check_id(ct.parameters_id())?;
+        }
         if inputs.len() != packing.ciphertexts() {
             return Err(Error::Incompatible {
                 reason: "expected one input ciphertext per pixel (784), or per packed group of pixels",
@@ -191,10 +204,9 @@ impl<'a> NetworkEvaluator<'a> {
         }
         let n = params.degree();
         let level = params.max_level();
-        if inputs
-            .iter()
-            .any(|ct| ct.size() != 2 || ct.level() != level || ct.poly(0).len() != level * n)
-        {
+        if inputs.iter().any(|ct| {
+            ct.size() != 2 || ct.level() != level || (0..2).any(|k| ct.poly(k).len() != level * n)
+        }) {
             return Err(Error::Incompatible {
                 reason: "input ciphertexts must be fresh (size 2, top level) for these parameters",
             });
@@ -239,11 +251,12 @@ impl<'a> NetworkEvaluator<'a> {
         phase_done: &dyn Fn(Phase),
     ) -> Result<Vec<Ciphertext>, Error> {
         let params = self.params.channel(channel)?;
-        self.check_inputs(params, inputs, packing)?;
+        let rows: Vec<&Ciphertext> = inputs.iter().collect();
+        self.check_inputs(params, &rows, packing)?;
         let plan = self.plan_for(packing)?;
         if packing.factor() == 1 {
-            let inputs: Vec<&Ciphertext> = inputs.iter().collect();
-            return Ok(self.evaluate(workspace, params, &inputs, plan, phase_done));
+            let form = SecondPoly::Coefficients;
+            return Ok(self.evaluate(workspace, params, &rows, form, plan, phase_done));
         }
         let n = params.degree();
         let keys = (1..packing.factor())
@@ -269,15 +282,46 @@ impl<'a> NetworkEvaluator<'a> {
             })
             .collect();
         phase_done(Phase::Unpack);
-        Ok(self.evaluate(workspace, params, &unpacked, plan, phase_done))
+        let form = SecondPoly::Coefficients;
+        Ok(self.evaluate(workspace, params, &unpacked, form, plan, phase_done))
     }
 
-    /// The network on one channel's 784 checked inputs, one pixel each.
+    /// [`Self::evaluate_channel_in`] on inputs as their seeds expand, a left in NTT form
+    /// ([`ExpandedCiphertext`], `SeededCiphertext::expand_ntt`): the convolution runs on a as
+    /// it is, and the squares of its outputs skip a's forward transforms (a tenth of a
+    /// square's). Packed inputs, unpacked by key switching first, are brought to coefficient
+    /// form (copies) and evaluated as [`Self::evaluate_channel_in`] does.
+    pub fn evaluate_expanded_in(
+        &self,
+        workspace: &mut Workspace,
+        channel: usize,
+        inputs: &[ExpandedCiphertext],
+        packing: Packing,
+        phase_done: &dyn Fn(Phase),
+    ) -> Result<Vec<Ciphertext>, Error> {
+        let params = self.params.channel(channel)?;
+        let rows: Vec<&Ciphertext> = inputs.iter().map(|ct| &ct.inner).collect();
+        self.check_inputs(params, &rows, packing)?;
+        let plan = self.plan_for(packing)?;
+        if packing.factor() == 1 {
+            let form = SecondPoly::Ntt;
+            return Ok(self.evaluate(workspace, params, &rows, form, plan, phase_done));
+        }
+        let inputs = parallel::map(inputs.len(), |c| {
+            inputs[c].clone().into_coefficients(params)
+        });
+        let inputs = inputs.into_iter().collect::<Result<Vec<_>, Error>>()?;
+        self.evaluate_channel_in(workspace, channel, &inputs, packing, phase_done)
+    }
+
+    /// The network on one channel's 784 checked inputs, one pixel each, their second
+    /// polynomials in form `second`.
     fn evaluate(
         &self,
         workspace: &mut Workspace,
         params: &Parameters,
         inputs: &[&Ciphertext],
+        second: SecondPoly,
         plan: &EvaluationPlan,
         phase_done: &dyn Fn(Phase),
     ) -> Vec<Ciphertext> {
@@ -326,7 +370,15 @@ impl<'a> NetworkEvaluator<'a> {
                 .flatten()
                 .collect();
             phase_done(Phase::Convolution);
+            // With a in NTT form, a square at the inputs' level starts from it as it is; a
+            // switch down first needs coefficients.
+            let squares_from_ntt = second == SecondPoly::Ntt && plan.square_level == top;
             parallel::for_each_mut(&mut convs, |_, conv| {
+                if second == SecondPoly::Ntt && !squares_from_ntt {
+                    params
+                        .ciphertext_basis()
+                        .inverse(params.backend(), &mut conv.polys[1], 0);
+                }
                 while conv.level() > plan.square_level {
                     evaluator
                         .mod_switch_to_next_assign(conv)
@@ -341,11 +393,17 @@ impl<'a> NetworkEvaluator<'a> {
                     .collect();
                 squares.push(Ciphertext::from_parts(params, hidden_level, polys));
             }
-            parallel::for_each_mut_init(squares, MultiplyScratch::default, |s, j, out| {
-                evaluator
-                    .square_to_level_into(&convs[j], hidden_level, s, out)
-                    .expect("checked shape and level")
+            let mut pairs: Vec<(&mut Ciphertext, &mut Ciphertext)> =
+                convs.iter_mut().zip(squares.iter_mut()).collect();
+            parallel::for_each_mut_init(&mut pairs, MultiplyScratch::default, |s, _, pair| {
+                let (conv, out) = pair;
+                match squares_from_ntt {
+                    true => evaluator.square_ntt_second_to_level_into(conv, hidden_level, s, out),
+                    false => evaluator.square_to_level_into(conv, hidden_level, s, out),
+                }
+                .expect("checked shape and level")
             });
+            drop(pairs);
             spare.extend(convs.into_iter().flat_map(Ciphertext::into_polys));
             phase_done(Phase::ConvolutionSquare);
             dense1.add_group(params, squares, |unit, i| {

@@ -4,7 +4,7 @@ use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
 
 use super::*;
-use crate::bfv::{GaloisKey, galois_slot};
+use crate::bfv::{ExpandedCiphertext, GaloisKey, SeededCiphertext, galois_slot};
 use crate::model::{CONV_SIDE, ModelWriter};
 
 /// The committed MNIST model.
@@ -74,36 +74,51 @@ fn run_packed(
     let mut outputs = Vec::new();
     let mut bytes = Vec::new();
     let mut budget = u32::MAX;
-    let channel_inputs = |p: &Parameters, rng: &mut ChaCha20Rng| -> Vec<Ciphertext> {
+    let channel_inputs = |p: &Parameters, rng: &mut ChaCha20Rng| -> Vec<SeededCiphertext> {
         encode_images(p, model, images, packing)
             .unwrap()
             .iter()
-            .map(|m| secret.encrypt(p, m, rng).unwrap())
+            .map(|m| secret.encrypt_seeded(p, m, rng).unwrap())
             .collect()
+    };
+    let expand = |p: &Parameters, seeded: &[SeededCiphertext]| -> Vec<Ciphertext> {
+        seeded.iter().map(|ct| ct.expand(p).unwrap()).collect()
+    };
+    let expand_ntt = |p: &Parameters, seeded: &[SeededCiphertext]| -> Vec<ExpandedCiphertext> {
+        seeded.iter().map(|ct| ct.expand_ntt(p).unwrap()).collect()
     };
     // A workspace left dirty by another channel (other parameters, other words), reused for
     // every channel below: its results must be those of fresh buffers.
     let mut reused = Workspace::default();
     let last = params.channels().len() - 1;
-    let dirty = channel_inputs(&params.channels()[last], &mut rng);
+    let last_params = &params.channels()[last];
+    let dirty = expand(last_params, &channel_inputs(last_params, &mut rng));
     let noop = |_: Phase| {};
     evaluator
         .evaluate_channel_in(&mut reused, last, &dirty, packing, &noop)
         .unwrap();
+    let same = |a: &[Ciphertext], b: &[Ciphertext], p: &Parameters| {
+        a.len() == b.len() && a.iter().zip(b).all(|(a, b)| a.to_bytes(p) == b.to_bytes(p))
+    };
     for (c, p) in params.channels().iter().enumerate() {
-        let inputs = channel_inputs(p, &mut rng);
+        let seeded = channel_inputs(p, &mut rng);
+        let inputs = expand(p, &seeded);
         assert_eq!(inputs.len(), packing.ciphertexts());
         let out = evaluator.evaluate_channel(c, &inputs, packing).unwrap();
         let again = evaluator
             .evaluate_channel_in(&mut reused, c, &inputs, packing, &noop)
             .unwrap();
         assert!(
-            out.len() == again.len()
-                && out
-                    .iter()
-                    .zip(&again)
-                    .all(|(a, b)| a.to_bytes(p) == b.to_bytes(p)),
+            same(&out, &again, p),
             "channel {c}: a reused workspace changed the outputs"
+        );
+        // The same inputs with a in NTT form, as the service expands them: the same words.
+        let from_ntt = evaluator
+            .evaluate_expanded_in(&mut reused, c, &expand_ntt(p, &seeded), packing, &noop)
+            .unwrap();
+        assert!(
+            same(&out, &from_ntt, p),
+            "channel {c}: inputs with a in NTT form changed the outputs"
         );
         for ct in &out {
             assert_eq!(ct.level(), plan.output_level);

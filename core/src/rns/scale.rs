@@ -4,9 +4,9 @@
 //! With x_i the residues of X mod the primes q_i of Q and w_i = (Q/q_i)^-1 mod q_i,
 //! t X / Q = sum_i x_i (t w_i / q_i) - (a multiple of t, which vanishes mod t). Each
 //! t w_i / q_i splits into an integer part, reduced mod every output prime,
-//! and a fraction kept as a 120-bit fixed-point number (four 30-bit limbs, summed by the
-//! backend's [`Kernels::fraction_sums`]), so the rounding is exact whenever Q < 2^62 and
-//! wrong by one (a negligible extra noise) only within 2^-85 of a tie.
+//! and a fraction kept as a 90-bit fixed-point number (three 30-bit limbs, summed by the
+//! backend's [`Kernels::fraction_sums`]), so the rounding is exact whenever Q < 2^55 and
+//! wrong by one (a negligible extra noise) only within 2^-56 of a tie.
 
 use alloc::vec::Vec;
 
@@ -20,7 +20,7 @@ fn mul_mod(a: u128, b: u128, m: u128) -> u128 {
     a % m * (b % m) % m
 }
 
-/// floor(numerator / q 2^120) for numerator < q, as four 30-bit limbs, most significant
+/// floor(numerator / q 2^90) for numerator < q, as three 30-bit limbs, most significant
 /// first: long division in base 2^30 (setup only).
 pub(crate) fn fraction_limbs(numerator: u128, q: u128) -> [u32; FRACTION_LIMBS] {
     let mut rest = numerator;
@@ -44,7 +44,7 @@ pub struct ScaleRound {
     outputs: Vec<Modulus>,
     /// floor(t w_i / q_i) mod output j, at [j * inputs + i].
     integer_parts: Vec<u32>,
-    /// floor(frac(t w_i / q_i) 2^120) as four 30-bit limbs, most significant first.
+    /// floor(frac(t w_i / q_i) 2^90) as three 30-bit limbs, most significant first.
     fractions: Vec<[u32; FRACTION_LIMBS]>,
 }
 

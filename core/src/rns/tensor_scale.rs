@@ -44,7 +44,7 @@ pub struct TensorScale {
     p: Vec<Modulus>,
     /// [(Q/q_i)^-1 2^32]_{q_i}: x~_i from a Montgomery-form residue.
     cofactors: Vec<u32>,
-    /// frac(t / q_i) as four 30-bit limbs, most significant first.
+    /// frac(t / q_i) as three 30-bit limbs, most significant first.
     fractions: Vec<[u32; FRACTION_LIMBS]>,
     /// Per p_j, Montgomery-form weights of the rows x~_0 .. x~_{k-1} and of the own residue
     /// x_j 2^-32: -q_i^-1 (P/p_j)^-1 and 2^32 Q^-1 (P/p_j)^-1 mod p_j, so that the sum is

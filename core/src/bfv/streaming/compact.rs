@@ -10,8 +10,7 @@
 
 use alloc::vec::Vec;
 
-use rand_chacha::ChaCha12Rng;
-use rand_core::{CryptoRng, SeedableRng};
+use rand_core::CryptoRng;
 use zeroize::Zeroize;
 
 use super::super::serialization::{
@@ -23,7 +22,7 @@ use crate::Error;
 use crate::backend::scaled_add_one;
 use crate::ntt::CompactNtt;
 use crate::rns::MAX_LIMBS;
-use crate::sampling::{CBD_ETA, centered_binomial, small_to_residue, uniform};
+use crate::sampling::{CBD_ETA, SeedStream, centered_binomial, small_to_residue, uniform};
 use crate::zq::{Modulus, ShoupConstant};
 
 #[cfg(doc)]
@@ -236,7 +235,7 @@ impl CompactChannel {
             let kept = if compressed { level - 1 } else { level };
             if compressed {
                 // The last limb first: the uniform stream run through the others to reach it.
-                let mut stream = ChaCha12Rng::from_seed(seed);
+                let mut stream = SeedStream::new(seed);
                 let mut skipped = [0u32; PACK_CHUNK];
                 for (ntt, _) in &self.q[..kept] {
                     for _ in 0..n / PACK_CHUNK {
@@ -252,7 +251,7 @@ impl CompactChannel {
             } else {
                 write(&seeded_ciphertext_header(self.id, level, &seed, 0))?;
             }
-            let mut stream = ChaCha12Rng::from_seed(seed);
+            let mut stream = SeedStream::new(seed);
             let mut packed = [0u8; PACKED_CHUNK_BYTES];
             for i in 0..kept {
                 self.limb(i, secret, m, &mut stream, scratch);
@@ -284,7 +283,7 @@ impl CompactChannel {
         i: usize,
         secret: &[i8],
         m: &[u32],
-        stream: &mut ChaCha12Rng,
+        stream: &mut SeedStream,
         scratch: &mut CompactScratch,
     ) {
         let (ntt, delta) = &self.q[i];
