@@ -150,6 +150,13 @@ pub trait Kernels {
     /// for residues below 2^30: two rows packed as the operands of
     /// [`Kernels::pair_weighted_sum`].
     fn pack_pairs(&self, lo: &mut [u32], hi: &mut [u32], a: &[u32], b: &[u32]);
+    /// out[i] = the i-th 30-bit field of `packed` (little-endian, eight residues to 30 bytes,
+    /// `packed` 30/8 bytes an output): whether every one is below q. The loop a parser of
+    /// ciphertexts spends its time in.
+    fn unpack_30_bit(&self, out: &mut [u32], packed: &[u8], modulus: &Modulus) -> bool {
+        check_30_bit_groups(out.len(), packed.len());
+        portable::unpack_groups::<30>(packed, modulus, out)
+    }
     /// out[c] = (high[c] - 2^31) 2^15 + (low[c] - 2^31) mod q: the residue of a value kept as
     /// the sums of [`Kernels::pair_weighted_sum`] over its low and high 15-bit halves, each
     /// started at 2^31 so that an i32 sum reads as a u32 (see `linear::HALF_SUM_START`).
@@ -158,6 +165,14 @@ pub trait Kernels {
 
 /// Panics unless the slices of one kernel call agree (a caller bug, never untrusted data).
 #[inline(always)]
+/// Panics unless `bytes` packs `residues` 30-bit residues in whole groups of eight.
+pub(crate) fn check_30_bit_groups(residues: usize, bytes: usize) {
+    assert!(
+        residues.is_multiple_of(8) && bytes == residues / 8 * 30,
+        "30-bit groups"
+    );
+}
+
 pub(crate) fn check_lengths(a: usize, b: usize) {
     assert_eq!(a, b, "kernel operands differ in length");
 }
@@ -309,6 +324,10 @@ impl Kernels for Backend {
     #[inline]
     fn mul_assign(&self, a: &mut [u32], b: &[u32], modulus: &Modulus) {
         dispatch!(self, k => k.mul_assign(a, b, modulus))
+    }
+    #[inline]
+    fn unpack_30_bit(&self, out: &mut [u32], packed: &[u8], modulus: &Modulus) -> bool {
+        dispatch!(self, k => k.unpack_30_bit(out, packed, modulus))
     }
     #[inline]
     fn lift_centered(&self, out: &mut [u32], input: &[u32], from: &Modulus, to: &Modulus) {

@@ -236,3 +236,36 @@ impl Kernels for Portable {
         super::linear::join_halves(out, low, high, modulus)
     }
 }
+
+/// Writes the residues of `bits` bits packed in `limb` (groups of eight residues in `bits`
+/// bytes; `out` holds 8 residues per group) to `out`; whether every one is below q. Each
+/// residue is read from a little-endian 8-byte window at its first byte, with no branch on
+/// the data: the loop the parser spends its time in, compiled for each common size.
+pub(crate) fn unpack_groups<const BITS: usize>(limb: &[u8], q: &Modulus, out: &mut [u32]) -> bool {
+    const { assert!(BITS <= 32, "windows of 8 bytes") };
+    let mask = (1u64 << BITS) - 1;
+    let mut at_least_q = 0u32;
+    let mut group = |bytes: &[u8], out: &mut [u32]| {
+        // One length check for the eight windows.
+        let bytes = &bytes[..BITS + 8];
+        for (i, x) in out.iter_mut().enumerate() {
+            let bit = i * BITS;
+            let window: [u8; 8] = bytes[bit / 8..bit / 8 + 8].try_into().expect("8 bytes");
+            *x = ((u64::from_le_bytes(window) >> (bit % 8)) & mask) as u32;
+            at_least_q |= (*x >= q.value()) as u32;
+        }
+    };
+    // Windows may reach 8 bytes past a group's end: the last group reads a padded copy.
+    let mut outs = out.chunks_exact_mut(8);
+    let mut groups = limb.chunks_exact(BITS);
+    for (bytes, out) in limb.windows(BITS + 8).step_by(BITS).zip(&mut outs) {
+        group(bytes, out);
+        groups.next();
+    }
+    for (bytes, out) in groups.zip(outs) {
+        let mut padded = [0u8; 40];
+        padded[..BITS].copy_from_slice(bytes);
+        group(&padded, out);
+    }
+    at_least_q == 0
+}

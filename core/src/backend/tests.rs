@@ -960,3 +960,43 @@ fn fraction_sums_round_exactly_on_every_backend() {
         }
     }
 }
+
+/// The parser's 30-bit unpacking on every backend against a bit-by-bit reading: residues below
+/// q come out and pass; q or 2^30 - 1 at any place of a vector's chunk come out as they are
+/// and fail the check. Counts that leave the vector kernels a scalar tail.
+#[test]
+fn unpacking_30_bit_residues_matches_a_bit_reader_on_every_backend() {
+    let pack = |values: &[u32]| {
+        let mut bytes = std::vec![0u8; values.len() / 8 * 30];
+        for (i, &v) in values.iter().enumerate() {
+            for b in 0..30 {
+                let bit = 30 * i + b;
+                bytes[bit / 8] |= ((v >> b & 1) as u8) << (bit % 8);
+            }
+        }
+        bytes
+    };
+    let q = test_moduli(1024)[0];
+    assert_eq!(q.bits(), 30);
+    for backend in Backend::available() {
+        for count in [8usize, 16, 24, 40, 8192] {
+            let values = random_poly(count, q.value(), count as u64);
+            let mut out = std::vec![u32::MAX; count];
+            assert!(
+                backend.unpack_30_bit(&mut out, &pack(&values), &q),
+                "{backend}"
+            );
+            assert_eq!(out, values, "{backend}: {count} residues");
+            for place in (0..count.min(40)).chain([count - 1]) {
+                for bad in [q.value(), (1 << 30) - 1] {
+                    let mut with_bad = values.clone();
+                    with_bad[place] = bad;
+                    let mut out = std::vec![0u32; count];
+                    let ok = backend.unpack_30_bit(&mut out, &pack(&with_bad), &q);
+                    assert!(!ok, "{backend}: {bad} at {place} of {count} passed");
+                    assert_eq!(out, with_bad, "{backend}: {bad} at {place} of {count}");
+                }
+            }
+        }
+    }
+}

@@ -94,6 +94,11 @@ pub(crate) trait Lanes: Copy {
     fn madd16_add(self, x: Self, w: Self) -> Self {
         self.add(x.madd16(w))
     }
+    /// [`super::Kernels::unpack_30_bit`]: the portable loop, unless the lanes can permute.
+    #[inline(always)]
+    fn unpack_30_bit(out: &mut [u32], packed: &[u8], modulus: &Modulus) -> bool {
+        super::portable::unpack_groups::<30>(packed, modulus, out)
+    }
 }
 
 /// A modulus broadcast to all lanes, with the constants the kernels use.
@@ -1133,6 +1138,23 @@ macro_rules! kernels_via_entry_points {
                 #[allow(unused_unsafe)]
                 unsafe {
                     entry(a, table, factor)
+                }
+            }
+            fn unpack_30_bit(
+                &self,
+                out: &mut [u32],
+                packed: &[u8],
+                modulus: &$crate::zq::Modulus,
+            ) -> bool {
+                $crate::backend::check_30_bit_groups(out.len(), packed.len());
+                #[target_feature(enable = $feature)]
+                fn entry(out: &mut [u32], packed: &[u8], modulus: &$crate::zq::Modulus) -> bool {
+                    <$lanes as $crate::backend::vector::Lanes>::unpack_30_bit(out, packed, modulus)
+                }
+                // SAFETY: a token exists only where the feature is present.
+                #[allow(unused_unsafe)]
+                unsafe {
+                    entry(out, packed, modulus)
                 }
             }
             fn mul_assign(&self, a: &mut [u32], b: &[u32], modulus: &$crate::zq::Modulus) {

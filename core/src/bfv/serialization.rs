@@ -26,6 +26,7 @@ use super::{
     Ciphertext, ExpandedCiphertext, GaloisKey, Parameters, PublicKey, RelinearizationKey, SecretKey,
 };
 use crate::Error;
+use crate::backend::{Backend, Kernels};
 use crate::zq::Modulus;
 use zeroize::{Zeroize, Zeroizing};
 
@@ -219,63 +220,37 @@ pub(crate) fn pack_limb(q: &Modulus, limb: &[u32], out: &mut Vec<u8>) {
 /// Unpacks `level` limbs from the front of `bytes`, checking every residue.
 fn unpack_poly(params: &Parameters, bytes: &[u8], level: usize) -> Result<Vec<u32>, Error> {
     unpack_limbs(
+        params.backend(),
         params.degree(),
         &params.ciphertext_basis().moduli()[..level],
         bytes,
     )
 }
 
-/// Writes the residues of `bits` bits packed in `limb` (groups of eight residues in `bits`
-/// bytes; `out` holds 8 residues per group) to `out`; whether every one is below q. Each
-/// residue is read from a little-endian 8-byte window at its first byte, with no branch on
-/// the data: the loop the parser spends its time in, compiled for each common size.
-fn unpack_groups<const BITS: usize>(limb: &[u8], q: &Modulus, out: &mut [u32]) -> bool {
-    const { assert!(BITS <= 32, "windows of 8 bytes") };
-    let mask = (1u64 << BITS) - 1;
-    let mut at_least_q = 0u32;
-    let mut group = |bytes: &[u8], out: &mut [u32]| {
-        // One length check for the eight windows.
-        let bytes = &bytes[..BITS + 8];
-        for (i, x) in out.iter_mut().enumerate() {
-            let bit = i * BITS;
-            let window: [u8; 8] = bytes[bit / 8..bit / 8 + 8].try_into().expect("8 bytes");
-            *x = ((u64::from_le_bytes(window) >> (bit % 8)) & mask) as u32;
-            at_least_q |= (*x >= q.value()) as u32;
-        }
-    };
-    // Windows may reach 8 bytes past a group's end: the last group reads a padded copy.
-    let mut outs = out.chunks_exact_mut(8);
-    let mut groups = limb.chunks_exact(BITS);
-    for (bytes, out) in limb.windows(BITS + 8).step_by(BITS).zip(&mut outs) {
-        group(bytes, out);
-        groups.next();
-    }
-    for (bytes, out) in groups.zip(outs) {
-        let mut padded = [0u8; 40];
-        padded[..BITS].copy_from_slice(bytes);
-        group(&padded, out);
-    }
-    at_least_q == 0
-}
-
 /// Unpacks one limb per modulus from the front of `bytes`, checking every residue.
-fn unpack_limbs(n: usize, moduli: &[Modulus], bytes: &[u8]) -> Result<Vec<u32>, Error> {
+fn unpack_limbs(
+    backend: &Backend,
+    n: usize,
+    moduli: &[Modulus],
+    bytes: &[u8],
+) -> Result<Vec<u32>, Error> {
     let mut out = Vec::new();
-    unpack_limbs_into(n, moduli, bytes, &mut out)?;
+    unpack_limbs_into(backend, n, moduli, bytes, &mut out)?;
     Ok(out)
 }
 
 /// [`unpack_limbs`] into `out`, whatever it held (its buffer is reused).
 fn unpack_limbs_into(
+    backend: &Backend,
     n: usize,
     moduli: &[Modulus],
     bytes: &[u8],
     out: &mut Vec<u32>,
 ) -> Result<(), Error> {
-    out.clear();
-    out.reserve(moduli.len() * n);
+    // Every word is written below: a buffer that already has the length is not zeroed again.
+    out.resize(moduli.len() * n, 0);
     let mut offset = 0;
-    for q in moduli {
+    for (q, out) in moduli.iter().zip(out.chunks_exact_mut(n)) {
         let len = limb_bytes(n, q);
         let limb = bytes
             .get(offset..offset + len)
@@ -284,16 +259,14 @@ fn unpack_limbs_into(
         let bits = q.bits();
         if n.is_multiple_of(8) && bits == 30 {
             // Eight residues fill 30 bytes exactly: no padding, no partial byte.
-            let start = out.len();
-            out.resize(start + n, 0);
-            if !unpack_groups::<30>(limb, q, &mut out[start..]) {
+            if !backend.unpack_30_bit(out, limb, q) {
                 return Err(malformed("residue not below its prime"));
             }
             continue;
         }
         let mask = (1u64 << bits) - 1;
         let (mut buffer, mut filled, mut pos) = (0u64, 0u32, 0usize);
-        for _ in 0..n {
+        for out in out.iter_mut() {
             if filled < bits {
                 // Four bytes at a time (filled stays below bits + 32 <= 64), single bytes at
                 // the end of the limb.
@@ -313,7 +286,7 @@ fn unpack_limbs_into(
             if x >= q.value() {
                 return Err(malformed("residue not below its prime"));
             }
-            out.push(x);
+            *out = x;
             buffer >>= bits;
             filled -= bits;
         }
@@ -561,7 +534,8 @@ impl ExpandedCiphertext {
         let kept = &params.ciphertext_basis().moduli()[..level - parts.dropped];
         let out = &mut self.inner;
         out.polys.resize_with(2, Vec::new);
-        if let Err(e) = unpack_limbs_into(n, kept, parts.c0, &mut out.polys[0]) {
+        let backend = params.backend();
+        if let Err(e) = unpack_limbs_into(backend, n, kept, parts.c0, &mut out.polys[0]) {
             // Left empty, at level 0: no evaluator takes it for a ciphertext.
             out.level = 0;
             out.polys.iter_mut().for_each(Vec::clear);
@@ -736,7 +710,7 @@ impl GaloisKey {
             .chunks_exact(per_digit)
             .map(|chunk| {
                 let seed: [u8; 32] = chunk[..32].try_into().expect("32 bytes");
-                let k0 = unpack_limbs(n, &moduli, &chunk[32..])?;
+                let k0 = unpack_limbs(params.backend(), n, &moduli, &chunk[32..])?;
                 Ok(digit_from_parts(params, element, levels, seed, &k0))
             })
             .collect::<Result<Vec<_>, Error>>()?;

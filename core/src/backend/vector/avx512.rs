@@ -16,6 +16,7 @@
 use core::arch::x86_64::*;
 
 use super::{FusedPairSums, Lanes, kernels_via_entry_points};
+use crate::zq::Modulus;
 
 cpufeatures::new!(cpuid_avx512, "avx512f", "avx512bw");
 
@@ -112,9 +113,68 @@ impl FusedPairSums for Avx512 {
 #[derive(Clone, Copy)]
 pub(crate) struct Avx512Lanes<const VNNI: bool = false>(__m512i);
 
+/// Where the 16 residues of 60 packed bytes lie in its 15 little-endian words: residue i's
+/// bits 30 i.. start in word (30 i) / 32 at bit (30 i) % 32 and end in the next word.
+const UNPACK_LOW_WORDS: [u32; 16] = unpack_table(0);
+const UNPACK_HIGH_WORDS: [u32; 16] = unpack_table(1);
+const UNPACK_SHIFTS: [u32; 16] = unpack_table(2);
+
+const fn unpack_table(which: u32) -> [u32; 16] {
+    let mut table = [0; 16];
+    let mut i = 0;
+    while i < 16 {
+        let bit = 30 * i as u32;
+        table[i] = match which {
+            0 => bit / 32,
+            1 => bit / 32 + 1,
+            _ => bit % 32,
+        };
+        i += 1;
+    }
+    table
+}
+
 impl<const VNNI: bool> Lanes for Avx512Lanes<VNNI> {
     const WIDTH: usize = 16;
     const REGISTERS: usize = 32;
+
+    /// Sixteen residues a step: their words gathered by two permutations from 15 loaded
+    /// words, shifted into place lane by lane.
+    #[inline(always)]
+    fn unpack_30_bit(out: &mut [u32], packed: &[u8], modulus: &Modulus) -> bool {
+        let whole = out.len() / 16 * 16;
+        let (out_whole, out_rest) = out.split_at_mut(whole);
+        let (packed_whole, packed_rest) = packed.split_at(whole / 8 * 30);
+        let mut at_least_q = 0u16;
+        // SAFETY: the tables are 64 bytes each; each masked load reads the 15 words (60
+        // bytes) of its chunk only (masked-off lanes touch no memory); each store writes the
+        // 16 words of its chunk; unaligned accesses. AVX-512F present (module documentation).
+        unsafe {
+            let low = _mm512_loadu_si512(UNPACK_LOW_WORDS.as_ptr().cast());
+            let high = _mm512_loadu_si512(UNPACK_HIGH_WORDS.as_ptr().cast());
+            let shifts = _mm512_loadu_si512(UNPACK_SHIFTS.as_ptr().cast());
+            // A shift by 32 (residues that start a word) gives 0, as wanted.
+            let high_shifts = _mm512_sub_epi32(_mm512_set1_epi32(32), shifts);
+            let mask = _mm512_set1_epi32((1 << 30) - 1);
+            let q = _mm512_set1_epi32(modulus.value() as i32);
+            for (out, bytes) in out_whole
+                .chunks_exact_mut(16)
+                .zip(packed_whole.chunks_exact(60))
+            {
+                let (out, bytes) = (&mut out[..16], &bytes[..60]);
+                let words = _mm512_maskz_loadu_epi32(0x7fff, bytes.as_ptr().cast());
+                let x = _mm512_or_si512(
+                    _mm512_srlv_epi32(_mm512_permutexvar_epi32(low, words), shifts),
+                    _mm512_sllv_epi32(_mm512_permutexvar_epi32(high, words), high_shifts),
+                );
+                let x = _mm512_and_si512(x, mask);
+                at_least_q |= _mm512_cmpge_epu32_mask(x, q);
+                _mm512_storeu_si512(out.as_mut_ptr().cast(), x);
+            }
+        }
+        let rest = crate::backend::portable::unpack_groups::<30>(packed_rest, modulus, out_rest);
+        at_least_q == 0 && rest
+    }
 
     #[inline(always)]
     fn load(src: &[u32]) -> Self {
