@@ -212,6 +212,18 @@ pub(crate) fn fraction_sums(
     }
 }
 
+/// trunc(s) for 0 <= s < 2^31, in operations that vectorize (`s as u32` saturates, and its
+/// NaN and range checks keep the loop scalar): s + 2^52 - 2^52 is s rounded to the nearest
+/// integer, exactly; one less if that is above s; and an integer below 2^31 plus 2^52 has
+/// itself as its low mantissa bits.
+#[inline(always)]
+fn truncate(s: f64) -> u32 {
+    const SHIFT: f64 = (1u64 << 52) as f64;
+    let nearest = s + SHIFT - SHIFT;
+    let below = nearest - if nearest > s { 1.0 } else { 0.0 };
+    (below + SHIFT).to_bits() as u32
+}
+
 /// v[c] = trunc(0.5 + sum_i rows[i][c] * reciprocals[i]) in f64, added in row order (so every
 /// backend rounds alike): the fast base conversion's count of wraps of the CRT sum, for rows
 /// below 2^31 and sums below 2^31.
@@ -232,7 +244,7 @@ pub(crate) fn wrap_counts(v: &mut [u32], rows: &[&[u32]], reciprocals: &[f64]) {
             }
         }
         for (v, &s) in v[start..start + len].iter_mut().zip(&sum[..len]) {
-            *v = s as i32 as u32;
+            *v = truncate(s);
         }
         start += len;
     }
