@@ -541,7 +541,7 @@ pub(super) fn linear_combinations_of_sets(
     let shared = SharedPairs::of(sets, &pair_weights);
     let most_outputs = sets.iter().map(|s| s.biases.len()).max().unwrap_or(0);
     let scratch = || LinearBlock::new(shared.pairs.len(), most_outputs, width);
-    parallel::for_each_mut_init(&mut blocks, scratch, |scratch, b, outs| {
+    parallel::for_each_mut_init_coarse(&mut blocks, scratch, |scratch, b, outs| {
         let (k, offset) = (b / blocks_per_poly, (b % blocks_per_poly) * width);
         let q = &moduli[offset / n];
         scratch.pack(params.backend(), &shared.pairs, k, offset..offset + width);
@@ -838,7 +838,7 @@ impl Accumulators {
         let pair_weights: Vec<&[u32]> = pair_weights.iter().map(Vec::as_slice).collect();
         // Each task's packed pairs, grown once and overwritten block after block.
         let packed = || (Vec::<u32>::new(), Vec::<u32>::new());
-        parallel::for_each_mut_init(&mut blocks, packed, |(lo, hi), b, block| {
+        parallel::for_each_mut_init_coarse(&mut blocks, packed, |(lo, hi), b, block| {
             let start = b * COLUMNS;
             let (k, offset) = (start / plane, start % plane);
             let rows: Vec<&[u32]> = inputs

@@ -49,6 +49,28 @@ pub(crate) fn map_init<T: Send, S>(
     }
 }
 
+/// [`for_each_mut_init`] in splits of at least an eighth of a thread's share of the items:
+/// rayon calls `init` once a split, so a large scratch (its pages faulted in anew each time)
+/// is made fewer times, for a coarser balance of the work at the end.
+pub(crate) fn for_each_mut_init_coarse<T: Send, S>(
+    items: &mut [T],
+    init: impl Fn() -> S + Sync + Send,
+    f: impl Fn(&mut S, usize, &mut T) + Sync + Send,
+) {
+    #[cfg(feature = "parallel")]
+    {
+        use rayon::prelude::*;
+        let min_len = items.len() / (8 * rayon::current_num_threads());
+        items
+            .par_iter_mut()
+            .with_min_len(min_len.max(1))
+            .enumerate()
+            .for_each_init(init, |s, (i, x)| f(s, i, x))
+    }
+    #[cfg(not(feature = "parallel"))]
+    for_each_mut_init(items, init, f)
+}
+
 /// f(s, i, &mut items[i]) for every item, each task's `s` made by `init` and reused across
 /// the items that task takes (scratch buffers).
 pub(crate) fn for_each_mut_init<T: Send, S>(
