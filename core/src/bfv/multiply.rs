@@ -122,22 +122,10 @@ pub(crate) fn tensor_into(
     scratch: &mut MultiplyScratch,
     out: &mut Ciphertext,
 ) {
-    let top = a.level;
-    extend_to_ntt(
-        params,
-        &a.polys[0],
-        top,
-        &mut scratch.c0,
-        &mut scratch.conversion,
-    );
-    extend_to_ntt(
-        params,
-        &a.polys[1],
-        top,
-        &mut scratch.c2,
-        &mut scratch.conversion,
-    );
-    tensor_extended(params, top, b, level, scratch, out);
+    let (top, s) = (a.level, scratch);
+    extend_to_ntt(params, &a.polys[0], top, &mut s.c0, &mut s.conversion);
+    extend_to_ntt(params, &a.polys[1], top, &mut s.c2, &mut s.conversion);
+    tensor_extended(params, top, b, level, s, out);
 }
 
 /// [`tensor_into`] for the square of a ciphertext whose c1 is in NTT form (a linear
@@ -150,22 +138,10 @@ pub(crate) fn square_ntt_second_into(
     scratch: &mut MultiplyScratch,
     out: &mut Ciphertext,
 ) {
-    let top = a.level;
-    extend_to_ntt(
-        params,
-        &a.polys[0],
-        top,
-        &mut scratch.c0,
-        &mut scratch.conversion,
-    );
-    extend_ntt_to_ntt(
-        params,
-        &mut a.polys[1],
-        top,
-        &mut scratch.c2,
-        &mut scratch.conversion,
-    );
-    tensor_extended(params, top, None, level, scratch, out);
+    let (top, s) = (a.level, scratch);
+    extend_to_ntt(params, &a.polys[0], top, &mut s.c0, &mut s.conversion);
+    extend_ntt_to_ntt(params, &mut a.polys[1], top, &mut s.c2, &mut s.conversion);
+    tensor_extended(params, top, None, level, s, out);
 }
 
 /// The rest of [`tensor_into`], once `scratch.c0` and `scratch.c2` hold a's polynomials
