@@ -90,8 +90,10 @@ impl Ciphertext {
 ///
 /// A product starts by transforming its factors to NTT form anyway, and linear maps with
 /// integer weights (the network's convolution) work in either form: a service that squares
-/// linear combinations of its inputs thus skips a's inverse transform at expansion and the
-/// forward one before each square. [`Self::into_coefficients`] gives the plain ciphertext.
+/// linear combinations of its inputs thus skips a's inverse transform at expansion; each
+/// square takes a's Q limbs as they are for its tensor and inverse-transforms them only for
+/// the extension to P, where it would otherwise have forward-transformed them.
+/// [`Self::into_coefficients`] gives the plain ciphertext.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ExpandedCiphertext {
     /// c0 in coefficient form, c1 in NTT form (limb by limb, each in its prime's table).

@@ -288,9 +288,10 @@ impl<'a> NetworkEvaluator<'a> {
 
     /// [`Self::evaluate_channel_in`] on inputs as their seeds expand, a left in NTT form
     /// ([`ExpandedCiphertext`], `SeededCiphertext::expand_ntt`): the convolution runs on a as
-    /// it is, and the squares of its outputs skip a's forward transforms (a tenth of a
-    /// square's). Packed inputs, unpacked by key switching first, are brought to coefficient
-    /// form (copies) and evaluated as [`Self::evaluate_channel_in`] does.
+    /// it is, and each square of its outputs inverse-transforms a's Q limbs for the extension
+    /// instead of forward-transforming them for the tensor, so the expansion's inverse
+    /// transforms are saved. Packed inputs, unpacked by key switching first, are brought to
+    /// coefficient form (copies) and evaluated as [`Self::evaluate_channel_in`] does.
     pub fn evaluate_expanded_in(
         &self,
         workspace: &mut Workspace,
