@@ -612,8 +612,8 @@ fn pair_weighted_sum_matches_naive_sums_on_every_backend() {
             }
             let lo: Vec<&[u32]> = lo.iter().map(Vec::as_slice).collect();
             let hi: Vec<&[u32]> = hi.iter().map(Vec::as_slice).collect();
-            // Output counts that fill, split and leave partial tiles (of 4, 2 and 1).
-            for outputs in [1usize, 3, 4, 6, 7, 13] {
+            // Output counts that fill, split and leave partial tiles (of 6, 4, 2 and 1).
+            for outputs in [1usize, 3, 4, 6, 7, 10, 13, 16] {
                 let mut next = xorshift((len * 7 + rows_count * 3 + outputs) as u64);
                 let weights: Vec<Vec<i32>> = (0..outputs)
                     .map(|o| {

@@ -1006,21 +1006,16 @@ pub(crate) fn pair_weighted_sum<V: Lanes>(
         "pair weighted sum operands"
     );
     // Tiles of 4 outputs x 4 vectors (16 accumulators, 4 pair vectors: AVX-512's and NEON's
-    // 32 registers) or 2 x 4 (AVX2's 16), measured against 8 x 2, 6 x 4, 10 x 2 and 12 x 2.
-    const C: usize = 4;
-    let chunk = C * V::WIDTH;
-    let done = n - n % chunk;
-    for start in (0..done).step_by(chunk) {
-        let mut o = 0;
-        while o < accs.len() {
-            let (accs, weights) = (&mut accs[o..], &weights[o..]);
-            o += match accs.len() {
-                4.. if V::REGISTERS >= 32 => pair_tile::<V, 4, C>(accs, pairs, weights, start),
-                2.. => pair_tile::<V, 2, C>(accs, pairs, weights, start),
-                _ => pair_tile::<V, 1, C>(accs, pairs, weights, start),
-            };
-        }
-    }
+    // 32 registers; measured on an Intel Xeon against 8 x 2, 6 x 4, 10 x 2 and 12 x 2). With
+    // AVX2's 16: 6 x 2 for six outputs or more (12 accumulators, 2 pair vectors and a weight;
+    // on an AMD EPYC, the dense layer's sums 20% faster than in 2 x 4: each pair's two
+    // vectors feed three times the products, and a column chunk's pairs, 64 bytes each,
+    // stay in a 32 KB L1), else 2 x 4 (the convolution's five maps).
+    let done = match V::REGISTERS {
+        32.. => pair_sums_in_tiles::<V, 4, 4>(accs, pairs, weights, n),
+        _ if accs.len() >= 6 => pair_sums_in_tiles::<V, 6, 2>(accs, pairs, weights, n),
+        _ => pair_sums_in_tiles::<V, 2, 4>(accs, pairs, weights, n),
+    };
     for (acc, weights) in accs.iter_mut().zip(weights) {
         for (p, &w) in pairs.iter().zip(weights.iter()) {
             for (a, &x) in acc[done..].iter_mut().zip(&p[done..]) {
@@ -1028,6 +1023,31 @@ pub(crate) fn pair_weighted_sum<V: Lanes>(
             }
         }
     }
+}
+
+/// [`pair_weighted_sum`] on the first columns of `n` in chunks of C vectors, in tiles of T
+/// outputs (fewer for the last ones); returns the columns done.
+#[inline(always)]
+fn pair_sums_in_tiles<V: Lanes, const T: usize, const C: usize>(
+    accs: &mut [&mut [u32]],
+    pairs: &[&[u32]],
+    weights: &[&[u32]],
+    n: usize,
+) -> usize {
+    let chunk = C * V::WIDTH;
+    let done = n - n % chunk;
+    for start in (0..done).step_by(chunk) {
+        let mut o = 0;
+        while o < accs.len() {
+            let (accs, weights) = (&mut accs[o..], &weights[o..]);
+            o += match accs.len() {
+                l if l >= T => pair_tile::<V, T, C>(accs, pairs, weights, start),
+                2.. => pair_tile::<V, 2, C>(accs, pairs, weights, start),
+                _ => pair_tile::<V, 1, C>(accs, pairs, weights, start),
+            };
+        }
+    }
+    done
 }
 
 /// The first `T` outputs of [`pair_weighted_sum`] on columns start..start + C WIDTH; returns T.
