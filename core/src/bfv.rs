@@ -59,7 +59,7 @@ pub const fn max_log_q_128(n: usize) -> Option<u32> {
 /// its conversion far from a tie), log2 P > log2 Q + log2 n + 3. Scaling into P first would
 /// need log2 t more.
 fn auxiliary_primes_needed(log_q: f64, n: usize, primes: &[u32]) -> Option<usize> {
-    let needed = log_q + libm_log2(n as f64) + 3.0;
+    let needed = auxiliary_bits_needed(log_q, n);
     let mut log_p = 0.0;
     for (count, &prime) in primes.iter().enumerate() {
         if log_p > needed {
@@ -68,6 +68,12 @@ fn auxiliary_primes_needed(log_q: f64, n: usize, primes: &[u32]) -> Option<usize
         log_p += libm_log2(prime as f64);
     }
     (log_p > needed).then_some(primes.len())
+}
+
+/// The bits an auxiliary basis must exceed for the tensor products of ciphertexts mod Q (see
+/// [`auxiliary_primes_needed`]).
+fn auxiliary_bits_needed(log_q: f64, n: usize) -> f64 {
+    log_q + libm_log2(n as f64) + 3.0
 }
 
 /// Everything that depends on the level L (the first L primes of Q).
@@ -83,6 +89,9 @@ pub(crate) struct Level {
     /// enough to hold C / Q_L for its tensor products C (see
     /// [`auxiliary_primes_needed`]), so a lower level transforms and converts fewer limbs.
     pub auxiliary_limbs: usize,
+    /// log2 P_L - (log2 Q_L + log2 n + 3): how many bits of weight the sums of tensor
+    /// products that P_L holds may carry (see [`Parameters::tensor_sum_headroom`]).
+    pub tensor_sum_headroom: f64,
     /// Extension of centered values from Q_L to P_L.
     pub q_to_p: BaseConverter,
     /// round(t X / Q_L) mod Q_L for a tensor product X mod Q_L P_L (Montgomery form).
@@ -291,7 +300,7 @@ impl Parameters {
                 let log_q = q.iter().map(|m| libm_log2(m.value() as f64)).sum();
                 let limbs = auxiliary_primes_needed(log_q, n, &p_primes)
                     .expect("a prefix of Q needs at most the primes Q needs");
-                Self::level(q, &p.moduli()[..limbs], special, &t)
+                Self::level(n, q, &p.moduli()[..limbs], special, &t)
             })
             .collect();
         Ok(Self {
@@ -309,7 +318,15 @@ impl Parameters {
         })
     }
 
-    fn level(q: &[Modulus], p: &[Modulus], special: Option<&[Modulus]>, t: &Modulus) -> Level {
+    fn level(
+        n: usize,
+        q: &[Modulus],
+        p: &[Modulus],
+        special: Option<&[Modulus]>,
+        t: &Modulus,
+    ) -> Level {
+        let log2 =
+            |basis: &[Modulus]| -> f64 { basis.iter().map(|m| libm_log2(m.value() as f64)).sum() };
         let (q_mod_t, delta) = message_scale(q, t);
         let last = q[q.len() - 1];
         let last_inverse: Vec<ShoupConstant> = q[..q.len() - 1]
@@ -341,6 +358,7 @@ impl Parameters {
             q_mod_t,
             decryptor: ScaleRound::new(q, t.value(), core::slice::from_ref(t)),
             auxiliary_limbs: p.len(),
+            tensor_sum_headroom: log2(p) - auxiliary_bits_needed(log2(q), n),
             q_to_p: BaseConverter::new(q, p),
             tensor_scale,
             tensor_scale_down,
@@ -369,6 +387,19 @@ impl Parameters {
     /// with the first primes of it that it needs).
     pub fn auxiliary_basis(&self) -> &RnsBasis {
         &self.p
+    }
+
+    /// How many bits of weight a sum of a square's tensor products at `level` may carry and
+    /// still be scaled exactly from the auxiliary basis of that level (none above the top
+    /// level): sum_i w_i X_i with sum_i |w_i| < 2^headroom has |z| = |sum / Q_L| below P_L / 2
+    /// with the single products' three bits of margin. A dense layer after a square whose
+    /// outputs' |weights| sum below 2^headroom can take the unscaled tensors and scale each
+    /// output once (`NetworkEvaluator`).
+    pub fn tensor_sum_headroom(&self, level: usize) -> f64 {
+        match level.checked_sub(1).and_then(|l| self.levels.get(l)) {
+            Some(level) => level.tensor_sum_headroom,
+            None => f64::NEG_INFINITY,
+        }
     }
 
     /// The special primes of key switching, if any.

@@ -354,6 +354,47 @@ impl<'a> Evaluator<'a> {
         Ok(())
     }
 
+    /// The unscaled tensor of `a`'s square over Q_L u P_L in NTT and Montgomery form, written
+    /// over `out` (see `multiply::square_unscaled_into`; crate-internal, as the tensor has no
+    /// type of its own). `a`'s c1 is in NTT form if `second_in_ntt`, and then left holding
+    /// scratch values.
+    pub(crate) fn square_unscaled_into(
+        &self,
+        a: &mut Ciphertext,
+        second_in_ntt: bool,
+        scratch: &mut MultiplyScratch,
+        out: &mut [Vec<u32>; 3],
+    ) -> Result<(), Error> {
+        self.check(a)?;
+        if a.size() != 2 {
+            return Err(Error::Incompatible {
+                reason: "square takes a ciphertext of size 2",
+            });
+        }
+        super::multiply::square_unscaled_into(self.params, a, second_in_ntt, scratch, out);
+        Ok(())
+    }
+
+    /// `out` = a sum of square tensors of level `top` (limbs written by `fill`, see
+    /// `multiply::scale_tensor_sum_into`) scaled by t/Q_top and switched down to `level`. The
+    /// caller keeps the sum within [`Parameters::tensor_sum_headroom`].
+    pub(crate) fn scale_tensor_sum_into(
+        &self,
+        top: usize,
+        level: usize,
+        fill: &super::multiply::TensorLimbs<'_>,
+        scratch: &mut MultiplyScratch,
+        out: &mut Ciphertext,
+    ) -> Result<(), Error> {
+        if !(1..=top).contains(&level) || top > self.params.max_level() {
+            return Err(Error::Incompatible {
+                reason: "a tensor is scaled from a level of the parameters, down to 1 or more",
+            });
+        }
+        super::multiply::scale_tensor_sum_into(self.params, top, level, fill, scratch, out);
+        Ok(())
+    }
+
     /// Turns a size-3 ciphertext into a size-2 one encrypting the same plaintext.
     pub fn relinearize_assign(
         &self,

@@ -30,10 +30,16 @@ pub struct MultiplyScratch {
     b1: Vec<u32>,
     /// One limb of a product of two ciphertexts (not squaring).
     product: Vec<u32>,
+    conversion: ConversionScratch,
+    scaling: ScalingScratch,
+}
+
+/// The buffers of [`scale_tensor_into`].
+#[derive(Clone, Debug, Default)]
+struct ScalingScratch {
     /// The rescaled polynomial mod Q_L, before switching down.
     full: Vec<u32>,
     lifted: Vec<u32>,
-    conversion: ConversionScratch,
     scale: TensorScaleScratch,
 }
 
@@ -198,13 +204,102 @@ fn tensor_extended(
             }
         }
     }
+    scale_tensor_into(params, top, level, [c0, c1, c2], &mut s.scaling, out);
+}
+
+/// The unscaled tensor of a square: (a0^2, 2 a0 a1, a1^2) over Q_L u P_L (L = a's level), in
+/// NTT form and Montgomery form (times 2^-32), written over `out`'s three buffers (grown if
+/// short). Linear combinations of such tensors with integer weights are tensors of the same
+/// form, and [`scale_tensor_sum_into`] scales one of them once where P_L holds it
+/// ([`Parameters::tensor_sum_headroom`]): a dense layer after a square scales its outputs
+/// instead of its inputs. `a`'s c1 is in NTT form if `second_in_ntt` (and then left holding
+/// scratch values).
+pub(crate) fn square_unscaled_into(
+    params: &Parameters,
+    a: &mut Ciphertext,
+    second_in_ntt: bool,
+    scratch: &mut MultiplyScratch,
+    out: &mut [Vec<u32>; 3],
+) {
+    let (top, n) = (a.level, params.degree());
+    let l = params.level_data(top).auxiliary_limbs;
+    let [c0, c1, c2] = out;
+    let conversion = &mut scratch.conversion;
+    extend_to_ntt(params, &a.polys[0], top, c0, conversion);
+    match second_in_ntt {
+        true => extend_ntt_to_ntt(params, &mut a.polys[1], top, c2, conversion),
+        false => extend_to_ntt(params, &a.polys[1], top, c2, conversion),
+    }
+    let width = (top + l) * n;
+    let c1 = grown(c1, width);
+    let moduli = params.ciphertext_basis().moduli()[..top]
+        .iter()
+        .chain(&params.auxiliary_basis().moduli()[..l]);
+    for ((m, c0), (c1, c2)) in moduli
+        .zip(c0[..width].chunks_exact_mut(n))
+        .zip(c1.chunks_exact_mut(n).zip(c2[..width].chunks_exact_mut(n)))
+    {
+        params.backend().square_tensor_montgomery(c0, c1, c2, m);
+    }
+}
+
+/// Writes limb i of polynomial k of a sum of tensors: `fill(k, i, limb, q_i)`.
+pub(crate) type TensorLimbs<'a> = dyn Fn(usize, usize, &mut [u32], &Modulus) + Sync + 'a;
+
+/// `out` = the sum of tensors of level `top` (as [`square_unscaled_into`] makes them) scaled
+/// by t/Q_top and switched down to `level`; `fill(k, i, limb, q_i)` writes limb i of the
+/// sum's polynomial k (the primes of Q_top, then those of P_top), fully reduced.
+pub(crate) fn scale_tensor_sum_into(
+    params: &Parameters,
+    top: usize,
+    level: usize,
+    fill: &TensorLimbs<'_>,
+    scratch: &mut MultiplyScratch,
+    out: &mut Ciphertext,
+) {
+    let n = params.degree();
+    let l = params.level_data(top).auxiliary_limbs;
+    let width = (top + l) * n;
+    let moduli: Vec<&Modulus> = params.ciphertext_basis().moduli()[..top]
+        .iter()
+        .chain(&params.auxiliary_basis().moduli()[..l])
+        .collect();
+    let s = scratch;
+    let polys = [
+        grown(&mut s.c0, width),
+        grown(&mut s.c1, width),
+        grown(&mut s.c2, width),
+    ];
+    for (k, poly) in polys.into_iter().enumerate() {
+        for (i, (limb, q)) in poly.chunks_exact_mut(n).zip(&moduli).enumerate() {
+            fill(k, i, limb, q);
+        }
+    }
+    let (c0, c1, c2) = (&mut s.c0[..width], &mut s.c1[..width], &mut s.c2[..width]);
+    scale_tensor_into(params, top, level, [c0, c1, c2], &mut s.scaling, out);
+}
+
+/// `out` = a tensor over Q_top u P_top (NTT and Montgomery form, overwritten) scaled by
+/// t/Q_top, rounded, and switched down to `level`.
+fn scale_tensor_into(
+    params: &Parameters,
+    top: usize,
+    level: usize,
+    tensor: [&mut [u32]; 3],
+    scratch: &mut ScalingScratch,
+    out: &mut Ciphertext,
+) {
+    let n = params.degree();
+    let backend = params.backend();
+    let level_data = params.level_data(top);
+    let s = scratch;
     let full = grown(&mut s.full, top * n);
     let lifted = grown(&mut s.lifted, n);
     out.params = params.id();
     out.level = level;
     out.n = n;
     out.polys.resize_with(3, Vec::new);
-    for (c, poly) in [c0, c1, c2].into_iter().zip(out.polys.iter_mut()) {
+    for (c, poly) in tensor.into_iter().zip(out.polys.iter_mut()) {
         poly.resize(level * n, 0);
         let (q_part, p_part) = c.split_at_mut(top * n);
         // The Q limbs come out times the scaling's cofactors, as it takes them.

@@ -24,7 +24,8 @@ const ACCUMULATOR: u64 = 8;
 /// What the allocator and the threads' scratch add, as a fraction of the counted total: set so
 /// that the estimate stays above the measured peak RSS (committed model: 1.10 GB measured by
 /// `run` over all 10,000 test images with the buffers kept between batches, 1.25 GB planned,
-/// with groups of 85 positions; 16 maps x 4096 hidden units: 5.43 GiB measured with groups of
+/// with groups of 85 positions; 1.43 GB measured, 1.71 GB planned, where the first dense layer
+/// sums the squares' unscaled tensors; 16 maps x 4096 hidden units: 5.43 GiB measured with groups of
 /// 13 positions, when the estimate counted the group as it does now).
 pub(super) const OVERHEAD: f64 = 0.25;
 /// Seconds of one square, per ciphertext prime, on one core, scaled linearly in n. Measured
@@ -81,12 +82,19 @@ impl NetworkEvaluator<'_> {
         let inputs = (INPUTS as u64)
             .saturating_mul(poly(top, 2))
             .saturating_mul(RESIDUE);
+        // Where the first dense layer sums the squares' unscaled tensors, its accumulators and
+        // a group's squares hold Q u P of the square level.
+        let square_level = plan.square_level;
+        let summed_limbs = match self.sums_tensors(first, square_level) {
+            true => square_level + first.level_data(square_level).auxiliary_limbs,
+            false => hidden_level as usize,
+        } as u64;
         let accumulators = hidden
-            .saturating_mul(poly(hidden_level, 3))
+            .saturating_mul(poly(summed_limbs, 3))
             .saturating_mul(ACCUMULATOR);
         let group = (GROUP_POSITIONS as u64)
             .saturating_mul(maps)
-            .saturating_mul(poly(top, 5))
+            .saturating_mul(poly(top, 2).saturating_add(poly(summed_limbs.max(top), 3)))
             .saturating_mul(RESIDUE);
         let second = hidden
             .saturating_mul(poly(hidden_level, 2))

@@ -68,9 +68,18 @@ fn run_packed(
     let mut rng = ChaCha20Rng::seed_from_u64(7);
     let secret = SecretKey::generate(&params.channels()[0], &mut rng);
     let keys = EvaluationKeys::generate(params, &secret, packing.factor(), &mut rng).unwrap();
+    // Both choices of where the first dense layer scales (see `sums_tensors`), whatever the
+    // backend would choose: the first's words are compared across backends by the callers;
+    // the other's (one rounding against many) must give the same logits.
     let evaluator = NetworkEvaluator::new(params, model, &keys)
-        .unwrap_or_else(|e| panic!("{e}: {:?}", EvaluationPlan::new(params, model)));
+        .unwrap_or_else(|e| panic!("{e}: {:?}", EvaluationPlan::new(params, model)))
+        .forcing_tensor_sums(true);
     let plan = *evaluator.plan_for(packing).unwrap();
+    let sums_tensors = evaluator.sums_tensors(&params.channels()[0], plan.square_level);
+    let other = NetworkEvaluator::new(params, model, &keys)
+        .unwrap()
+        .forcing_tensor_sums(false);
+    let mut other_outputs = Vec::new();
     let mut outputs = Vec::new();
     let mut bytes = Vec::new();
     let mut budget = u32::MAX;
@@ -120,6 +129,11 @@ fn run_packed(
             same(&out, &from_ntt, p),
             "channel {c}: inputs with a in NTT form changed the outputs"
         );
+        other_outputs.push(
+            other
+                .evaluate_channel_in(&mut reused, c, &inputs, packing, &noop)
+                .unwrap(),
+        );
         for ct in &out {
             assert_eq!(ct.level(), plan.output_level);
             budget = budget.min(secret.noise_budget(p, ct).unwrap());
@@ -129,6 +143,11 @@ fn run_packed(
     }
     let decrypted = decrypt_logits(params, &secret, &outputs, images.len(), packing).unwrap();
     assert_eq!(decrypted.min_budget_bits, budget);
+    let other = decrypt_logits(params, &secret, &other_outputs, images.len(), packing).unwrap();
+    assert_eq!(
+        other.logits, decrypted.logits,
+        "each square scaled: other logits than with tensor sums ({sums_tensors})"
+    );
     (decrypted.logits, bytes, budget)
 }
 
@@ -997,5 +1016,54 @@ fn the_committed_model_takes_the_fewest_channels_each_kind_of_batch_allows() {
     for params in [&full, &packed] {
         assert!(params.plaintext_bits() > bits as f64);
         assert_eq!(params.channels()[0].ring_id(), full.channels()[0].ring_id());
+    }
+}
+
+#[test]
+fn the_first_dense_layer_scales_its_outputs_where_p_holds_its_sums_and_each_square_otherwise() {
+    // The committed model at its parameters: its hidden units' |weights| sum to at most 1141
+    // (10.2 bits), within the square level's 13.6 bits of headroom, so the first dense
+    // layer sums the squares' unscaled tensors where the backend's sums are cheap (`run_packed`
+    // checks both choices exact on every backend).
+    let model = Model::parse(MNIST_MODEL).unwrap();
+    let params = NetworkParameters::for_model(&model, Backend::detect()).unwrap();
+    let mut rng = ChaCha20Rng::seed_from_u64(3);
+    let secret = SecretKey::generate(&params.channels()[0], &mut rng);
+    let keys = EvaluationKeys::generate(&params, &secret, 1, &mut rng).unwrap();
+    let evaluator = NetworkEvaluator::new(&params, &model, &keys).unwrap();
+    let square_level = evaluator.plan().square_level;
+    let cheap = params.channels()[0].backend().cheap_pair_sums();
+    let evaluator = evaluator.forcing_tensor_sums(true);
+    for p in params.channels() {
+        let headroom = p.tensor_sum_headroom(square_level);
+        assert!((13.0..14.0).contains(&headroom), "{headroom}");
+        assert!(evaluator.sums_tensors(p, square_level));
+        let default = NetworkEvaluator::new(&params, &model, &keys).unwrap();
+        assert_eq!(default.sums_tensors(p, square_level), cheap);
+        assert_eq!(p.tensor_sum_headroom(p.max_level() + 1), f64::NEG_INFINITY);
+    }
+    // 9-bit weights on the small model at n = 8192: sums of about 2^14.4, past the headroom
+    // but within the half-word sums, so every square is scaled on its own even where the
+    // sums are wanted; at n = 1024 (16.6 bits of headroom) they are summed. Both exact.
+    let bytes = tiny_model_with(9);
+    let model = Model::parse(&bytes).unwrap();
+    let images = random_images(3, 17);
+    let expected: Vec<[i128; CLASSES]> = images.iter().map(|i| model.logits(i).unwrap()).collect();
+    let primes = crt_primes(model.bounds().plaintext_bits(), 8192).unwrap();
+    let large = NetworkParameters::insecure_for_tests(8192, 5, &primes, Backend::detect()).unwrap();
+    let small = toy_params(&model, 5, Backend::detect());
+    for (params, summed) in [(&large, false), (&small, true)] {
+        let secret = SecretKey::generate(&params.channels()[0], &mut rng);
+        let keys = EvaluationKeys::generate(params, &secret, 1, &mut rng).unwrap();
+        let evaluator = NetworkEvaluator::new(params, &model, &keys)
+            .unwrap()
+            .forcing_tensor_sums(true);
+        let square_level = evaluator.plan().square_level;
+        for p in params.channels() {
+            assert_eq!(evaluator.sums_tensors(p, square_level), summed);
+        }
+        let (logits, _, budget) = run(params, &model, &images);
+        assert_eq!(logits, expected, "summed: {summed}");
+        assert!(budget > 0);
     }
 }

@@ -261,15 +261,19 @@ mod tests {
     /// Products at the largest magnitude a tensor reaches (n Q^2 / 2, both signs), zero, small
     /// values and random ones: every output word equals the big-integer rounding, on every
     /// backend, with and without folded output factors. The CryptoNets shape (5 primes in Q,
-    /// 6 in P), and large P (14 and 15 primes: the conversion back in two passes).
+    /// 6 in P), and large P (14 and 15 primes: the conversion back in two passes). Then sums
+    /// of such products with |weights| summing to 2^13, as the first dense layer scales them
+    /// (`Parameters::tensor_sum_headroom`: 13.6 bits for the CryptoNets shape at n = 8192).
     #[test]
     fn scaling_matches_big_integer_rounding_on_every_backend() {
         for (q_primes, p_primes) in [(5, 6), (1, 14), (3, 15)] {
-            scaling_matches_big_integer_rounding(q_primes, p_primes);
+            scaling_matches_big_integer_rounding(q_primes, p_primes, 1);
         }
+        scaling_matches_big_integer_rounding(5, 6, 1 << 13);
     }
 
-    fn scaling_matches_big_integer_rounding(q_primes: usize, p_primes: usize) {
+    /// The scaling of values up to `weight_sum` times a tensor's largest magnitude.
+    fn scaling_matches_big_integer_rounding(q_primes: usize, p_primes: usize, weight_sum: u32) {
         let n = 64usize;
         let degree = 8192usize;
         let primes: Vec<Modulus> = ntt_primes(30, degree)
@@ -279,10 +283,10 @@ mod tests {
         let (q, p) = primes.split_at(q_primes);
         let t = ntt_primes(29, degree).next().unwrap();
         let q_big: BigInt = q.iter().map(|m| BigInt::from(m.value())).product();
-        let bound = BigInt::from(degree) * &q_big * &q_big / 2u32;
+        let bound = BigInt::from(weight_sum) * BigInt::from(degree) * &q_big * &q_big / 2u32;
         // P must hold z = (X - X_Q) / Q with room for the wrap count: 8 n Q.
         let p_big: BigInt = p.iter().map(|m| BigInt::from(m.value())).product();
-        assert!(p_big > BigInt::from(8 * degree) * &q_big);
+        assert!(p_big > BigInt::from(8 * degree) * BigInt::from(weight_sum) * &q_big);
         let factors: Vec<u32> = q.iter().map(|m| m.value() - 3).collect();
         let plain = TensorScale::new(q, p, t);
         let scaled = TensorScale::new(q, p, t).times_outputs(&factors);
