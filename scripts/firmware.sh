@@ -18,7 +18,14 @@ image=${1:-0}
 model=${2:-models/cryptonets-mnist.cnmd}
 work=target/firmware-run
 mkdir -p "$work"
-cryptonets() { cargo run --quiet --profile test -p cryptonets-host -- "$@"; }
+# The host binary: CRYPTONETS_BIN if set (CI passes the one its tests built), else built here.
+cryptonets() {
+    if [ -n "${CRYPTONETS_BIN:-}" ]; then
+        "$CRYPTONETS_BIN" "$@"
+    else
+        cargo run --quiet --profile test -p cryptonets-host -- "$@"
+    fi
+}
 
 cryptonets device profile --model "$model" --out "$work/profile.bin" >&2
 cryptonets device input --image "$image" --out "$work/input.bin" >&2

@@ -6,7 +6,8 @@
 #   2. the workspace tests on x86_64 (portable and AVX2 backends must both run), with MNIST
 #      fetched and verified so that the tests on real data run;
 #   3. the core and integration tests for aarch64 under qemu-user (portable and NEON);
-#   4. every criterion bench once (`-- --test`) on x86_64 and on aarch64 under qemu;
+#   4. every criterion bench once (criterion's test mode, on the tests' build) on x86_64 and
+#      on aarch64 under qemu;
 #   5. the no_std core for thumbv7em-none-eabihf (Cortex-M4F), with and without `alloc`, and
 #      the owner's client firmware on an emulated Cortex-M4 (qemu-system-arm mps2-an386):
 #      its upload bit-exact with the host's, its prediction the model's (scripts/firmware.sh),
@@ -22,7 +23,10 @@ cd "$(dirname "$0")/.."
 [ -f "$HOME/.cargo/env" ] && . "$HOME/.cargo/env"
 # Tests that need data fetched below (MNIST) fail instead of skipping when CI is set.
 export CI=${CI:-true}
-step() { printf '\n==> %s\n' "$*"; }
+# Each step prints the minutes spent so far: CI must finish well inside its time limit.
+step() { printf '\n==> [%d min] %s\n' $((SECONDS / 60)) "$*"; }
+# Every build here starts from nothing and is used once: incremental artifacts only cost.
+export CARGO_INCREMENTAL=0
 sudo_if_needed() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 
 debian_rust_ready() {
@@ -68,14 +72,19 @@ grep -qw avx512_vnni /proc/cpuinfo && grep -qw amx_int8 /proc/cpuinfo && grep -q
     x86_backends=$x86_backends,avx512-amx
 step "x86_64 tests ($x86_backends)"
 CRYPTONETS_EXPECT_BACKENDS=$x86_backends cargo test --workspace
+# The benches once each (criterion's test mode), on the tests' build: same profile and
+# features, so nothing is compiled again but the bench targets.
+step "x86_64 benches run once"
+cargo test --workspace --benches
+# The firmware checks below drive the host binary the tests just built.
+export CRYPTONETS_BIN=$PWD/target/debug/cryptonets
 
 step "aarch64 tests under qemu-user (portable + neon)"
+aarch64_packages=(-p cryptonets-core -p cryptonets-tests -p cryptonets-benches)
 CRYPTONETS_EXPECT_BACKENDS=portable,neon debian cargo test --target aarch64-unknown-linux-gnu \
-    -p cryptonets-core -p cryptonets-tests
-
-step "benches build and run once (x86_64, aarch64 under qemu)"
-cargo bench -p cryptonets-benches -- --test
-debian cargo bench --target aarch64-unknown-linux-gnu -p cryptonets-benches -- --test
+    "${aarch64_packages[@]}"
+step "aarch64 benches run once under qemu"
+debian cargo test --target aarch64-unknown-linux-gnu "${aarch64_packages[@]}" --benches
 
 step "no_std core for Cortex-M4F (thumbv7em-none-eabihf)"
 for features in "" "--features alloc"; do
