@@ -73,9 +73,10 @@ grep -qw avx512_vnni /proc/cpuinfo && grep -qw amx_int8 /proc/cpuinfo && grep -q
 step "x86_64 tests ($x86_backends)"
 CRYPTONETS_EXPECT_BACKENDS=$x86_backends cargo test --workspace
 # The benches once each (criterion's test mode), on the tests' build: same profile and
-# features, so nothing is compiled again but the bench targets.
+# features, so nothing is compiled again but the bench targets. `--bench '*'`, not
+# `--benches`, which also takes every library (bench = true) and would run its tests again.
 step "x86_64 benches run once"
-cargo test --workspace --benches
+cargo test --workspace --bench '*'
 # The firmware checks below drive the host binary the tests just built.
 export CRYPTONETS_BIN=$PWD/target/debug/cryptonets
 
@@ -84,7 +85,7 @@ aarch64_packages=(-p cryptonets-core -p cryptonets-tests -p cryptonets-benches)
 CRYPTONETS_EXPECT_BACKENDS=portable,neon debian cargo test --target aarch64-unknown-linux-gnu \
     "${aarch64_packages[@]}"
 step "aarch64 benches run once under qemu"
-debian cargo test --target aarch64-unknown-linux-gnu "${aarch64_packages[@]}" --benches
+debian cargo test --target aarch64-unknown-linux-gnu "${aarch64_packages[@]}" --bench '*'
 
 step "no_std core for Cortex-M4F (thumbv7em-none-eabihf)"
 for features in "" "--features alloc"; do
