@@ -13,7 +13,9 @@ targets=("$@")
 
 command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
 export RUSTC_BOOTSTRAP=1
-cargo fuzz build --release 2>&1 | tail -1
+# As `cargo fuzz run` builds by default (optimized, with debug assertions and overflow checks):
+# with `--release` (without them) every run rebuilt the whole crate first.
+cargo fuzz build 2>&1 | tail -1
 # The seed writer is one of the crate's binaries, built (instrumented) with the targets: no
 # second build of the library without the fuzz flags.
 seeds=target/x86_64-unknown-linux-gnu/release/seeds
