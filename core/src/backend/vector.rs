@@ -1016,6 +1016,12 @@ pub(crate) fn pair_weighted_sum<V: Lanes>(
         _ if accs.len() >= 6 => pair_sums_in_tiles::<V, 6, 2>(accs, pairs, weights, n),
         _ => pair_sums_in_tiles::<V, 2, 4>(accs, pairs, weights, n),
     };
+    // Columns past the tiles' chunks, if any. Checked first: the loops over every output and
+    // pair below cost the dense layer of the committed model a quarter of its time on an
+    // AMD EPYC (AVX2) even with no column to run (1.55 s -> 1.10 a batch).
+    if done == n {
+        return;
+    }
     for (acc, weights) in accs.iter_mut().zip(weights) {
         for (p, &w) in pairs.iter().zip(weights.iter()) {
             for (a, &x) in acc[done..].iter_mut().zip(&p[done..]) {

@@ -31,6 +31,11 @@ const LINEAR_BLOCK: usize = 512;
 /// Columns a dense-layer task accumulates: its rows and accumulators stay in L2.
 const COLUMNS: usize = 512;
 
+/// The distance between two packed pairs of a column block: one cache line more than its
+/// columns, so that the same columns of successive pairs fall in different L1 sets (at
+/// 2 KB apart they shared two of the 64 sets of a 32 KB L1).
+const PAIR_STRIDE: usize = COLUMNS + 16;
+
 /// The form of the inputs' second polynomial (a), as the evaluation receives them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum SecondPoly {
@@ -940,18 +945,29 @@ impl Accumulators {
                 Block::Halves(block) => {
                     let pairs = rows.len().div_ceil(2);
                     let zeros = [0u32; COLUMNS];
-                    lo.resize(pairs * COLUMNS, 0);
-                    hi.resize(pairs * COLUMNS, 0);
+                    lo.resize(pairs * PAIR_STRIDE, 0);
+                    hi.resize(pairs * PAIR_STRIDE, 0);
                     for (p, (lo, hi)) in lo
-                        .chunks_exact_mut(COLUMNS)
-                        .zip(hi.chunks_exact_mut(COLUMNS))
+                        .chunks_exact_mut(PAIR_STRIDE)
+                        .zip(hi.chunks_exact_mut(PAIR_STRIDE))
                         .enumerate()
                     {
                         let second = rows.get(2 * p + 1).copied().unwrap_or(&zeros);
-                        backend.pack_pairs(lo, hi, rows[2 * p], second);
+                        backend.pack_pairs(
+                            &mut lo[..COLUMNS],
+                            &mut hi[..COLUMNS],
+                            rows[2 * p],
+                            second,
+                        );
                     }
-                    let lo: Vec<&[u32]> = lo.chunks_exact(COLUMNS).collect();
-                    let hi: Vec<&[u32]> = hi.chunks_exact(COLUMNS).collect();
+                    let lo: Vec<&[u32]> = lo
+                        .chunks_exact(PAIR_STRIDE)
+                        .map(|p| &p[..COLUMNS])
+                        .collect();
+                    let hi: Vec<&[u32]> = hi
+                        .chunks_exact(PAIR_STRIDE)
+                        .map(|p| &p[..COLUMNS])
+                        .collect();
                     let (mut sums_lo, mut sums_hi): (Vec<&mut [u32]>, Vec<&mut [u32]>) = block
                         .iter_mut()
                         .map(|(lo, hi)| (&mut **lo, &mut **hi))
