@@ -16,10 +16,11 @@ export RUSTC_BOOTSTRAP=1
 # As `cargo fuzz run` builds by default (optimized, with debug assertions and overflow checks):
 # with `--release` (without them) every run rebuilt the whole crate first.
 cargo fuzz build 2>&1 | tail -1
-# The seed writer is one of the crate's binaries, built (instrumented) with the targets: no
-# second build of the library without the fuzz flags.
-seeds=target/x86_64-unknown-linux-gnu/release/seeds
-if [ -x "$seeds" ]; then "$seeds"; else cargo run --release --quiet --bin seeds; fi
+# The seed writer is one of the crate's binaries, built (instrumented) with the targets just
+# above, into cargo fuzz's directory for the host: no second build of the library. Run from
+# there only, so that a writer left by an older build can never write the seeds.
+host=$(rustc -vV | sed -n "s/^host: //p")
+"target/$host/release/seeds"
 summary=()
 for target in "${targets[@]}"; do
     log=$(mktemp)
