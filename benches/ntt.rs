@@ -1,4 +1,4 @@
-//! NTT and pointwise-kernel benches, one series per backend this CPU runs.
+//! NTT, pointwise and linear-layer kernel benches, one series per backend this CPU runs.
 
 use std::hint::black_box;
 
@@ -50,5 +50,62 @@ fn pointwise(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, transforms, pointwise);
+/// The half-word sums of the linear layers, shaped as the committed model's: a convolution
+/// window (5 maps, 15 pairs of rows) and a block of the first dense layer (100 units, 213
+/// pairs), over one 512-column block, single-threaded.
+fn linear_sums(c: &mut Criterion) {
+    let width = 512;
+    let (modulus, _, poly) = ntt_setup(8192);
+    // Packed halves and weight pairs as `linear::pack_pairs` and `linear::weight_pair` lay
+    // them out: 16-bit halves below 2^15, signed 16-bit weights.
+    let row = |r: usize| -> Vec<u32> {
+        (0..width)
+            .map(|c| poly[(r * 131 + c * 7) % poly.len()] & 0x7fff_7fff)
+            .collect()
+    };
+    let weight_row = |o: usize, pairs: usize, scale: i32| -> Vec<u32> {
+        (0..pairs)
+            .map(|p| {
+                let w = |k: usize| ((o * 31 + p * 17 + k * 5) % 61) as i32 - 30;
+                let (a, b) = (w(0) * scale, w(1) * scale);
+                (a as i16 as u16 as u32) | (b as i16 as u16 as u32) << 16
+            })
+            .collect()
+    };
+    for (name, outputs, pairs, scale) in [("window", 5, 15, 64), ("dense", 100, 213, 1)] {
+        let low: Vec<Vec<u32>> = (0..pairs).map(row).collect();
+        let high: Vec<Vec<u32>> = (0..pairs).map(|p| row(p + pairs)).collect();
+        let weights: Vec<Vec<u32>> = (0..outputs).map(|o| weight_row(o, pairs, scale)).collect();
+        let (low, high): (Vec<&[u32]>, Vec<&[u32]>) = (
+            low.iter().map(Vec::as_slice).collect(),
+            high.iter().map(Vec::as_slice).collect(),
+        );
+        let weights: Vec<&[u32]> = weights.iter().map(Vec::as_slice).collect();
+        let mut group = c.benchmark_group(format!("{name}_sums_512"));
+        group.throughput(Throughput::Elements((outputs * pairs * 2 * width) as u64));
+        for backend in Backend::available() {
+            let mut lo_sums = vec![vec![1u32 << 31; width]; outputs];
+            let mut hi_sums = lo_sums.clone();
+            let mut outs = vec![vec![0u32; width]; outputs];
+            // As the evaluator runs them: half sums started at 2^31, then joined mod q.
+            group.bench_function(backend.name(), |b| {
+                b.iter(|| {
+                    for (sums, rows) in [(&mut lo_sums, &low), (&mut hi_sums, &high)] {
+                        let mut accs: Vec<&mut [u32]> =
+                            sums.iter_mut().map(|s| s.as_mut_slice()).collect();
+                        accs.iter_mut().for_each(|s| s.fill(1 << 31));
+                        backend.pair_weighted_sum(&mut accs, rows, &weights);
+                    }
+                    for ((out, lo), hi) in outs.iter_mut().zip(&lo_sums).zip(&hi_sums) {
+                        backend.join_halves(out, lo, hi, &modulus);
+                    }
+                    black_box(&outs);
+                })
+            });
+        }
+        group.finish();
+    }
+}
+
+criterion_group!(benches, transforms, pointwise, linear_sums);
 criterion_main!(benches);

@@ -1031,6 +1031,18 @@ pub(crate) fn pair_weighted_sum<V: Lanes>(
     }
 }
 
+/// The C vectors at the start of `src`. Written out: loads in a closure (as in
+/// `array::from_fn`) do not inherit the target features, and a change elsewhere in the
+/// kernel (another tile shape) had them compiled out of line, a call per load.
+#[inline(always)]
+fn load_vectors<V: Lanes, const C: usize>(src: &[u32]) -> [V; C] {
+    let mut vectors = [V::splat(0); C];
+    for (v, vector) in vectors.iter_mut().enumerate() {
+        *vector = V::load(&src[v * V::WIDTH..]);
+    }
+    vectors
+}
+
 /// [`pair_weighted_sum`] on the first columns of `n` in chunks of C vectors, in tiles of T
 /// outputs (fewer for the last ones); returns the columns done.
 #[inline(always)]
@@ -1067,13 +1079,12 @@ fn pair_tile<V: Lanes, const T: usize, const C: usize>(
     let width = V::WIDTH;
     let columns = start..start + C * width;
     let weights: [&[u32]; T] = core::array::from_fn(|o| &weights[o][..pairs.len()]);
-    let mut acc: [[V; C]; T] = core::array::from_fn(|o| {
-        let acc = &accs[o][columns.clone()];
-        core::array::from_fn(|v| V::load(&acc[v * width..]))
-    });
+    let mut acc = [[V::splat(0); C]; T];
+    for (acc, sums) in acc.iter_mut().zip(accs.iter()) {
+        *acc = load_vectors(&sums[columns.clone()]);
+    }
     for (p, row) in pairs.iter().enumerate() {
-        let row = &row[columns.clone()];
-        let x: [V; C] = core::array::from_fn(|v| V::load(&row[v * width..]));
+        let x: [V; C] = load_vectors(&row[columns.clone()]);
         for (acc, weights) in acc.iter_mut().zip(&weights) {
             let w = V::splat(weights[p]);
             for (acc, &x) in acc.iter_mut().zip(&x) {
