@@ -1032,8 +1032,8 @@ pub(crate) fn pair_weighted_sum<V: Lanes>(
 }
 
 /// The C vectors at the start of `src`. Written out: loads in a closure (as in
-/// `array::from_fn`) do not inherit the target features, and a change elsewhere in the
-/// kernel (another tile shape) had them compiled out of line, a call per load.
+/// `array::from_fn`) do not inherit the target features, and adding another kernel's tiles
+/// to this module once had them compiled out of line, a call per load.
 #[inline(always)]
 fn load_vectors<V: Lanes, const C: usize>(src: &[u32]) -> [V; C] {
     let mut vectors = [V::splat(0); C];
