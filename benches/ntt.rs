@@ -80,7 +80,10 @@ fn linear_sums(c: &mut Criterion) {
             low.iter().map(Vec::as_slice).collect(),
             high.iter().map(Vec::as_slice).collect(),
         );
-        let weights: Vec<&[u32]> = weights.iter().map(Vec::as_slice).collect();
+        // Pair-major, as the kernel takes them: pair p's weights of every output side by side.
+        let weights: Vec<u32> = (0..pairs)
+            .flat_map(|p| weights.iter().map(move |w| w[p]))
+            .collect();
         let mut group = c.benchmark_group(format!("{name}_sums_512"));
         group.throughput(Throughput::Elements((outputs * pairs * 2 * width) as u64));
         for backend in Backend::available() {

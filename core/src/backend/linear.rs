@@ -82,19 +82,55 @@ pub(crate) fn weight_pair(w_a: i32, w_b: i32) -> u32 {
     (w_a as i16 as u16 as u32) | (w_b as i16 as u16 as u32) << 16
 }
 
-/// acc[c] += sum_p lo16(pairs[p][c]) lo16(weights[p]) + hi16(pairs[p][c]) hi16(weights[p]),
-/// 16-bit halves read as signed: two products per 32-bit lane, the shape of x86's
-/// `pmaddwd`. Sums wrap at 32 bits (two's complement); the caller keeps them within i32.
+/// The weights of [`pair_weighted_sum`] for outputs whose rows of weights are `per_output`
+/// (one weight per row of inputs, all of one length): pair-major, pair p's weight pairs of
+/// every output side by side at p * outputs.., an odd last input paired with weight 0.
+#[cfg(feature = "alloc")]
+pub(crate) fn pair_major_weights(per_output: &[&[i32]]) -> alloc::vec::Vec<u32> {
+    let inputs = per_output.first().map_or(0, |w| w.len());
+    assert!(
+        per_output.iter().all(|w| w.len() == inputs),
+        "one weight per input"
+    );
+    let at = |w: &[i32], i: usize| w.get(i).copied().unwrap_or(0);
+    (0..inputs.div_ceil(2))
+        .flat_map(|p| {
+            per_output
+                .iter()
+                .map(move |w| weight_pair(at(w, 2 * p), at(w, 2 * p + 1)))
+        })
+        .collect()
+}
+
+/// acc[c] += sum_p lo16(pairs[p][c]) lo16(w_p) + hi16(pairs[p][c]) hi16(w_p) with
+/// w_p = weights[p * outputs + output] (pair-major, as [`pair_major_weights`] lays them out),
+/// 16-bit halves read as signed: two products per 32-bit lane, the shape of x86's `pmaddwd`.
+/// Sums wrap at 32 bits (two's complement); the caller keeps them within i32.
 #[inline(always)]
-pub(crate) fn pair_weighted_sum(acc: &mut [u32], pairs: &[&[u32]], weights: &[u32]) {
+pub(crate) fn pair_weighted_sum(
+    acc: &mut [u32],
+    pairs: &[&[u32]],
+    weights: &[u32],
+    outputs: usize,
+    output: usize,
+) {
     let n = acc.len();
     assert!(
-        pairs.len() == weights.len() && pairs.iter().all(|r| r.len() == n),
+        output < outputs
+            && weights.len() == pairs.len() * outputs
+            && pairs.iter().all(|r| r.len() == n),
         "pair weighted sum operands"
     );
-    let mut quads = pairs.chunks_exact(4).zip(weights.chunks_exact(4));
-    for (p, w) in &mut quads {
+    let weight = |p: usize| weights[p * outputs + output];
+    let mut quads = pairs.chunks_exact(4).enumerate();
+    for (q, p) in &mut quads {
         let (p0, p1, p2, p3) = (&p[0][..n], &p[1][..n], &p[2][..n], &p[3][..n]);
+        let w = [
+            weight(4 * q),
+            weight(4 * q + 1),
+            weight(4 * q + 2),
+            weight(4 * q + 3),
+        ];
         for c in 0..n {
             acc[c] = acc[c]
                 .wrapping_add(madd(p0[c], w[0]))
@@ -104,8 +140,9 @@ pub(crate) fn pair_weighted_sum(acc: &mut [u32], pairs: &[&[u32]], weights: &[u3
         }
     }
     let tail = pairs.len() - pairs.len() % 4;
-    for (p, &w) in pairs[tail..].iter().zip(&weights[tail..]) {
-        for (a, &x) in acc.iter_mut().zip(p.iter()) {
+    for (p, pair) in pairs.iter().enumerate().skip(tail) {
+        let w = weight(p);
+        for (a, &x) in acc.iter_mut().zip(pair.iter()) {
             *a = a.wrapping_add(madd(x, w));
         }
     }

@@ -593,7 +593,7 @@ fn weighted_sum_matches_naive_sums_on_every_backend() {
 
 #[test]
 fn pair_weighted_sum_matches_naive_sums_on_every_backend() {
-    use super::linear::{pack_pairs, weight_pair};
+    use super::linear::{pack_pairs, pair_major_weights};
     for rows_count in [2usize, 6, 8, 10, 64] {
         for len in [1, 7, 2048, 2053] {
             let rows: Vec<Vec<u32>> = (0..rows_count)
@@ -626,11 +626,8 @@ fn pair_weighted_sum_matches_naive_sums_on_every_backend() {
                             .collect()
                     })
                     .collect();
-                let packed: Vec<Vec<u32>> = weights
-                    .iter()
-                    .map(|w| w.chunks_exact(2).map(|w| weight_pair(w[0], w[1])).collect())
-                    .collect();
-                let packed: Vec<&[u32]> = packed.iter().map(Vec::as_slice).collect();
+                let rows_of_weights: Vec<&[i32]> = weights.iter().map(Vec::as_slice).collect();
+                let packed = pair_major_weights(&rows_of_weights);
                 let start: Vec<u32> = (0..len).map(|c| (c as i32 - 1000) as u32).collect();
                 for backend in backend_variants() {
                     let mut acc_lo: Vec<Vec<u32>> = std::vec![start.clone(); outputs];
@@ -706,7 +703,7 @@ fn byte_weight_pair_sums_match_the_definition_on_every_backend() {
                     .collect()
             })
             .collect();
-        let weights: Vec<&[u32]> = weights.iter().map(Vec::as_slice).collect();
+        let pair_major = pair_major(&weights, pairs_count);
         let start: Vec<u32> = (0..len)
             .map(|c| (c as u32).wrapping_mul(0x9e37_79b9))
             .collect();
@@ -721,7 +718,7 @@ fn byte_weight_pair_sums_match_the_definition_on_every_backend() {
         for backend in backend_variants() {
             let mut accs = std::vec![start.clone(); outputs];
             let mut views: Vec<&mut [u32]> = accs.iter_mut().map(Vec::as_mut_slice).collect();
-            backend.pair_weighted_sum(&mut views, &pairs, &weights);
+            backend.pair_weighted_sum(&mut views, &pairs, &pair_major);
             assert!(
                 accs == expected,
                 "{}: {pairs_count} pairs, {outputs} outputs, {len} columns",
@@ -729,6 +726,13 @@ fn byte_weight_pair_sums_match_the_definition_on_every_backend() {
             );
         }
     }
+}
+
+/// Weight pairs given output by output (`rows[o][p]`) in the kernels' pair-major layout.
+fn pair_major(rows: &[Vec<u32>], pairs: usize) -> Vec<u32> {
+    (0..pairs)
+        .flat_map(|p| rows.iter().map(move |w| w[p]))
+        .collect()
 }
 
 /// The AMX kernel takes at least 32 outputs and 64 pairs whose weights' halves fit bytes,
@@ -760,12 +764,12 @@ fn amx_pair_sums_take_byte_weights_in_dense_shapes_only() {
         (&strided[..63], weights(byte, 32), false),
     ] {
         let outputs = weights.len();
-        let weights: Vec<&[u32]> = weights.iter().map(|w| &w[..pairs.len()]).collect();
+        let pair_major = pair_major(&weights, pairs.len());
         let start = std::vec![7u32; len];
         let mut accs = std::vec![start.clone(); outputs];
         let mut views: Vec<&mut [u32]> = accs.iter_mut().map(Vec::as_mut_slice).collect();
         assert_eq!(
-            amx::pair_weighted_sum(&mut views, pairs, &weights),
+            amx::pair_weighted_sum(&mut views, pairs, &pair_major),
             taken,
             "{} pairs, {outputs} outputs",
             pairs.len()

@@ -990,21 +990,27 @@ pub(crate) fn dot_pointwise_montgomery<V: Lanes>(
 /// results. Output-stationary: a tile of outputs' accumulators over a few vectors of columns
 /// stays in registers while every pair streams past, each pair's load feeding the whole tile
 /// and each weight broadcast once per column chunk; the accumulators are loaded and stored
-/// once a call instead of once every four pairs.
+/// once a call instead of once every four pairs. The weights are pair-major, so a tile reads
+/// a pair's weights from one place: one pointer for the tile instead of one an output (on an
+/// AMD EPYC with AVX2's 16 registers, six had spilled the pairs' pointer and kept a bounds
+/// check a pair).
 #[inline(always)]
 pub(crate) fn pair_weighted_sum<V: Lanes>(
     accs: &mut [&mut [u32]],
     pairs: &[&[u32]],
-    weights: &[&[u32]],
+    weights: &[u32],
 ) {
-    assert_eq!(accs.len(), weights.len(), "one weight row per output");
+    let outputs = accs.len();
     let n = accs.first().map_or(0, |a| a.len());
     assert!(
         accs.iter().all(|a| a.len() == n)
             && pairs.iter().all(|r| r.len() == n)
-            && weights.iter().all(|w| w.len() == pairs.len()),
+            && weights.len() == pairs.len() * outputs,
         "pair weighted sum operands"
     );
+    if outputs == 0 {
+        return;
+    }
     // Tiles of 4 outputs x 4 vectors (16 accumulators, 4 pair vectors: AVX-512's and NEON's
     // 32 registers; measured on an Intel Xeon against 8 x 2, 6 x 4, 10 x 2 and 12 x 2). With
     // AVX2's 16: 6 x 2 for six outputs or more (12 accumulators, 2 pair vectors and a weight;
@@ -1013,7 +1019,7 @@ pub(crate) fn pair_weighted_sum<V: Lanes>(
     // stay in a 32 KB L1), else 2 x 4 (the convolution's five maps).
     let done = match V::REGISTERS {
         32.. => pair_sums_in_tiles::<V, 4, 4>(accs, pairs, weights, n),
-        _ if accs.len() >= 6 => pair_sums_in_tiles::<V, 6, 2>(accs, pairs, weights, n),
+        _ if outputs >= 6 => pair_sums_in_tiles::<V, 6, 2>(accs, pairs, weights, n),
         _ => pair_sums_in_tiles::<V, 2, 4>(accs, pairs, weights, n),
     };
     // Columns past the tiles' chunks, if any. Checked first: the loops over every output and
@@ -1022,8 +1028,8 @@ pub(crate) fn pair_weighted_sum<V: Lanes>(
     if done == n {
         return;
     }
-    for (acc, weights) in accs.iter_mut().zip(weights) {
-        for (p, &w) in pairs.iter().zip(weights.iter()) {
+    for (o, acc) in accs.iter_mut().enumerate() {
+        for (p, &w) in pairs.iter().zip(weights.iter().skip(o).step_by(outputs)) {
             for (a, &x) in acc[done..].iter_mut().zip(&p[done..]) {
                 *a = a.wrapping_add(super::linear::madd(x, w));
             }
@@ -1049,44 +1055,61 @@ fn load_vectors<V: Lanes, const C: usize>(src: &[u32]) -> [V; C] {
 fn pair_sums_in_tiles<V: Lanes, const T: usize, const C: usize>(
     accs: &mut [&mut [u32]],
     pairs: &[&[u32]],
-    weights: &[&[u32]],
+    weights: &[u32],
     n: usize,
 ) -> usize {
     let chunk = C * V::WIDTH;
     let done = n - n % chunk;
+    let outputs = accs.len();
     for start in (0..done).step_by(chunk) {
         let mut o = 0;
-        while o < accs.len() {
-            let (accs, weights) = (&mut accs[o..], &weights[o..]);
-            o += match accs.len() {
-                l if l >= T => pair_tile::<V, T, C>(accs, pairs, weights, start),
-                2.. => pair_tile::<V, 2, C>(accs, pairs, weights, start),
-                _ => pair_tile::<V, 1, C>(accs, pairs, weights, start),
+        while o < outputs {
+            let tile = Tile {
+                first: o,
+                outputs,
+                start,
+            };
+            o += match outputs - o {
+                l if l >= T => pair_tile::<V, T, C>(accs, pairs, weights, tile),
+                2.. => pair_tile::<V, 2, C>(accs, pairs, weights, tile),
+                _ => pair_tile::<V, 1, C>(accs, pairs, weights, tile),
             };
         }
     }
     done
 }
 
-/// The first `T` outputs of [`pair_weighted_sum`] on columns start..start + C WIDTH; returns T.
+/// Where a tile of [`pair_weighted_sum`] lies: its first output of `outputs`, and its first
+/// column.
+#[derive(Clone, Copy)]
+struct Tile {
+    first: usize,
+    outputs: usize,
+    start: usize,
+}
+
+/// Outputs `tile.first..+T` of [`pair_weighted_sum`] on columns `tile.start..+C WIDTH`;
+/// returns T.
 #[inline(always)]
 fn pair_tile<V: Lanes, const T: usize, const C: usize>(
     accs: &mut [&mut [u32]],
     pairs: &[&[u32]],
-    weights: &[&[u32]],
-    start: usize,
+    weights: &[u32],
+    tile: Tile,
 ) -> usize {
     let width = V::WIDTH;
-    let columns = start..start + C * width;
-    let weights: [&[u32]; T] = core::array::from_fn(|o| &weights[o][..pairs.len()]);
+    let columns = tile.start..tile.start + C * width;
+    let outputs = tile.first..tile.first + T;
+    let accs = &mut accs[outputs.clone()];
     let mut acc = [[V::splat(0); C]; T];
     for (acc, sums) in acc.iter_mut().zip(accs.iter()) {
         *acc = load_vectors(&sums[columns.clone()]);
     }
-    for (p, row) in pairs.iter().enumerate() {
+    for (row, weights) in pairs.iter().zip(weights.chunks_exact(tile.outputs)) {
         let x: [V; C] = load_vectors(&row[columns.clone()]);
-        for (acc, weights) in acc.iter_mut().zip(&weights) {
-            let w = V::splat(weights[p]);
+        let weights = &weights[outputs.clone()];
+        for (acc, &w) in acc.iter_mut().zip(weights) {
+            let w = V::splat(w);
             for (acc, &x) in acc.iter_mut().zip(&x) {
                 *acc = acc.madd16_add(x, w);
             }
@@ -1108,7 +1131,7 @@ pub(crate) trait FusedPairSums {
         &self,
         _accs: &mut [&mut [u32]],
         _pairs: &[&[u32]],
-        _weights: &[&[u32]],
+        _weights: &[u32],
     ) -> bool {
         false
     }
@@ -1472,10 +1495,10 @@ macro_rules! kernels_via_entry_points {
                 &self,
                 accs: &mut [&mut [u32]],
                 pairs: &[&[u32]],
-                weights: &[&[u32]],
+                weights: &[u32],
             ) {
                 #[target_feature(enable = $feature)]
-                fn entry(accs: &mut [&mut [u32]], pairs: &[&[u32]], weights: &[&[u32]]) {
+                fn entry(accs: &mut [&mut [u32]], pairs: &[&[u32]], weights: &[u32]) {
                     $crate::backend::vector::pair_weighted_sum::<$lanes>(accs, pairs, weights)
                 }
                 use $crate::backend::vector::FusedPairSums;

@@ -5,7 +5,7 @@ use alloc::vec::Vec;
 use super::noise::{EvaluationPlan, Inputs};
 use super::{EvaluationKeys, INPUTS, NetworkParameters, Packing, Phase, parallel};
 use crate::Error;
-use crate::backend::linear::{HALF_SUM_START, weight_pair};
+use crate::backend::linear::{HALF_SUM_START, pair_major_weights};
 use crate::backend::{Backend, Kernels};
 use crate::bfv::{
     Ciphertext, Evaluator, ExpandedCiphertext, GaloisKey, MultiplyScratch, Parameters,
@@ -620,11 +620,11 @@ pub(super) fn linear_combinations_of_sets(
             }
         }
     }
-    let pair_weights: Vec<Option<Vec<Vec<u32>>>> = sets
+    let pair_weights: Vec<Option<Vec<u32>>> = sets
         .iter()
         .map(|set| {
-            let per_output = set.weights.chunks_exact(set.rows.len());
-            fits_half_sums(per_output.clone()).then(|| per_output.map(weight_pairs).collect())
+            let per_output: Vec<&[i32]> = set.weights.chunks_exact(set.rows.len()).collect();
+            fits_half_sums(per_output.iter().copied()).then(|| pair_major_weights(&per_output))
         })
         .collect();
     let shared = SharedPairs::of(sets, &pair_weights);
@@ -675,14 +675,6 @@ fn fits_half_sums<'w>(mut weight_rows: impl Iterator<Item = &'w [i32]>) -> bool 
     weight_rows.all(|w| w.iter().map(|x| x.unsigned_abs() as u64).sum::<u64>() < 1 << 16)
 }
 
-/// One output's weights as the pairs of `pair_weighted_sum` (an odd last row pairs with 0).
-fn weight_pairs(weights: &[i32]) -> Vec<u32> {
-    weights
-        .chunks(2)
-        .map(|p| weight_pair(p[0], p.get(1).copied().unwrap_or(0)))
-        .collect()
-}
-
 /// The row pairs of the sets that run on half-word sums, each distinct pair (by the identity
 /// of its two rows) packed once a column block and read by every set that has it: windows
 /// laid out alike (the convolution's, see `NetworkEvaluator::new`) share most of theirs.
@@ -694,7 +686,7 @@ struct SharedPairs<'a> {
 }
 
 impl<'a> SharedPairs<'a> {
-    fn of(sets: &[Combinations<'a>], pair_weights: &[Option<Vec<Vec<u32>>>]) -> Self {
+    fn of(sets: &[Combinations<'a>], pair_weights: &[Option<Vec<u32>>]) -> Self {
         let address = |ct: Option<&Ciphertext>| ct.map_or(0, |ct| ct as *const Ciphertext as usize);
         let mut index = alloc::collections::BTreeMap::new();
         let mut pairs = Vec::new();
@@ -765,18 +757,17 @@ impl LinearBlock {
     }
 
     /// outs[o] = sum_p of the pairs `pairs` (indices of the packed ones) times the weight pairs
-    /// of output o, mod q, on half-word sums.
+    /// of output o (pair-major, `pair_major_weights`), mod q, on half-word sums.
     fn half_sums(
         &mut self,
         params: &Parameters,
         pairs: &[usize],
-        pair_weights: &[Vec<u32>],
+        pair_weights: &[u32],
         outs: &mut [&mut [u32]],
         q: &crate::Modulus,
     ) {
         let backend = params.backend();
         let width = self.zeros.len();
-        let weights: Vec<&[u32]> = pair_weights.iter().map(Vec::as_slice).collect();
         for (packed, sums) in [
             (&self.low_pairs, &mut self.low_sums),
             (&self.high_pairs, &mut self.high_sums),
@@ -787,7 +778,7 @@ impl LinearBlock {
                 .collect();
             let mut accs: Vec<&mut [u32]> = sums.chunks_exact_mut(width).take(outs.len()).collect();
             accs.iter_mut().for_each(|s| s.fill(HALF_SUM_START));
-            backend.pair_weighted_sum(&mut accs, &packed, &weights);
+            backend.pair_weighted_sum(&mut accs, &packed, pair_weights);
         }
         for ((out, lo), hi) in outs
             .iter_mut()
@@ -921,12 +912,12 @@ impl Accumulators {
         let weights: Vec<Vec<i32>> = (0..outputs)
             .map(|o| (0..inputs.len()).map(|i| weight(o, i)).collect())
             .collect();
-        let pair_weights: Vec<Vec<u32>> = if halves {
-            weights.iter().map(|w| weight_pairs(w)).collect()
+        let pair_weights: Vec<u32> = if halves {
+            let per_output: Vec<&[i32]> = weights.iter().map(Vec::as_slice).collect();
+            pair_major_weights(&per_output)
         } else {
             Vec::new()
         };
-        let pair_weights: Vec<&[u32]> = pair_weights.iter().map(Vec::as_slice).collect();
         // Each task's packed pairs, grown once and overwritten block after block.
         let packed = || (Vec::<u32>::new(), Vec::<u32>::new());
         parallel::for_each_mut_init_coarse(&mut blocks, packed, |(lo, hi), b, block| {

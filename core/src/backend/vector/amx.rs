@@ -131,22 +131,28 @@ impl TileConfig {
 pub(crate) fn pair_weighted_sum(
     accs: &mut [&mut [u32]],
     pairs: &[&[u32]],
-    weights: &[&[u32]],
+    weights: &[u32],
 ) -> bool {
+    let outputs = accs.len();
     let n = accs.first().map_or(0, |a| a.len());
-    let shapes = accs.len() == weights.len()
+    let shapes = weights.len() == pairs.len() * outputs
         && accs.iter().all(|a| a.len() == n)
-        && pairs.iter().all(|r| r.len() == n)
-        && weights.iter().all(|w| w.len() == pairs.len());
+        && pairs.iter().all(|r| r.len() == n);
     // Fewer outputs or pairs than a tile's leave most of each product unused: VNNI does
     // better there (the convolution's few maps).
-    if !shapes || accs.len() < MIN_OUTPUTS || pairs.len() < MIN_PAIRS || n < TILE {
+    if !shapes || outputs < MIN_OUTPUTS || pairs.len() < MIN_PAIRS || n < TILE {
         return false;
     }
-    let bytes = |w: &&[u32]| w.iter().fold(true, |ok, &w| ok & halves_are_bytes(w));
-    if !weights.iter().all(bytes) || !available() {
+    let bytes = weights.iter().fold(true, |ok, &w| ok & halves_are_bytes(w));
+    if !bytes || !available() {
         return false;
     }
+    // The passes lay out each output's weights as a tile row: regrouped by output once a
+    // call (a pair's weights of every output are side by side in the kernel's operand).
+    let rows: Vec<Vec<u32>> = (0..outputs)
+        .map(|o| weights.iter().skip(o).step_by(outputs).copied().collect())
+        .collect();
+    let weights: Vec<&[u32]> = rows.iter().map(Vec::as_slice).collect();
     let pass_pairs = MAX_CHUNKS * CHUNK_PAIRS;
     let pass_outputs = MAX_OUTPUT_TILES * TILE;
     with_data_buffer(|data| {

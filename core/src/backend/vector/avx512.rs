@@ -89,7 +89,7 @@ impl FusedPairSums for Avx512 {
         &self,
         accs: &mut [&mut [u32]],
         pairs: &[&[u32]],
-        weights: &[&[u32]],
+        weights: &[u32],
     ) -> bool {
         if !self.vnni {
             return false;
@@ -99,7 +99,7 @@ impl FusedPairSums for Avx512 {
             return true;
         }
         #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
-        fn entry(accs: &mut [&mut [u32]], pairs: &[&[u32]], weights: &[&[u32]]) {
+        fn entry(accs: &mut [&mut [u32]], pairs: &[&[u32]], weights: &[u32]) {
             super::pair_weighted_sum::<Avx512Lanes<true>>(accs, pairs, weights)
         }
         // SAFETY: `vnni` is true only where `new` detected AVX512-VNNI besides F and BW.
