@@ -4,6 +4,7 @@ use std::hint::black_box;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use cryptonets_benches::ntt_setup;
+use cryptonets_core::backend::PairRows;
 use cryptonets_core::{Backend, Kernels};
 
 fn transforms(c: &mut Criterion) {
@@ -73,13 +74,32 @@ fn linear_sums(c: &mut Criterion) {
             .collect()
     };
     for (name, outputs, pairs, scale) in [("window", 5, 15, 64), ("dense", 100, 213, 1)] {
-        let low: Vec<Vec<u32>> = (0..pairs).map(row).collect();
-        let high: Vec<Vec<u32>> = (0..pairs).map(|p| row(p + pairs)).collect();
-        let weights: Vec<Vec<u32>> = (0..outputs).map(|o| weight_row(o, pairs, scale)).collect();
-        let (low, high): (Vec<&[u32]>, Vec<&[u32]>) = (
-            low.iter().map(Vec::as_slice).collect(),
-            high.iter().map(Vec::as_slice).collect(),
+        // Each half's pairs in one buffer, a cache line apart past their columns, as the
+        // evaluator packs them: the dense layer passes them strided, a window as a list.
+        let stride = width + 16;
+        let packed = |first: usize| -> Vec<u32> {
+            (0..pairs)
+                .flat_map(|p| row(first + p).into_iter().chain([0; 16]))
+                .collect()
+        };
+        let (low, high) = (packed(0), packed(pairs));
+        let (low_rows, high_rows): (Vec<&[u32]>, Vec<&[u32]>) = (
+            low.chunks_exact(stride).map(|r| &r[..width]).collect(),
+            high.chunks_exact(stride).map(|r| &r[..width]).collect(),
         );
+        let rows = |words: &'static str| match (name, words) {
+            ("dense", "low") => PairRows::Strided {
+                words: &low,
+                stride,
+            },
+            ("dense", _) => PairRows::Strided {
+                words: &high,
+                stride,
+            },
+            (_, "low") => PairRows::Listed(&low_rows),
+            _ => PairRows::Listed(&high_rows),
+        };
+        let weights: Vec<Vec<u32>> = (0..outputs).map(|o| weight_row(o, pairs, scale)).collect();
         // Pair-major, as the kernel takes them: pair p's weights of every output side by side.
         let weights: Vec<u32> = (0..pairs)
             .flat_map(|p| weights.iter().map(move |w| w[p]))
@@ -93,7 +113,8 @@ fn linear_sums(c: &mut Criterion) {
             // As the evaluator runs them: half sums started at 2^31, then joined mod q.
             group.bench_function(backend.name(), |b| {
                 b.iter(|| {
-                    for (sums, rows) in [(&mut lo_sums, &low), (&mut hi_sums, &high)] {
+                    for (sums, rows) in [(&mut lo_sums, rows("low")), (&mut hi_sums, rows("high"))]
+                    {
                         let mut accs: Vec<&mut [u32]> =
                             sums.iter_mut().map(|s| s.as_mut_slice()).collect();
                         accs.iter_mut().for_each(|s| s.fill(1 << 31));

@@ -18,10 +18,12 @@ use crate::zq::{Modulus, ShoupConstant};
 
 pub(crate) mod dot;
 pub(crate) mod linear;
+mod pair_rows;
 mod portable;
 #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 mod vector;
 
+pub use pair_rows::PairRows;
 pub use portable::Portable;
 pub(crate) use portable::scaled_add_one;
 #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
@@ -140,13 +142,14 @@ pub trait Kernels {
     /// |weights[r]| <= 2^15: a plaintext-weighted sum of ciphertext limbs. Up to 2^16 rows may
     /// be added into one accumulator before it is reduced.
     fn weighted_sum(&self, acc: &mut [i64], rows: &[&[u32]], weights: &[i32]);
-    /// For every output o: accs[o][c] += sum_p lo(pairs[p][c]) lo(w) + hi(pairs[p][c]) hi(w)
+    /// For every output o: accs[o][c] += sum_p lo(pair[c]) lo(w) + hi(pair[c]) hi(w) over
+    /// every row `pair` of `pairs` (each as long as the accumulators)
     /// with w = weights[p * accs.len() + o] and the signed 16-bit halves of each word
     /// (operands packed by `linear::pack_pairs` and `linear::pair_major_weights`), in two's
     /// complement wrapping at 32 bits: the caller keeps the sums within i32 and reads them as
     /// such. Several outputs at once share the reads of the pairs, and pair-major weights put
     /// a pair's weights of those outputs side by side.
-    fn pair_weighted_sum(&self, accs: &mut [&mut [u32]], pairs: &[&[u32]], weights: &[u32]);
+    fn pair_weighted_sum(&self, accs: &mut [&mut [u32]], pairs: PairRows<'_>, weights: &[u32]);
     /// lo[c] = a[c] mod 2^15 | (b[c] mod 2^15) << 16 and hi[c] = a[c] >> 15 | (b[c] >> 15) << 16
     /// for residues below 2^30: two rows packed as the operands of
     /// [`Kernels::pair_weighted_sum`].
@@ -426,7 +429,7 @@ impl Kernels for Backend {
         dispatch!(self, k => k.weighted_sum(acc, rows, weights))
     }
     #[inline]
-    fn pair_weighted_sum(&self, accs: &mut [&mut [u32]], pairs: &[&[u32]], weights: &[u32]) {
+    fn pair_weighted_sum(&self, accs: &mut [&mut [u32]], pairs: PairRows<'_>, weights: &[u32]) {
         dispatch!(self, k => k.pair_weighted_sum(accs, pairs, weights))
     }
     #[inline]

@@ -109,22 +109,23 @@ pub(crate) fn pair_major_weights(per_output: &[&[i32]]) -> alloc::vec::Vec<u32> 
 #[inline(always)]
 pub(crate) fn pair_weighted_sum(
     acc: &mut [u32],
-    pairs: &[&[u32]],
+    pairs: super::PairRows<'_>,
     weights: &[u32],
     outputs: usize,
     output: usize,
 ) {
     let n = acc.len();
+    let count = pairs.count(n);
     assert!(
-        output < outputs
-            && weights.len() == pairs.len() * outputs
-            && pairs.iter().all(|r| r.len() == n),
+        output < outputs && count.and_then(|c| c.checked_mul(outputs)) == Some(weights.len()),
         "pair weighted sum operands"
     );
+    let count = count.unwrap_or(0);
     let weight = |p: usize| weights[p * outputs + output];
-    let mut quads = pairs.chunks_exact(4).enumerate();
-    for (q, p) in &mut quads {
-        let (p0, p1, p2, p3) = (&p[0][..n], &p[1][..n], &p[2][..n], &p[3][..n]);
+    let row = |p: usize| pairs.row(p, n);
+    let quads = count / 4;
+    for q in 0..quads {
+        let (p0, p1, p2, p3) = (row(4 * q), row(4 * q + 1), row(4 * q + 2), row(4 * q + 3));
         let w = [
             weight(4 * q),
             weight(4 * q + 1),
@@ -139,10 +140,9 @@ pub(crate) fn pair_weighted_sum(
                 .wrapping_add(madd(p3[c], w[3]));
         }
     }
-    let tail = pairs.len() - pairs.len() % 4;
-    for (p, pair) in pairs.iter().enumerate().skip(tail) {
+    for p in 4 * quads..count {
         let w = weight(p);
-        for (a, &x) in acc.iter_mut().zip(pair.iter()) {
+        for (a, &x) in acc.iter_mut().zip(row(p)) {
             *a = a.wrapping_add(madd(x, w));
         }
     }

@@ -221,7 +221,12 @@ impl Kernels for Portable {
         super::linear::weighted_sum(acc, rows, weights)
     }
 
-    fn pair_weighted_sum(&self, accs: &mut [&mut [u32]], pairs: &[&[u32]], weights: &[u32]) {
+    fn pair_weighted_sum(
+        &self,
+        accs: &mut [&mut [u32]],
+        pairs: super::PairRows<'_>,
+        weights: &[u32],
+    ) {
         let outputs = accs.len();
         for (o, acc) in accs.iter_mut().enumerate() {
             super::linear::pair_weighted_sum(acc, pairs, weights, outputs, o)

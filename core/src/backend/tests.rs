@@ -634,10 +634,10 @@ fn pair_weighted_sum_matches_naive_sums_on_every_backend() {
                     let mut acc_hi = acc_lo.clone();
                     let mut views: Vec<&mut [u32]> =
                         acc_lo.iter_mut().map(Vec::as_mut_slice).collect();
-                    backend.pair_weighted_sum(&mut views, &lo, &packed);
+                    backend.pair_weighted_sum(&mut views, PairRows::Listed(&lo), &packed);
                     let mut views: Vec<&mut [u32]> =
                         acc_hi.iter_mut().map(Vec::as_mut_slice).collect();
-                    backend.pair_weighted_sum(&mut views, &hi, &packed);
+                    backend.pair_weighted_sum(&mut views, PairRows::Listed(&hi), &packed);
                     for (o, weights) in weights.iter().enumerate() {
                         for c in 0..len {
                             let expected: i64 = rows
@@ -661,7 +661,7 @@ fn pair_weighted_sum_matches_naive_sums_on_every_backend() {
 }
 
 /// The dense layer's shape of [`Kernels::pair_weighted_sum`]: pairs at one stride in one
-/// buffer and weights whose halves fit bytes, the operands the AMX tiles take. Arbitrary
+/// buffer (passed strided and as a list) and weights whose halves fit bytes, the operands the AMX tiles take. Arbitrary
 /// pair words, so that both halves' signs count; output and pair counts around the tiles'
 /// (16 outputs, 32 pairs) and the passes' (128 outputs, 256 pairs) and below the AMX
 /// kernel's least (32 outputs, 64 pairs), and columns past the last whole tile.
@@ -715,15 +715,27 @@ fn byte_weight_pair_sums_match_the_definition_on_every_backend() {
                 }
             }
         }
+        let forms = [
+            ("listed", PairRows::Listed(&pairs)),
+            (
+                "strided",
+                PairRows::Strided {
+                    words: &buffer,
+                    stride,
+                },
+            ),
+        ];
         for backend in backend_variants() {
-            let mut accs = std::vec![start.clone(); outputs];
-            let mut views: Vec<&mut [u32]> = accs.iter_mut().map(Vec::as_mut_slice).collect();
-            backend.pair_weighted_sum(&mut views, &pairs, &pair_major);
-            assert!(
-                accs == expected,
-                "{}: {pairs_count} pairs, {outputs} outputs, {len} columns",
-                variant_name(&backend)
-            );
+            for (form, rows) in forms {
+                let mut accs = std::vec![start.clone(); outputs];
+                let mut views: Vec<&mut [u32]> = accs.iter_mut().map(Vec::as_mut_slice).collect();
+                backend.pair_weighted_sum(&mut views, rows, &pair_major);
+                assert!(
+                    accs == expected,
+                    "{}: {pairs_count} {form} pairs, {outputs} outputs, {len} columns",
+                    variant_name(&backend)
+                );
+            }
         }
     }
 }
@@ -769,7 +781,7 @@ fn amx_pair_sums_take_byte_weights_in_dense_shapes_only() {
         let mut accs = std::vec![start.clone(); outputs];
         let mut views: Vec<&mut [u32]> = accs.iter_mut().map(Vec::as_mut_slice).collect();
         assert_eq!(
-            amx::pair_weighted_sum(&mut views, pairs, &pair_major),
+            amx::pair_weighted_sum(&mut views, PairRows::Listed(pairs), &pair_major),
             taken,
             "{} pairs, {outputs} outputs",
             pairs.len()

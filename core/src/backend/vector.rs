@@ -10,7 +10,7 @@
 //! (see `fill_tail` in [`crate::ntt`]); a 16-lane vector holds the same row of two
 //! consecutive blocks, one per half.
 
-use super::check_lengths;
+use super::{PairRows, check_lengths};
 use crate::ntt::{NttTable, TAIL_BLOCK, TAIL_WORDS};
 use crate::zq::{Modulus, ShoupConstant};
 
@@ -997,30 +997,36 @@ pub(crate) fn dot_pointwise_montgomery<V: Lanes>(
 #[inline(always)]
 pub(crate) fn pair_weighted_sum<V: Lanes>(
     accs: &mut [&mut [u32]],
-    pairs: &[&[u32]],
+    pairs: PairRows<'_>,
     weights: &[u32],
 ) {
     let outputs = accs.len();
     let n = accs.first().map_or(0, |a| a.len());
+    let count = pairs.count(n);
     assert!(
         accs.iter().all(|a| a.len() == n)
-            && pairs.iter().all(|r| r.len() == n)
-            && weights.len() == pairs.len() * outputs,
+            && count.and_then(|c| c.checked_mul(outputs)) == Some(weights.len()),
         "pair weighted sum operands"
     );
     if outputs == 0 {
         return;
     }
-    // Tiles of 4 outputs x 4 vectors (16 accumulators, 4 pair vectors: AVX-512's and NEON's
-    // 32 registers; measured on an Intel Xeon against 8 x 2, 6 x 4, 10 x 2 and 12 x 2). With
-    // AVX2's 16: 6 x 2 for six outputs or more (12 accumulators, 2 pair vectors and a weight;
-    // on an AMD EPYC, the dense layer's sums 20% faster than in 2 x 4: each pair's two
-    // vectors feed three times the products, and a column chunk's pairs, 64 bytes each,
-    // stay in a 32 KB L1), else 2 x 4 (the convolution's five maps).
-    let done = match V::REGISTERS {
-        32.. => pair_sums_in_tiles::<V, 4, 4>(accs, pairs, weights, n),
-        _ if outputs >= 6 => pair_sums_in_tiles::<V, 6, 2>(accs, pairs, weights, n),
-        _ => pair_sums_in_tiles::<V, 2, 4>(accs, pairs, weights, n),
+    // Each form of rows gives the tiles an iterator over the rows from a column on, one
+    // monomorphized tile loop each: strided rows step by the stride, without a load of
+    // each row's pointer and length.
+    let done = match pairs {
+        PairRows::Listed(rows) => pair_sums_by_shape::<V, _, _>(
+            accs,
+            |from| rows.iter().map(move |r| &r[from..]),
+            weights,
+            n,
+        ),
+        PairRows::Strided { words, stride } => pair_sums_by_shape::<V, _, _>(
+            accs,
+            |from| words.chunks_exact(stride).map(move |r| &r[from..]),
+            weights,
+            n,
+        ),
     };
     // Columns past the tiles' chunks, if any. Checked first: the loops over every output and
     // pair below cost the dense layer of the committed model a quarter of its time on an
@@ -1028,12 +1034,39 @@ pub(crate) fn pair_weighted_sum<V: Lanes>(
     if done == n {
         return;
     }
+    let count = count.unwrap_or(0);
     for (o, acc) in accs.iter_mut().enumerate() {
-        for (p, &w) in pairs.iter().zip(weights.iter().skip(o).step_by(outputs)) {
-            for (a, &x) in acc[done..].iter_mut().zip(&p[done..]) {
+        for (p, &w) in (0..count).zip(weights.iter().skip(o).step_by(outputs)) {
+            for (a, &x) in acc[done..].iter_mut().zip(&pairs.row(p, n)[done..]) {
                 *a = a.wrapping_add(super::linear::madd(x, w));
             }
         }
+    }
+}
+
+/// [`pair_weighted_sum`]'s tiles for V's registers and the outputs' count; returns the
+/// columns done. `rows(c)`: every row from column c on.
+#[inline(always)]
+fn pair_sums_by_shape<'r, V: Lanes, R, I>(
+    accs: &mut [&mut [u32]],
+    rows: R,
+    weights: &[u32],
+    n: usize,
+) -> usize
+where
+    R: Fn(usize) -> I + Copy,
+    I: Iterator<Item = &'r [u32]>,
+{
+    // Tiles of 4 outputs x 4 vectors (16 accumulators, 4 pair vectors: AVX-512's and NEON's
+    // 32 registers; measured on an Intel Xeon against 8 x 2, 6 x 4, 10 x 2 and 12 x 2). With
+    // AVX2's 16: 6 x 2 for six outputs or more (12 accumulators, 2 pair vectors and a weight;
+    // on an AMD EPYC, the dense layer's sums 20% faster than in 2 x 4: each pair's two
+    // vectors feed three times the products, and a column chunk's pairs, 64 bytes each,
+    // stay in a 32 KB L1), else 2 x 4 (the convolution's five maps).
+    match V::REGISTERS {
+        32.. => pair_sums_in_tiles::<V, R, I, 4, 4>(accs, rows, weights, n),
+        _ if accs.len() >= 6 => pair_sums_in_tiles::<V, R, I, 6, 2>(accs, rows, weights, n),
+        _ => pair_sums_in_tiles::<V, R, I, 2, 4>(accs, rows, weights, n),
     }
 }
 
@@ -1052,12 +1085,16 @@ fn load_vectors<V: Lanes, const C: usize>(src: &[u32]) -> [V; C] {
 /// [`pair_weighted_sum`] on the first columns of `n` in chunks of C vectors, in tiles of T
 /// outputs (fewer for the last ones); returns the columns done.
 #[inline(always)]
-fn pair_sums_in_tiles<V: Lanes, const T: usize, const C: usize>(
+fn pair_sums_in_tiles<'r, V: Lanes, R, I, const T: usize, const C: usize>(
     accs: &mut [&mut [u32]],
-    pairs: &[&[u32]],
+    rows: R,
     weights: &[u32],
     n: usize,
-) -> usize {
+) -> usize
+where
+    R: Fn(usize) -> I + Copy,
+    I: Iterator<Item = &'r [u32]>,
+{
     let chunk = C * V::WIDTH;
     let done = n - n % chunk;
     let outputs = accs.len();
@@ -1069,10 +1106,11 @@ fn pair_sums_in_tiles<V: Lanes, const T: usize, const C: usize>(
                 outputs,
                 start,
             };
+            let rows = rows(start);
             o += match outputs - o {
-                l if l >= T => pair_tile::<V, T, C>(accs, pairs, weights, tile),
-                2.. => pair_tile::<V, 2, C>(accs, pairs, weights, tile),
-                _ => pair_tile::<V, 1, C>(accs, pairs, weights, tile),
+                l if l >= T => pair_tile::<V, I, T, C>(accs, rows, weights, tile),
+                2.. => pair_tile::<V, I, 2, C>(accs, rows, weights, tile),
+                _ => pair_tile::<V, I, 1, C>(accs, rows, weights, tile),
             };
         }
     }
@@ -1088,15 +1126,18 @@ struct Tile {
     start: usize,
 }
 
-/// Outputs `tile.first..+T` of [`pair_weighted_sum`] on columns `tile.start..+C WIDTH`;
-/// returns T.
+/// Outputs `tile.first..+T` of [`pair_weighted_sum`] on columns `tile.start..+C WIDTH`, the
+/// rows' columns from `tile.start` on; returns T.
 #[inline(always)]
-fn pair_tile<V: Lanes, const T: usize, const C: usize>(
+fn pair_tile<'r, V: Lanes, I, const T: usize, const C: usize>(
     accs: &mut [&mut [u32]],
-    pairs: &[&[u32]],
+    rows: I,
     weights: &[u32],
     tile: Tile,
-) -> usize {
+) -> usize
+where
+    I: Iterator<Item = &'r [u32]>,
+{
     let width = V::WIDTH;
     let columns = tile.start..tile.start + C * width;
     let outputs = tile.first..tile.first + T;
@@ -1105,8 +1146,8 @@ fn pair_tile<V: Lanes, const T: usize, const C: usize>(
     for (acc, sums) in acc.iter_mut().zip(accs.iter()) {
         *acc = load_vectors(&sums[columns.clone()]);
     }
-    for (row, weights) in pairs.iter().zip(weights.chunks_exact(tile.outputs)) {
-        let x: [V; C] = load_vectors(&row[columns.clone()]);
+    for (row, weights) in rows.zip(weights.chunks_exact(tile.outputs)) {
+        let x: [V; C] = load_vectors(&row[..C * width]);
         let weights = &weights[outputs.clone()];
         for (acc, &w) in acc.iter_mut().zip(weights) {
             let w = V::splat(w);
@@ -1130,7 +1171,7 @@ pub(crate) trait FusedPairSums {
     fn fused_pair_weighted_sum(
         &self,
         _accs: &mut [&mut [u32]],
-        _pairs: &[&[u32]],
+        _pairs: PairRows<'_>,
         _weights: &[u32],
     ) -> bool {
         false
@@ -1494,11 +1535,15 @@ macro_rules! kernels_via_entry_points {
             fn pair_weighted_sum(
                 &self,
                 accs: &mut [&mut [u32]],
-                pairs: &[&[u32]],
+                pairs: $crate::backend::PairRows<'_>,
                 weights: &[u32],
             ) {
                 #[target_feature(enable = $feature)]
-                fn entry(accs: &mut [&mut [u32]], pairs: &[&[u32]], weights: &[u32]) {
+                fn entry(
+                    accs: &mut [&mut [u32]],
+                    pairs: $crate::backend::PairRows<'_>,
+                    weights: &[u32],
+                ) {
                     $crate::backend::vector::pair_weighted_sum::<$lanes>(accs, pairs, weights)
                 }
                 use $crate::backend::vector::FusedPairSums;

@@ -6,7 +6,7 @@ use super::noise::{EvaluationPlan, Inputs};
 use super::{EvaluationKeys, INPUTS, NetworkParameters, Packing, Phase, parallel};
 use crate::Error;
 use crate::backend::linear::{HALF_SUM_START, pair_major_weights};
-use crate::backend::{Backend, Kernels};
+use crate::backend::{Backend, Kernels, PairRows};
 use crate::bfv::{
     Ciphertext, Evaluator, ExpandedCiphertext, GaloisKey, MultiplyScratch, Parameters,
 };
@@ -494,7 +494,7 @@ impl<'a> NetworkEvaluator<'a> {
         }
         let pool = &mut workspace.polys;
         let hidden = match summed {
-            true => dense1.finish_tensors(
+            true => dense1.started().finish_tensors(
                 params,
                 square_level,
                 hidden_level,
@@ -502,7 +502,9 @@ impl<'a> NetworkEvaluator<'a> {
                 &mut workspace.sums,
                 pool,
             ),
-            false => dense1.finish(params, &self.dense1_bias, &mut workspace.sums, pool),
+            false => dense1
+                .started()
+                .finish(params, &self.dense1_bias, &mut workspace.sums, pool),
         };
         phase_done(Phase::HiddenDense);
 
@@ -778,7 +780,7 @@ impl LinearBlock {
                 .collect();
             let mut accs: Vec<&mut [u32]> = sums.chunks_exact_mut(width).take(outs.len()).collect();
             accs.iter_mut().for_each(|s| s.fill(HALF_SUM_START));
-            backend.pair_weighted_sum(&mut accs, &packed, pair_weights);
+            backend.pair_weighted_sum(&mut accs, PairRows::Listed(&packed), pair_weights);
         }
         for ((out, lo), hi) in outs
             .iter_mut()
@@ -823,6 +825,10 @@ struct Accumulators {
     size: usize,
     /// Limbs of a polynomial.
     limbs: usize,
+    /// Whether the half-word sums still hold whatever their buffers held: the first group
+    /// starts each task's block at `HALF_SUM_START` just before summing into it, while the
+    /// block is in that core's cache, instead of a pass over all of them first.
+    unstarted: bool,
 }
 
 /// [output][poly][limb][coefficient], flattened per output.
@@ -856,18 +862,33 @@ impl Accumulators {
             let mut buffers: Vec<Vec<u32>> = (0..2 * outputs)
                 .map(|_| pool.pop().unwrap_or_default())
                 .collect();
-            // Filled on every core: about 100 MB for the committed model (fresh pages are
-            // faulted in there too).
-            parallel::for_each_mut(&mut buffers, |_, sums| {
-                sums.clear();
-                sums.resize(len, HALF_SUM_START);
-            });
+            // Sized on every core (fresh pages are faulted in there), not started: the first
+            // group starts them block by block. A pass here wrote about 100 MB for the
+            // committed model, which the first group then read back from memory.
+            parallel::for_each_mut(&mut buffers, |_, sums| sums.resize(len, HALF_SUM_START));
             let high = buffers.split_off(outputs);
             Sums::Halves { low: buffers, high }
         } else {
             Sums::Wide((0..outputs).map(|_| alloc::vec![0i64; len]).collect())
         };
-        Self { sums, size, limbs }
+        Self {
+            sums,
+            size,
+            limbs,
+            unstarted: halves,
+        }
+    }
+
+    /// Starts every half-word sum if no group has: the outputs of a layer without inputs.
+    fn started(mut self) -> Self {
+        if core::mem::take(&mut self.unstarted)
+            && let Sums::Halves { low, high } = &mut self.sums
+        {
+            low.iter_mut()
+                .chain(high.iter_mut())
+                .for_each(|sums| sums.fill(HALF_SUM_START));
+        }
+        self
     }
 
     /// sums[o] += sum_i weight(o, i) inputs[i] (each input's polynomials), in column blocks
@@ -918,6 +939,7 @@ impl Accumulators {
         } else {
             Vec::new()
         };
+        let first_group = core::mem::take(&mut self.unstarted);
         // Each task's packed pairs, grown once and overwritten block after block.
         let packed = || (Vec::<u32>::new(), Vec::<u32>::new());
         parallel::for_each_mut_init_coarse(&mut blocks, packed, |(lo, hi), b, block| {
@@ -951,20 +973,22 @@ impl Accumulators {
                             second,
                         );
                     }
-                    let lo: Vec<&[u32]> = lo
-                        .chunks_exact(PAIR_STRIDE)
-                        .map(|p| &p[..COLUMNS])
-                        .collect();
-                    let hi: Vec<&[u32]> = hi
-                        .chunks_exact(PAIR_STRIDE)
-                        .map(|p| &p[..COLUMNS])
-                        .collect();
                     let (mut sums_lo, mut sums_hi): (Vec<&mut [u32]>, Vec<&mut [u32]>) = block
                         .iter_mut()
                         .map(|(lo, hi)| (&mut **lo, &mut **hi))
                         .unzip();
-                    backend.pair_weighted_sum(&mut sums_lo, &lo, &pair_weights);
-                    backend.pair_weighted_sum(&mut sums_hi, &hi, &pair_weights);
+                    if first_group {
+                        for sums in sums_lo.iter_mut().chain(sums_hi.iter_mut()) {
+                            sums.fill(HALF_SUM_START);
+                        }
+                    }
+                    for (sums, words) in [(&mut sums_lo, &lo), (&mut sums_hi, &hi)] {
+                        let pairs = PairRows::Strided {
+                            words,
+                            stride: PAIR_STRIDE,
+                        };
+                        backend.pair_weighted_sum(sums, pairs, &pair_weights);
+                    }
                 }
             }
         });

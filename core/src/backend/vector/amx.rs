@@ -26,6 +26,7 @@ use core::arch::x86_64::{
     _mm512_slli_epi32, _mm512_storeu_si512,
 };
 
+use crate::backend::PairRows;
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicU8, Ordering};
 
@@ -130,17 +131,19 @@ impl TileConfig {
 /// weight's halves lie in [-128, 127]; returns false, touching nothing, otherwise.
 pub(crate) fn pair_weighted_sum(
     accs: &mut [&mut [u32]],
-    pairs: &[&[u32]],
+    pairs: PairRows<'_>,
     weights: &[u32],
 ) -> bool {
     let outputs = accs.len();
     let n = accs.first().map_or(0, |a| a.len());
-    let shapes = weights.len() == pairs.len() * outputs
-        && accs.iter().all(|a| a.len() == n)
-        && pairs.iter().all(|r| r.len() == n);
+    let Some(count) = pairs.count(n) else {
+        return false;
+    };
+    let shapes =
+        count.checked_mul(outputs) == Some(weights.len()) && accs.iter().all(|a| a.len() == n);
     // Fewer outputs or pairs than a tile's leave most of each product unused: VNNI does
     // better there (the convolution's few maps).
-    if !shapes || outputs < MIN_OUTPUTS || pairs.len() < MIN_PAIRS || n < TILE {
+    if !shapes || outputs < MIN_OUTPUTS || count < MIN_PAIRS || n < TILE {
         return false;
     }
     let bytes = weights.iter().fold(true, |ok, &w| ok & halves_are_bytes(w));
@@ -153,6 +156,8 @@ pub(crate) fn pair_weighted_sum(
         .map(|o| weights.iter().skip(o).step_by(outputs).copied().collect())
         .collect();
     let weights: Vec<&[u32]> = rows.iter().map(Vec::as_slice).collect();
+    // The passes take a row's slice each (they read pairs two by two, a tile row each).
+    let pairs: Vec<&[u32]> = (0..count).map(|p| pairs.row(p, n)).collect();
     let pass_pairs = MAX_CHUNKS * CHUNK_PAIRS;
     let pass_outputs = MAX_OUTPUT_TILES * TILE;
     with_data_buffer(|data| {

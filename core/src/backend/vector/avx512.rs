@@ -16,6 +16,7 @@
 use core::arch::x86_64::*;
 
 use super::{FusedPairSums, Lanes, kernels_via_entry_points};
+use crate::backend::PairRows;
 use crate::zq::Modulus;
 
 cpufeatures::new!(cpuid_avx512, "avx512f", "avx512bw");
@@ -88,7 +89,7 @@ impl FusedPairSums for Avx512 {
     fn fused_pair_weighted_sum(
         &self,
         accs: &mut [&mut [u32]],
-        pairs: &[&[u32]],
+        pairs: PairRows<'_>,
         weights: &[u32],
     ) -> bool {
         if !self.vnni {
@@ -99,7 +100,7 @@ impl FusedPairSums for Avx512 {
             return true;
         }
         #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
-        fn entry(accs: &mut [&mut [u32]], pairs: &[&[u32]], weights: &[u32]) {
+        fn entry(accs: &mut [&mut [u32]], pairs: PairRows<'_>, weights: &[u32]) {
             super::pair_weighted_sum::<Avx512Lanes<true>>(accs, pairs, weights)
         }
         // SAFETY: `vnni` is true only where `new` detected AVX512-VNNI besides F and BW.
