@@ -36,6 +36,10 @@ pub(crate) trait Lanes: Copy {
     fn load(src: &[u32]) -> Self;
     /// Into the first `WIDTH` words of `dst` (panics if it is shorter).
     fn store(self, dst: &mut [u32]);
+    /// Asks for the cache line of `src`'s first word ahead of its loads: a hint, which
+    /// changes no result (none by default).
+    #[inline(always)]
+    fn prefetch(_src: &[u32]) {}
     /// Group g's eight lanes from src[g stride..g stride + 8] (panics if `src` is shorter).
     /// The default serves eight lanes, one group.
     #[inline(always)]
@@ -1106,6 +1110,24 @@ where
                 outputs,
                 start,
             };
+            // The next tile's accumulator lines, while this one runs, where there are many
+            // outputs: a hundred outputs' rows are more streams than the hardware prefetchers
+            // follow, and the dense layer's are in memory (every output's sums, 118 MB for
+            // the committed model). A convolution window's few are in cache.
+            let next = match o + T < outputs {
+                true => (o + T, start),
+                false => (0, start + chunk),
+            };
+            if outputs >= PREFETCHED_OUTPUTS && next.1 < done {
+                for sums in accs[next.0..].iter().take(T) {
+                    // Every line the chunk touches (allocations need not start one).
+                    let sums = &sums[next.1..next.1 + chunk];
+                    for line in sums.chunks(16) {
+                        V::prefetch(line);
+                    }
+                    V::prefetch(&sums[chunk - 1..]);
+                }
+            }
             let rows = rows(start);
             o += match outputs - o {
                 l if l >= T => pair_tile::<V, I, T, C>(accs, rows, weights, tile),
@@ -1116,6 +1138,9 @@ where
     }
     done
 }
+
+/// The fewest outputs whose accumulators [`pair_weighted_sum`] fetches a tile ahead.
+const PREFETCHED_OUTPUTS: usize = 16;
 
 /// Where a tile of [`pair_weighted_sum`] lies: its first output of `outputs`, and its first
 /// column.

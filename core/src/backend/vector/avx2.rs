@@ -49,6 +49,13 @@ impl Lanes for Avx2Lanes {
     }
 
     #[inline(always)]
+    fn prefetch(src: &[u32]) {
+        // SAFETY: a prefetch reads nothing architecturally and never faults; SSE is part of
+        // x86_64.
+        unsafe { _mm_prefetch::<_MM_HINT_T0>(src.as_ptr().cast()) }
+    }
+
+    #[inline(always)]
     fn splat(x: u32) -> Self {
         // SAFETY: AVX2 is present wherever this type is used.
         Self(unsafe { _mm256_set1_epi32(x as i32) })

@@ -194,6 +194,13 @@ impl<const VNNI: bool> Lanes for Avx512Lanes<VNNI> {
     }
 
     #[inline(always)]
+    fn prefetch(src: &[u32]) {
+        // SAFETY: a prefetch reads nothing architecturally and never faults; SSE is part of
+        // x86_64.
+        unsafe { _mm_prefetch::<_MM_HINT_T0>(src.as_ptr().cast()) }
+    }
+
+    #[inline(always)]
     fn load_groups(src: &[u32], stride: usize) -> Self {
         let (low, high) = (&src[..8], &src[stride..stride + 8]);
         // SAFETY: both slices are valid for reading 32 bytes, unaligned loads; AVX-512F
