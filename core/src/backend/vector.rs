@@ -10,6 +10,8 @@
 //! (see `fill_tail` in [`crate::ntt`]); a 16-lane vector holds the same row of two
 //! consecutive blocks, one per half.
 
+use core::ops::Range;
+
 use super::{PairRows, check_lengths};
 use crate::ntt::{NttTable, TAIL_BLOCK, TAIL_WORDS};
 use crate::zq::{Modulus, ShoupConstant};
@@ -1021,13 +1023,17 @@ pub(crate) fn pair_weighted_sum<V: Lanes>(
     let done = match pairs {
         PairRows::Listed(rows) => pair_sums_by_shape::<V, _, _>(
             accs,
-            |from| rows.iter().map(move |r| &r[from..]),
+            |from, pairs: Range<usize>| rows[pairs].iter().map(move |r| &r[from..]),
             weights,
             n,
         ),
         PairRows::Strided { words, stride } => pair_sums_by_shape::<V, _, _>(
             accs,
-            |from| words.chunks_exact(stride).map(move |r| &r[from..]),
+            |from, pairs: Range<usize>| {
+                words[pairs.start * stride..pairs.end * stride]
+                    .chunks_exact(stride)
+                    .map(move |r| &r[from..])
+            },
             weights,
             n,
         ),
@@ -1049,7 +1055,7 @@ pub(crate) fn pair_weighted_sum<V: Lanes>(
 }
 
 /// [`pair_weighted_sum`]'s tiles for V's registers and the outputs' count; returns the
-/// columns done. `rows(c)`: every row from column c on.
+/// columns done. `rows(c, pairs)`: those rows from column c on.
 #[inline(always)]
 fn pair_sums_by_shape<'r, V: Lanes, R, I>(
     accs: &mut [&mut [u32]],
@@ -1058,17 +1064,20 @@ fn pair_sums_by_shape<'r, V: Lanes, R, I>(
     n: usize,
 ) -> usize
 where
-    R: Fn(usize) -> I + Copy,
+    R: Fn(usize, Range<usize>) -> I + Copy,
     I: Iterator<Item = &'r [u32]>,
 {
-    // Tiles of 4 outputs x 4 vectors (16 accumulators, 4 pair vectors: AVX-512's and NEON's
-    // 32 registers; measured on an Intel Xeon against 8 x 2, 6 x 4, 10 x 2 and 12 x 2). With
+    // Tiles of 5 outputs x 4 vectors (20 accumulators, 4 pair vectors and a weight of
+    // AVX-512's and NEON's 32 registers). On an Intel Xeon (Ice Lake, VNNI), with the pairs
+    // in blocks that stay in L1, criterion's dense block took 347 to 389 us against 354 to
+    // 542 in 4 x 4 and 342 to 387 in 6 x 4, 7 x 3 and 8 x 2 far slower; a convolution window's
+    // five maps make one tile (2.8 to 3.4 us against 3.3 to 4.9 in 4 x 4). With
     // AVX2's 16: 6 x 2 for six outputs or more (12 accumulators, 2 pair vectors and a weight;
     // on an AMD EPYC, the dense layer's sums 20% faster than in 2 x 4: each pair's two
     // vectors feed three times the products, and a column chunk's pairs, 64 bytes each,
     // stay in a 32 KB L1), else 2 x 4 (the convolution's five maps).
     match V::REGISTERS {
-        32.. => pair_sums_in_tiles::<V, R, I, 4, 4>(accs, rows, weights, n),
+        32.. => pair_sums_in_tiles::<V, R, I, 5, 4>(accs, rows, weights, n),
         _ if accs.len() >= 6 => pair_sums_in_tiles::<V, R, I, 6, 2>(accs, rows, weights, n),
         _ => pair_sums_in_tiles::<V, R, I, 2, 4>(accs, rows, weights, n),
     }
@@ -1096,48 +1105,69 @@ fn pair_sums_in_tiles<'r, V: Lanes, R, I, const T: usize, const C: usize>(
     n: usize,
 ) -> usize
 where
-    R: Fn(usize) -> I + Copy,
+    R: Fn(usize, Range<usize>) -> I + Copy,
     I: Iterator<Item = &'r [u32]>,
 {
     let chunk = C * V::WIDTH;
     let done = n - n % chunk;
     let outputs = accs.len();
+    // The pairs in blocks whose chunk of columns stays in L1 while every tile of outputs
+    // reads it (see PAIR_BLOCK_BYTES), in blocks of equal size.
+    let count = weights.len() / outputs;
+    let row_bytes = chunk * core::mem::size_of::<u32>();
+    let blocks = (count * row_bytes).div_ceil(PAIR_BLOCK_BYTES).max(1);
+    let per_block = count.div_ceil(blocks).max(1);
     for start in (0..done).step_by(chunk) {
-        let mut o = 0;
-        while o < outputs {
-            let tile = Tile {
-                first: o,
-                outputs,
-                start,
-            };
-            // The next tile's accumulator lines, while this one runs, where there are many
-            // outputs: a hundred outputs' rows are more streams than the hardware prefetchers
-            // follow, and the dense layer's are in memory (every output's sums, 118 MB for
-            // the committed model). A convolution window's few are in cache.
-            let next = match o + T < outputs {
-                true => (o + T, start),
-                false => (0, start + chunk),
-            };
-            if outputs >= PREFETCHED_OUTPUTS && next.1 < done {
-                for sums in accs[next.0..].iter().take(T) {
-                    // Every line the chunk touches (allocations need not start one).
-                    let sums = &sums[next.1..next.1 + chunk];
-                    for line in sums.chunks(16) {
-                        V::prefetch(line);
+        for first_pair in (0..count.max(1)).step_by(per_block) {
+            let pairs = first_pair..count.min(first_pair + per_block);
+            let last_block = pairs.end == count;
+            let weights = &weights[pairs.start * outputs..pairs.end * outputs];
+            let mut o = 0;
+            while o < outputs {
+                let tile = Tile {
+                    first: o,
+                    outputs,
+                    start,
+                };
+                // The next tile's accumulator lines, while this one runs, where there are
+                // many outputs: a hundred outputs' rows are more streams than the hardware
+                // prefetchers follow, and the dense layer's are in memory (every output's
+                // sums, 118 MB for the committed model). A convolution window's few are in
+                // cache, as are this chunk's in the blocks after its first.
+                let next = match (o + T < outputs, last_block) {
+                    (true, _) => Some((o + T, start)),
+                    (false, true) => Some((0, start + chunk)),
+                    (false, false) => None,
+                };
+                if let Some(next) = next.filter(|n| outputs >= PREFETCHED_OUTPUTS && n.1 < done) {
+                    for sums in accs[next.0..].iter().take(T) {
+                        // Every line the chunk touches (allocations need not start one).
+                        let sums = &sums[next.1..next.1 + chunk];
+                        for line in sums.chunks(16) {
+                            V::prefetch(line);
+                        }
+                        V::prefetch(&sums[chunk - 1..]);
                     }
-                    V::prefetch(&sums[chunk - 1..]);
                 }
+                let rows = rows(start, pairs.clone());
+                o += match outputs - o {
+                    l if l >= T => pair_tile::<V, _, T, C>(accs, rows, weights, tile),
+                    2.. => pair_tile::<V, _, 2, C>(accs, rows, weights, tile),
+                    _ => pair_tile::<V, _, 1, C>(accs, rows, weights, tile),
+                };
             }
-            let rows = rows(start);
-            o += match outputs - o {
-                l if l >= T => pair_tile::<V, I, T, C>(accs, rows, weights, tile),
-                2.. => pair_tile::<V, I, 2, C>(accs, rows, weights, tile),
-                _ => pair_tile::<V, I, 1, C>(accs, rows, weights, tile),
-            };
         }
     }
     done
 }
+
+/// The bytes of a column chunk's pairs that [`pair_weighted_sum`] reads in one block: every
+/// tile of outputs reads them again, so they should stay in L1 (48 KB on an Intel Xeon,
+/// 32 KB on an AMD EPYC) beside the block's weights. The dense layer's 213 pairs take 54 KB
+/// a chunk of AVX-512's 64 columns: on an Intel Xeon (Ice Lake), criterion's dense block in
+/// 4 x 4 tiles took 434 to 448 us in one block, 352 to 356 in blocks of 16 KB (12 KB: 362
+/// to 366, 24 KB: 354 to 357, 32 KB: 386 to 398). AVX2's chunks of 16 columns fit whole.
+const PAIR_BLOCK_BYTES: usize = 16 * 1024;
 
 /// The fewest outputs whose accumulators [`pair_weighted_sum`] fetches a tile ahead.
 const PREFETCHED_OUTPUTS: usize = 16;
