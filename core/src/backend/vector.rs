@@ -1067,11 +1067,12 @@ where
     R: Fn(usize, Range<usize>) -> I + Copy,
     I: Iterator<Item = &'r [u32]>,
 {
-    // Tiles of 5 outputs x 4 vectors (20 accumulators, 4 pair vectors and a weight of
+    // Tiles of 5 outputs x 4 vectors (20 accumulators, 4 pair vectors and a weight: 25 of
     // AVX-512's and NEON's 32 registers). On an Intel Xeon (Ice Lake, VNNI), with the pairs
-    // in blocks that stay in L1, criterion's dense block took 347 to 389 us against 354 to
-    // 542 in 4 x 4 and 342 to 387 in 6 x 4, 7 x 3 and 8 x 2 far slower; a convolution window's
-    // five maps make one tile (2.8 to 3.4 us against 3.3 to 4.9 in 4 x 4). With
+    // in blocks that stay in L1, criterion's dense block took 347 to 389 us, against 354 to
+    // 542 in 4 x 4 and 342 to 387 in 6 x 4 (7 x 3 and 8 x 2 far slower), and a convolution
+    // window's five maps make one tile: 2.8 to 3.4 us against 3.3 to 4.9 in 4 x 4. (Not
+    // timed on NEON, which takes the same shape.) With
     // AVX2's 16: 6 x 2 for six outputs or more (12 accumulators, 2 pair vectors and a weight;
     // on an AMD EPYC, the dense layer's sums 20% faster than in 2 x 4: each pair's two
     // vectors feed three times the products, and a column chunk's pairs, 64 bytes each,
