@@ -1119,7 +1119,7 @@ where
     let blocks = (count * row_bytes).div_ceil(PAIR_BLOCK_BYTES).max(1);
     let per_block = count.div_ceil(blocks).max(1);
     for start in (0..done).step_by(chunk) {
-        for first_pair in (0..count.max(1)).step_by(per_block) {
+        for first_pair in (0..count).step_by(per_block) {
             let pairs = first_pair..count.min(first_pair + per_block);
             let last_block = pairs.end == count;
             let weights = &weights[pairs.start * outputs..pairs.end * outputs];
